@@ -1,0 +1,149 @@
+//! What the engine serves and how: services, workers, ring and buffer sizes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use protocols::{DatagramHandler, StreamSession, Transport};
+
+/// Makes a fresh session for every accepted connection.
+pub type StreamFactory = Arc<dyn Fn() -> Box<dyn StreamSession> + Send + Sync>;
+/// Makes one handler for every worker's socket of a datagram service.
+pub type DatagramFactory = Arc<dyn Fn() -> Box<dyn DatagramHandler> + Send + Sync>;
+
+/// How a service turns bytes into replies; the engine knows nothing more of it.
+#[derive(Clone)]
+pub enum Handler {
+    /// A TCP service: one session per connection.
+    Stream(StreamFactory),
+    /// A UDP service: one handler per worker socket.
+    Datagram(DatagramFactory),
+}
+
+impl Handler {
+    /// The transport this handler is served over.
+    pub fn transport(&self) -> Transport {
+        match self {
+            Handler::Stream(_) => Transport::Tcp,
+            Handler::Datagram(_) => Transport::Udp,
+        }
+    }
+}
+
+/// One listening service: an address, a name for messages, and its handler.
+#[derive(Clone)]
+pub struct ServiceConfig {
+    /// Where to listen; port 0 picks a free port shared by every worker.
+    pub addr: SocketAddr,
+    /// The protocol's name, for messages and metrics.
+    pub protocol: String,
+    /// The protocol itself.
+    pub handler: Handler,
+}
+
+impl ServiceConfig {
+    /// The service's transport.
+    pub fn transport(&self) -> Transport {
+        self.handler.transport()
+    }
+}
+
+/// Everything the engine needs to start.
+#[derive(Clone)]
+pub struct EngineConfig {
+    /// The services every worker serves.
+    pub services: Vec<ServiceConfig>,
+    /// One worker per entry, pinned to that CPU id.
+    pub cpus: Vec<usize>,
+    /// Submission queue depth per worker (the completion queue is 4x).
+    pub ring_entries: u32,
+    /// Size of each TCP receive buffer in the provided-buffer ring.
+    pub tcp_buffer_size: u32,
+    /// Number of TCP receive buffers per worker (a power of two).
+    pub tcp_buffers: u16,
+    /// Number of UDP receive buffers per worker (a power of two); each holds a
+    /// whole GRO train of up to 64 KiB.
+    pub udp_buffers: u16,
+    /// Unsent output above which a connection is not read until it drains.
+    pub output_limit: usize,
+    /// Most open TCP connections in the whole process (shared evenly by workers).
+    pub max_connections: usize,
+    /// UDP replies in flight per worker; more are dropped and counted.
+    pub udp_sends_in_flight: usize,
+    /// How long shutdown may spend flushing replies before closing anyway.
+    pub shutdown_deadline: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            services: Vec::new(),
+            cpus: vec![0],
+            ring_entries: 1024,
+            tcp_buffer_size: 16 * 1024,
+            tcp_buffers: 512,
+            udp_buffers: 256,
+            output_limit: 1024 * 1024,
+            max_connections: 10_000,
+            udp_sends_in_flight: 512,
+            shutdown_deadline: Duration::from_secs(5),
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Checks the values that would otherwise fail deep inside a worker.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.services.is_empty() {
+            return Err("no service to serve".into());
+        }
+        if self.cpus.is_empty() {
+            return Err("no worker: give at least one CPU or thread".into());
+        }
+        if !(2..=32768).contains(&self.ring_entries) {
+            return Err(format!(
+                "ring entries must be between 2 and 32768, got {}",
+                self.ring_entries
+            ));
+        }
+        for (name, n) in [
+            ("TCP buffer count", self.tcp_buffers),
+            ("UDP buffer count", self.udp_buffers),
+        ] {
+            if !n.is_power_of_two() || n > 32768 {
+                return Err(format!(
+                    "{name} must be a power of two up to 32768, got {n}"
+                ));
+            }
+        }
+        if !(512..=1 << 24).contains(&self.tcp_buffer_size) {
+            return Err(format!(
+                "buffer size must be between 512 B and 16 MiB, got {}",
+                self.tcp_buffer_size
+            ));
+        }
+        if self.output_limit == 0 {
+            return Err("output limit must be above zero".into());
+        }
+        if self.max_connections == 0 {
+            return Err("max connections must be above zero".into());
+        }
+        if self.udp_sends_in_flight == 0 {
+            return Err("UDP sends in flight must be above zero".into());
+        }
+        for (i, a) in self.services.iter().enumerate() {
+            for b in &self.services[..i] {
+                if a.transport() == b.transport() && a.addr == b.addr && a.addr.port() != 0 {
+                    return Err(format!(
+                        "{} {} is configured twice ('{}' and '{}')",
+                        a.transport(),
+                        a.addr,
+                        b.protocol,
+                        a.protocol
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}

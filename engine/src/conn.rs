@@ -1,0 +1,139 @@
+//! One TCP connection's state as the worker sees it.
+
+use std::os::fd::OwnedFd;
+
+use protocols::StreamSession;
+
+/// Where the connection's multishot receive stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecvState {
+    /// No receive outstanding.
+    Idle,
+    /// A multishot receive is armed.
+    Armed,
+    /// A cancel was requested; the final completion has not arrived yet.
+    Cancelling,
+}
+
+/// Output buffers above this capacity are released once empty, so a
+/// connection that once moved a lot of data does not keep the memory idle.
+const KEEP_CAPACITY: usize = 16 * 1024;
+
+/// A TCP connection: its socket, its protocol session and its output.
+pub struct Conn {
+    /// The socket; closed when the connection is dropped.
+    pub fd: OwnedFd,
+    /// The protocol state machine.
+    pub session: Box<dyn StreamSession>,
+    /// Reply bytes not yet handed to the kernel.
+    pub pending: Vec<u8>,
+    /// Bytes owned by the send in flight (or waiting for the next part of it).
+    pub sending: Vec<u8>,
+    /// How much of `sending` the kernel has taken.
+    pub sent: usize,
+    /// A send is outstanding; `sending` must not change until it completes.
+    pub send_in_flight: bool,
+    /// The multishot receive's state.
+    pub recv: RecvState,
+    /// No more reading: the peer closed its side, the protocol asked to
+    /// close, or the worker is shutting down.
+    pub read_done: bool,
+    /// An error ended the connection; close once the kernel is done with it.
+    pub failed: bool,
+}
+
+impl Conn {
+    /// A fresh connection on `fd` speaking through `session`.
+    pub fn new(fd: OwnedFd, session: Box<dyn StreamSession>) -> Self {
+        Self {
+            fd,
+            session,
+            pending: Vec::new(),
+            sending: Vec::new(),
+            sent: 0,
+            send_in_flight: false,
+            recv: RecvState::Idle,
+            read_done: false,
+            failed: false,
+        }
+    }
+
+    /// Reply bytes produced but not yet taken by the kernel.
+    pub fn unsent(&self) -> usize {
+        self.pending.len() + self.sending.len() - self.sent
+    }
+
+    /// True when no kernel operation refers to this connection any more.
+    pub fn quiescent(&self) -> bool {
+        self.recv == RecvState::Idle && !self.send_in_flight
+    }
+
+    /// Moves queued output into `sending` when no send is under way; returns
+    /// true when there is something to send.
+    pub fn next_send(&mut self) -> bool {
+        if self.send_in_flight {
+            return false;
+        }
+        if self.sent == self.sending.len() {
+            self.sending.clear();
+            self.sent = 0;
+            std::mem::swap(&mut self.pending, &mut self.sending);
+        }
+        if self.sending.is_empty() {
+            self.release_idle_memory();
+            return false;
+        }
+        true
+    }
+
+    fn release_idle_memory(&mut self) {
+        if self.pending.is_empty() && self.pending.capacity() > KEEP_CAPACITY {
+            self.pending = Vec::new();
+        }
+        if self.sending.is_empty() && self.sending.capacity() > KEEP_CAPACITY {
+            self.sending = Vec::new();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocols::echo::EchoStream;
+
+    fn conn() -> Conn {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        Conn::new(OwnedFd::from(a), Box::new(EchoStream))
+    }
+
+    #[test]
+    fn output_moves_from_pending_to_sending_in_order() {
+        let mut c = conn();
+        assert!(!c.next_send());
+        c.pending.extend_from_slice(b"abc");
+        assert!(c.next_send());
+        assert_eq!(c.sending, b"abc");
+        c.send_in_flight = true;
+        c.pending.extend_from_slice(b"de");
+        assert!(!c.next_send(), "one send at a time");
+        assert_eq!(c.unsent(), 5);
+        c.send_in_flight = false;
+        c.sent = 2;
+        assert!(c.next_send(), "the rest of a short send goes first");
+        assert_eq!(&c.sending[c.sent..], b"c");
+        c.sent = 3;
+        assert!(c.next_send());
+        assert_eq!(c.sending, b"de");
+        assert_eq!(c.unsent(), 2);
+    }
+
+    #[test]
+    fn large_idle_buffers_are_released() {
+        let mut c = conn();
+        c.pending = vec![0; 100_000];
+        assert!(c.next_send());
+        c.sent = c.sending.len();
+        assert!(!c.next_send());
+        assert_eq!(c.sending.capacity() + c.pending.capacity(), 0);
+    }
+}

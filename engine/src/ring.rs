@@ -1,0 +1,115 @@
+//! Creating a worker's io_uring, with the best setup flags the kernel takes,
+//! and explaining why io_uring is unavailable when it is.
+
+use std::io;
+
+use io_uring::IoUring;
+
+use crate::error::EngineError;
+
+/// Which optional setup flags a ring was created with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RingMode {
+    /// SINGLE_ISSUER + DEFER_TASKRUN + COOP_TASKRUN: completions are processed
+    /// only when this thread enters the kernel, never by interrupting it.
+    DeferTaskrun,
+    /// COOP_TASKRUN only (kernels 5.19 to 6.0).
+    CoopTaskrun,
+    /// No optional flag.
+    Plain,
+}
+
+impl RingMode {
+    /// A short human name.
+    pub fn describe(self) -> &'static str {
+        match self {
+            RingMode::DeferTaskrun => "single-issuer, defer-taskrun, coop-taskrun",
+            RingMode::CoopTaskrun => "coop-taskrun",
+            RingMode::Plain => "no optional setup flags",
+        }
+    }
+}
+
+/// Creates a ring of `entries` SQEs and 4x CQEs, trying the best flags first.
+pub fn create(entries: u32) -> Result<(IoUring, RingMode), EngineError> {
+    let cq = entries.saturating_mul(4);
+    let attempts: [(RingMode, fn(&mut io_uring::Builder)); 3] = [
+        (RingMode::DeferTaskrun, |b| {
+            b.setup_single_issuer()
+                .setup_defer_taskrun()
+                .setup_coop_taskrun();
+        }),
+        (RingMode::CoopTaskrun, |b| {
+            b.setup_coop_taskrun();
+        }),
+        (RingMode::Plain, |_| {}),
+    ];
+    let mut last = None;
+    for (mode, configure) in attempts {
+        let mut builder = IoUring::builder();
+        builder.setup_cqsize(cq).setup_clamp();
+        configure(&mut builder);
+        match builder.build(entries) {
+            Ok(ring) => return Ok((ring, mode)),
+            // EINVAL: this kernel does not know a flag; try fewer.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last = Some(e),
+            Err(e) => return Err(unavailable(&e)),
+        }
+    }
+    Err(unavailable(&last.unwrap_or_else(|| {
+        io::Error::from_raw_os_error(libc::EINVAL)
+    })))
+}
+
+/// Probes that io_uring can be used at all, before any thread starts.
+pub fn probe() -> Result<RingMode, EngineError> {
+    create(8).map(|(_, mode)| mode)
+}
+
+/// Names the cause of an io_uring_setup failure and what to do about it.
+pub fn unavailable(err: &io::Error) -> EngineError {
+    let sysctl = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok());
+    let cause = match (err.raw_os_error(), sysctl) {
+        (Some(libc::EPERM), Some(2)) => {
+            "disabled for every process by sysctl kernel.io_uring_disabled=2; run `sysctl kernel.io_uring_disabled=0` as root".to_string()
+        }
+        (Some(libc::EPERM), Some(1)) => {
+            "restricted by sysctl kernel.io_uring_disabled=1 to root and the group in kernel.io_uring_group; run as one of them, or set the sysctl to 0".to_string()
+        }
+        (Some(libc::EPERM), _) => {
+            "io_uring_setup was refused (EPERM), most likely by a seccomp filter of a container runtime; allow io_uring_setup/io_uring_enter/io_uring_register in the seccomp profile (e.g. docker --security-opt seccomp=unconfined)".to_string()
+        }
+        (Some(libc::ENOSYS), _) => {
+            "io_uring_setup does not exist here (ENOSYS): either the kernel is older than 5.1 or built without CONFIG_IO_URING, or a seccomp filter (Docker's default profile) blocks it; ringcore needs Linux 6.0 or newer with io_uring allowed".to_string()
+        }
+        (Some(libc::ENOMEM), _) => {
+            "not enough locked memory for the ring (ENOMEM); raise RLIMIT_MEMLOCK (`ulimit -l`) or lower --ring-entries".to_string()
+        }
+        _ => format!("io_uring_setup failed: {err}"),
+    };
+    EngineError::UringUnavailable(cause)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_are_named() {
+        let msg = unavailable(&io::Error::from_raw_os_error(libc::ENOSYS)).to_string();
+        assert!(msg.contains("seccomp") && msg.contains("6.0"), "{msg}");
+        let msg = unavailable(&io::Error::from_raw_os_error(libc::EPERM)).to_string();
+        assert!(
+            msg.contains("io_uring_disabled") || msg.contains("seccomp"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn this_kernel_gives_a_ring() {
+        let (ring, _mode) = create(8).expect("io_uring is enabled on the test machines");
+        assert!(ring.params().sq_entries() >= 8);
+    }
+}

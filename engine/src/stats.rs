@@ -1,0 +1,171 @@
+//! Per-worker counters: written by one worker only, read by anyone.
+//!
+//! Each counter is a relaxed atomic that only its worker writes, so an
+//! increment is a plain load and store (no locked instruction) and readers
+//! sum the workers' values whenever they like.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// A counter with a single writer.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n`. Only the owning worker may call this (single writer).
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
+    /// Adds one.
+    #[inline]
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+macro_rules! counters {
+    ($($(#[doc = $doc:literal])* $name:ident,)*) => {
+        /// One worker's counters. Aligned to its own cache lines so that two
+        /// workers never write the same line.
+        #[derive(Debug, Default)]
+        #[repr(align(128))]
+        pub struct WorkerStats {
+            $($(#[doc = $doc])* pub $name: Counter,)*
+        }
+
+        /// A plain copy of counters, for printing and arithmetic.
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+        pub struct StatsSnapshot {
+            $($(#[doc = $doc])* pub $name: u64,)*
+        }
+
+        impl WorkerStats {
+            /// Reads every counter.
+            pub fn snapshot(&self) -> StatsSnapshot {
+                StatsSnapshot { $($name: self.$name.get(),)* }
+            }
+        }
+
+        impl StatsSnapshot {
+            /// Every counter's name, help text and value, in declaration order.
+            pub fn fields(&self) -> Vec<(&'static str, &'static str, u64)> {
+                vec![$((stringify!($name), concat!($($doc),*).trim_start(), self.$name),)*]
+            }
+
+            /// The sum of two snapshots, counter by counter.
+            pub fn plus(&self, other: &StatsSnapshot) -> StatsSnapshot {
+                StatsSnapshot { $($name: self.$name.wrapping_add(other.$name),)* }
+            }
+        }
+    };
+}
+
+counters! {
+    /// TCP connections accepted.
+    connections_accepted,
+    /// TCP connections closed.
+    connections_closed,
+    /// Bytes received, TCP and UDP payloads.
+    bytes_in,
+    /// Bytes sent, TCP and UDP payloads.
+    bytes_out,
+    /// TCP receive completions that carried data.
+    messages_in,
+    /// TCP send completions.
+    messages_out,
+    /// UDP datagrams received (each GRO segment counts).
+    datagrams_in,
+    /// UDP datagrams sent (each GSO segment counts).
+    datagrams_out,
+    /// UDP sends that carried more than one datagram (GSO).
+    gso_sends,
+    /// UDP receives that carried more than one datagram (GRO).
+    gro_receives,
+    /// UDP replies dropped because every send slot was busy.
+    udp_replies_dropped,
+    /// UDP datagrams larger than a receive buffer, answered truncated.
+    udp_truncated,
+    /// Connections ended by an error (reset, broken pipe).
+    connection_errors,
+    /// Failed accepts (EMFILE, ENFILE and others).
+    accept_errors,
+    /// Times a connection stopped being read because its output was full.
+    backpressure_pauses,
+    /// Multishot operations re-armed after ending (ENOBUFS and the like).
+    multishot_rearms,
+    /// io_uring_enter system calls.
+    io_uring_enter_calls,
+    /// Submission queue entries handed to the kernel.
+    sqes_submitted,
+    /// Completion queue entries reaped.
+    cqes_reaped,
+}
+
+impl StatsSnapshot {
+    /// Connections open now.
+    pub fn connections_open(&self) -> u64 {
+        self.connections_accepted
+            .saturating_sub(self.connections_closed)
+    }
+
+    /// The sum over several workers.
+    pub fn total<'a>(all: impl IntoIterator<Item = &'a StatsSnapshot>) -> StatsSnapshot {
+        all.into_iter()
+            .fold(StatsSnapshot::default(), |acc, s| acc.plus(s))
+    }
+
+    /// A one-line summary for the console.
+    pub fn summary_line(&self) -> String {
+        let requests = self.messages_in + self.datagrams_in;
+        let per_request = if requests == 0 {
+            0.0
+        } else {
+            self.io_uring_enter_calls as f64 / requests as f64
+        };
+        format!(
+            "conns open={} accepted={} | tcp in={} B/{} msgs out={} B/{} msgs | udp in={} out={} dgrams | errors={} | io_uring_enter={} sqes={} cqes={} ({:.3} enters/request)",
+            self.connections_open(),
+            self.connections_accepted,
+            self.bytes_in,
+            self.messages_in,
+            self.bytes_out,
+            self.messages_out,
+            self.datagrams_in,
+            self.datagrams_out,
+            self.connection_errors + self.accept_errors,
+            self.io_uring_enter_calls,
+            self.sqes_submitted,
+            self.cqes_reaped,
+            per_request,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_sum_and_name_every_counter() {
+        let a = WorkerStats::default();
+        a.bytes_in.add(5);
+        a.connections_accepted.add(3);
+        a.connections_closed.inc();
+        let b = WorkerStats::default();
+        b.bytes_in.add(7);
+        let total = StatsSnapshot::total(&[a.snapshot(), b.snapshot()]);
+        assert_eq!(total.bytes_in, 12);
+        assert_eq!(total.connections_open(), 2);
+        let fields = total.fields();
+        assert!(fields
+            .iter()
+            .any(|(n, help, v)| *n == "bytes_in" && *v == 12 && help.starts_with("Bytes")));
+        assert_eq!(std::mem::align_of::<WorkerStats>(), 128);
+    }
+}

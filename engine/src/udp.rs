@@ -1,0 +1,258 @@
+//! UDP plumbing: the recvmsg template for multishot receives, reading the
+//! sender and GRO segment size out of a received buffer, and send slots that
+//! keep a sendmsg's memory alive until the kernel completes it.
+
+use std::net::SocketAddr;
+
+use io_uring::types::RecvMsgOut;
+use socket2::SockAddr;
+
+use crate::socket::{SOL_UDP, UDP_GRO, UDP_SEGMENT};
+
+/// Bytes reserved in every UDP receive buffer ahead of the payload: the
+/// io_uring_recvmsg_out header, the sender's address and the control data.
+pub const RECV_HEADROOM: usize = 16 + NAME_LEN as usize + CONTROL_LEN as usize;
+/// Largest UDP payload (and so largest GRO train) a buffer must hold.
+pub const MAX_PAYLOAD: usize = 65_535;
+/// Room for the sender's address in a received buffer.
+const NAME_LEN: u32 = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+/// Room for the control messages (the GRO segment size) in a received buffer.
+const CONTROL_LEN: u32 = 64;
+/// Most segments one GSO send may carry (the kernel's UDP_MAX_SEGMENTS).
+pub const MAX_GSO_SEGMENTS: usize = 64;
+/// Largest total payload of one GSO send (an IP packet's limit, minus headers).
+pub const MAX_GSO_BYTES: usize = 65_000;
+
+/// The msghdr a multishot recvmsg takes as its template: only the name and
+/// control lengths matter; the kernel lays both out in each buffer it fills.
+pub fn recv_template() -> Box<libc::msghdr> {
+    // SAFETY: msghdr is plain old data; all-zero is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_namelen = NAME_LEN;
+    msg.msg_controllen = CONTROL_LEN as usize;
+    Box::new(msg)
+}
+
+/// One datagram (or GRO train) as the kernel delivered it.
+pub struct Received<'a> {
+    /// Who sent it.
+    pub peer: Option<SocketAddr>,
+    /// The payload bytes.
+    pub payload: &'a [u8],
+    /// The size of each datagram in the train (the last may be shorter); the
+    /// whole payload when it is a single datagram.
+    pub segment: usize,
+    /// The payload did not fit the buffer.
+    pub truncated: bool,
+}
+
+/// Parses a buffer filled by multishot recvmsg with `template`.
+pub fn parse_received<'a>(buffer: &'a [u8], template: &libc::msghdr) -> Option<Received<'a>> {
+    let out = RecvMsgOut::parse(buffer, template).ok()?;
+    // The parsed view borrows itself, not the buffer: locate the payload in
+    // the buffer so it can outlive the view.
+    let payload = out.payload_data();
+    let start = payload.as_ptr() as usize - buffer.as_ptr() as usize;
+    let payload = buffer.get(start..start + payload.len())?;
+    let segment = gro_segment(out.control_data())
+        .filter(|&s| s > 0)
+        .unwrap_or(payload.len());
+    Some(Received {
+        peer: sockaddr_from_bytes(out.name_data()),
+        payload,
+        segment,
+        truncated: out.is_payload_truncated(),
+    })
+}
+
+/// Finds the UDP_GRO control message and returns its segment size.
+fn gro_segment(mut control: &[u8]) -> Option<usize> {
+    const HEADER: usize = std::mem::size_of::<libc::cmsghdr>();
+    while control.len() >= HEADER {
+        // SAFETY: at least HEADER bytes remain; read_unaligned has no alignment need.
+        let header: libc::cmsghdr = unsafe { std::ptr::read_unaligned(control.as_ptr().cast()) };
+        let len = header.cmsg_len as usize;
+        if len < HEADER || len > control.len() {
+            return None;
+        }
+        if header.cmsg_level == SOL_UDP && header.cmsg_type == UDP_GRO && len >= HEADER + 4 {
+            let data: [u8; 4] = control[HEADER..HEADER + 4].try_into().ok()?;
+            return usize::try_from(i32::from_ne_bytes(data)).ok();
+        }
+        let step = (len + 7) & !7;
+        control = control.get(step..)?;
+    }
+    None
+}
+
+fn sockaddr_from_bytes(name: &[u8]) -> Option<SocketAddr> {
+    // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = name
+        .len()
+        .min(std::mem::size_of::<libc::sockaddr_storage>());
+    // SAFETY: `len` bytes fit both the source slice and the storage.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            name.as_ptr(),
+            (&mut storage as *mut libc::sockaddr_storage).cast::<u8>(),
+            len,
+        )
+    };
+    // SAFETY: storage holds `len` bytes of a kernel-written socket address.
+    unsafe { SockAddr::new(storage, len as libc::socklen_t) }.as_socket()
+}
+
+#[repr(C)]
+struct GsoControl {
+    header: libc::cmsghdr,
+    segment: u16,
+    _pad: [u8; 6],
+}
+
+/// The memory of one sendmsg: payload, address, iovec, control data and the
+/// msghdr pointing at them. Boxed so the pointers stay valid while the kernel
+/// owns the request.
+pub struct SendSlot {
+    /// The payload: one datagram, or a GSO train of equal-sized segments.
+    pub payload: Vec<u8>,
+    /// Datagrams in the payload.
+    pub segments: u32,
+    peer: SockAddr,
+    iov: libc::iovec,
+    control: GsoControl,
+    msg: libc::msghdr,
+}
+
+impl SendSlot {
+    /// An empty slot.
+    pub fn new() -> Box<Self> {
+        Box::new(Self {
+            payload: Vec::new(),
+            segments: 0,
+            peer: SockAddr::from(SocketAddr::from(([0, 0, 0, 0], 0))),
+            iov: libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            },
+            // SAFETY: plain old data; all-zero is a valid value.
+            control: unsafe { std::mem::zeroed() },
+            // SAFETY: plain old data; all-zero is a valid value.
+            msg: unsafe { std::mem::zeroed() },
+        })
+    }
+
+    /// Points the msghdr at this slot's payload for `peer`; with
+    /// `segment_size`, the payload is sent as a GSO train of that size.
+    /// The returned pointer is valid while `self` is neither moved nor changed.
+    pub fn prepare(&mut self, peer: SocketAddr, segment_size: Option<u16>) -> *const libc::msghdr {
+        self.peer = SockAddr::from(peer);
+        self.iov = libc::iovec {
+            iov_base: self.payload.as_mut_ptr().cast(),
+            iov_len: self.payload.len(),
+        };
+        self.msg.msg_name = self.peer.as_ptr().cast_mut().cast();
+        self.msg.msg_namelen = self.peer.len();
+        self.msg.msg_iov = &mut self.iov;
+        self.msg.msg_iovlen = 1;
+        match segment_size {
+            Some(size) => {
+                self.control.header.cmsg_len =
+                    std::mem::size_of::<libc::cmsghdr>() + std::mem::size_of::<u16>();
+                self.control.header.cmsg_level = SOL_UDP;
+                self.control.header.cmsg_type = UDP_SEGMENT;
+                self.control.segment = size;
+                self.msg.msg_control = (&mut self.control as *mut GsoControl).cast();
+                self.msg.msg_controllen = std::mem::size_of::<GsoControl>();
+            }
+            None => {
+                self.msg.msg_control = std::ptr::null_mut();
+                self.msg.msg_controllen = 0;
+            }
+        }
+        &self.msg
+    }
+}
+
+/// Splits `replies` (all to one peer) into sends: runs of equal-sized replies
+/// become one GSO train (the last of a run may be shorter, as GSO allows);
+/// anything else goes alone. Yields `(first, count, segment_size)`.
+pub fn plan_sends(lens: &[usize], gso: bool) -> Vec<(usize, usize, usize)> {
+    let mut plan = Vec::new();
+    let mut i = 0;
+    while i < lens.len() {
+        let size = lens[i];
+        let mut count = 1;
+        let mut total = size;
+        if gso && size > 0 {
+            while i + count < lens.len()
+                && count < MAX_GSO_SEGMENTS
+                && lens[i + count] > 0
+                && lens[i + count] <= size
+                && total + lens[i + count] <= MAX_GSO_BYTES
+            {
+                total += lens[i + count];
+                count += 1;
+                if lens[i + count - 1] < size {
+                    break; // a shorter segment can only be the last
+                }
+            }
+        }
+        plan.push((i, count, size));
+        i += count;
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gso_plan_groups_equal_sizes_and_respects_limits() {
+        assert_eq!(plan_sends(&[10, 10, 10], true), vec![(0, 3, 10)]);
+        assert_eq!(
+            plan_sends(&[10, 10, 4, 10], true),
+            vec![(0, 3, 10), (3, 1, 10)]
+        );
+        assert_eq!(plan_sends(&[10, 20], true), vec![(0, 1, 10), (1, 1, 20)]);
+        assert_eq!(plan_sends(&[0, 0], true), vec![(0, 1, 0), (1, 1, 0)]);
+        assert_eq!(plan_sends(&[10, 10], false), vec![(0, 1, 10), (1, 1, 10)]);
+        let many = vec![8; 100];
+        assert_eq!(plan_sends(&many, true), vec![(0, 64, 8), (64, 36, 8)]);
+        let big = vec![30_000; 3];
+        assert_eq!(plan_sends(&big, true), vec![(0, 2, 30_000), (2, 1, 30_000)]);
+    }
+
+    #[test]
+    fn gro_segment_is_found_among_control_messages() {
+        let mut control = vec![0u8; 64];
+        let header = |len: usize, level: i32, ty: i32| {
+            let mut h = Vec::new();
+            h.extend_from_slice(&len.to_ne_bytes());
+            h.extend_from_slice(&level.to_ne_bytes());
+            h.extend_from_slice(&ty.to_ne_bytes());
+            h
+        };
+        // An unrelated cmsg first (len 20, padded to 24), then UDP_GRO = 1200.
+        control[..16].copy_from_slice(&header(20, 0, 1));
+        control[24..40].copy_from_slice(&header(20, SOL_UDP, UDP_GRO));
+        control[40..44].copy_from_slice(&1200i32.to_ne_bytes());
+        assert_eq!(gro_segment(&control[..48]), Some(1200));
+        assert_eq!(gro_segment(&control[..16]), None);
+        assert_eq!(gro_segment(&[]), None);
+    }
+
+    #[test]
+    fn socket_addresses_survive_the_byte_round_trip() {
+        for text in ["127.0.0.1:8888", "[::1]:65432"] {
+            let addr: SocketAddr = text.parse().unwrap();
+            let raw = SockAddr::from(addr);
+            // SAFETY: raw points to `len` valid bytes of a socket address.
+            let bytes = unsafe {
+                std::slice::from_raw_parts(raw.as_ptr().cast::<u8>(), raw.len() as usize)
+            };
+            assert_eq!(sockaddr_from_bytes(bytes), Some(addr));
+        }
+    }
+}

@@ -1,0 +1,695 @@
+//! One pinned worker: its own io_uring, its own sockets, its own connections.
+//!
+//! The loop submits everything queued and waits for completions in one
+//! `io_uring_enter`, handles the whole batch, hands receive buffers back with
+//! one store, and goes round again. Nothing here is shared with other workers
+//! except the counters, which only this worker writes.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use protocols::{DatagramHandler, Next, Replies};
+
+use crate::bufring::BufRing;
+use crate::config::{DatagramFactory, StreamFactory};
+use crate::conn::{Conn, RecvState};
+use crate::error::EngineError;
+use crate::ring::RingMode;
+use crate::slab::Slab;
+use crate::stats::WorkerStats;
+use crate::token::{Op, Token};
+use crate::udp::{self, SendSlot};
+
+const TCP_GROUP: u16 = 0;
+const UDP_GROUP: u16 = 1;
+/// How long to wait before accepting again after EMFILE/ENFILE/ENOMEM.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// The settings a worker needs, already divided per worker.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// The worker's index, for messages and metrics.
+    pub id: usize,
+    /// Submission queue depth.
+    pub ring_entries: u32,
+    /// TCP receive buffers: count and size.
+    pub tcp_buffers: (u16, u32),
+    /// UDP receive buffers (each sized for a whole GRO train).
+    pub udp_buffers: u16,
+    /// Unsent output above which a connection is not read.
+    pub output_limit: usize,
+    /// Most connections this worker keeps open.
+    pub max_connections: usize,
+    /// UDP sends in flight at most.
+    pub udp_sends_in_flight: usize,
+    /// Time allowed to flush replies at shutdown.
+    pub shutdown_deadline: Duration,
+}
+
+/// A TCP listening socket and the protocol of its connections.
+pub struct TcpService {
+    /// The listening socket (SO_REUSEPORT, this worker's own).
+    pub fd: OwnedFd,
+    /// Makes each connection's session.
+    pub factory: StreamFactory,
+}
+
+/// A UDP socket and its protocol.
+pub struct UdpService {
+    /// The socket (SO_REUSEPORT, this worker's own).
+    pub fd: OwnedFd,
+    /// Makes the handler, on the worker's own thread.
+    pub factory: DatagramFactory,
+}
+
+struct Listener {
+    service: TcpService,
+    /// A multishot accept is outstanding (possibly being cancelled).
+    armed: bool,
+    cancelling: bool,
+}
+
+struct UdpSocket {
+    fd: OwnedFd,
+    handler: Box<dyn DatagramHandler>,
+    /// The msghdr template the multishot recvmsg was armed with.
+    template: Box<libc::msghdr>,
+    armed: bool,
+    /// GSO sends work on this socket (cleared after the kernel refuses one).
+    gso: bool,
+}
+
+/// A worker and everything it owns.
+///
+/// Field order matters: `ring` is declared first so it is dropped first,
+/// tearing down every operation before the buffers they point into are freed.
+pub struct Worker {
+    ring: IoUring,
+    settings: WorkerSettings,
+    stats: Arc<WorkerStats>,
+    tcp_bufs: BufRing,
+    udp_bufs: BufRing,
+    listeners: Vec<Listener>,
+    udp: Vec<UdpSocket>,
+    conns: Slab<Conn>,
+    send_slots: Vec<Box<SendSlot>>,
+    free_send_slots: Vec<u32>,
+    wake_fd: OwnedFd,
+    wake_buf: Box<u64>,
+    /// SQEs that did not fit the submission queue, in order.
+    backlog: VecDeque<squeue::Entry>,
+    cqes: Vec<cqueue::Entry>,
+    replies: Replies,
+    scratch: Vec<u8>,
+    accept_retry_at: Option<Instant>,
+    drain_deadline: Option<Instant>,
+}
+
+impl Worker {
+    /// Creates the worker's ring and buffer rings. Runs on the worker's own
+    /// thread: a SINGLE_ISSUER ring belongs to the thread that creates it.
+    pub fn new(
+        settings: WorkerSettings,
+        stats: Arc<WorkerStats>,
+        tcp: Vec<TcpService>,
+        udp: Vec<UdpService>,
+        wake_fd: OwnedFd,
+    ) -> Result<(Self, RingMode), EngineError> {
+        let id = settings.id;
+        let (ring, mode) = crate::ring::create(settings.ring_entries)?;
+        let fail = |context: &'static str| {
+            move |source: io::Error| EngineError::Worker {
+                worker: id,
+                context,
+                source,
+            }
+        };
+        let (count, size) = settings.tcp_buffers;
+        let tcp_bufs = BufRing::new(count, size as usize, TCP_GROUP)
+            .map_err(fail("allocating TCP receive buffers"))?;
+        let udp_bufs = BufRing::new(
+            settings.udp_buffers,
+            udp::RECV_HEADROOM + udp::MAX_PAYLOAD,
+            UDP_GROUP,
+        )
+        .map_err(fail("allocating UDP receive buffers"))?;
+        tcp_bufs
+            .register(&ring)
+            .map_err(fail("registering the TCP buffer ring (needs Linux 5.19+)"))?;
+        udp_bufs
+            .register(&ring)
+            .map_err(fail("registering the UDP buffer ring (needs Linux 5.19+)"))?;
+        let slots = settings.udp_sends_in_flight;
+        let worker = Self {
+            ring,
+            stats,
+            tcp_bufs,
+            udp_bufs,
+            listeners: tcp
+                .into_iter()
+                .map(|service| Listener {
+                    service,
+                    armed: false,
+                    cancelling: false,
+                })
+                .collect(),
+            udp: udp
+                .into_iter()
+                .map(|service| UdpSocket {
+                    handler: (service.factory)(),
+                    fd: service.fd,
+                    template: udp::recv_template(),
+                    armed: false,
+                    gso: true,
+                })
+                .collect(),
+            conns: Slab::default(),
+            send_slots: (0..slots).map(|_| SendSlot::new()).collect(),
+            free_send_slots: (0..slots as u32).rev().collect(),
+            wake_fd,
+            wake_buf: Box::new(0),
+            backlog: VecDeque::new(),
+            cqes: Vec::with_capacity(settings.ring_entries as usize * 4),
+            replies: Replies::new(),
+            scratch: vec![0; 64 * 1024],
+            accept_retry_at: None,
+            drain_deadline: None,
+            settings,
+        };
+        Ok((worker, mode))
+    }
+
+    /// Serves until shutdown is requested and finished (or its deadline passes).
+    pub fn run(mut self) -> Result<(), EngineError> {
+        self.arm_wake();
+        for i in 0..self.udp.len() {
+            self.arm_udp(i);
+        }
+        self.update_accepting();
+        loop {
+            self.enter()?;
+            let mut cqes = std::mem::take(&mut self.cqes);
+            cqes.extend(self.ring.completion());
+            self.stats.cqes_reaped.add(cqes.len() as u64);
+            for cqe in cqes.drain(..) {
+                self.handle(&cqe);
+            }
+            self.cqes = cqes;
+            self.tcp_bufs.publish();
+            self.udp_bufs.publish();
+            self.after_batch();
+            if self.finished() {
+                return Ok(());
+            }
+        }
+    }
+
+    // ----- submission -----
+
+    fn push(&mut self, entry: squeue::Entry) {
+        if self.backlog.is_empty() {
+            // SAFETY: every entry built by this worker points only at memory the
+            // worker owns and keeps unmoved until the entry's completion (see each
+            // builder's SAFETY note).
+            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+                return;
+            }
+        }
+        self.backlog.push_back(entry);
+    }
+
+    fn enter(&mut self) -> Result<(), EngineError> {
+        while let Some(entry) = self.backlog.front() {
+            // SAFETY: as in `push`.
+            if unsafe { self.ring.submission().push(entry) }.is_err() {
+                break;
+            }
+            self.backlog.pop_front();
+        }
+        let queued = self.ring.submission().len() as u64;
+        // With a backlog, only submit; the wait happens once it is all in.
+        let want = usize::from(self.backlog.is_empty());
+        let result = match self.timeout() {
+            Some(wait) if want == 1 => {
+                let ts = types::Timespec::from(wait);
+                let args = types::SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(want, &args)
+            }
+            _ => self.ring.submitter().submit_and_wait(want),
+        };
+        self.stats.io_uring_enter_calls.inc();
+        self.stats.sqes_submitted.add(queued);
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(source) => Err(EngineError::Worker {
+                worker: self.settings.id,
+                context: "io_uring_enter",
+                source,
+            }),
+        }
+    }
+
+    /// How long the next wait may last: until the nearest timer, if any.
+    fn timeout(&self) -> Option<Duration> {
+        let now = Instant::now();
+        [self.accept_retry_at, self.drain_deadline]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|t| {
+                t.saturating_duration_since(now)
+                    .max(Duration::from_millis(1))
+            })
+    }
+
+    fn arm_wake(&mut self) {
+        let entry = opcode::Read::new(
+            types::Fd(self.wake_fd.as_raw_fd()),
+            (&mut *self.wake_buf as *mut u64).cast(),
+            8,
+        )
+        .build()
+        .user_data(Token::new(Op::Wake, 0, 0).encode());
+        // SAFETY (for `push`): `wake_buf` is boxed and lives as long as the worker.
+        self.push(entry);
+    }
+
+    fn arm_udp(&mut self, i: usize) {
+        let socket = &mut self.udp[i];
+        socket.armed = true;
+        let entry = opcode::RecvMsgMulti::new(
+            types::Fd(socket.fd.as_raw_fd()),
+            &*socket.template,
+            self.udp_bufs.group(),
+        )
+        .build()
+        .user_data(Token::new(Op::UdpRecv, i as u32, 0).encode());
+        // SAFETY (for `push`): the boxed template lives as long as the worker.
+        self.push(entry);
+    }
+
+    fn arm_recv(&mut self, index: u32, generation: u32) {
+        let group = self.tcp_bufs.group();
+        let Some(conn) = self.conns.get_mut(index, generation) else {
+            return;
+        };
+        conn.recv = RecvState::Armed;
+        let entry = opcode::RecvMulti::new(types::Fd(conn.fd.as_raw_fd()), group)
+            .build()
+            .user_data(Token::new(Op::Recv, index, generation).encode());
+        // SAFETY (for `push`): the kernel writes only into provided buffers,
+        // which live as long as the worker.
+        self.push(entry);
+    }
+
+    fn cancel(&mut self, target: Token) {
+        let entry = opcode::AsyncCancel::new(target.encode())
+            .build()
+            .user_data(Token::new(Op::Cancel, 0, 0).encode());
+        self.push(entry);
+    }
+
+    // ----- completions -----
+
+    fn handle(&mut self, cqe: &cqueue::Entry) {
+        let Some(token) = Token::decode(cqe.user_data()) else {
+            return;
+        };
+        let (res, flags) = (cqe.result(), cqe.flags());
+        match token.op {
+            Op::Accept => self.on_accept(token.index as usize, res, flags),
+            Op::Recv => self.on_recv(token, res, flags),
+            Op::Send => self.on_send(token, res),
+            Op::UdpRecv => self.on_udp_recv(token.index as usize, res, flags),
+            Op::UdpSend => self.on_udp_send(token.index, res),
+            Op::Wake => self.begin_shutdown(),
+            Op::Cancel => {}
+        }
+    }
+
+    fn on_accept(&mut self, listener: usize, res: i32, flags: u32) {
+        if !cqueue::more(flags) {
+            let l = &mut self.listeners[listener];
+            l.armed = false;
+            l.cancelling = false;
+        }
+        if res < 0 {
+            match -res {
+                libc::ECANCELED => {}
+                libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS => {
+                    self.stats.accept_errors.inc();
+                    tracing::warn!(
+                        worker = self.settings.id,
+                        "accept failed: {}; open connections keep being served, accepting again in {:?}",
+                        io::Error::from_raw_os_error(-res),
+                        ACCEPT_RETRY
+                    );
+                    self.accept_retry_at = Some(Instant::now() + ACCEPT_RETRY);
+                }
+                errno => {
+                    self.stats.accept_errors.inc();
+                    tracing::debug!("accept: {}", io::Error::from_raw_os_error(errno));
+                }
+            }
+            return;
+        }
+        // SAFETY: a successful accept returns a new descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(res) };
+        if self.drain_deadline.is_some() {
+            return; // shutting down: the new connection is closed at once
+        }
+        self.stats.connections_accepted.inc();
+        let session = (self.listeners[listener].service.factory)();
+        let (index, generation) = self.conns.insert(Conn::new(fd, session));
+        self.arm_recv(index, generation);
+    }
+
+    fn on_recv(&mut self, token: Token, res: i32, flags: u32) {
+        let buffer = cqueue::buffer_select(flags);
+        let more = cqueue::more(flags);
+        let Some(conn) = self.conns.get_mut(token.index, token.generation) else {
+            if let Some(bid) = buffer {
+                self.tcp_bufs.recycle(bid);
+            }
+            return;
+        };
+        if !more {
+            conn.recv = RecvState::Idle;
+        }
+        match res {
+            n if n > 0 => {
+                if let Some(bid) = buffer {
+                    let data = self.tcp_bufs.filled(bid, n as usize);
+                    self.stats.bytes_in.add(data.len() as u64);
+                    self.stats.messages_in.inc();
+                    if !conn.read_done
+                        && !conn.failed
+                        && conn.session.on_bytes(data, &mut conn.pending) == Next::Close
+                    {
+                        conn.read_done = true;
+                    }
+                    self.tcp_bufs.recycle(bid);
+                }
+                if !more {
+                    self.stats.multishot_rearms.inc();
+                }
+            }
+            0 => {
+                if !conn.read_done && !conn.failed {
+                    conn.session.on_eof(&mut conn.pending);
+                }
+                conn.read_done = true;
+            }
+            _ => match -res {
+                libc::ENOBUFS => self.stats.multishot_rearms.inc(),
+                libc::ECANCELED => {}
+                _ => {
+                    conn.failed = true;
+                    self.stats.connection_errors.inc();
+                }
+            },
+        }
+        self.progress(token.index, token.generation);
+    }
+
+    fn on_send(&mut self, token: Token, res: i32) {
+        let Some(conn) = self.conns.get_mut(token.index, token.generation) else {
+            return;
+        };
+        conn.send_in_flight = false;
+        if res < 0 {
+            if !conn.failed {
+                conn.failed = true;
+                self.stats.connection_errors.inc();
+            }
+        } else {
+            conn.sent += res as usize;
+            self.stats.bytes_out.add(res as u64);
+            self.stats.messages_out.inc();
+        }
+        self.progress(token.index, token.generation);
+    }
+
+    /// Moves a connection forward after anything happened to it: start the
+    /// next send, pause or resume reading, or close it.
+    fn progress(&mut self, index: u32, generation: u32) {
+        let limit = self.settings.output_limit;
+        let draining = self.drain_deadline.is_some();
+        let Some(conn) = self.conns.get_mut(index, generation) else {
+            return;
+        };
+        if draining && !conn.read_done && !conn.failed && conn.recv == RecvState::Idle {
+            // The multishot receive has ended: take whatever the peer had
+            // already sent, reply to it, then stop reading.
+            drain_received(conn, &mut self.scratch, limit, &self.stats);
+            conn.read_done = true;
+        }
+        if conn.failed {
+            conn.pending.clear();
+        } else if conn.next_send() {
+            conn.send_in_flight = true;
+            let remaining = &conn.sending[conn.sent..];
+            let entry = opcode::Send::new(
+                types::Fd(conn.fd.as_raw_fd()),
+                remaining.as_ptr(),
+                remaining.len() as u32,
+            )
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(Token::new(Op::Send, index, generation).encode());
+            // SAFETY (for `push`): `sending` is not touched while
+            // `send_in_flight`, and the connection is not removed until it is
+            // quiescent; moving the Conn inside the slab does not move the
+            // Vec's heap buffer.
+            self.push(entry);
+        }
+        let Some(conn) = self.conns.get_mut(index, generation) else {
+            return;
+        };
+        let stop_reading = conn.failed || conn.read_done;
+        match conn.recv {
+            RecvState::Armed if stop_reading || draining || conn.unsent() > limit => {
+                if !stop_reading && !draining {
+                    self.stats.backpressure_pauses.inc();
+                }
+                conn.recv = RecvState::Cancelling;
+                self.cancel(Token::new(Op::Recv, index, generation));
+            }
+            RecvState::Idle if !stop_reading && !draining && conn.unsent() <= limit / 2 => {
+                self.arm_recv(index, generation);
+            }
+            RecvState::Idle
+                if conn.quiescent() && (conn.failed || (conn.read_done && conn.unsent() == 0)) =>
+            {
+                self.conns.remove(index);
+                self.stats.connections_closed.inc();
+            }
+            _ => {}
+        }
+    }
+
+    fn on_udp_recv(&mut self, i: usize, res: i32, flags: u32) {
+        if !cqueue::more(flags) {
+            self.udp[i].armed = false;
+        }
+        if res < 0 {
+            match -res {
+                libc::ENOBUFS => self.stats.multishot_rearms.inc(),
+                libc::ECANCELED => {}
+                errno => tracing::debug!("udp recvmsg: {}", io::Error::from_raw_os_error(errno)),
+            }
+            return;
+        }
+        let Some(bid) = cqueue::buffer_select(flags) else {
+            return;
+        };
+        let socket = &mut self.udp[i];
+        let buffer = self.udp_bufs.filled(bid, res as usize);
+        let mut peer = None;
+        if let Some(received) = udp::parse_received(buffer, &socket.template) {
+            peer = received.peer;
+            if let Some(peer) = peer {
+                let mut segments = 0u64;
+                if received.payload.is_empty() {
+                    socket.handler.on_datagram(peer, &[], &mut self.replies);
+                    segments = 1;
+                }
+                for datagram in received.payload.chunks(received.segment.max(1)) {
+                    socket
+                        .handler
+                        .on_datagram(peer, datagram, &mut self.replies);
+                    segments += 1;
+                }
+                self.stats.datagrams_in.add(segments);
+                self.stats.bytes_in.add(received.payload.len() as u64);
+                if segments > 1 {
+                    self.stats.gro_receives.inc();
+                }
+                if received.truncated {
+                    self.stats.udp_truncated.inc();
+                }
+            }
+        }
+        self.udp_bufs.recycle(bid);
+        if let Some(peer) = peer {
+            self.send_replies(i, peer);
+        }
+        self.replies.clear();
+    }
+
+    /// Sends `self.replies` to `peer`, equal-sized runs as GSO trains.
+    fn send_replies(&mut self, i: usize, peer: std::net::SocketAddr) {
+        let lens: Vec<usize> = self.replies.iter().map(<[u8]>::len).collect();
+        for (first, count, size) in udp::plan_sends(&lens, self.udp[i].gso) {
+            let Some(slot_index) = self.free_send_slots.pop() else {
+                self.stats.udp_replies_dropped.add(count as u64);
+                continue;
+            };
+            let slot = &mut self.send_slots[slot_index as usize];
+            slot.payload.clear();
+            for reply in (first..first + count).filter_map(|r| self.replies.get(r)) {
+                slot.payload.extend_from_slice(reply);
+            }
+            slot.segments = count as u32;
+            let gso = (count > 1).then_some(size as u16);
+            let msg = slot.prepare(peer, gso);
+            let entry = opcode::SendMsg::new(types::Fd(self.udp[i].fd.as_raw_fd()), msg)
+                .build()
+                .user_data(Token::new(Op::UdpSend, slot_index, 0).encode());
+            // SAFETY (for `push`): the slot is boxed and stays off the free list
+            // (so unchanged) until this send completes.
+            self.push(entry);
+        }
+    }
+
+    fn on_udp_send(&mut self, slot_index: u32, res: i32) {
+        let Some(slot) = self.send_slots.get(slot_index as usize) else {
+            return;
+        };
+        if res >= 0 {
+            self.stats.datagrams_out.add(u64::from(slot.segments));
+            self.stats.bytes_out.add(res as u64);
+            if slot.segments > 1 {
+                self.stats.gso_sends.inc();
+            }
+        } else {
+            self.stats.udp_replies_dropped.add(u64::from(slot.segments));
+            if slot.segments > 1 && matches!(-res, libc::EIO | libc::EINVAL | libc::EOPNOTSUPP) {
+                // The path refused GSO: send one datagram per call from now on.
+                for socket in &mut self.udp {
+                    socket.gso = false;
+                }
+            }
+            tracing::debug!("udp send: {}", io::Error::from_raw_os_error(-res));
+        }
+        self.free_send_slots.push(slot_index);
+    }
+
+    // ----- accepting, timers and shutdown -----
+
+    fn after_batch(&mut self) {
+        if let Some(at) = self.accept_retry_at {
+            if Instant::now() >= at {
+                self.accept_retry_at = None;
+            }
+        }
+        self.update_accepting();
+        if self.drain_deadline.is_none() {
+            for i in 0..self.udp.len() {
+                if !self.udp[i].armed {
+                    self.arm_udp(i);
+                }
+            }
+        }
+    }
+
+    /// Arms accepts while below the connection limit, cancels them at it.
+    fn update_accepting(&mut self) {
+        let want = self.drain_deadline.is_none()
+            && self.accept_retry_at.is_none()
+            && self.conns.len() < self.settings.max_connections;
+        for i in 0..self.listeners.len() {
+            let l = &mut self.listeners[i];
+            if want && !l.armed {
+                l.armed = true;
+                let entry = opcode::AcceptMulti::new(types::Fd(l.service.fd.as_raw_fd()))
+                    .flags(libc::SOCK_CLOEXEC)
+                    .build()
+                    .user_data(Token::new(Op::Accept, i as u32, 0).encode());
+                self.push(entry);
+            } else if !want && l.armed && !l.cancelling {
+                l.cancelling = true;
+                self.cancel(Token::new(Op::Accept, i as u32, 0));
+            }
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        if self.drain_deadline.is_some() {
+            return;
+        }
+        self.drain_deadline = Some(Instant::now() + self.settings.shutdown_deadline);
+        self.update_accepting();
+        for i in 0..self.udp.len() {
+            if self.udp[i].armed {
+                self.cancel(Token::new(Op::UdpRecv, i as u32, 0));
+            }
+        }
+        for (index, generation) in self.conns.keys() {
+            self.progress(index, generation);
+        }
+    }
+
+    fn finished(&mut self) -> bool {
+        let Some(deadline) = self.drain_deadline else {
+            return false;
+        };
+        let flushed = self.conns.is_empty() && self.free_send_slots.len() == self.send_slots.len();
+        if !flushed && Instant::now() >= deadline {
+            tracing::warn!(
+                worker = self.settings.id,
+                "shutdown deadline passed with {} connection(s) still flushing; closing them",
+                self.conns.len()
+            );
+            return true;
+        }
+        flushed
+    }
+}
+
+/// Reads what the peer already sent (without waiting) and feeds it to the
+/// session, until the socket is empty or the output is full.
+fn drain_received(conn: &mut Conn, scratch: &mut [u8], limit: usize, stats: &WorkerStats) {
+    while conn.unsent() <= limit {
+        // SAFETY: `scratch` is a live, writable buffer of the length passed.
+        let n = unsafe {
+            libc::recv(
+                conn.fd.as_raw_fd(),
+                scratch.as_mut_ptr().cast(),
+                scratch.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n <= 0 {
+            return;
+        }
+        let data = &scratch[..n as usize];
+        stats.bytes_in.add(data.len() as u64);
+        stats.messages_in.inc();
+        if conn.session.on_bytes(data, &mut conn.pending) == Next::Close {
+            return;
+        }
+    }
+}

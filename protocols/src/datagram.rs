@@ -1,0 +1,83 @@
+//! The interface every datagram (UDP) protocol implements.
+
+use std::net::SocketAddr;
+
+/// Reply datagrams produced while handling input, stored back to back in one
+/// buffer so that handling a packet allocates nothing once the buffer is warm.
+#[derive(Debug, Default)]
+pub struct Replies {
+    data: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Replies {
+    /// An empty set of replies.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends one reply datagram made of the concatenation of `parts`.
+    pub fn push(&mut self, parts: &[&[u8]]) {
+        for part in parts {
+            self.data.extend_from_slice(part);
+        }
+        self.ends.push(self.data.len());
+    }
+
+    /// Number of reply datagrams.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// True when there is no reply.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Reply `i`, if there is one.
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        let end = *self.ends.get(i)?;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        Some(&self.data[start..end])
+    }
+
+    /// The replies in order.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        (0..self.len()).filter_map(move |i| self.get(i))
+    }
+
+    /// Forgets every reply, keeping the memory for reuse.
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.ends.clear();
+    }
+}
+
+/// A datagram service: one value per socket, owned by the worker that reads it.
+///
+/// Stateful protocols keep their per-peer sessions inside the handler; the
+/// kernel's SO_REUSEPORT hash sends a peer's datagrams to one worker, so a
+/// peer's session stays with one handler.
+pub trait DatagramHandler {
+    /// Handles one datagram from `peer`, pushing zero or more replies to it.
+    fn on_datagram(&mut self, peer: SocketAddr, input: &[u8], replies: &mut Replies);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_keep_their_boundaries() {
+        let mut r = Replies::new();
+        r.push(&[b"ab", b"c"]);
+        r.push(&[]);
+        r.push(&[b"xyz"]);
+        assert_eq!(r.len(), 3);
+        let all: Vec<&[u8]> = r.iter().collect();
+        assert_eq!(all, vec![&b"abc"[..], &b""[..], &b"xyz"[..]]);
+        r.clear();
+        assert!(r.is_empty());
+        assert_eq!(r.get(0), None);
+    }
+}

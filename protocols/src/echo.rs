@@ -1,0 +1,56 @@
+//! Echo (RFC 862): every byte goes back unchanged, over TCP and UDP.
+
+use std::net::SocketAddr;
+
+use crate::{DatagramHandler, Next, Replies, StreamSession};
+
+/// TCP echo: a zero-sized session, so a connection's session allocates nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EchoStream;
+
+impl StreamSession for EchoStream {
+    fn on_bytes(&mut self, input: &[u8], out: &mut Vec<u8>) -> Next {
+        out.extend_from_slice(input);
+        Next::Continue
+    }
+}
+
+/// UDP echo: each datagram is answered with itself, the empty one included.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EchoDatagram;
+
+impl DatagramHandler for EchoDatagram {
+    fn on_datagram(&mut self, _peer: SocketAddr, input: &[u8], replies: &mut Replies) {
+        replies.push(&[input]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn stream_echo_is_identity_for_any_split(data in proptest::collection::vec(any::<u8>(), 0..512), cuts in proptest::collection::vec(any::<usize>(), 0..8)) {
+            let mut session = EchoStream;
+            let mut out = Vec::new();
+            for chunk in crate::reverse::tests::split_at_cuts(&data, &cuts) {
+                prop_assert_eq!(session.on_bytes(chunk, &mut out), Next::Continue);
+            }
+            prop_assert_eq!(out, data);
+        }
+    }
+
+    #[test]
+    fn datagram_echo_answers_even_the_empty_datagram() {
+        let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut replies = Replies::new();
+        EchoDatagram.on_datagram(peer, b"", &mut replies);
+        EchoDatagram.on_datagram(peer, b"hi", &mut replies);
+        assert_eq!(
+            replies.iter().collect::<Vec<_>>(),
+            vec![&b""[..], &b"hi"[..]]
+        );
+    }
+}

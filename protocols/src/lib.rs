@@ -1,0 +1,18 @@
+//! ringcore's protocols as pure state machines: bytes in, bytes out.
+//!
+//! Nothing here touches a socket, a clock or a thread. A stream protocol is a
+//! [`StreamSession`] fed with whatever chunks the transport delivers; a datagram
+//! protocol is a [`DatagramHandler`] fed one datagram at a time. The io_uring
+//! engine, the baseline servers and the load generator's verifier all share this
+//! code, and every protocol is tested here with plain byte slices.
+
+pub mod datagram;
+pub mod echo;
+pub mod ok;
+pub mod registry;
+pub mod reverse;
+pub mod stream;
+
+pub use datagram::{DatagramHandler, Replies};
+pub use registry::{Protocol, Transport, UnknownProtocol};
+pub use stream::{Next, StreamSession};

@@ -1,0 +1,289 @@
+//! Reverse: the chapter's multi-threaded server sends back each chunk it
+//! receives, reversed. Two framings:
+//!
+//! - [`ReverseChunks`], the chapter's semantics: each chunk the transport
+//!   delivers is reversed on its own. Chunk boundaries depend on timing, so a
+//!   client can only predict the reply when it sends one small message and
+//!   waits, as the chapter's client does.
+//! - [`ReverseLines`]: each newline-terminated line is reversed, whatever the
+//!   chunking; this is what a load generator can verify exactly.
+//!
+//! Reversal is by Unicode scalar value when the text is valid UTF-8 and byte
+//! by byte otherwise.
+
+use crate::{Next, StreamSession};
+
+/// Longest line [`ReverseLines`] accepts by default.
+pub const DEFAULT_MAX_LINE: usize = 64 * 1024;
+
+/// Appends `input` reversed to `out`: by `char` for valid UTF-8, else by byte.
+pub fn reverse_into(input: &[u8], out: &mut Vec<u8>) {
+    match std::str::from_utf8(input) {
+        Ok(text) if !text.is_ascii() => {
+            let mut utf8 = [0u8; 4];
+            out.reserve(input.len());
+            for c in text.chars().rev() {
+                out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+            }
+        }
+        // ASCII and invalid UTF-8 both reverse byte by byte.
+        _ => out.extend(input.iter().rev()),
+    }
+}
+
+/// The chapter's reverse: every received chunk is sent back reversed.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ReverseChunks;
+
+impl StreamSession for ReverseChunks {
+    fn on_bytes(&mut self, input: &[u8], out: &mut Vec<u8>) -> Next {
+        reverse_into(input, out);
+        Next::Continue
+    }
+}
+
+/// Line-framed reverse: each line is reversed and keeps its terminator (`\n`
+/// or `\r\n`) at the end. A partial line waits for its end; at end of stream it
+/// is reversed as it is. A line longer than the bound gets an error line and
+/// the connection is closed.
+#[derive(Debug, Clone)]
+pub struct ReverseLines {
+    partial: Vec<u8>,
+    max_line: usize,
+    closed: bool,
+}
+
+impl Default for ReverseLines {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_LINE)
+    }
+}
+
+impl ReverseLines {
+    /// A session that accepts lines of up to `max_line` bytes (terminator excluded).
+    pub fn new(max_line: usize) -> Self {
+        Self {
+            partial: Vec::new(),
+            max_line,
+            closed: false,
+        }
+    }
+
+    fn reply_line(line: &[u8], out: &mut Vec<u8>) {
+        let (body, terminator): (&[u8], &[u8]) = match line {
+            [body @ .., b'\r', b'\n'] => (body, b"\r\n"),
+            [body @ .., b'\n'] => (body, b"\n"),
+            body => (body, b""),
+        };
+        reverse_into(body, out);
+        out.extend_from_slice(terminator);
+    }
+
+    fn too_long(&mut self, out: &mut Vec<u8>) -> Next {
+        self.closed = true;
+        self.partial = Vec::new();
+        out.extend_from_slice(
+            format!("error: line longer than {} bytes\n", self.max_line).as_bytes(),
+        );
+        Next::Close
+    }
+
+    /// Length of a line's body, terminator excluded, for the bound check.
+    fn body_len(line_with_newline: usize, ends_with_cr: bool) -> usize {
+        line_with_newline - 1 - usize::from(ends_with_cr)
+    }
+}
+
+impl StreamSession for ReverseLines {
+    fn on_bytes(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Next {
+        if self.closed {
+            return Next::Close;
+        }
+        while let Some(pos) = input.iter().position(|&b| b == b'\n') {
+            let (line, rest) = input.split_at(pos + 1);
+            input = rest;
+            let total = self.partial.len() + line.len();
+            let ends_with_cr = match line {
+                [.., b'\r', b'\n'] => true,
+                [b'\n'] => self.partial.last() == Some(&b'\r'),
+                _ => false,
+            };
+            if Self::body_len(total, ends_with_cr) > self.max_line {
+                return self.too_long(out);
+            }
+            if self.partial.is_empty() {
+                Self::reply_line(line, out);
+            } else {
+                self.partial.extend_from_slice(line);
+                let whole = std::mem::take(&mut self.partial);
+                Self::reply_line(&whole, out);
+                self.partial = whole;
+                self.partial.clear();
+            }
+        }
+        // A pending '\r' may still become part of "\r\n", so it does not count yet.
+        let pending = self.partial.len() + input.len();
+        let pending_body = pending - usize::from(input.last() == Some(&b'\r'));
+        if pending_body > self.max_line {
+            return self.too_long(out);
+        }
+        self.partial.extend_from_slice(input);
+        if self.partial.is_empty() && self.partial.capacity() > 4096 {
+            // Idle sessions give back the memory a long line borrowed.
+            self.partial = Vec::new();
+        }
+        Next::Continue
+    }
+
+    fn on_eof(&mut self, out: &mut Vec<u8>) {
+        if !self.closed && !self.partial.is_empty() {
+            let last = std::mem::take(&mut self.partial);
+            Self::reply_line(&last, out);
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Splits `data` at the given cut points (taken modulo its length, sorted).
+    pub(crate) fn split_at_cuts<'a>(data: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
+        let mut points: Vec<usize> = cuts
+            .iter()
+            .map(|c| {
+                if data.is_empty() {
+                    0
+                } else {
+                    c % (data.len() + 1)
+                }
+            })
+            .collect();
+        points.sort_unstable();
+        let mut chunks = Vec::new();
+        let mut start = 0;
+        for p in points {
+            chunks.push(&data[start..p]);
+            start = p;
+        }
+        chunks.push(&data[start..]);
+        chunks
+    }
+
+    fn run_lines(max: usize, chunks: &[&[u8]]) -> (Vec<u8>, Next) {
+        let mut s = ReverseLines::new(max);
+        let mut out = Vec::new();
+        let mut next = Next::Continue;
+        for c in chunks {
+            next = s.on_bytes(c, &mut out);
+            if next == Next::Close {
+                break;
+            }
+        }
+        if next == Next::Continue {
+            s.on_eof(&mut out);
+        }
+        (out, next)
+    }
+
+    #[test]
+    fn chapter_message_is_reversed() {
+        let mut out = Vec::new();
+        ReverseChunks.on_bytes(b"SNS is the best course ever !", &mut out);
+        assert_eq!(out, b"! reve esruoc tseb eht si SNS");
+    }
+
+    #[test]
+    fn utf8_reverses_by_scalar_value_and_invalid_by_byte() {
+        let mut out = Vec::new();
+        ReverseChunks.on_bytes("añb€".as_bytes(), &mut out);
+        assert_eq!(out, "€bña".as_bytes());
+        out.clear();
+        ReverseChunks.on_bytes(&[0xff, b'a', 0xc3], &mut out);
+        assert_eq!(out, [0xc3, b'a', 0xff]);
+    }
+
+    #[test]
+    fn lines_keep_their_terminators() {
+        let (out, next) = run_lines(64, &[b"abc\nde\r\nf"]);
+        assert_eq!(next, Next::Continue);
+        assert_eq!(out, b"cba\ned\r\nf");
+    }
+
+    #[test]
+    fn crlf_split_between_chunks_is_still_crlf() {
+        let (out, _) = run_lines(64, &[b"ab\r", b"\ncd\n"]);
+        assert_eq!(out, b"ba\r\ndc\n");
+    }
+
+    #[test]
+    fn line_at_the_bound_passes_and_one_past_it_closes() {
+        let (out, next) = run_lines(4, &[b"abcd\r\n"]);
+        assert_eq!((out.as_slice(), next), (&b"dcba\r\n"[..], Next::Continue));
+        let (out, next) = run_lines(4, &[b"ab", b"cde"]);
+        assert_eq!(next, Next::Close);
+        assert_eq!(out, b"error: line longer than 4 bytes\n");
+        // Input after the error is ignored.
+        let mut s = ReverseLines::new(4);
+        let mut out = Vec::new();
+        s.on_bytes(b"abcdef\n", &mut out);
+        assert_eq!(s.on_bytes(b"x\n", &mut out), Next::Close);
+        s.on_eof(&mut out);
+        assert_eq!(out, b"error: line longer than 4 bytes\n");
+    }
+
+    #[test]
+    fn long_partial_line_is_rejected_before_its_end_arrives() {
+        let mut s = ReverseLines::new(8);
+        let mut out = Vec::new();
+        assert_eq!(s.on_bytes(&[b'x'; 8], &mut out), Next::Continue);
+        assert_eq!(s.on_bytes(b"y", &mut out), Next::Close);
+    }
+
+    fn reference_lines(data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for piece in data.split_inclusive(|&b| b == b'\n') {
+            ReverseLines::reply_line(piece, &mut out);
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn line_reversal_does_not_depend_on_chunking(
+            data in proptest::collection::vec(prop_oneof![Just(b'\n'), Just(b'\r'), Just(0xe2), Just(0x82), Just(0xac), any::<u8>()], 0..300),
+            cuts in proptest::collection::vec(any::<usize>(), 0..10),
+        ) {
+            let (out, next) = run_lines(usize::MAX, &split_at_cuts(&data, &cuts));
+            prop_assert_eq!(next, Next::Continue);
+            prop_assert_eq!(out, reference_lines(&data));
+        }
+
+        #[test]
+        fn reversing_a_line_twice_gives_it_back(line in "[^\n\r]{0,64}") {
+            let mut once = Vec::new();
+            reverse_into(line.as_bytes(), &mut once);
+            let mut twice = Vec::new();
+            reverse_into(&once, &mut twice);
+            prop_assert_eq!(twice, line.as_bytes());
+        }
+
+        #[test]
+        fn the_bound_closes_whatever_the_chunking(
+            len in 0usize..40,
+            cuts in proptest::collection::vec(any::<usize>(), 0..6),
+        ) {
+            let mut data = vec![b'a'; len];
+            data.push(b'\n');
+            let (out, next) = run_lines(16, &split_at_cuts(&data, &cuts));
+            if len > 16 {
+                prop_assert_eq!(next, Next::Close);
+                prop_assert_eq!(out, b"error: line longer than 16 bytes\n".to_vec());
+            } else {
+                prop_assert_eq!(next, Next::Continue);
+                prop_assert_eq!(out, data);
+            }
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! The command line: flags, their defaults, and turning them into an engine config.
+
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use engine::{EngineConfig, Handler, ServiceConfig};
+use protocols::{Protocol, Transport};
+
+use crate::units::{parse_duration, parse_size};
+
+const EXAMPLES: &str = "\
+Examples:
+  ringcore
+      the chapter's services on 127.0.0.1: tcp 65432 echo, udp 65432 echo,
+      tcp 12345 reverse, udp 8888 ok
+  ringcore --serve tcp:7100=echo --serve udp:7100=echo --threads 2
+      only these two services, on two workers
+  ringcore --serve tcp:7200=reverse-lines --bind ::1 --cpus 1
+      line-framed reverse on IPv6 loopback, one worker pinned to CPU 1
+  ringcore --metrics 127.0.0.1:9100 --stats-interval 5
+      Prometheus counters at http://127.0.0.1:9100/metrics, a summary every 5 s
+
+Protocols: echo (tcp, udp), reverse (tcp), reverse-lines (tcp), ok (udp).
+Sizes take K/M/G suffixes; durations take ms/s/m.";
+
+/// ringcore: a thread-per-core io_uring server for the classic socket protocols.
+#[derive(Debug, Parser)]
+#[command(name = "ringcore", version, about, after_help = EXAMPLES)]
+pub struct Cli {
+    /// Address every service binds to.
+    #[arg(long, default_value = "127.0.0.1", value_name = "ADDR")]
+    pub bind: IpAddr,
+
+    /// Serve PROTOCOL over TRANSPORT on PORT (repeatable). When any is given,
+    /// only these services run; otherwise the chapter's defaults do.
+    #[arg(long = "serve", value_name = "TRANSPORT:PORT=PROTOCOL")]
+    pub serve: Vec<ServeSpec>,
+
+    /// Number of workers (default: one per CPU this process may use).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+
+    /// CPUs to pin workers to, e.g. `0,2-3` (default: every CPU this process may use).
+    #[arg(long, value_name = "LIST", value_parser = parse_cpu_list)]
+    pub cpus: Option<CpuList>,
+
+    /// Submission queue depth of each worker's io_uring.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub ring_entries: u32,
+
+    /// Size of each TCP receive buffer.
+    #[arg(long, default_value = "16K", value_parser = parse_size, value_name = "BYTES")]
+    pub buffer_size: u64,
+
+    /// TCP receive buffers per worker (a power of two).
+    #[arg(long, default_value_t = 512, value_name = "N")]
+    pub buffers: u16,
+
+    /// UDP receive buffers per worker, 64 KiB each (a power of two).
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub udp_buffers: u16,
+
+    /// Unsent output at which a connection stops being read until the peer drains it.
+    #[arg(long, default_value = "1M", value_parser = parse_size, value_name = "BYTES")]
+    pub output_limit: u64,
+
+    /// Most open TCP connections (default: what RLIMIT_NOFILE allows, up to 65536).
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Longest line the line-framed protocols accept.
+    #[arg(long, default_value = "64K", value_parser = parse_size, value_name = "BYTES")]
+    pub line_limit: u64,
+
+    /// Time allowed to flush replies after SIGINT/SIGTERM before closing anyway.
+    #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    pub shutdown_deadline: Duration,
+
+    /// Print a one-line counter summary this often.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub stats_interval: Option<Duration>,
+
+    /// Serve Prometheus counters at http://ADDR:PORT/metrics (port 0 picks one).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<SocketAddr>,
+
+    /// Log level: error, warn, info, debug or trace (or a tracing filter).
+    #[arg(long, default_value = "warn", value_name = "LEVEL")]
+    pub log_level: String,
+}
+
+/// One `--serve TRANSPORT:PORT=PROTOCOL`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeSpec {
+    /// TCP or UDP.
+    pub transport: Transport,
+    /// The port (0 picks a free one).
+    pub port: u16,
+    /// The protocol.
+    pub protocol: Protocol,
+}
+
+impl FromStr for ServeSpec {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let usage = || format!("'{text}' is not TRANSPORT:PORT=PROTOCOL (e.g. tcp:7100=echo)");
+        let (left, protocol) = text.split_once('=').ok_or_else(usage)?;
+        let (transport, port) = left.split_once(':').ok_or_else(usage)?;
+        let transport: Transport = transport.parse()?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("'{port}' is not a port number (0-65535)"))?;
+        let protocol: Protocol = protocol.parse().map_err(|e| format!("{e}"))?;
+        if !protocol.serves(transport) {
+            return Err(format!(
+                "protocol '{protocol}' is not served over {transport}"
+            ));
+        }
+        Ok(ServeSpec {
+            transport,
+            port,
+            protocol,
+        })
+    }
+}
+
+/// A list of CPU ids.
+pub type CpuList = Vec<usize>;
+
+/// Parses `0,2-3` into `[0, 2, 3]`.
+pub fn parse_cpu_list(text: &str) -> Result<CpuList, String> {
+    let mut cpus = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || format!("'{part}' in '{text}' is not a CPU or a range like 2-3");
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) =
+                    (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                if a > b {
+                    return Err(bad());
+                }
+                cpus.extend(a..=b);
+            }
+            None => cpus.push(part.parse().map_err(|_| bad())?),
+        }
+    }
+    if cpus.is_empty() {
+        return Err(format!("'{text}' names no CPU"));
+    }
+    Ok(cpus)
+}
+
+/// The chapter's services, served when no `--serve` is given.
+pub fn default_services() -> Vec<ServeSpec> {
+    [
+        (Transport::Tcp, 65432, Protocol::Echo),
+        (Transport::Udp, 65432, Protocol::Echo),
+        (Transport::Tcp, 12345, Protocol::Reverse),
+        (Transport::Udp, 8888, Protocol::Ok),
+    ]
+    .into_iter()
+    .map(|(transport, port, protocol)| ServeSpec {
+        transport,
+        port,
+        protocol,
+    })
+    .collect()
+}
+
+impl Cli {
+    /// The CPUs workers are pinned to, one worker each.
+    pub fn worker_cpus(&self) -> anyhow::Result<Vec<usize>> {
+        let allowed: Vec<usize> = core_ids();
+        if allowed.is_empty() {
+            bail!("cannot read which CPUs this process may use");
+        }
+        let chosen = match &self.cpus {
+            Some(list) => {
+                if let Some(bad) = list.iter().find(|c| !allowed.contains(c)) {
+                    bail!("--cpus: CPU {bad} is not available to this process (it may use {allowed:?})");
+                }
+                list.clone()
+            }
+            None => allowed,
+        };
+        Ok(match self.threads {
+            Some(0) => bail!("--threads must be at least 1"),
+            // More workers than CPUs share them round-robin.
+            Some(n) => chosen.iter().copied().cycle().take(n).collect(),
+            None => chosen,
+        })
+    }
+
+    /// Builds the engine configuration; `max_connections` is already settled.
+    pub fn engine_config(
+        &self,
+        cpus: Vec<usize>,
+        max_connections: usize,
+    ) -> anyhow::Result<EngineConfig> {
+        let specs = if self.serve.is_empty() {
+            default_services()
+        } else {
+            self.serve.clone()
+        };
+        let line_limit = usize::try_from(self.line_limit).context("--line-limit is too large")?;
+        let services = specs
+            .iter()
+            .map(|spec| service(spec, self.bind, line_limit))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let config = EngineConfig {
+            services,
+            cpus,
+            ring_entries: self.ring_entries,
+            tcp_buffer_size: u32::try_from(self.buffer_size)
+                .context("--buffer-size is too large")?,
+            tcp_buffers: self.buffers,
+            udp_buffers: self.udp_buffers,
+            output_limit: usize::try_from(self.output_limit)
+                .context("--output-limit is too large")?,
+            max_connections,
+            shutdown_deadline: self.shutdown_deadline,
+            ..EngineConfig::default()
+        };
+        config.validate().map_err(anyhow::Error::msg)?;
+        Ok(config)
+    }
+}
+
+fn service(spec: &ServeSpec, bind: IpAddr, line_limit: usize) -> anyhow::Result<ServiceConfig> {
+    let protocol = spec.protocol;
+    let handler = match spec.transport {
+        Transport::Tcp => {
+            // Fail here, not per connection, if the protocol has no stream form.
+            protocol
+                .stream_session(line_limit)
+                .with_context(|| format!("{protocol} is not a TCP protocol"))?;
+            Handler::Stream(Arc::new(move || {
+                protocol
+                    .stream_session(line_limit)
+                    .unwrap_or_else(|| Box::new(protocols::echo::EchoStream))
+            }))
+        }
+        Transport::Udp => {
+            protocol
+                .datagram_handler()
+                .with_context(|| format!("{protocol} is not a UDP protocol"))?;
+            Handler::Datagram(Arc::new(move || {
+                protocol
+                    .datagram_handler()
+                    .unwrap_or_else(|| Box::new(protocols::echo::EchoDatagram))
+            }))
+        }
+    };
+    Ok(ServiceConfig {
+        addr: SocketAddr::new(bind, spec.port),
+        protocol: protocol.name().to_string(),
+        handler,
+    })
+}
+
+fn core_ids() -> Vec<usize> {
+    let mut ids: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serve_specs_parse_and_reject_clearly() {
+        assert_eq!(
+            "tcp:7100=echo".parse::<ServeSpec>(),
+            Ok(ServeSpec {
+                transport: Transport::Tcp,
+                port: 7100,
+                protocol: Protocol::Echo
+            })
+        );
+        assert!("udp:1=reverse"
+            .parse::<ServeSpec>()
+            .unwrap_err()
+            .contains("not served over udp"));
+        assert!("tcp:99999=echo"
+            .parse::<ServeSpec>()
+            .unwrap_err()
+            .contains("port"));
+        assert!("tcp7100echo"
+            .parse::<ServeSpec>()
+            .unwrap_err()
+            .contains("TRANSPORT:PORT=PROTOCOL"));
+        assert!("sctp:1=echo"
+            .parse::<ServeSpec>()
+            .unwrap_err()
+            .contains("transport"));
+    }
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0,2-3"), Ok(vec![0, 2, 3]));
+        assert!(parse_cpu_list("3-1").is_err());
+        assert!(parse_cpu_list("x").is_err());
+        assert!(parse_cpu_list(",").is_err());
+    }
+}

@@ -1,0 +1,100 @@
+//! `ringcore`: serves the chapter's protocols with the io_uring engine.
+
+mod cli;
+mod limits;
+mod signals;
+mod units;
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use engine::{metrics, Engine, StatsSnapshot};
+
+use cli::Cli;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level);
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ringcore: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
+    // Block the shutdown signals before any thread starts, so every thread
+    // inherits the mask and only this one receives them.
+    let signals = signals::ShutdownSignals::block().context("blocking SIGINT/SIGTERM")?;
+    let cpus = cli.worker_cpus()?;
+    let workers = cpus.len();
+    let config = cli.engine_config(cpus, 1)?;
+    let max_connections =
+        limits::settle_max_connections(cli.max_connections, workers * (config.services.len() + 4))?;
+    let config = engine::EngineConfig {
+        max_connections,
+        ..config
+    };
+    let deadline = config.shutdown_deadline;
+
+    let engine = Engine::start(config)?;
+    let plural = if workers == 1 { "worker" } else { "workers" };
+    for s in engine.services() {
+        println!(
+            "{} {} {}, {workers} {plural}",
+            s.transport, s.addr, s.protocol
+        );
+    }
+    println!(
+        "io_uring: {}; up to {max_connections} connections",
+        engine.ring_mode().describe()
+    );
+    if let Some(addr) = cli.metrics {
+        let bound = metrics::serve(addr, engine.stats())
+            .with_context(|| format!("starting the metrics endpoint on {addr}"))?;
+        println!("metrics http://{bound}/metrics");
+    }
+
+    let stats = engine.stats();
+    let snapshot = || StatsSnapshot::total(&stats.iter().map(|s| s.snapshot()).collect::<Vec<_>>());
+    let mut next_report = cli.stats_interval.map(|i| Instant::now() + i);
+    let received = loop {
+        if let Some(signal) = signals.wait(Duration::from_millis(200))? {
+            break Some(signal);
+        }
+        if engine.any_worker_stopped() {
+            break None;
+        }
+        if let (Some(at), Some(interval)) = (next_report, cli.stats_interval) {
+            if Instant::now() >= at {
+                println!("stats: {}", snapshot().summary_line());
+                next_report = Some(at + interval);
+            }
+        }
+    };
+    match received {
+        Some(name) => println!("{name}: stopping; flushing replies for up to {deadline:?}"),
+        None => eprintln!("ringcore: a worker stopped unexpectedly; shutting down"),
+    }
+    engine.shutdown_handle().shutdown();
+    let outcome = engine.join();
+    println!("final: {}", snapshot().summary_line());
+    outcome?;
+    if received.is_none() {
+        anyhow::bail!("a worker stopped without being asked to");
+    }
+    Ok(())
+}
