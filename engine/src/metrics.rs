@@ -55,9 +55,19 @@ pub fn serve(addr: SocketAddr, stats: Vec<Arc<WorkerStats>>) -> io::Result<Socke
     std::thread::Builder::new()
         .name("ringcore-metrics".into())
         .spawn(move || {
-            for stream in listener.incoming().flatten() {
-                if let Err(e) = answer(stream, &stats) {
-                    tracing::debug!("metrics request: {e}");
+            for stream in listener.incoming() {
+                match stream {
+                    Ok(stream) => {
+                        if let Err(e) = answer(stream, &stats) {
+                            tracing::debug!("metrics request: {e}");
+                        }
+                    }
+                    // Out of descriptors (or a similar passing failure): back
+                    // off instead of spinning; the request waits in the backlog.
+                    Err(e) => {
+                        tracing::debug!("metrics accept: {e}");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
                 }
             }
         })?;

@@ -33,7 +33,8 @@ impl RingMode {
 /// Creates a ring of `entries` SQEs and 4x CQEs, trying the best flags first.
 pub fn create(entries: u32) -> Result<(IoUring, RingMode), EngineError> {
     let cq = entries.saturating_mul(4);
-    let attempts: [(RingMode, fn(&mut io_uring::Builder)); 3] = [
+    type Configure = fn(&mut io_uring::Builder);
+    let attempts: [(RingMode, Configure); 3] = [
         (RingMode::DeferTaskrun, |b| {
             b.setup_single_issuer()
                 .setup_defer_taskrun()

@@ -226,7 +226,7 @@ mod tests {
 
     #[test]
     fn gro_segment_is_found_among_control_messages() {
-        let mut control = vec![0u8; 64];
+        let mut control = [0u8; 64];
         let header = |len: usize, level: i32, ty: i32| {
             let mut h = Vec::new();
             h.extend_from_slice(&len.to_ne_bytes());

@@ -96,6 +96,9 @@ pub struct Worker {
     listeners: Vec<Listener>,
     udp: Vec<UdpSocket>,
     conns: Slab<Conn>,
+    // Boxed: a slot's msghdr points into the slot itself, so it must never
+    // move, even if this Vec ever grew.
+    #[allow(clippy::vec_box)]
     send_slots: Vec<Box<SendSlot>>,
     free_send_slots: Vec<u32>,
     wake_fd: OwnedFd,

@@ -1,0 +1,86 @@
+//! The chapter's own Python clients against `ringcore` started with no flags,
+//! on the chapter's ports. Needs python3 (skipped, visibly, without it).
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::Server;
+
+fn run_client(script: &str, input: &str) -> String {
+    let path = format!("{}/tests/chapter/{script}", env!("CARGO_MANIFEST_DIR"));
+    let mut child = Command::new("python3")
+        .arg(&path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run python3");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{script} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn the_chapters_clients_work_unchanged_against_the_defaults() {
+    if Command::new("python3").arg("--version").output().is_err() {
+        println!("SKIPPED: python3 is not installed, the chapter's clients cannot run");
+        return;
+    }
+    // No --serve: the chapter's default ports.
+    let server = Server::start(&[]);
+    let ports: Vec<String> = server
+        .services
+        .iter()
+        .map(|(t, p, a)| format!("{t} {} {p}", a.port()))
+        .collect();
+    assert_eq!(
+        ports,
+        [
+            "tcp 65432 echo",
+            "udp 65432 echo",
+            "tcp 12345 reverse",
+            "udp 8888 ok"
+        ]
+    );
+
+    assert_eq!(
+        run_client("tcp_echo_client.py", ""),
+        "Received b'Hello, world'\n"
+    );
+
+    let transcript = run_client("reverse_client.py", "y\nn\n");
+    assert_eq!(
+        transcript
+            .matches("Received from the server : ! reve esruoc tseb eht si SNS")
+            .count(),
+        2,
+        "{transcript}"
+    );
+
+    let transcript = run_client("udp_client.py", "hello\n\nbye\n");
+    assert!(
+        transcript.contains("Server reply : OK...hello"),
+        "{transcript}"
+    );
+    assert!(
+        transcript.contains("Server reply : OK...\n"),
+        "the empty message is answered: {transcript}"
+    );
+    assert!(
+        transcript.contains("Server reply : OK...bye"),
+        "and the server is still up: {transcript}"
+    );
+}

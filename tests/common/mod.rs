@@ -1,0 +1,264 @@
+//! Shared helpers for the integration tests: start a real `ringcore`, find the
+//! ports it bound, read its counters, and make reproducible test data.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a test waits for anything the server should do promptly.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A `ringcore` process started for one test; killed when dropped.
+pub struct Server {
+    child: Option<Child>,
+    lines: Receiver<String>,
+    stderr: Arc<Mutex<String>>,
+    /// (transport, protocol) -> address, from the start-up lines.
+    pub services: Vec<(String, String, SocketAddr)>,
+    /// The metrics endpoint.
+    pub metrics: SocketAddr,
+}
+
+/// Path of the server binary under test.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_ringcore")
+}
+
+impl Server {
+    /// Starts `ringcore ARGS --metrics 127.0.0.1:0` and waits until it is serving.
+    pub fn start(args: &[&str]) -> Server {
+        let mut command = Command::new(binary());
+        command.args(args).args(["--metrics", "127.0.0.1:0"]);
+        Self::spawn(command)
+    }
+
+    /// Starts a prepared command (which must include `--metrics`).
+    pub fn spawn(mut command: Command) -> Server {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ringcore");
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let mut err_pipe = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err_pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let mut server = Server {
+            child: Some(child),
+            lines,
+            stderr,
+            services: Vec::new(),
+            metrics: "0.0.0.0:0".parse().unwrap(),
+        };
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match server.lines.recv_timeout(left) {
+                Ok(line) => line,
+                Err(_) => panic!(
+                    "ringcore did not report its metrics endpoint; stderr:\n{}",
+                    server.stderr()
+                ),
+            };
+            if let Some(rest) = line.strip_prefix("metrics http://") {
+                server.metrics = rest.trim_end_matches("/metrics").parse().unwrap();
+                return server;
+            }
+            // "tcp 127.0.0.1:65432 echo, 2 workers"
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if words.len() >= 3 && (words[0] == "tcp" || words[0] == "udp") {
+                let protocol = words[2].trim_end_matches(',');
+                server.services.push((
+                    words[0].to_string(),
+                    protocol.to_string(),
+                    words[1].parse().unwrap(),
+                ));
+            }
+        }
+    }
+
+    /// The address of the service `transport`/`protocol`.
+    pub fn addr(&self, transport: &str, protocol: &str) -> SocketAddr {
+        self.services
+            .iter()
+            .find(|(t, p, _)| t == transport && p == protocol)
+            .map(|(_, _, a)| *a)
+            .unwrap_or_else(|| panic!("no {transport} {protocol} service in {:?}", self.services))
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Everything the server wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Every metric line as `name{labels}` -> value.
+    pub fn metrics(&self) -> HashMap<String, u64> {
+        let mut stream = TcpStream::connect(self.metrics).expect("connect to metrics");
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        let body = text.split("\r\n\r\n").nth(1).expect("metrics body");
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.rsplit_once(' '))
+            .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+            .collect()
+    }
+
+    /// The process-wide total of counter `name` (without the `ringcore_` prefix).
+    pub fn counter(&self, name: &str) -> u64 {
+        self.metrics()[&format!("ringcore_{name}")]
+    }
+
+    /// Counter `name` of worker `w`.
+    pub fn worker_counter(&self, name: &str, w: usize) -> u64 {
+        self.metrics()[&format!("ringcore_{name}{{worker=\"{w}\"}}")]
+    }
+
+    /// Waits until `check(counter)` holds, polling the metrics; returns the value.
+    pub fn wait_counter(&self, name: &str, check: impl Fn(u64) -> bool) -> u64 {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let value = self.counter(name);
+            if check(value) {
+                return value;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "counter {name} stayed at {value}; stderr:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Resident memory of the server in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
+    /// Sends `signal` to the server.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.pid() as i32, signal) }, 0);
+    }
+
+    /// Waits for the server to exit; its status and the rest of its stdout.
+    pub fn wait_exit(mut self) -> (ExitStatus, String) {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + PATIENCE;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("ringcore did not exit; stderr:\n{}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let rest: Vec<String> = self.lines.try_iter().collect();
+        (status, rest.join("\n"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `ringcore ARGS` expecting it to fail; its exit code and stderr.
+pub fn run_failing(args: &[&str]) -> (i32, String) {
+    let output = Command::new(binary())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ringcore");
+    assert!(!output.status.success(), "ringcore {args:?} should fail");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A small deterministic generator (xorshift64*) for payloads and sizes.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator seeded with `seed` (any value).
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A value in `lo..=hi`.
+    pub fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + (self.next_u64() % (hi - lo + 1) as u64) as usize
+    }
+
+    /// Fills `buf` with random bytes.
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let bytes = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+    }
+}
+
+/// Connects with a bounded read/write timeout so a broken server fails the
+/// test instead of hanging it.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.set_write_timeout(Some(PATIENCE)).unwrap();
+    stream
+}

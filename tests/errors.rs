@@ -1,0 +1,257 @@
+//! Bad input and a hostile environment: clear errors, non-zero exits, no panics.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{binary, connect, run_failing, Server};
+
+#[test]
+fn a_port_in_use_is_named_and_fails_startup() {
+    let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let (code, stderr) = run_failing(&["--serve", &format!("tcp:{port}=echo")]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains(&format!("tcp port {port}")), "{stderr}");
+    assert!(
+        stderr.contains("already in use") && stderr.contains("echo"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn a_second_ringcore_on_the_same_port_is_refused() {
+    // SO_REUSEPORT would otherwise let two servers share the port silently.
+    let first = Server::start(&["--serve", "udp:0=echo"]);
+    let port = first.addr("udp", "echo").port();
+    let (code, stderr) = run_failing(&["--serve", &format!("udp:{port}=echo")]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(&format!("udp port {port}")) && stderr.contains("already in use"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_flags_get_clear_messages() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--serve", "udp:9=reverse"], "not served over udp"),
+        (&["--serve", "tcp:70000=echo"], "port"),
+        (&["--serve", "tcp:9=gopher"], "unknown protocol 'gopher'"),
+        (&["--threads", "0"], "at least 1"),
+        (&["--cpus", "4096"], "not available"),
+        (&["--output-limit", "lots"], "not a size"),
+        (&["--shutdown-deadline", "soon"], "not a duration"),
+        (&["--buffers", "300"], "power of two"),
+        (&["--max-connections", "100000000"], "RLIMIT_NOFILE"),
+        (
+            &[
+                "--serve",
+                "tcp:0=echo",
+                "--serve",
+                "udp:1=ok",
+                "--serve",
+                "udp:1=echo",
+            ],
+            "configured twice",
+        ),
+    ];
+    for (args, expected) in cases {
+        let (code, stderr) = run_failing(args);
+        assert!(code == 1 || code == 2, "{args:?}: exit {code}");
+        assert!(
+            stderr.contains(expected),
+            "{args:?}: expected '{expected}' in:\n{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+/// Runs ringcore with a seccomp filter that fails io_uring_setup with `errno`,
+/// as a container runtime's profile would.
+#[cfg(target_arch = "x86_64")]
+fn run_with_io_uring_denied(errno: i32) -> (Option<i32>, String) {
+    const IO_URING_SETUP: u32 = 425;
+    const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
+    let filter = [
+        // Load the architecture; refuse to judge syscalls of another ABI.
+        libc::sock_filter {
+            code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+            jt: 0,
+            jf: 0,
+            k: 4,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt: 1,
+            jf: 0,
+            k: AUDIT_ARCH_X86_64,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ALLOW,
+        },
+        // Load the syscall number; io_uring_setup fails with `errno`.
+        libc::sock_filter {
+            code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 1,
+            k: IO_URING_SETUP,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ERRNO | errno as u32,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ALLOW,
+        },
+    ];
+    let mut command = Command::new(binary());
+    command.args(["--serve", "tcp:0=echo"]).stdin(Stdio::null());
+    // SAFETY: the closure runs in the child between fork and exec and only
+    // makes two prctl calls on data that lives in the parent's copied memory.
+    unsafe {
+        command.pre_exec(move || {
+            let program = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_ptr().cast_mut(),
+            };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &program as *const _,
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let output = command.output().expect("run ringcore under seccomp");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn io_uring_blocked_by_seccomp_is_explained() {
+    let (code, stderr) = run_with_io_uring_denied(libc::EPERM);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("io_uring is unavailable") && stderr.contains("seccomp"),
+        "{stderr}"
+    );
+    let (code, stderr) = run_with_io_uring_denied(libc::ENOSYS);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("ENOSYS") && stderr.contains("6.0"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+fn set_nofile(pid: u32, limit: u64) {
+    let new = libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: 20_000.max(limit),
+    };
+    // SAFETY: prlimit on our own child; `new` is valid, no old value requested.
+    let rc = unsafe { libc::prlimit(pid as i32, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+/// CPU time (user + system) the process has used, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may contain spaces) start at ")".
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn emfile_keeps_serving_open_connections_and_accepts_again_later() {
+    // io_uring's accept reads RLIMIT_NOFILE when it is armed, so the limit is
+    // lowered while accepting is paused at --max-connections, and a close
+    // makes the worker arm a fresh accept under it.
+    let server = Server::start(&[
+        "--serve",
+        "tcp:0=echo",
+        "--threads",
+        "1",
+        "--max-connections",
+        "4",
+    ]);
+    let addr = server.addr("tcp", "echo");
+    let mut open: Vec<_> = (0..4).map(|_| connect(addr)).collect();
+    server.wait_counter("connections_accepted", |n| n == 4);
+    // Only stdio fits: every new descriptor fails with EMFILE. (The metrics
+    // endpoint needs one too, so the server is watched from /proc meanwhile.)
+    set_nofile(server.pid(), 3);
+    drop(open.pop());
+    // These complete the TCP handshake in the backlog but cannot be accepted.
+    let mut waiting: Vec<_> = (0..2).map(|_| connect(addr)).collect();
+    for (i, s) in open.iter_mut().enumerate() {
+        let message = format!("still served {i}");
+        s.write_all(message.as_bytes()).unwrap();
+        let mut back = vec![0u8; message.len()];
+        s.read_exact(&mut back).unwrap();
+        assert_eq!(back, message.as_bytes());
+    }
+    // While EMFILE persists the worker retries on a timer; it does not spin.
+    // SAFETY: sysconf only reads a system constant.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let before = cpu_ticks(server.pid());
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_millis(1000));
+    let busy = (cpu_ticks(server.pid()) - before) as f64
+        / ticks_per_second
+        / start.elapsed().as_secs_f64();
+    assert!(
+        busy < 0.25,
+        "the server used {:.0}% of a CPU while accept kept failing",
+        busy * 100.0
+    );
+    // Room again: the first waiting connection is accepted and served...
+    set_nofile(server.pid(), 20_000);
+    let exchange = |s: &mut std::net::TcpStream| {
+        s.write_all(b"late").unwrap();
+        let mut back = [0u8; 4];
+        s.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"late");
+    };
+    exchange(&mut waiting[0]);
+    // ...and the second once a slot under --max-connections frees up.
+    drop(open.pop());
+    exchange(&mut waiting[1]);
+    assert_eq!(server.counter("connections_accepted"), 6);
+    assert!(
+        server.counter("accept_errors") >= 1,
+        "the failed accepts are counted"
+    );
+}

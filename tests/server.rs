@@ -1,0 +1,431 @@
+//! The server through real sockets on loopback: the chapter's exchanges,
+//! concurrency, streaming, half-close, resets, SO_REUSEPORT spreading,
+//! backpressure and graceful shutdown.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
+use std::time::Duration;
+
+use common::{connect, Rng, Server, PATIENCE};
+
+fn udp_client() -> UdpSocket {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(PATIENCE)).unwrap();
+    socket
+}
+
+fn udp_exchange(socket: &UdpSocket, to: SocketAddr, message: &[u8]) -> Vec<u8> {
+    socket.send_to(message, to).unwrap();
+    let mut buf = vec![0u8; 70_000];
+    let (n, from) = socket.recv_from(&mut buf).expect("a UDP reply");
+    assert_eq!(from, to, "the reply comes from the service's address");
+    buf.truncate(n);
+    buf
+}
+
+#[test]
+fn chapter_exchanges() {
+    let server = Server::start(&[
+        "--serve",
+        "tcp:0=echo",
+        "--serve",
+        "tcp:0=reverse",
+        "--serve",
+        "udp:0=ok",
+        "--serve",
+        "udp:0=echo",
+    ]);
+    // Figure 8.3: one message echoed.
+    let mut echo = connect(server.addr("tcp", "echo"));
+    echo.write_all(b"Hello, world").unwrap();
+    let mut reply = [0u8; 12];
+    echo.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"Hello, world");
+
+    // Figure 8.10: the same message reversed, twice on one connection.
+    let mut reverse = connect(server.addr("tcp", "reverse"));
+    for _ in 0..2 {
+        reverse.write_all(b"SNS is the best course ever !").unwrap();
+        let mut reply = [0u8; 29];
+        reverse.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply, b"! reve esruoc tseb eht si SNS");
+    }
+
+    // Figures 8.4/8.5: OK... + datagram; the empty datagram does not stop it.
+    let udp = udp_client();
+    let ok = server.addr("udp", "ok");
+    assert_eq!(udp_exchange(&udp, ok, b"hello"), b"OK...hello");
+    assert_eq!(udp_exchange(&udp, ok, b""), b"OK...");
+    assert_eq!(
+        udp_exchange(&udp, ok, b"still there?"),
+        b"OK...still there?"
+    );
+    assert_eq!(
+        udp_exchange(&udp, server.addr("udp", "echo"), b"ping"),
+        b"ping"
+    );
+    assert_eq!(udp_exchange(&udp, server.addr("udp", "echo"), b""), b"");
+}
+
+#[test]
+fn reverse_lines_framing_over_tcp() {
+    let server = Server::start(&["--serve", "tcp:0=reverse-lines", "--line-limit", "16"]);
+    let mut s = connect(server.addr("tcp", "reverse-lines"));
+    // Sent in pieces that split lines and a CRLF.
+    for piece in ["ab", "c\nhél", "lo\r", "\n"] {
+        s.write_all(piece.as_bytes()).unwrap();
+    }
+    let expected = "cba\nolléh\r\n".as_bytes();
+    let mut got = vec![0u8; expected.len()];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(got, expected);
+    // A line over the bound gets an error line, then the connection closes.
+    s.write_all(&[b'x'; 40]).unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest, b"error: line longer than 16 bytes\n");
+}
+
+#[test]
+fn a_thousand_concurrent_connections_get_exact_echoes() {
+    const CONNECTIONS: usize = 1000;
+    const THREADS: usize = 8;
+    const ROUNDS: usize = 3;
+    let server = Server::start(&["--serve", "tcp:0=echo", "--threads", "2"]);
+    let addr = server.addr("tcp", "echo");
+    // Every connection is open before any data moves, so all 1000 are
+    // concurrent inside the server.
+    let conns: Vec<TcpStream> = (0..CONNECTIONS).map(|_| connect(addr)).collect();
+    server.wait_counter("connections_accepted", |n| n == CONNECTIONS as u64);
+    let mut groups: Vec<Vec<TcpStream>> = (0..THREADS).map(|_| Vec::new()).collect();
+    for (i, c) in conns.into_iter().enumerate() {
+        groups[i % THREADS].push(c);
+    }
+    let workers: Vec<_> = groups
+        .into_iter()
+        .enumerate()
+        .map(|(t, mut group)| {
+            std::thread::spawn(move || {
+                let mut rng = Rng::new(t as u64);
+                let mut bytes = 0usize;
+                for _ in 0..ROUNDS {
+                    for c in group.iter_mut() {
+                        let mut payload = vec![0u8; rng.range(1, 16 * 1024)];
+                        rng.fill(&mut payload);
+                        c.write_all(&payload).unwrap();
+                        let mut back = vec![0u8; payload.len()];
+                        c.read_exact(&mut back).unwrap();
+                        assert!(back == payload, "echo mismatch");
+                        bytes += payload.len();
+                    }
+                }
+                bytes
+            })
+        })
+        .collect();
+    let total: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert_eq!(server.counter("bytes_in"), total as u64);
+    server.wait_counter("bytes_out", |n| n == total as u64);
+    assert_eq!(server.counter("connection_errors"), 0);
+}
+
+#[test]
+fn a_64_mib_stream_is_echoed_byte_exact() {
+    const TOTAL: usize = 64 << 20;
+    let server = Server::start(&["--serve", "tcp:0=echo"]);
+    let stream = connect(server.addr("tcp", "echo"));
+    let mut writer = stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let mut rng = Rng::new(64);
+        let mut chunk = vec![0u8; 256 * 1024];
+        let mut sent = 0;
+        while sent < TOTAL {
+            rng.fill(&mut chunk);
+            writer.write_all(&chunk).unwrap();
+            sent += chunk.len();
+        }
+        writer.shutdown(Shutdown::Write).unwrap();
+    });
+    let mut reader = stream;
+    let mut rng = Rng::new(64);
+    let mut expected = vec![0u8; 256 * 1024];
+    let mut got = vec![0u8; 256 * 1024];
+    let mut received = 0;
+    while received < TOTAL {
+        rng.fill(&mut expected);
+        reader.read_exact(&mut got).unwrap();
+        assert!(
+            got == expected,
+            "mismatch in the chunk at offset {received}"
+        );
+        received += got.len();
+    }
+    let mut tail = Vec::new();
+    reader.read_to_end(&mut tail).unwrap();
+    assert!(tail.is_empty(), "nothing after the echoed stream, then EOF");
+    sender.join().unwrap();
+}
+
+#[test]
+fn half_close_gets_every_echo_then_eof() {
+    let server = Server::start(&["--serve", "tcp:0=echo", "--serve", "tcp:0=reverse-lines"]);
+    let mut s = connect(server.addr("tcp", "echo"));
+    let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    s.write_all(&payload).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    s.read_to_end(&mut back).unwrap();
+    assert!(back == payload, "all echoes arrive before EOF");
+
+    // A line-framed session replies to its unterminated last line at EOF.
+    let mut s = connect(server.addr("tcp", "reverse-lines"));
+    s.write_all(b"one\ntwo").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    s.read_to_end(&mut back).unwrap();
+    assert_eq!(back, b"eno\nowt");
+    server.wait_counter("connections_closed", |n| n == 2);
+}
+
+#[test]
+fn a_client_reset_mid_stream_does_not_disturb_others() {
+    let server = Server::start(&["--serve", "tcp:0=echo"]);
+    let addr = server.addr("tcp", "echo");
+    let mut steady = connect(addr);
+    for round in 0..20 {
+        let victim = connect(addr);
+        let mut w = victim.try_clone().unwrap();
+        // Lots of data in flight both ways, never read, then an abortive close (RST).
+        let _ = w.write_all(&vec![7u8; 512 * 1024]);
+        socket2::SockRef::from(&victim)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(w);
+        drop(victim);
+        let message = format!("round {round}");
+        steady.write_all(message.as_bytes()).unwrap();
+        let mut back = vec![0u8; message.len()];
+        steady.read_exact(&mut back).unwrap();
+        assert_eq!(back, message.as_bytes());
+    }
+    // Every reset connection is cleaned up; only the steady one stays open.
+    server.wait_counter("connections_closed", |n| n == 20);
+    assert_eq!(server.counter("connections_open"), 1);
+}
+
+#[test]
+fn so_reuseport_spreads_connections_and_datagrams_over_workers() {
+    let server = Server::start(&[
+        "--serve",
+        "tcp:0=echo",
+        "--serve",
+        "udp:0=echo",
+        "--threads",
+        "2",
+    ]);
+    let tcp = server.addr("tcp", "echo");
+    let udp = server.addr("udp", "echo");
+    // Distinct source ports hash to both workers (the chance that 64 all land
+    // on one worker is 2^-63).
+    let conns: Vec<TcpStream> = (0..64).map(|_| connect(tcp)).collect();
+    server.wait_counter("connections_accepted", |n| n == 64);
+    for w in 0..2 {
+        assert!(
+            server.worker_counter("connections_accepted", w) > 0,
+            "worker {w} accepted nothing"
+        );
+    }
+    for i in 0..64u32 {
+        let socket = udp_client();
+        assert_eq!(
+            udp_exchange(&socket, udp, &i.to_be_bytes()),
+            i.to_be_bytes()
+        );
+    }
+    for w in 0..2 {
+        assert!(
+            server.worker_counter("datagrams_in", w) > 0,
+            "worker {w} received no datagram"
+        );
+    }
+    assert_eq!(server.counter("datagrams_out"), 64);
+    drop(conns);
+}
+
+#[test]
+fn a_client_that_never_reads_is_held_to_the_output_bound() {
+    const LIMIT: u64 = 256 << 20;
+    let server = Server::start(&["--serve", "tcp:0=echo", "--output-limit", "1M"]);
+    let addr = server.addr("tcp", "echo");
+    // Warm up the receive buffers so their pages count in the baseline.
+    let mut warm = connect(addr);
+    let block = vec![1u8; 4 << 20];
+    warm.write_all(&block).unwrap();
+    let mut back = vec![0u8; block.len()];
+    warm.read_exact(&mut back).unwrap();
+    drop(warm);
+    let rss_before = server.rss_kib();
+
+    let mut hog = connect(addr);
+    hog.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
+    let chunk = vec![0x5au8; 1 << 20];
+    let mut written = 0u64;
+    while written < LIMIT {
+        match hog.write(&chunk) {
+            Ok(n) => written += n as u64,
+            // The write blocked for a whole second: the server stopped reading.
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+            Err(e) => panic!("write failed: {e}"),
+        }
+    }
+    assert!(
+        written < LIMIT,
+        "the server kept reading {written} bytes from a client that never reads"
+    );
+    assert!(server.counter("backpressure_pauses") >= 1);
+    let absorbed = server.counter("bytes_in");
+    assert!(
+        absorbed < 64 << 20,
+        "the server read {absorbed} bytes it could not send"
+    );
+
+    // Another client is still served while the hog is stuck.
+    let mut other = connect(addr);
+    other.write_all(b"are you there").unwrap();
+    let mut reply = [0u8; 13];
+    other.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"are you there");
+
+    let grown = server.rss_kib().saturating_sub(rss_before);
+    assert!(
+        grown < 16 * 1024,
+        "server RSS grew by {grown} KiB for one stuck client"
+    );
+}
+
+#[test]
+fn sigterm_echoes_every_received_byte_then_exits_zero() {
+    const CLIENTS: usize = 20;
+    const EACH: usize = 200 * 1024;
+    let server = Server::start(&["--serve", "tcp:0=echo", "--threads", "2"]);
+    let addr = server.addr("tcp", "echo");
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        let mut s = connect(addr);
+        let mut payload = vec![0u8; EACH];
+        Rng::new(i as u64).fill(&mut payload);
+        s.write_all(&payload).unwrap();
+        clients.push((s, payload));
+    }
+    // Mid-exchange: the server has received everything, nobody has read yet.
+    server.wait_counter("bytes_in", |n| n == (CLIENTS * EACH) as u64);
+    server.signal(libc::SIGTERM);
+    for (mut s, payload) in clients {
+        let mut back = Vec::new();
+        s.read_to_end(&mut back).unwrap();
+        assert_eq!(back.len(), payload.len());
+        assert!(back == payload);
+    }
+    let (status, stdout) = server.wait_exit();
+    assert_eq!(status.code(), Some(0), "stdout: {stdout}");
+    assert_eq!(final_counter(&stdout, "tcp in="), (CLIENTS * EACH) as u64);
+    assert_eq!(final_counter(&stdout, "out="), (CLIENTS * EACH) as u64);
+}
+
+#[test]
+fn sigterm_reaches_bytes_still_queued_in_the_kernel() {
+    // Data the peer sent that the server had not read yet when the signal came
+    // is still answered: the worker drains the socket before closing.
+    let server = Server::start(&["--serve", "tcp:0=echo", "--output-limit", "64K"]);
+    let addr = server.addr("tcp", "echo");
+    let mut s = connect(addr);
+    let payload = vec![9u8; 2 << 20];
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || w.write_all(&payload).map(|_| 2usize << 20));
+    // Once the output bound pauses reading, bytes pile up in the kernel.
+    server.wait_counter("backpressure_pauses", |n| n >= 1);
+    server.signal(libc::SIGINT);
+    let mut back = Vec::new();
+    s.read_to_end(&mut back).unwrap();
+    assert!(back.iter().all(|&b| b == 9));
+    let (status, stdout) = server.wait_exit();
+    assert_eq!(status.code(), Some(0));
+    let _ = writer.join();
+    // Every byte the server read, including what it drained from the kernel
+    // after the signal, was echoed before the close.
+    let read = final_counter(&stdout, "tcp in=");
+    assert_eq!(back.len() as u64, read, "stdout: {stdout}");
+    assert!(
+        read > 64 * 1024,
+        "the drain read past the paused output bound: {read}"
+    );
+}
+
+/// A byte count from the server's "final:" line, e.g. `tcp in=1234 B`.
+fn final_counter(stdout: &str, key: &str) -> u64 {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("final:"))
+        .expect("a final: line");
+    let rest = &line[line.find(key).expect(key) + key.len()..];
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_gso_train_is_received_with_gro_and_answered_with_one_gso_send() {
+    const SEGMENT: usize = 100;
+    const COUNT: usize = 10;
+    let server = Server::start(&[
+        "--serve",
+        "udp:0=echo",
+        "--serve",
+        "udp:0=ok",
+        "--threads",
+        "1",
+    ]);
+    let client = udp_client();
+    // UDP_SEGMENT as a socket option: every send is cut into SEGMENT-byte datagrams.
+    let size = SEGMENT as libc::c_int;
+    // SAFETY: setsockopt with a live c_int and its exact length.
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&client),
+            17,  // SOL_UDP
+            103, // UDP_SEGMENT
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "UDP_SEGMENT: {}", std::io::Error::last_os_error());
+    let train: Vec<u8> = (0..SEGMENT * COUNT).map(|i| (i / SEGMENT) as u8).collect();
+    for (protocol, prefix) in [("echo", &b""[..]), ("ok", &b"OK..."[..])] {
+        client
+            .send_to(&train, server.addr("udp", protocol))
+            .unwrap();
+        let mut buf = [0u8; 2048];
+        for i in 0..COUNT {
+            let n = client
+                .recv(&mut buf)
+                .expect("one reply per datagram of the train");
+            let mut expected = prefix.to_vec();
+            expected.extend_from_slice(&[i as u8; SEGMENT]);
+            assert_eq!(&buf[..n], &expected[..], "reply {i} from {protocol}");
+        }
+    }
+    assert_eq!(server.counter("datagrams_in"), 2 * COUNT as u64);
+    assert_eq!(server.counter("datagrams_out"), 2 * COUNT as u64);
+    assert!(
+        server.counter("gro_receives") >= 2,
+        "each train arrived as one GRO buffer"
+    );
+    assert!(
+        server.counter("gso_sends") >= 2,
+        "each train's replies left as one GSO send"
+    );
+}
