@@ -255,3 +255,40 @@ fn emfile_keeps_serving_open_connections_and_accepts_again_later() {
         "the failed accepts are counted"
     );
 }
+
+#[test]
+fn permission_denied_on_a_low_port_is_explained() {
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc::getuid() } != 0 {
+        // An unprivileged run meets the error directly.
+        let (code, stderr) = run_failing(&["--serve", "tcp:1=echo"]);
+        assert_eq!(code, 1);
+        assert!(
+            stderr.contains("permission denied") && stderr.contains("1024"),
+            "{stderr}"
+        );
+        return;
+    }
+    // As root, run the server as nobody, as a user would.
+    let mut command = Command::new(binary());
+    command.args(["--serve", "tcp:1=echo"]).stdin(Stdio::null());
+    // SAFETY: between fork and exec the child only drops its privileges.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(65534) != 0
+                || libc::setuid(65534) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let output = command.output().expect("run ringcore as nobody");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("permission denied binding tcp 127.0.0.1:1") && stderr.contains("echo"),
+        "{stderr}"
+    );
+}

@@ -340,26 +340,36 @@ fn sigterm_reaches_bytes_still_queued_in_the_kernel() {
     // is still answered: the worker drains the socket before closing.
     let server = Server::start(&["--serve", "tcp:0=echo", "--output-limit", "64K"]);
     let addr = server.addr("tcp", "echo");
-    let mut s = connect(addr);
-    let payload = vec![9u8; 2 << 20];
+    // A tiny receive buffer on our side keeps the server's replies stuck, so
+    // it stops reading at its output bound and our bytes queue in its kernel.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let mut s: TcpStream = socket.into();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    // More than the server's send buffer can absorb (tcp_wmem autotunes it to
+    // a few MiB), so the server really stops reading.
+    let payload = vec![9u8; 32 << 20];
     let mut w = s.try_clone().unwrap();
-    let writer = std::thread::spawn(move || w.write_all(&payload).map(|_| 2usize << 20));
-    // Once the output bound pauses reading, bytes pile up in the kernel.
+    let writer = std::thread::spawn(move || w.write_all(&payload));
     server.wait_counter("backpressure_pauses", |n| n >= 1);
+    let read_before_signal = server.counter("bytes_in");
     server.signal(libc::SIGINT);
     let mut back = Vec::new();
     s.read_to_end(&mut back).unwrap();
     assert!(back.iter().all(|&b| b == 9));
+    // The server discards what it cannot answer until we close; then it exits.
+    writer.join().unwrap().unwrap();
+    drop(s);
     let (status, stdout) = server.wait_exit();
     assert_eq!(status.code(), Some(0));
-    let _ = writer.join();
     // Every byte the server read, including what it drained from the kernel
     // after the signal, was echoed before the close.
     let read = final_counter(&stdout, "tcp in=");
     assert_eq!(back.len() as u64, read, "stdout: {stdout}");
     assert!(
-        read > 64 * 1024,
-        "the drain read past the paused output bound: {read}"
+        read > read_before_signal,
+        "the drain read queued bytes: {read_before_signal} -> {read}"
     );
 }
 
@@ -428,4 +438,57 @@ fn a_gso_train_is_received_with_gro_and_answered_with_one_gso_send() {
         server.counter("gso_sends") >= 2,
         "each train's replies left as one GSO send"
     );
+}
+
+#[test]
+fn a_buffer_ring_that_runs_dry_is_rearmed_without_losing_data() {
+    // Two 512-byte buffers: a fast stream exhausts them constantly, ending
+    // the multishot receive with ENOBUFS again and again.
+    const TOTAL: usize = 8 << 20;
+    let server = Server::start(&[
+        "--serve",
+        "tcp:0=echo",
+        "--buffers",
+        "2",
+        "--buffer-size",
+        "512",
+    ]);
+    let stream = connect(server.addr("tcp", "echo"));
+    let mut writer = stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let mut data = vec![0u8; TOTAL];
+        Rng::new(7).fill(&mut data);
+        writer.write_all(&data).unwrap();
+        data
+    });
+    let mut reader = stream;
+    let mut back = vec![0u8; TOTAL];
+    reader.read_exact(&mut back).unwrap();
+    let sent = sender.join().unwrap();
+    assert!(back == sent, "the echoed stream matches");
+    assert!(
+        server.counter("multishot_rearms") > 0,
+        "the receive was re-armed after running dry"
+    );
+    assert_eq!(server.counter("connection_errors"), 0);
+}
+
+#[test]
+fn stats_interval_prints_a_summary_line() {
+    let server = Server::start(&["--serve", "udp:0=echo", "--stats-interval", "100ms"]);
+    let udp = udp_client();
+    assert_eq!(
+        udp_exchange(&udp, server.addr("udp", "echo"), b"count me"),
+        b"count me"
+    );
+    // Summaries keep coming; one printed after the exchange counts it.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let line = server.wait_line("stats:");
+        if line.contains("udp in=1 out=1 dgrams") {
+            assert!(line.contains("io_uring_enter="), "{line}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "last summary: {line}");
+    }
 }

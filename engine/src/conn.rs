@@ -38,6 +38,15 @@ pub struct Conn {
     /// No more reading: the peer closed its side, the protocol asked to
     /// close, or the worker is shutting down.
     pub read_done: bool,
+    /// The peer closed its sending side (we read EOF).
+    pub peer_closed: bool,
+    /// Everything is answered and our side is shut down (FIN sent); input is
+    /// read and discarded until the peer closes, so that closing with unread
+    /// input does not turn into a reset that could destroy our replies.
+    pub lingering: bool,
+    /// At shutdown: the bytes still to read of what the kernel had queued
+    /// when reading stopped; set once, counted down by the drain.
+    pub drain_budget: Option<usize>,
     /// An error ended the connection; close once the kernel is done with it.
     pub failed: bool,
 }
@@ -54,6 +63,9 @@ impl Conn {
             send_in_flight: false,
             recv: RecvState::Idle,
             read_done: false,
+            peer_closed: false,
+            lingering: false,
+            drain_budget: None,
             failed: false,
         }
     }
@@ -61,6 +73,20 @@ impl Conn {
     /// Reply bytes produced but not yet taken by the kernel.
     pub fn unsent(&self) -> usize {
         self.pending.len() + self.sending.len() - self.sent
+    }
+
+    /// True once every reply the connection will ever make has been sent.
+    pub fn all_answered(&self) -> bool {
+        self.read_done && self.unsent() == 0 && !self.send_in_flight
+    }
+
+    /// Whether a receive should be armed: to feed the protocol (unless the
+    /// output is above `resume_at`), or to discard input while lingering.
+    pub fn wants_input(&self, draining: bool, resume_at: usize) -> bool {
+        if self.failed || self.peer_closed {
+            return false;
+        }
+        self.lingering || (!self.read_done && !draining && self.unsent() <= resume_at)
     }
 
     /// True when no kernel operation refers to this connection any more.

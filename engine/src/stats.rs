@@ -75,6 +75,8 @@ counters! {
     bytes_in,
     /// Bytes sent, TCP and UDP payloads.
     bytes_out,
+    /// Bytes read after the replies were complete, and discarded.
+    bytes_discarded,
     /// TCP receive completions that carried data.
     messages_in,
     /// TCP send completions.

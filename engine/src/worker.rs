@@ -28,6 +28,9 @@ const TCP_GROUP: u16 = 0;
 const UDP_GROUP: u16 = 1;
 /// How long to wait before accepting again after EMFILE/ENFILE/ENOMEM.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// How long a connection whose replies are complete waits for the peer to
+/// close before closing anyway.
+const LINGER: Duration = Duration::from_secs(2);
 
 /// The settings a worker needs, already divided per worker.
 #[derive(Debug, Clone)]
@@ -110,6 +113,9 @@ pub struct Worker {
     scratch: Vec<u8>,
     accept_retry_at: Option<Instant>,
     drain_deadline: Option<Instant>,
+    /// Lingering connections by deadline (all get the same linger time, so
+    /// arrival order is deadline order).
+    lingering: VecDeque<(Instant, u32, u32)>,
 }
 
 impl Worker {
@@ -181,6 +187,7 @@ impl Worker {
             scratch: vec![0; 64 * 1024],
             accept_retry_at: None,
             drain_deadline: None,
+            lingering: VecDeque::new(),
             settings,
         };
         Ok((worker, mode))
@@ -267,7 +274,8 @@ impl Worker {
     /// How long the next wait may last: until the nearest timer, if any.
     fn timeout(&self) -> Option<Duration> {
         let now = Instant::now();
-        [self.accept_retry_at, self.drain_deadline]
+        let linger = self.lingering.front().map(|(at, _, _)| *at);
+        [self.accept_retry_at, self.drain_deadline, linger]
             .into_iter()
             .flatten()
             .min()
@@ -395,13 +403,14 @@ impl Worker {
             n if n > 0 => {
                 if let Some(bid) = buffer {
                     let data = self.tcp_bufs.filled(bid, n as usize);
-                    self.stats.bytes_in.add(data.len() as u64);
-                    self.stats.messages_in.inc();
-                    if !conn.read_done
-                        && !conn.failed
-                        && conn.session.on_bytes(data, &mut conn.pending) == Next::Close
-                    {
-                        conn.read_done = true;
+                    if conn.read_done || conn.failed {
+                        self.stats.bytes_discarded.add(data.len() as u64);
+                    } else {
+                        self.stats.bytes_in.add(data.len() as u64);
+                        self.stats.messages_in.inc();
+                        if conn.session.on_bytes(data, &mut conn.pending) == Next::Close {
+                            conn.read_done = true;
+                        }
                     }
                     self.tcp_bufs.recycle(bid);
                 }
@@ -414,6 +423,7 @@ impl Worker {
                     conn.session.on_eof(&mut conn.pending);
                 }
                 conn.read_done = true;
+                conn.peer_closed = true;
             }
             _ => match -res {
                 libc::ENOBUFS => self.stats.multishot_rearms.inc(),
@@ -454,10 +464,9 @@ impl Worker {
             return;
         };
         if draining && !conn.read_done && !conn.failed && conn.recv == RecvState::Idle {
-            // The multishot receive has ended: take whatever the peer had
-            // already sent, reply to it, then stop reading.
+            // The multishot receive has ended: answer what the kernel had
+            // already queued, as fast as the output bound allows, then stop.
             drain_received(conn, &mut self.scratch, limit, &self.stats);
-            conn.read_done = true;
         }
         if conn.failed {
             conn.pending.clear();
@@ -481,20 +490,31 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(index, generation) else {
             return;
         };
-        let stop_reading = conn.failed || conn.read_done;
+        if conn.all_answered() && !conn.failed && !conn.peer_closed && !conn.lingering {
+            // Send our FIN after the last reply, then wait for the peer's.
+            // SAFETY: plain syscall on a descriptor this connection owns.
+            unsafe { libc::shutdown(conn.fd.as_raw_fd(), libc::SHUT_WR) };
+            conn.lingering = true;
+            let mut until = Instant::now() + LINGER;
+            if let Some(deadline) = self.drain_deadline {
+                until = until.min(deadline);
+            }
+            self.lingering.push_back((until, index, generation));
+        }
         match conn.recv {
-            RecvState::Armed if stop_reading || draining || conn.unsent() > limit => {
-                if !stop_reading && !draining {
+            RecvState::Armed if !conn.wants_input(draining, limit) => {
+                if !conn.read_done && !conn.failed && !draining {
                     self.stats.backpressure_pauses.inc();
                 }
                 conn.recv = RecvState::Cancelling;
                 self.cancel(Token::new(Op::Recv, index, generation));
             }
-            RecvState::Idle if !stop_reading && !draining && conn.unsent() <= limit / 2 => {
+            RecvState::Idle if conn.wants_input(draining, limit / 2) => {
                 self.arm_recv(index, generation);
             }
             RecvState::Idle
-                if conn.quiescent() && (conn.failed || (conn.read_done && conn.unsent() == 0)) =>
+                if conn.quiescent()
+                    && (conn.failed || (conn.peer_closed && conn.all_answered())) =>
             {
                 self.conns.remove(index);
                 self.stats.connections_closed.inc();
@@ -603,6 +623,18 @@ impl Worker {
     // ----- accepting, timers and shutdown -----
 
     fn after_batch(&mut self) {
+        let now = Instant::now();
+        while let Some(&(at, index, generation)) = self.lingering.front() {
+            if at > now {
+                break;
+            }
+            self.lingering.pop_front();
+            if let Some(conn) = self.conns.get_mut(index, generation) {
+                // The peer never closed: close without waiting any longer.
+                conn.failed = true;
+                self.progress(index, generation);
+            }
+        }
         if let Some(at) = self.accept_retry_at {
             if Instant::now() >= at {
                 self.accept_retry_at = None;
@@ -672,27 +704,47 @@ impl Worker {
     }
 }
 
-/// Reads what the peer already sent (without waiting) and feeds it to the
-/// session, until the socket is empty or the output is full.
+/// At shutdown, reads (without waiting) what the kernel had queued for the
+/// connection when its receive stopped, and feeds it to the session while the
+/// output stays under `limit`; called again as sends free room. Marks reading
+/// done once that budget is used up, the peer closed, or the protocol closed.
 fn drain_received(conn: &mut Conn, scratch: &mut [u8], limit: usize, stats: &WorkerStats) {
-    while conn.unsent() <= limit {
-        // SAFETY: `scratch` is a live, writable buffer of the length passed.
-        let n = unsafe {
-            libc::recv(
-                conn.fd.as_raw_fd(),
-                scratch.as_mut_ptr().cast(),
-                scratch.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
+    let fd = conn.fd.as_raw_fd();
+    let mut budget = conn.drain_budget.unwrap_or_else(|| queued_input(fd));
+    while budget > 0 && conn.unsent() <= limit {
+        let want = budget.min(scratch.len());
+        // SAFETY: `scratch` is a live, writable buffer of at least `want` bytes.
+        let n = unsafe { libc::recv(fd, scratch.as_mut_ptr().cast(), want, libc::MSG_DONTWAIT) };
         if n <= 0 {
-            return;
+            if n == 0 {
+                conn.peer_closed = true;
+                conn.session.on_eof(&mut conn.pending);
+            }
+            break; // EOF, or nothing queued after all: done
         }
+        budget -= n as usize;
         let data = &scratch[..n as usize];
         stats.bytes_in.add(data.len() as u64);
         stats.messages_in.inc();
         if conn.session.on_bytes(data, &mut conn.pending) == Next::Close {
-            return;
+            budget = 0;
         }
+    }
+    conn.drain_budget = Some(budget);
+    // Stopped with room to spare: the budget is spent or the socket is empty.
+    if budget == 0 || conn.unsent() <= limit {
+        conn.read_done = true;
+    }
+}
+
+/// Bytes waiting in a TCP socket's receive queue (SIOCINQ).
+fn queued_input(fd: libc::c_int) -> usize {
+    let mut queued: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int to the pointer given.
+    let rc = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut queued) };
+    if rc == 0 {
+        usize::try_from(queued).unwrap_or(0)
+    } else {
+        0
     }
 }

@@ -102,6 +102,22 @@ impl Server {
         }
     }
 
+    /// Waits for a stdout line starting with `prefix`; returns it.
+    pub fn wait_line(&self, prefix: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "no line starting with '{prefix}'; stderr:\n{}",
+                    self.stderr()
+                ),
+            }
+        }
+    }
+
     /// The address of the service `transport`/`protocol`.
     pub fn addr(&self, transport: &str, protocol: &str) -> SocketAddr {
         self.services
