@@ -174,11 +174,15 @@ impl SendSlot {
     }
 }
 
-/// Splits `replies` (all to one peer) into sends: runs of equal-sized replies
-/// become one GSO train (the last of a run may be shorter, as GSO allows);
-/// anything else goes alone. Yields `(first, count, segment_size)`.
-pub fn plan_sends(lens: &[usize], gso: bool) -> Vec<(usize, usize, usize)> {
-    let mut plan = Vec::new();
+/// One planned send: `count` replies from index `first`, cut into
+/// `segment`-byte datagrams when `count > 1`.
+pub type PlannedSend = (usize, usize, usize);
+
+/// Splits replies of the given lengths (all to one peer) into sends into
+/// `plan` (cleared first): runs of equal-sized replies become one GSO train
+/// (the last of a run may be shorter, as GSO allows); anything else goes alone.
+pub fn plan_sends(lens: &[usize], gso: bool, plan: &mut Vec<PlannedSend>) {
+    plan.clear();
     let mut i = 0;
     while i < lens.len() {
         let size = lens[i];
@@ -201,12 +205,17 @@ pub fn plan_sends(lens: &[usize], gso: bool) -> Vec<(usize, usize, usize)> {
         plan.push((i, count, size));
         i += count;
     }
-    plan
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn plan_sends(lens: &[usize], gso: bool) -> Vec<PlannedSend> {
+        let mut plan = Vec::new();
+        super::plan_sends(lens, gso, &mut plan);
+        plan
+    }
 
     #[test]
     fn gso_plan_groups_equal_sizes_and_respects_limits() {

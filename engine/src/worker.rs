@@ -110,6 +110,9 @@ pub struct Worker {
     backlog: VecDeque<squeue::Entry>,
     cqes: Vec<cqueue::Entry>,
     replies: Replies,
+    /// Reused per datagram: the replies' lengths and the sends planned for them.
+    reply_lens: Vec<usize>,
+    send_plan: Vec<udp::PlannedSend>,
     scratch: Vec<u8>,
     accept_retry_at: Option<Instant>,
     drain_deadline: Option<Instant>,
@@ -184,6 +187,8 @@ impl Worker {
             backlog: VecDeque::new(),
             cqes: Vec::with_capacity(settings.ring_entries as usize * 4),
             replies: Replies::new(),
+            reply_lens: Vec::new(),
+            send_plan: Vec::new(),
             scratch: vec![0; 64 * 1024],
             accept_retry_at: None,
             drain_deadline: None,
@@ -574,8 +579,11 @@ impl Worker {
 
     /// Sends `self.replies` to `peer`, equal-sized runs as GSO trains.
     fn send_replies(&mut self, i: usize, peer: std::net::SocketAddr) {
-        let lens: Vec<usize> = self.replies.iter().map(<[u8]>::len).collect();
-        for (first, count, size) in udp::plan_sends(&lens, self.udp[i].gso) {
+        self.reply_lens.clear();
+        self.reply_lens.extend(self.replies.iter().map(<[u8]>::len));
+        udp::plan_sends(&self.reply_lens, self.udp[i].gso, &mut self.send_plan);
+        for p in 0..self.send_plan.len() {
+            let (first, count, size) = self.send_plan[p];
             let Some(slot_index) = self.free_send_slots.pop() else {
                 self.stats.udp_replies_dropped.add(count as u64);
                 continue;
