@@ -10,7 +10,7 @@ use clap::Parser;
 use engine::{EngineConfig, Handler, ServiceConfig};
 use protocols::{Protocol, Transport};
 
-use crate::units::{parse_duration, parse_size};
+use protocols::units::{parse_duration, parse_size};
 
 const EXAMPLES: &str = "\
 Examples:

@@ -3,7 +3,6 @@
 mod cli;
 mod limits;
 mod signals;
-mod units;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};

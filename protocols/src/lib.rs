@@ -9,9 +9,11 @@
 pub mod datagram;
 pub mod echo;
 pub mod ok;
+pub mod probe;
 pub mod registry;
 pub mod reverse;
 pub mod stream;
+pub mod units;
 
 pub use datagram::{DatagramHandler, Replies};
 pub use registry::{Protocol, Transport, UnknownProtocol};

@@ -1,4 +1,5 @@
-//! Parsing the units people type: sizes (`64K`, `1M`) and durations (`500ms`, `5s`, `2m`).
+//! Parsing the units people type on every ringcore command line: sizes
+//! (`64K`, `1M`), durations (`500ms`, `5s`, `2m`) and rates (`20k`, `1M`).
 
 use std::time::Duration;
 
@@ -51,6 +52,35 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|_| format!("'{text}' is not a valid duration"))
 }
 
+/// Parses a rate per second: a plain number or one with a k/M/G suffix
+/// (powers of 1000, as rates are counted), e.g. `20k`, `1M`, `2.5M`.
+pub fn parse_rate(text: &str) -> Result<f64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, suffix) = t.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a rate (examples: 20000, 20k, 1M)"))?;
+    let scale = match suffix.trim() {
+        "" => 1.0,
+        "k" | "K" => 1e3,
+        "m" | "M" => 1e6,
+        "g" | "G" => 1e9,
+        other => {
+            return Err(format!(
+                "'{text}': unknown rate suffix '{other}' (use k, M or G)"
+            ))
+        }
+    };
+    let rate = value * scale;
+    if !(rate.is_finite() && rate > 0.0) {
+        return Err(format!("'{text}': a rate must be above zero"));
+    }
+    Ok(rate)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,6 +94,17 @@ mod tests {
         assert!(parse_size("12Q").unwrap_err().contains("suffix"));
         assert!(parse_size("lots").is_err());
         assert!(parse_size("99999999999999G").is_err());
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("1M"), Ok(1e6));
+        assert_eq!(parse_rate("20k"), Ok(20e3));
+        assert_eq!(parse_rate("2.5M"), Ok(2.5e6));
+        assert_eq!(parse_rate("750"), Ok(750.0));
+        assert!(parse_rate("0").is_err());
+        assert!(parse_rate("fast").is_err());
+        assert!(parse_rate("3x").unwrap_err().contains("suffix"));
     }
 
     #[test]

@@ -1,0 +1,185 @@
+//! loadgen's command line.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use protocols::units::{parse_duration, parse_rate, parse_size};
+
+const EXAMPLES: &str = "\
+Examples:
+  loadgen --tcp
+      closed-loop echo load on 127.0.0.1:65432, 50 connections, 10 s
+  loadgen --tcp 127.0.0.1:7200 --protocol reverse --connections 200 --pipeline 4
+      line-framed reverse, every reply verified byte for byte
+  loadgen --tcp --rate 100k --duration 30s
+      open loop at 100,000 requests/s; latency from each request's due time
+  loadgen --udp --rate 1M --size 64 --duration 10
+      1,000,000 datagrams/s, paced, with loss and round-trip percentiles
+  loadgen --udp --rate max --no-reply
+      unpaced one-way flood; shows where the kernel dropped packets
+
+Durations take plain seconds or ms/s/m; rates and sizes take k/M (sizes K/M
+in powers of 1024); --size takes a range LO..HI for random sizes.";
+
+/// ringcore's load generator.
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", version, about, after_help = EXAMPLES)]
+pub struct Cli {
+    /// TCP load against ADDR (default 127.0.0.1:65432, the echo service).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:65432", conflicts_with = "udp")]
+    pub tcp: Option<SocketAddr>,
+
+    /// UDP load against ADDR (default 127.0.0.1:65432, the UDP echo service).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:65432")]
+    pub udp: Option<SocketAddr>,
+
+    /// TCP protocol to speak and verify.
+    #[arg(long, value_enum, default_value_t = TcpProtocol::Echo)]
+    pub protocol: TcpProtocol,
+
+    /// TCP connections, spread over the threads.
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    pub connections: usize,
+
+    /// Load threads (TCP: each drives its share of connections; UDP: one socket each).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub threads: usize,
+
+    /// CPUs to pin the load threads to, round-robin (e.g. `1` or `0-1`).
+    #[arg(long, value_name = "LIST")]
+    pub cpus: Option<String>,
+
+    /// How long to run.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub duration: Duration,
+
+    /// Stop after this many requests (TCP) instead of after --duration.
+    #[arg(long, value_name = "N")]
+    pub requests: Option<u64>,
+
+    /// Payload bytes per request or datagram, or LO..HI for random sizes.
+    #[arg(long, default_value = "64", value_parser = parse_size_range, value_name = "BYTES")]
+    pub size: SizeRange,
+
+    /// Requests in flight per TCP connection.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub pipeline: usize,
+
+    /// Target rate per second for the whole run (k/M suffixes); `max` floods
+    /// (UDP). TCP without it runs closed loop.
+    #[arg(long, value_parser = parse_target_rate, value_name = "RATE")]
+    pub rate: Option<Rate>,
+
+    /// A request unanswered this long counts as a timeout (TCP).
+    #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
+
+    /// UDP: do not expect replies (one-way flood).
+    #[arg(long)]
+    pub no_reply: bool,
+
+    /// The server's metrics endpoint (ringcore --metrics), to split UDP loss
+    /// between the network and the server.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub server_metrics: Option<SocketAddr>,
+
+    /// No progress line on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+
+    /// Print the result as one JSON object on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The TCP protocols loadgen can verify exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TcpProtocol {
+    /// Every byte back.
+    Echo,
+    /// Line-framed reverse (ringcore's `reverse-lines`): each line reversed.
+    Reverse,
+}
+
+/// A payload size, fixed or drawn uniformly from a range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SizeRange {
+    /// Smallest size.
+    pub lo: usize,
+    /// Largest size.
+    pub hi: usize,
+}
+
+/// A target rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rate {
+    /// This many per second.
+    PerSecond(f64),
+    /// As fast as possible, unpaced.
+    Max,
+}
+
+fn parse_size_range(text: &str) -> Result<SizeRange, String> {
+    let to_usize =
+        |s: &str| parse_size(s).and_then(|v| usize::try_from(v).map_err(|e| e.to_string()));
+    let (lo, hi) = match text.split_once("..") {
+        Some((lo, hi)) => (to_usize(lo)?, to_usize(hi)?),
+        None => {
+            let v = to_usize(text)?;
+            (v, v)
+        }
+    };
+    if lo == 0 || lo > hi {
+        return Err(format!("'{text}': sizes must be at least 1 and LO <= HI"));
+    }
+    Ok(SizeRange { lo, hi })
+}
+
+fn parse_target_rate(text: &str) -> Result<Rate, String> {
+    if text.eq_ignore_ascii_case("max") {
+        Ok(Rate::Max)
+    } else {
+        parse_rate(text).map(Rate::PerSecond)
+    }
+}
+
+/// Parses `0,2-3` into CPU ids.
+pub fn parse_cpus(text: &str) -> Result<Vec<usize>, String> {
+    let mut cpus = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || format!("'{part}' is not a CPU or a range like 0-1");
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) =
+                    (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                cpus.extend(a..=b);
+            }
+            None => cpus.push(part.parse().map_err(|_| bad())?),
+        }
+    }
+    if cpus.is_empty() {
+        return Err(format!("'{text}' names no CPU"));
+    }
+    Ok(cpus)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_rates_and_cpus() {
+        assert_eq!(parse_size_range("64"), Ok(SizeRange { lo: 64, hi: 64 }));
+        assert_eq!(
+            parse_size_range("16..1K"),
+            Ok(SizeRange { lo: 16, hi: 1024 })
+        );
+        assert!(parse_size_range("0").is_err());
+        assert!(parse_size_range("9..3").is_err());
+        assert_eq!(parse_target_rate("MAX"), Ok(Rate::Max));
+        assert_eq!(parse_target_rate("1M"), Ok(Rate::PerSecond(1e6)));
+        assert!(parse_target_rate("lots").is_err());
+        assert_eq!(parse_cpus("0,2-3"), Ok(vec![0, 2, 3]));
+    }
+}

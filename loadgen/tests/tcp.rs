@@ -1,0 +1,162 @@
+//! loadgen's TCP mode against the real engine on loopback.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+
+use common::{loadgen, loadgen_json, num, TestServer};
+use protocols::{Protocol, Transport};
+
+#[test]
+fn echo_and_reverse_runs_verify_every_reply() {
+    let server = TestServer::start(&[
+        (Transport::Tcp, Protocol::Echo),
+        (Transport::Tcp, Protocol::ReverseLines),
+    ]);
+    let echo = server.addr(0).to_string();
+    let r = loadgen_json(&[
+        "--tcp",
+        &echo,
+        "--requests",
+        "20000",
+        "--connections",
+        "20",
+        "--size",
+        "1..4K",
+        "--pipeline",
+        "3",
+    ]);
+    assert_eq!(num(&r, "requests"), 20000.0);
+    assert_eq!(
+        num(&r, "errors.mismatch") + num(&r, "errors.reset") + num(&r, "errors.closed"),
+        0.0
+    );
+    assert_eq!(
+        num(&r, "bytes_sent"),
+        num(&r, "bytes_received"),
+        "every echoed byte came back and matched"
+    );
+    assert_eq!(num(&r, "latency_us.count"), 20000.0);
+    assert!(num(&r, "latency_us.p50") <= num(&r, "latency_us.p99"));
+    // The server saw exactly what loadgen sent.
+    assert_eq!(server.totals().bytes_in as f64, num(&r, "bytes_sent"));
+
+    let reverse = server.addr(1).to_string();
+    let r = loadgen_json(&[
+        "--tcp",
+        &reverse,
+        "--protocol",
+        "reverse",
+        "--requests",
+        "5000",
+        "--connections",
+        "8",
+        "--size",
+        "1..300",
+        "--pipeline",
+        "4",
+        "--threads",
+        "2",
+    ]);
+    assert_eq!(num(&r, "requests"), 5000.0);
+    assert_eq!(num(&r, "errors.mismatch"), 0.0);
+}
+
+#[test]
+fn open_loop_holds_a_modest_rate() {
+    let server = TestServer::start(&[(Transport::Tcp, Protocol::Echo)]);
+    let addr = server.addr(0).to_string();
+    let r = loadgen_json(&[
+        "--tcp",
+        &addr,
+        "--rate",
+        "2000",
+        "--duration",
+        "1",
+        "--connections",
+        "4",
+    ]);
+    let achieved = num(&r, "requests_per_sec");
+    assert!(
+        (1800.0..=2200.0).contains(&achieved),
+        "asked 2000 req/s, got {achieved}"
+    );
+    assert_eq!(num(&r, "requested_rate"), 2000.0);
+}
+
+#[test]
+fn a_corrupting_server_is_reported_as_mismatches() {
+    // Echoes everything with the first byte of each read flipped.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    buf[0] ^= 0xff;
+                    if s.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let out = loadgen(&[
+        "--tcp",
+        &addr,
+        "--requests",
+        "50",
+        "--connections",
+        "2",
+        "--json",
+    ]);
+    let r: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("a JSON report even when every reply is wrong");
+    assert!(num(&r, "errors.mismatch") >= 1.0, "{r}");
+    assert_eq!(
+        num(&r, "requests"),
+        0.0,
+        "no corrupted reply counts as answered"
+    );
+    assert!(
+        !out.status.success(),
+        "a run where nothing was answered fails"
+    );
+}
+
+#[test]
+fn clear_errors_for_bad_input() {
+    // Nobody listens on a port we just released.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--tcp", &format!("127.0.0.1:{port}"), "--duration", "1"],
+            "no server at",
+        ),
+        (&["--tcp", "--duration", "0"], "above zero"),
+        (&["--tcp", "--rate", "fast"], "not a rate"),
+        (&["--tcp", "--size", "0"], "at least 1"),
+        (&["--tcp", "--duration", "soon"], "not a duration"),
+        (&[], "choose a mode"),
+    ];
+    for (args, expected) in cases {
+        let out = loadgen(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(
+            stderr.contains(expected),
+            "{args:?}: expected '{expected}' in {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
