@@ -65,8 +65,9 @@ pub fn parse_received<'a>(buffer: &'a [u8], template: &libc::msghdr) -> Option<R
     })
 }
 
-/// Finds the UDP_GRO control message and returns its segment size.
-fn gro_segment(mut control: &[u8]) -> Option<usize> {
+/// Finds the UDP_GRO control message in `control` (a received msghdr's
+/// control data) and returns its segment size.
+pub fn gro_segment(mut control: &[u8]) -> Option<usize> {
     const HEADER: usize = std::mem::size_of::<libc::cmsghdr>();
     while control.len() >= HEADER {
         // SAFETY: at least HEADER bytes remain; read_unaligned has no alignment need.

@@ -5,9 +5,81 @@ use anyhow::bail;
 use serde::Serialize;
 
 use crate::cli::{parse_cpus, Cli, Rate, TcpProtocol};
+use crate::kernel::{socket_drops, ServerUdp, UdpSnmp};
 use crate::latency::Percentiles;
 use crate::progress::Live;
 use crate::tcp::{self, TcpErrors, TcpPlan};
+use crate::udp::{self, UdpOutcome, UdpPlan};
+
+/// Where the datagrams that did not come back died.
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+pub struct LossSplit {
+    /// Refused by loadgen's own send path (ENOBUFS/EAGAIN): never left.
+    pub not_sent: u64,
+    /// Dropped at the target's receive queue (its sockets' drop counters).
+    pub at_target_queue: u64,
+    /// Received by the server but not answered (needs --server-metrics).
+    pub by_server: Option<u64>,
+    /// Replies dropped at loadgen's own receive queue.
+    pub at_our_queue: u64,
+    /// Everything else: lost on the way, or still in flight at the end.
+    pub elsewhere: u64,
+}
+
+/// The result of a UDP run, as printed by `--json`.
+#[derive(Debug, Serialize)]
+pub struct UdpReport {
+    /// Always "udp".
+    pub mode: &'static str,
+    /// The target's address.
+    pub target: String,
+    /// Bytes per datagram.
+    pub size: usize,
+    /// Sockets (one thread each).
+    pub threads: usize,
+    /// The paced target rate (null: unpaced flood).
+    pub requested_pps: Option<f64>,
+    /// Datagrams handed to the kernel per second of sending.
+    pub achieved_pps: f64,
+    /// achieved / requested, in percent (null for a flood).
+    pub accuracy_pct: Option<f64>,
+    /// Megabits per second of UDP payload sent.
+    pub achieved_mbps: f64,
+    /// How datagrams left: "gso" (one send per release) or "sendmmsg".
+    pub send_path: &'static str,
+    /// Most datagrams released back to back.
+    pub largest_burst: u64,
+    /// Gaps between releases, microseconds.
+    pub release_gap_us: Percentiles,
+    /// Seconds of sending.
+    pub duration_s: f64,
+    /// Datagrams handed to the kernel.
+    pub sent: u64,
+    /// Distinct replies (null with --no-reply).
+    pub received: Option<u64>,
+    /// Datagrams that did not come back (with --no-reply: the drops seen).
+    pub lost: u64,
+    /// `lost` as a percentage of what was offered.
+    pub loss_pct: f64,
+    /// Replies received twice or more.
+    pub duplicated: u64,
+    /// Replies that came after a later-sent one.
+    pub reordered: u64,
+    /// Sends refused after ICMP port unreachable.
+    pub icmp_unreachable: u64,
+    /// Where the lost datagrams died.
+    pub loss: LossSplit,
+    /// /proc/net/snmp Udp: RcvbufErrors during the run (whole namespace).
+    pub rcvbuf_errors_delta: u64,
+    /// /proc/net/snmp Udp: SndbufErrors during the run.
+    pub sndbuf_errors_delta: u64,
+    /// /proc/net/snmp Udp: InErrors during the run.
+    pub in_errors_delta: u64,
+    /// The server's own counts during the run, with --server-metrics.
+    pub server: Option<ServerUdp>,
+    /// Round trip from each datagram's due time, microseconds.
+    pub rtt_us: Percentiles,
+}
 
 /// The result of a TCP run, as printed by `--json`.
 #[derive(Debug, Serialize)]
@@ -111,7 +183,152 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if let Some(addr) = cli.udp {
+        if cli.size.lo != cli.size.hi {
+            bail!("UDP datagrams are all one size (GSO needs equal segments): give --size a single value");
+        }
+        let plan = UdpPlan {
+            addr,
+            rate: match cli.rate {
+                Some(Rate::PerSecond(r)) => Some(r),
+                Some(Rate::Max) => None,
+                None => Some(100_000.0),
+            },
+            size: cli.size.lo,
+            duration: cli.duration,
+            threads: cli.threads,
+            cpus,
+            replies: !cli.no_reply,
+            run_id: std::process::id() ^ (crate::pacer::now_ns() as u32),
+        };
+        let report = run_udp(&plan, cli)?;
+        if cli.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            print_udp(&report);
+        }
+        return Ok(());
+    }
     bail!("choose a mode: --tcp [ADDR] or --udp [ADDR] (see --help)")
+}
+
+/// Runs a UDP plan between two readings of the kernel's (and the server's)
+/// counters, and works out where the lost datagrams died.
+pub fn run_udp(plan: &UdpPlan, cli: &Cli) -> anyhow::Result<UdpReport> {
+    let server_before = cli.server_metrics.map(ServerUdp::fetch).transpose()?;
+    let snmp_before = UdpSnmp::read();
+    let target_before = socket_drops(plan.addr.port());
+    let live = Live::default();
+    let o: UdpOutcome = udp::run(plan, &live, cli.quiet)?;
+    let our_drops: u64 = o.local_ports.iter().map(|&p| socket_drops(p)).sum();
+    let target_drops = socket_drops(plan.addr.port()).saturating_sub(target_before);
+    let snmp = UdpSnmp::read().since(&snmp_before);
+    let server = match (cli.server_metrics, server_before) {
+        (Some(addr), Some(before)) => Some(ServerUdp::fetch(addr)?.since(&before)),
+        _ => None,
+    };
+    let seconds = o.send_elapsed.as_secs_f64();
+    let offered = o.sent + o.not_sent + o.icmp_unreachable;
+    let achieved_pps = o.sent as f64 / seconds;
+    let by_server = server.map(|s| s.datagrams_in.saturating_sub(s.datagrams_out));
+    let (received, lost) = if plan.replies {
+        (Some(o.received), offered.saturating_sub(o.received))
+    } else {
+        // One-way: what is seen lost is what the send path and the target's
+        // queue dropped (and, with server metrics, what the server never got).
+        let unseen = server.map_or(0, |s| {
+            o.sent
+                .saturating_sub(s.datagrams_in)
+                .saturating_sub(target_drops)
+        });
+        (None, o.not_sent + target_drops + unseen)
+    };
+    let explained = o.not_sent
+        + target_drops
+        + by_server.unwrap_or(0)
+        + if plan.replies { our_drops } else { 0 };
+    let loss = LossSplit {
+        not_sent: o.not_sent,
+        at_target_queue: target_drops,
+        by_server,
+        at_our_queue: if plan.replies { our_drops } else { 0 },
+        elsewhere: lost.saturating_sub(explained),
+    };
+    Ok(UdpReport {
+        mode: "udp",
+        target: plan.addr.to_string(),
+        size: plan.size,
+        threads: plan.threads,
+        requested_pps: plan.rate,
+        achieved_pps,
+        accuracy_pct: plan.rate.map(|r| achieved_pps / r * 100.0),
+        achieved_mbps: achieved_pps * plan.size as f64 * 8.0 / 1e6,
+        send_path: o.send_path,
+        largest_burst: o.largest_burst,
+        release_gap_us: Percentiles::of(&o.gaps),
+        duration_s: seconds,
+        sent: o.sent,
+        received,
+        lost,
+        loss_pct: if offered == 0 {
+            0.0
+        } else {
+            lost as f64 * 100.0 / offered as f64
+        },
+        duplicated: o.duplicated,
+        reordered: o.reordered,
+        icmp_unreachable: o.icmp_unreachable,
+        loss,
+        rcvbuf_errors_delta: snmp.rcvbuf_errors,
+        sndbuf_errors_delta: snmp.sndbuf_errors,
+        in_errors_delta: snmp.in_errors,
+        server,
+        rtt_us: Percentiles::of(&o.rtt),
+    })
+}
+
+fn print_udp(r: &UdpReport) {
+    let pacing = match (r.requested_pps, r.accuracy_pct) {
+        (Some(want), Some(acc)) => format!(
+            "paced at {want:.0}/s: achieved {:.0}/s ({acc:.2} %)",
+            r.achieved_pps
+        ),
+        _ => format!("unpaced flood: {:.0}/s", r.achieved_pps),
+    };
+    println!(
+        "UDP -> {}: {} B datagrams, {} socket(s), {:.2} s",
+        r.target, r.size, r.threads, r.duration_s
+    );
+    println!("  rate         {pacing}, {:.1} Mbit/s", r.achieved_mbps);
+    println!(
+        "  send path    {} (largest burst {} datagrams; gap between releases p50 {:.1} us, p99 {:.1} us, max {:.1} us)",
+        r.send_path, r.largest_burst, r.release_gap_us.p50, r.release_gap_us.p99, r.release_gap_us.max
+    );
+    match r.received {
+        Some(received) => println!(
+            "  datagrams    sent {}  received {}  lost {} ({:.3} %)  duplicated {}  reordered {}",
+            r.sent, received, r.lost, r.loss_pct, r.duplicated, r.reordered
+        ),
+        None => println!(
+            "  datagrams    sent {} (no replies expected)  lost {} ({:.3} %)",
+            r.sent, r.lost, r.loss_pct
+        ),
+    }
+    let l = &r.loss;
+    let by_server = l
+        .by_server
+        .map_or("? (give --server-metrics)".to_string(), |n| n.to_string());
+    println!(
+        "  lost where   not sent {}  | target's receive queue {}  | by the server {by_server}  | our receive queue {}  | elsewhere {}",
+        l.not_sent, l.at_target_queue, l.at_our_queue, l.elsewhere
+    );
+    println!(
+        "  kernel       Udp RcvbufErrors +{}  SndbufErrors +{}  InErrors +{}  ICMP unreachable {}",
+        r.rcvbuf_errors_delta, r.sndbuf_errors_delta, r.in_errors_delta, r.icmp_unreachable
+    );
+    if r.received.is_some() {
+        println!("  round trip   {}", r.rtt_us.row());
+    }
 }
 
 fn print_tcp(r: &TcpReport) {

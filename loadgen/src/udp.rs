@@ -1,0 +1,647 @@
+//! UDP load: each thread owns one connected socket, sends datagrams at a
+//! precise paced rate (or floods unpaced), and reads the replies between
+//! releases, so one pinned thread does both.
+//!
+//! Every datagram starts with a [`Probe`] header (run id, sequence number,
+//! due time), so the replies give loss, duplicates, reordering and round-trip
+//! times. Sends are batched: one `send` with UDP_SEGMENT (GSO) carries a
+//! whole release, with `sendmmsg` as the fallback where GSO is refused.
+//! Replies arrive coalesced by UDP_GRO.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use hdrhistogram::Histogram;
+use protocols::probe::{Probe, PROBE_LEN};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::latency;
+use crate::pacer::{now_ns, sleep_until, Pacer};
+use crate::progress::Live;
+
+const SOL_UDP: libc::c_int = 17;
+const UDP_SEGMENT: libc::c_int = 103;
+const UDP_GRO: libc::c_int = 104;
+/// A release spans about this long when on time (so 1M packets/s leave in
+/// batches of 16).
+const BATCH_NS: u64 = 16_000;
+/// The last stretch before a release is spun, not slept, to be on time.
+const SPIN_NS: u64 = 30_000;
+/// After sending stops, replies are awaited until none came for this long.
+const QUIET_AFTER: Duration = Duration::from_millis(200);
+/// ...but no longer than this.
+const MAX_DRAIN: Duration = Duration::from_secs(2);
+
+/// What a UDP run does.
+#[derive(Debug, Clone)]
+pub struct UdpPlan {
+    /// The target.
+    pub addr: SocketAddr,
+    /// Datagrams per second for the whole run; `None` floods unpaced.
+    pub rate: Option<f64>,
+    /// Bytes per datagram (at least the probe header).
+    pub size: usize,
+    /// How long to send.
+    pub duration: Duration,
+    /// Sockets, one thread each.
+    pub threads: usize,
+    /// CPUs to pin the threads to, round-robin (empty: no pinning).
+    pub cpus: Vec<usize>,
+    /// Expect replies.
+    pub replies: bool,
+    /// Tags this run's probes; replies of other runs are ignored.
+    pub run_id: u32,
+}
+
+/// What one UDP run measured (summed over threads).
+pub struct UdpOutcome {
+    /// Datagrams handed to the kernel.
+    pub sent: u64,
+    /// Datagrams the send path refused (ENOBUFS/EAGAIN).
+    pub not_sent: u64,
+    /// Sends refused because an ICMP port unreachable came back.
+    pub icmp_unreachable: u64,
+    /// Distinct replies received.
+    pub received: u64,
+    /// Replies received more than once.
+    pub duplicated: u64,
+    /// Replies that arrived after a later-sent one.
+    pub reordered: u64,
+    /// Replies that were not ours (other runs, garbage).
+    pub foreign: u64,
+    /// From the first send to the last.
+    pub send_elapsed: Duration,
+    /// Most datagrams released back to back in one send.
+    pub largest_burst: u64,
+    /// Gaps between releases, nanoseconds.
+    pub gaps: Histogram<u64>,
+    /// Round-trip times from each datagram's due time, nanoseconds.
+    pub rtt: Histogram<u64>,
+    /// "gso" or "sendmmsg".
+    pub send_path: &'static str,
+    /// The local ports of loadgen's sockets (for their drop counters).
+    pub local_ports: Vec<u16>,
+}
+
+/// Runs the plan, publishing progress to `live`.
+pub fn run(plan: &UdpPlan, live: &Live, quiet: bool) -> anyhow::Result<UdpOutcome> {
+    if plan.size < PROBE_LEN {
+        bail!("--size {} is smaller than the {PROBE_LEN}-byte header every datagram carries; use --size {PROBE_LEN} or more", plan.size);
+    }
+    if plan.size > 65_507 {
+        bail!(
+            "--size {} is larger than a UDP datagram can be (65507)",
+            plan.size
+        );
+    }
+    if plan.threads == 0 {
+        bail!("--threads must be at least 1");
+    }
+    let sockets = (0..plan.threads)
+        .map(|_| open_socket(plan.addr))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let local_ports = sockets
+        .iter()
+        .filter_map(|s| s.local_addr().ok()?.as_socket())
+        .map(|a| a.port())
+        .collect();
+    let start = now_ns() + 1_000_000; // every thread starts on the same tick
+    let results: Vec<anyhow::Result<ThreadOutcome>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = sockets
+            .into_iter()
+            .enumerate()
+            .map(|(t, socket)| {
+                let cpu = (!plan.cpus.is_empty()).then(|| plan.cpus[t % plan.cpus.len()]);
+                scope.spawn(move || {
+                    if let Some(cpu) = cpu {
+                        core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
+                    }
+                    Sender::new(plan, socket, live).run(start)
+                })
+            })
+            .collect();
+        crate::progress::report_until(live, "datagrams", quiet, || {
+            handles.iter().all(|h| h.is_finished())
+        });
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a load thread panicked")))
+            })
+            .collect()
+    });
+    let mut out = UdpOutcome {
+        sent: 0,
+        not_sent: 0,
+        icmp_unreachable: 0,
+        received: 0,
+        duplicated: 0,
+        reordered: 0,
+        foreign: 0,
+        send_elapsed: Duration::ZERO,
+        largest_burst: 0,
+        gaps: latency::histogram(),
+        rtt: latency::histogram(),
+        send_path: "gso",
+        local_ports,
+    };
+    for r in results {
+        let t = r?;
+        out.sent += t.sent;
+        out.not_sent += t.not_sent;
+        out.icmp_unreachable += t.icmp_unreachable;
+        out.received += t.received;
+        out.duplicated += t.duplicated;
+        out.reordered += t.reordered;
+        out.foreign += t.foreign;
+        out.send_elapsed = out.send_elapsed.max(t.send_elapsed);
+        out.largest_burst = out.largest_burst.max(t.largest_burst);
+        out.gaps.add(&t.gaps).context("merging gap histograms")?;
+        out.rtt
+            .add(&t.rtt)
+            .context("merging round-trip histograms")?;
+        if !t.gso {
+            out.send_path = "sendmmsg";
+        }
+    }
+    // ICMP port unreachable and not one reply: nobody listens there.
+    if out.icmp_unreachable > 0 && out.received == 0 {
+        bail!(
+            "nothing listens on UDP {} (ICMP port unreachable): start ringcore (`cargo run --release`) or check the address",
+            plan.addr
+        );
+    }
+    Ok(out)
+}
+
+fn open_socket(addr: SocketAddr) -> anyhow::Result<Socket> {
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::DGRAM.cloexec(),
+        Some(Protocol::UDP),
+    )
+    .context("creating a UDP socket")?;
+    socket
+        .connect(&addr.into())
+        .with_context(|| format!("cannot reach UDP {addr}"))?;
+    // Big queues both ways: a run should measure the target, not our socket.
+    // Root may exceed net.core.{r,w}mem_max with the FORCE options.
+    for (force, plain) in [
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+    ] {
+        if set_int(&socket, libc::SOL_SOCKET, force, 16 << 20).is_err() {
+            let _ = set_int(&socket, libc::SOL_SOCKET, plain, 16 << 20);
+        }
+    }
+    // Replies from ringcore come as GSO trains; take them coalesced.
+    let _ = set_int(&socket, SOL_UDP, UDP_GRO, 1);
+    // Report send-path drops (ENOBUFS) instead of hiding them in SndbufErrors.
+    let _ = match addr {
+        SocketAddr::V4(_) => set_int(&socket, libc::IPPROTO_IP, libc::IP_RECVERR, 1),
+        SocketAddr::V6(_) => set_int(&socket, libc::IPPROTO_IPV6, libc::IPV6_RECVERR, 1),
+    };
+    Ok(socket)
+}
+
+fn set_int(
+    socket: &Socket,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: passes a live c_int and its exact size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+struct ThreadOutcome {
+    sent: u64,
+    not_sent: u64,
+    icmp_unreachable: u64,
+    received: u64,
+    duplicated: u64,
+    reordered: u64,
+    foreign: u64,
+    send_elapsed: Duration,
+    largest_burst: u64,
+    gaps: Histogram<u64>,
+    rtt: Histogram<u64>,
+    gso: bool,
+}
+
+struct Sender<'a> {
+    plan: &'a UdpPlan,
+    socket: Socket,
+    live: &'a Live,
+    gso: bool,
+    max_burst: usize,
+    /// Sequence numbers used so far, sent or not: the schedule's position.
+    attempted: u64,
+    out: Vec<u8>,
+    inbuf: Vec<u8>,
+    control: [u64; 8],
+    /// One bit per sequence number: replies seen.
+    seen: Vec<u64>,
+    highest: Option<u64>,
+    o: ThreadOutcome,
+}
+
+impl<'a> Sender<'a> {
+    fn new(plan: &'a UdpPlan, socket: Socket, live: &'a Live) -> Self {
+        let max_burst = (65_000 / plan.size).clamp(1, 64);
+        let gso = max_burst > 1
+            && set_int(&socket, SOL_UDP, UDP_SEGMENT, plan.size as libc::c_int).is_ok();
+        let mut out = vec![0u8; plan.size * max_burst];
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = (i % 251) as u8; // padding after each header
+        }
+        Self {
+            plan,
+            socket,
+            live,
+            gso,
+            max_burst,
+            attempted: 0,
+            out,
+            inbuf: vec![0u8; 65_536],
+            control: [0; 8],
+            seen: Vec::new(),
+            highest: None,
+            o: ThreadOutcome {
+                sent: 0,
+                not_sent: 0,
+                icmp_unreachable: 0,
+                received: 0,
+                duplicated: 0,
+                reordered: 0,
+                foreign: 0,
+                send_elapsed: Duration::ZERO,
+                largest_burst: 0,
+                gaps: latency::histogram(),
+                rtt: latency::histogram(),
+                gso: true,
+            },
+        }
+    }
+
+    fn run(mut self, start: u64) -> anyhow::Result<ThreadOutcome> {
+        let end = start + self.plan.duration.as_nanos() as u64;
+        let pacer = self.plan.rate.map(|r| {
+            Pacer::new(
+                start,
+                r / self.plan.threads as f64,
+                BATCH_NS,
+                self.max_burst as u64,
+            )
+        });
+        sleep_until(start, SPIN_NS);
+        let mut last_release: Option<u64> = None;
+        loop {
+            let now = now_ns();
+            if now >= end {
+                break;
+            }
+            let burst = match &pacer {
+                Some(p) => {
+                    let due = p.due_count(now, self.attempted);
+                    if due >= p.quantum {
+                        due.min(self.max_burst as u64)
+                    } else {
+                        0
+                    }
+                }
+                None => self.max_burst as u64,
+            };
+            if burst > 0 {
+                if let Some(prev) = last_release {
+                    self.o.gaps.saturating_record(now - prev);
+                }
+                last_release = Some(now);
+                self.o.largest_burst = self.o.largest_burst.max(burst);
+                self.release(burst as usize, start, pacer.as_ref(), now)?;
+            }
+            if self.plan.replies {
+                self.receive(start);
+            }
+            if let Some(p) = &pacer {
+                if burst == 0 {
+                    let next = p.next_release_ns(self.attempted).min(end);
+                    if self.plan.replies {
+                        self.wait_readable(next);
+                    } else {
+                        sleep_until(next, SPIN_NS);
+                    }
+                }
+            }
+        }
+        self.o.send_elapsed = Duration::from_nanos(now_ns().min(end).saturating_sub(start).max(1));
+        if self.plan.replies {
+            self.drain(start);
+        }
+        self.o.gso = self.gso;
+        Ok(self.o)
+    }
+
+    /// Sends `count` datagrams in one release.
+    fn release(
+        &mut self,
+        count: usize,
+        start: u64,
+        pacer: Option<&Pacer>,
+        now: u64,
+    ) -> anyhow::Result<()> {
+        let size = self.plan.size;
+        for j in 0..count {
+            let seq = self.attempted + j as u64;
+            // Round trips count from when a datagram was due, not when it left.
+            let due = pacer.map_or(now, |p| p.due_ns(seq));
+            let probe = Probe {
+                run: self.plan.run_id,
+                seq,
+                sent_ns: due.saturating_sub(start),
+            };
+            probe.write(&mut self.out[j * size..(j + 1) * size]);
+        }
+        let result = if self.gso {
+            send_gso(&self.socket, &self.out[..count * size], size)
+        } else {
+            send_many(&self.socket, &self.out, size, count)
+        };
+        match result {
+            Ok(n) => {
+                self.o.sent += n as u64;
+                self.o.not_sent += (count - n) as u64;
+                self.live.done.fetch_add(n as u64, Relaxed);
+            }
+            // The send path was full (a qdisc or device queue): these never
+            // left. The schedule moves on, so the offered rate stays honest.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::EAGAIN)) => {
+                self.o.not_sent += count as u64;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+                self.o.icmp_unreachable += count as u64;
+            }
+            Err(e)
+                if self.gso
+                    && matches!(
+                        e.raw_os_error(),
+                        Some(libc::EIO | libc::EINVAL | libc::EOPNOTSUPP)
+                    ) =>
+            {
+                // GSO refused on this path: one datagram per message from now on.
+                self.gso = false;
+                let _ = set_int(&self.socket, SOL_UDP, UDP_SEGMENT, 0);
+                return self.release(count, start, pacer, now);
+            }
+            Err(e) => return Err(e).with_context(|| format!("sending to UDP {}", self.plan.addr)),
+        }
+        self.attempted += count as u64;
+        self.live
+            .errors
+            .store(self.o.not_sent + self.o.icmp_unreachable, Relaxed);
+        Ok(())
+    }
+
+    /// Reads every reply already queued, without waiting.
+    fn receive(&mut self, start: u64) {
+        loop {
+            match recv_coalesced(&self.socket, &mut self.inbuf, &mut self.control) {
+                Ok((len, segment)) => {
+                    let now = now_ns().saturating_sub(start);
+                    let segment = segment.unwrap_or(len).max(1);
+                    for i in (0..len).step_by(segment) {
+                        let end = (i + segment).min(len);
+                        let reply = &self.inbuf[i..end];
+                        account_reply(
+                            reply,
+                            now,
+                            self.plan.run_id,
+                            self.attempted,
+                            &mut self.seen,
+                            &mut self.highest,
+                            &mut self.o,
+                        );
+                    }
+                    self.live.received.store(self.o.received, Relaxed);
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+                    self.o.icmp_unreachable += 1
+                }
+                Err(_) => return, // EAGAIN: nothing queued
+            }
+        }
+    }
+
+    /// Waits until a reply is readable or `deadline_ns` is near, then spins
+    /// receiving until the deadline, so the next release is on time.
+    fn wait_readable(&mut self, deadline_ns: u64) {
+        let now = now_ns();
+        if deadline_ns > now + SPIN_NS {
+            let wait = deadline_ns - now - SPIN_NS;
+            let ts = libc::timespec {
+                tv_sec: (wait / 1_000_000_000) as libc::time_t,
+                tv_nsec: (wait % 1_000_000_000) as libc::c_long,
+            };
+            let mut pfd = libc::pollfd {
+                fd: self.socket.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd and a valid timeout; no signal mask.
+            unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
+            return; // the loop receives and re-evaluates the schedule
+        }
+        while now_ns() < deadline_ns {
+            std::hint::spin_loop();
+        }
+    }
+
+    /// After the last send, collects the replies still on their way.
+    fn drain(&mut self, start: u64) {
+        let give_up = now_ns() + MAX_DRAIN.as_nanos() as u64;
+        let mut quiet_until = now_ns() + QUIET_AFTER.as_nanos() as u64;
+        while now_ns() < quiet_until.min(give_up) {
+            let before = self.o.received + self.o.duplicated + self.o.foreign;
+            self.receive(start);
+            if self.o.received + self.o.duplicated + self.o.foreign > before {
+                quiet_until = now_ns() + QUIET_AFTER.as_nanos() as u64;
+            }
+            if self.o.received >= self.o.sent {
+                return; // everything is back
+            }
+            self.wait_readable(now_ns() + 5_000_000);
+        }
+    }
+}
+
+/// Books one reply: ours or not, first time or duplicate, in order or not,
+/// and its round trip.
+fn account_reply(
+    reply: &[u8],
+    now_ns: u64,
+    run: u32,
+    attempted: u64,
+    seen: &mut Vec<u64>,
+    highest: &mut Option<u64>,
+    o: &mut ThreadOutcome,
+) {
+    let Some(probe) = Probe::parse_reply(reply).filter(|p| p.run == run && p.seq < attempted)
+    else {
+        o.foreign += 1;
+        return;
+    };
+    let (word, bit) = ((probe.seq / 64) as usize, probe.seq % 64);
+    if seen.len() <= word {
+        seen.resize(word + 1, 0);
+    }
+    if seen[word] & (1 << bit) != 0 {
+        o.duplicated += 1;
+        return;
+    }
+    seen[word] |= 1 << bit;
+    o.received += 1;
+    match highest {
+        Some(h) if probe.seq < *h => o.reordered += 1,
+        _ => *highest = Some(probe.seq),
+    }
+    o.rtt
+        .saturating_record(now_ns.saturating_sub(probe.sent_ns));
+}
+
+/// One `send` of a whole release: the socket's UDP_SEGMENT cuts it into
+/// `size`-byte datagrams. Returns the datagrams sent.
+fn send_gso(socket: &Socket, data: &[u8], size: usize) -> io::Result<usize> {
+    // SAFETY: `data` is a live buffer of the length passed.
+    let n = unsafe { libc::send(socket.as_raw_fd(), data.as_ptr().cast(), data.len(), 0) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize / size)
+    }
+}
+
+/// One `sendmmsg` of `count` datagrams of `size` bytes from `data`.
+fn send_many(socket: &Socket, data: &[u8], size: usize, count: usize) -> io::Result<usize> {
+    let mut iovs: Vec<libc::iovec> = (0..count)
+        .map(|i| libc::iovec {
+            iov_base: data[i * size..].as_ptr().cast_mut().cast(),
+            iov_len: size,
+        })
+        .collect();
+    let mut msgs: Vec<libc::mmsghdr> = iovs
+        .iter_mut()
+        .map(|iov| {
+            // SAFETY: mmsghdr is plain old data; all-zero is a valid value.
+            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            m.msg_hdr.msg_iov = iov;
+            m.msg_hdr.msg_iovlen = 1;
+            m
+        })
+        .collect();
+    // SAFETY: every msghdr points at an iovec in `iovs`, each into `data`;
+    // all outlive the call.
+    let n = unsafe { libc::sendmmsg(socket.as_raw_fd(), msgs.as_mut_ptr(), count as u32, 0) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Receives one buffer without waiting; its length and the GRO segment size
+/// when several datagrams were coalesced.
+fn recv_coalesced(
+    socket: &Socket,
+    buf: &mut [u8],
+    control: &mut [u64; 8],
+) -> io::Result<(usize, Option<usize>)> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain old data; all-zero is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(control);
+    // SAFETY: the msghdr points at `buf` and `control`, both live and writable.
+    let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel wrote `msg_controllen` bytes of control data.
+    let control_bytes = unsafe {
+        std::slice::from_raw_parts(
+            control.as_ptr().cast::<u8>(),
+            msg.msg_controllen.min(std::mem::size_of_val(control)),
+        )
+    };
+    Ok((n as usize, engine::udp::gro_segment(control_bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome() -> ThreadOutcome {
+        ThreadOutcome {
+            sent: 0,
+            not_sent: 0,
+            icmp_unreachable: 0,
+            received: 0,
+            duplicated: 0,
+            reordered: 0,
+            foreign: 0,
+            send_elapsed: Duration::ZERO,
+            largest_burst: 0,
+            gaps: latency::histogram(),
+            rtt: latency::histogram(),
+            gso: true,
+        }
+    }
+
+    #[test]
+    fn replies_are_counted_once_in_or_out_of_order() {
+        let mut o = outcome();
+        let (mut seen, mut highest) = (Vec::new(), None);
+        let mut reply = |seq: u64, run: u32, o: &mut ThreadOutcome| {
+            let mut buf = vec![0u8; 40];
+            Probe {
+                run,
+                seq,
+                sent_ns: 1_000,
+            }
+            .write(&mut buf);
+            account_reply(&buf, 5_000, 7, 100, &mut seen, &mut highest, o);
+        };
+        for seq in [0, 1, 3, 2, 3, 99] {
+            reply(seq, 7, &mut o);
+        }
+        reply(5, 8, &mut o); // another run
+        reply(100, 7, &mut o); // never sent
+        assert_eq!(
+            (o.received, o.duplicated, o.reordered, o.foreign),
+            (5, 1, 1, 2)
+        );
+        assert_eq!(o.rtt.len(), 5);
+    }
+}

@@ -1,0 +1,148 @@
+//! loadgen's UDP mode against the real engine and small test reflectors on loopback.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{loadgen, loadgen_json, num, TestServer};
+use protocols::{Protocol, Transport};
+
+#[test]
+fn a_moderate_paced_run_accounts_for_every_datagram() {
+    let server = TestServer::start(&[
+        (Transport::Udp, Protocol::Echo),
+        (Transport::Udp, Protocol::Ok),
+    ]);
+    for i in 0..2 {
+        let addr = server.addr(i).to_string();
+        let r = loadgen_json(&[
+            "--udp",
+            &addr,
+            "--rate",
+            "20k",
+            "--duration",
+            "1",
+            "--size",
+            "64",
+        ]);
+        let (sent, received, lost) = (num(&r, "sent"), num(&r, "received"), num(&r, "lost"));
+        assert_eq!(received + lost, sent, "every datagram accounted for: {r}");
+        assert_eq!(lost, 0.0, "no loss on loopback at 20k/s: {r}");
+        let achieved = num(&r, "achieved_pps");
+        assert!(
+            (18_000.0..=22_000.0).contains(&achieved),
+            "asked 20000/s, got {achieved}"
+        );
+        assert_eq!(num(&r, "duplicated") + num(&r, "reordered"), 0.0);
+        assert!(num(&r, "rtt_us.count") == received);
+        assert!(num(&r, "largest_burst") >= 1.0);
+    }
+    assert_eq!(server.totals().datagrams_in, server.totals().datagrams_out);
+}
+
+#[test]
+fn reordered_and_duplicated_replies_are_counted_as_such() {
+    // A reflector that answers each pair of datagrams in swapped order, and
+    // sends every fifth pair's later datagram twice.
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap().to_string();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let (swaps, dups, stop) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let reflector = {
+        let (swaps, dups, stop) = (swaps.clone(), dups.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut held: Option<(Vec<u8>, std::net::SocketAddr)> = None;
+            let mut buf = [0u8; 2048];
+            let mut pairs = 0u64;
+            while !stop.load(Relaxed) {
+                match socket.recv_from(&mut buf) {
+                    Ok((n, peer)) => match held.take() {
+                        None => held = Some((buf[..n].to_vec(), peer)),
+                        Some((earlier, earlier_peer)) => {
+                            socket.send_to(&buf[..n], peer).unwrap();
+                            pairs += 1;
+                            if pairs.is_multiple_of(5) {
+                                socket.send_to(&buf[..n], peer).unwrap();
+                                dups.fetch_add(1, Relaxed);
+                            }
+                            socket.send_to(&earlier, earlier_peer).unwrap();
+                            swaps.fetch_add(1, Relaxed);
+                        }
+                    },
+                    Err(_) => {
+                        if let Some((earlier, peer)) = held.take() {
+                            socket.send_to(&earlier, peer).unwrap(); // a last, unpaired one
+                        }
+                    }
+                }
+            }
+        })
+    };
+    let r = loadgen_json(&[
+        "--udp",
+        &addr,
+        "--rate",
+        "5k",
+        "--duration",
+        "0.4",
+        "--size",
+        "32",
+    ]);
+    stop.store(true, Relaxed);
+    reflector.join().unwrap();
+    assert_eq!(num(&r, "lost"), 0.0, "{r}");
+    assert_eq!(num(&r, "reordered"), swaps.load(Relaxed) as f64, "{r}");
+    assert_eq!(num(&r, "duplicated"), dups.load(Relaxed) as f64, "{r}");
+    assert!(swaps.load(Relaxed) > 500 && dups.load(Relaxed) > 100);
+}
+
+#[test]
+fn icmp_port_unreachable_is_named() {
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = loadgen(&[
+        "--udp",
+        &format!("127.0.0.1:{port}"),
+        "--rate",
+        "1k",
+        "--duration",
+        "0.3",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("nothing listens on UDP") && stderr.contains("ICMP port unreachable"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_udp_input_gets_clear_errors() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--udp", "--size", "8"], "smaller than the 24-byte header"),
+        (&["--udp", "--size", "16..64"], "one size"),
+        (&["--udp", "--rate=-5"], "not a rate"),
+        (&["--udp", "--duration", "0"], "above zero"),
+    ];
+    for (args, expected) in cases {
+        let out = loadgen(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(
+            stderr.contains(expected),
+            "{args:?}: expected '{expected}' in {stderr}"
+        );
+    }
+}
