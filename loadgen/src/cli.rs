@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use protocols::units::{parse_duration, parse_rate, parse_size};
 
 const EXAMPLES: &str = "\
@@ -26,6 +26,10 @@ in powers of 1024); --size takes a range LO..HI for random sizes.";
 #[derive(Debug, Parser)]
 #[command(name = "loadgen", version, about, after_help = EXAMPLES)]
 pub struct Cli {
+    /// A tool other than a load run.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// TCP load against ADDR (default 127.0.0.1:65432, the echo service).
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:65432", conflicts_with = "udp")]
     pub tcp: Option<SocketAddr>,
@@ -85,12 +89,36 @@ pub struct Cli {
     pub server_metrics: Option<SocketAddr>,
 
     /// No progress line on stderr.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub quiet: bool,
 
     /// Print the result as one JSON object on stdout instead of a table.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub json: bool,
+}
+
+/// Tools beside the load runs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The network lab (needs root): ringcore and loadgen in two network
+    /// namespaces joined by a veth pair shaped with `tc tbf`; a paced run
+    /// under the link rate and an unpaced flood over it, side by side, with
+    /// the drops counted at the qdisc and at the sockets. The namespaces are
+    /// removed afterwards, even when interrupted.
+    Lab {
+        /// The shaped link's rate, in tc's syntax.
+        #[arg(long, default_value = "100mbit")]
+        link: String,
+        /// Bytes per datagram.
+        #[arg(long, default_value = "1000", value_parser = parse_size)]
+        size: u64,
+        /// Length of each run.
+        #[arg(long, default_value = "3s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Rate of the paced run (default: 70 % of the link).
+        #[arg(long, value_parser = parse_rate)]
+        paced: Option<f64>,
+    },
 }
 
 /// The TCP protocols loadgen can verify exactly.

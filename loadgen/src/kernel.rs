@@ -2,6 +2,9 @@
 //! drops from /proc/net/udp{,6}, and a ringcore server's own counters from
 //! its metrics endpoint. Read before and after a run, their differences show
 //! where packets died.
+//!
+//! The tables are read through /proc/thread-self/net: counters are per
+//! network namespace, and a thread may have entered another one (the lab).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -29,7 +32,7 @@ pub struct UdpSnmp {
 impl UdpSnmp {
     /// Reads the counters now (zeros when /proc is not readable).
     pub fn read() -> Self {
-        std::fs::read_to_string("/proc/net/snmp")
+        std::fs::read_to_string("/proc/thread-self/net/snmp")
             .map(|text| Self::parse(&text))
             .unwrap_or_default()
     }
@@ -78,7 +81,7 @@ impl UdpSnmp {
 /// Datagrams dropped so far by every UDP socket bound to local `port`
 /// (the `drops` column of /proc/net/udp and /proc/net/udp6).
 pub fn socket_drops(port: u16) -> u64 {
-    ["/proc/net/udp", "/proc/net/udp6"]
+    ["/proc/thread-self/net/udp", "/proc/thread-self/net/udp6"]
         .iter()
         .filter_map(|path| std::fs::read_to_string(path).ok())
         .map(|text| drops_in_table(&text, port))

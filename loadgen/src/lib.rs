@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod kernel;
+pub mod lab;
 pub mod latency;
 pub mod pacer;
 pub mod progress;

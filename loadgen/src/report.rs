@@ -1,11 +1,14 @@
 //! Runs what the command line asks for and prints the result: a table for
 //! people, or one JSON object (`--json`) for scripts.
 
+use std::net::SocketAddr;
+
 use anyhow::bail;
 use serde::Serialize;
 
-use crate::cli::{parse_cpus, Cli, Rate, TcpProtocol};
+use crate::cli::{parse_cpus, Cli, Command, Rate, TcpProtocol};
 use crate::kernel::{socket_drops, ServerUdp, UdpSnmp};
+use crate::lab::{self, LabPlan};
 use crate::latency::Percentiles;
 use crate::progress::Live;
 use crate::tcp::{self, TcpErrors, TcpPlan};
@@ -122,6 +125,28 @@ pub struct TcpReport {
 
 /// Runs the mode the command line selects and prints its report.
 pub fn run(cli: &Cli) -> anyhow::Result<()> {
+    if let Some(Command::Lab {
+        link,
+        size,
+        duration,
+        paced,
+    }) = &cli.command
+    {
+        let plan = LabPlan {
+            link: link.clone(),
+            size: usize::try_from(*size)?,
+            duration: *duration,
+            paced_pps: *paced,
+            quiet: cli.quiet,
+        };
+        let report = lab::run(&plan)?;
+        if cli.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            lab::print(&report);
+        }
+        return Ok(());
+    }
     let cpus = match &cli.cpus {
         Some(list) => parse_cpus(list).map_err(anyhow::Error::msg)?,
         None => Vec::new(),
@@ -201,7 +226,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             replies: !cli.no_reply,
             run_id: std::process::id() ^ (crate::pacer::now_ns() as u32),
         };
-        let report = run_udp(&plan, cli)?;
+        let report = run_udp(&plan, cli.server_metrics, cli.quiet)?;
         if cli.json {
             println!("{}", serde_json::to_string(&report)?);
         } else {
@@ -214,16 +239,20 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
 
 /// Runs a UDP plan between two readings of the kernel's (and the server's)
 /// counters, and works out where the lost datagrams died.
-pub fn run_udp(plan: &UdpPlan, cli: &Cli) -> anyhow::Result<UdpReport> {
-    let server_before = cli.server_metrics.map(ServerUdp::fetch).transpose()?;
+pub fn run_udp(
+    plan: &UdpPlan,
+    server_metrics: Option<SocketAddr>,
+    quiet: bool,
+) -> anyhow::Result<UdpReport> {
+    let server_before = server_metrics.map(ServerUdp::fetch).transpose()?;
     let snmp_before = UdpSnmp::read();
     let target_before = socket_drops(plan.addr.port());
     let live = Live::default();
-    let o: UdpOutcome = udp::run(plan, &live, cli.quiet)?;
+    let o: UdpOutcome = udp::run(plan, &live, quiet)?;
     let our_drops: u64 = o.local_ports.iter().map(|&p| socket_drops(p)).sum();
     let target_drops = socket_drops(plan.addr.port()).saturating_sub(target_before);
     let snmp = UdpSnmp::read().since(&snmp_before);
-    let server = match (cli.server_metrics, server_before) {
+    let server = match (server_metrics, server_before) {
         (Some(addr), Some(before)) => Some(ServerUdp::fetch(addr)?.since(&before)),
         _ => None,
     };
