@@ -79,6 +79,15 @@ pub struct Cli {
     #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: Duration,
 
+    /// UDP: run one step per rate from FROM to TO (STEPS rates, evenly
+    /// spaced, default 8) and print offered vs delivered vs loss.
+    #[arg(long, value_parser = parse_sweep, value_name = "FROM..TO[:STEPS]")]
+    pub sweep: Option<Sweep>,
+
+    /// With --sweep: draw the curve (offered load on x; delivered and loss on y) as SVG.
+    #[arg(long, value_name = "FILE.svg", requires = "sweep")]
+    pub plot: Option<std::path::PathBuf>,
+
     /// UDP: do not expect replies (one-way flood).
     #[arg(long)]
     pub no_reply: bool,
@@ -87,6 +96,11 @@ pub struct Cli {
     /// between the network and the server.
     #[arg(long, value_name = "ADDR:PORT")]
     pub server_metrics: Option<SocketAddr>,
+
+    /// Also write the latency (TCP) or round-trip (UDP) histogram to FILE
+    /// as an HdrHistogram interval log, for `loadgen report`.
+    #[arg(long, value_name = "FILE")]
+    pub hdr_log: Option<std::path::PathBuf>,
 
     /// No progress line on stderr.
     #[arg(long, global = true)]
@@ -100,6 +114,14 @@ pub struct Cli {
 /// Tools beside the load runs.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Merge results from several runs or machines: JSON reports (counts and
+    /// rates add up) and HdrHistogram logs from --hdr-log (merged exactly,
+    /// since percentiles cannot be averaged).
+    Report {
+        /// `--json` outputs and `--hdr-log` files, in any mix.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<std::path::PathBuf>,
+    },
     /// The network lab (needs root): ringcore and loadgen in two network
     /// namespaces joined by a veth pair shaped with `tc tbf`; a paced run
     /// under the link rate and an unpaced flood over it, side by side, with
@@ -118,6 +140,12 @@ pub enum Command {
         /// Rate of the paced run (default: 70 % of the link).
         #[arg(long, value_parser = parse_rate)]
         paced: Option<f64>,
+        /// Instead of paced vs flood: one paced step per rate across the link.
+        #[arg(long, value_parser = parse_sweep, value_name = "FROM..TO[:STEPS]")]
+        sweep: Option<Sweep>,
+        /// With --sweep: draw the curve as SVG.
+        #[arg(long, value_name = "FILE.svg", requires = "sweep")]
+        plot: Option<std::path::PathBuf>,
     },
 }
 
@@ -137,6 +165,44 @@ pub struct SizeRange {
     pub lo: usize,
     /// Largest size.
     pub hi: usize,
+}
+
+/// The rates of a sweep.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sweep {
+    /// First rate, per second.
+    pub from: f64,
+    /// Last rate, per second.
+    pub to: f64,
+    /// Number of rates.
+    pub steps: usize,
+}
+
+impl Sweep {
+    /// The rates, evenly spaced from `from` to `to`.
+    pub fn rates(&self) -> Vec<f64> {
+        if self.steps == 1 {
+            return vec![self.from];
+        }
+        let step = (self.to - self.from) / (self.steps - 1) as f64;
+        (0..self.steps)
+            .map(|i| self.from + step * i as f64)
+            .collect()
+    }
+}
+
+fn parse_sweep(text: &str) -> Result<Sweep, String> {
+    let usage = || format!("'{text}' is not FROM..TO[:STEPS] (e.g. 50k..1M:10)");
+    let (range, steps) = match text.split_once(':') {
+        Some((r, s)) => (r, s.parse::<usize>().map_err(|_| usage())?),
+        None => (text, 8),
+    };
+    let (from, to) = range.split_once("..").ok_or_else(usage)?;
+    let (from, to) = (parse_rate(from)?, parse_rate(to)?);
+    if from > to || steps == 0 || steps > 1000 {
+        return Err(format!("'{text}': need FROM <= TO and 1 to 1000 steps"));
+    }
+    Ok(Sweep { from, to, steps })
 }
 
 /// A target rate.
@@ -209,5 +275,10 @@ mod tests {
         assert_eq!(parse_target_rate("1M"), Ok(Rate::PerSecond(1e6)));
         assert!(parse_target_rate("lots").is_err());
         assert_eq!(parse_cpus("0,2-3"), Ok(vec![0, 2, 3]));
+        let s = parse_sweep("10k..40k:4").unwrap();
+        assert_eq!(s.rates(), vec![10e3, 20e3, 30e3, 40e3]);
+        assert_eq!(parse_sweep("1M..2M").unwrap().steps, 8);
+        assert!(parse_sweep("2M..1M").is_err());
+        assert!(parse_sweep("1k..2k:0").is_err());
     }
 }

@@ -41,6 +41,8 @@ pub struct LabPlan {
     pub duration: Duration,
     /// Rate of the paced run, datagrams/s (default: 70 % of the link).
     pub paced_pps: Option<f64>,
+    /// Instead of paced vs flood, one paced run per rate.
+    pub sweep: Option<Vec<f64>>,
     /// No progress lines.
     pub quiet: bool,
 }
@@ -48,7 +50,7 @@ pub struct LabPlan {
 /// One run of the lab with the qdisc's view of it.
 #[derive(Debug, Serialize)]
 pub struct LabRun {
-    /// "paced" or "flood".
+    /// "paced", "flood", or "step" (a sweep's).
     pub name: &'static str,
     /// loadgen's report of the run.
     pub udp: UdpReport,
@@ -126,7 +128,11 @@ pub fn run(plan: &LabPlan) -> anyhow::Result<LabReport> {
         let target: SocketAddr = format!("{SERVER_IP}:{ECHO_PORT}").parse()?;
         let metrics: SocketAddr = format!("{SERVER_IP}:{METRICS_PORT}").parse()?;
         let mut runs = Vec::new();
-        for (name, rate) in [("paced", Some(paced)), ("flood", None)] {
+        let schedule: Vec<(&'static str, Option<f64>)> = match &plan.sweep {
+            Some(rates) => rates.iter().map(|&r| ("step", Some(r))).collect(),
+            None => vec![("paced", Some(paced)), ("flood", None)],
+        };
+        for (name, rate) in schedule {
             let udp_plan = UdpPlan {
                 addr: target,
                 rate,

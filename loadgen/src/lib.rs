@@ -2,10 +2,13 @@
 //! command line over these runners, and the tests drive them directly too.
 
 pub mod cli;
+pub mod hdr_log;
 pub mod kernel;
 pub mod lab;
 pub mod latency;
+pub mod merge;
 pub mod pacer;
+pub mod plot;
 pub mod progress;
 pub mod report;
 pub mod rng;

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 use anyhow::bail;
+use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::cli::{parse_cpus, Cli, Command, Rate, TcpProtocol};
@@ -82,6 +83,9 @@ pub struct UdpReport {
     pub server: Option<ServerUdp>,
     /// Round trip from each datagram's due time, microseconds.
     pub rtt_us: Percentiles,
+    /// The round-trip histogram itself (nanoseconds), for --hdr-log.
+    #[serde(skip)]
+    pub rtt: Histogram<u64>,
 }
 
 /// The result of a TCP run, as printed by `--json`.
@@ -121,15 +125,29 @@ pub struct TcpReport {
     pub errors: TcpErrors,
     /// Latency percentiles in microseconds.
     pub latency_us: Percentiles,
+    /// The latency histogram itself (nanoseconds), for --hdr-log.
+    #[serde(skip)]
+    pub latency: Histogram<u64>,
 }
 
 /// Runs the mode the command line selects and prints its report.
 pub fn run(cli: &Cli) -> anyhow::Result<()> {
+    if let Some(Command::Report { files }) = &cli.command {
+        let merged = crate::merge::merge(files)?;
+        if cli.json {
+            println!("{}", serde_json::to_string(&merged)?);
+        } else {
+            crate::merge::print(&merged);
+        }
+        return Ok(());
+    }
     if let Some(Command::Lab {
         link,
         size,
         duration,
         paced,
+        sweep,
+        plot,
     }) = &cli.command
     {
         let plan = LabPlan {
@@ -137,13 +155,23 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             size: usize::try_from(*size)?,
             duration: *duration,
             paced_pps: *paced,
+            sweep: sweep.map(|s| s.rates()),
             quiet: cli.quiet,
         };
         let report = lab::run(&plan)?;
+        let steps: Vec<&UdpReport> = report.runs.iter().map(|r| &r.udp).collect();
         if cli.json {
             println!("{}", serde_json::to_string(&report)?);
+        } else if plan.sweep.is_some() {
+            print_sweep(&steps);
         } else {
             lab::print(&report);
+        }
+        if let Some(path) = plot {
+            crate::plot::sweep_svg(&steps, path)?;
+            if !cli.json {
+                println!("plot: {}", path.display());
+            }
         }
         return Ok(());
     }
@@ -174,6 +202,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             timeout: cli.timeout,
         };
         let live = Live::default();
+        let started = std::time::SystemTime::now();
         let outcome = tcp::run(&plan, &live, cli.quiet)?;
         let seconds = outcome.elapsed.as_secs_f64();
         let report = TcpReport {
@@ -197,7 +226,11 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             mb_per_sec: (outcome.bytes_sent + outcome.bytes_received) as f64 / seconds / 1e6,
             errors: outcome.errors,
             latency_us: Percentiles::of(&outcome.latency),
+            latency: outcome.latency,
         };
+        if let Some(path) = &cli.hdr_log {
+            crate::hdr_log::write(path, "latency", &report.latency, started, outcome.elapsed)?;
+        }
         if cli.json {
             println!("{}", serde_json::to_string(&report)?);
         } else {
@@ -226,7 +259,38 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             replies: !cli.no_reply,
             run_id: std::process::id() ^ (crate::pacer::now_ns() as u32),
         };
+        if let Some(sweep) = cli.sweep {
+            let mut steps = Vec::new();
+            for rate in sweep.rates() {
+                let step = UdpPlan {
+                    rate: Some(rate),
+                    ..plan.clone()
+                };
+                steps.push(run_udp(&step, cli.server_metrics, cli.quiet)?);
+            }
+            let steps: Vec<&UdpReport> = steps.iter().collect();
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"mode": "udp-sweep", "steps": steps})
+                );
+            } else {
+                print_sweep(&steps);
+            }
+            if let Some(path) = &cli.plot {
+                crate::plot::sweep_svg(&steps, path)?;
+                if !cli.json {
+                    println!("plot: {}", path.display());
+                }
+            }
+            return Ok(());
+        }
+        let started = std::time::SystemTime::now();
         let report = run_udp(&plan, cli.server_metrics, cli.quiet)?;
+        if let Some(path) = &cli.hdr_log {
+            let duration = std::time::Duration::from_secs_f64(report.duration_s);
+            crate::hdr_log::write(path, "rtt", &report.rtt, started, duration)?;
+        }
         if cli.json {
             println!("{}", serde_json::to_string(&report)?);
         } else {
@@ -313,7 +377,39 @@ pub fn run_udp(
         in_errors_delta: snmp.in_errors,
         server,
         rtt_us: Percentiles::of(&o.rtt),
+        rtt: o.rtt,
     })
+}
+
+/// What reached the far end per second: replies received, or (one-way)
+/// what was sent and not seen lost.
+pub fn delivered_pps(r: &UdpReport) -> f64 {
+    let delivered = r.received.unwrap_or_else(|| r.sent.saturating_sub(r.lost));
+    delivered as f64 / r.duration_s
+}
+
+fn print_sweep(steps: &[&UdpReport]) {
+    if let Some(first) = steps.first() {
+        println!(
+            "UDP sweep -> {}: {} B datagrams, {:.2} s per step",
+            first.target, first.size, first.duration_s
+        );
+    }
+    println!(
+        "  {:>12} {:>12} {:>12} {:>9} {:>10} {:>10}",
+        "offered/s", "sent/s", "delivered/s", "loss %", "rtt p99", "rcvbuf err"
+    );
+    for r in steps {
+        println!(
+            "  {:>12.0} {:>12.0} {:>12.0} {:>9.3} {:>10.1} {:>10}",
+            r.requested_pps.unwrap_or(0.0),
+            r.achieved_pps,
+            delivered_pps(r),
+            r.loss_pct,
+            r.rtt_us.p99,
+            r.rcvbuf_errors_delta
+        );
+    }
 }
 
 fn print_udp(r: &UdpReport) {

@@ -160,3 +160,49 @@ fn clear_errors_for_bad_input() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn report_merges_results_and_histogram_logs_from_several_runs() {
+    let server = TestServer::start(&[(Transport::Tcp, Protocol::Echo)]);
+    let addr = server.addr(0).to_string();
+    let dir = std::env::temp_dir().join(format!("ringcore-report-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut files = Vec::new();
+    for (i, requests) in ["3000", "5000"].iter().enumerate() {
+        let log = dir.join(format!("run{i}.hlog"));
+        let json = dir.join(format!("run{i}.json"));
+        let out = loadgen(&[
+            "--tcp",
+            &addr,
+            "--requests",
+            requests,
+            "--connections",
+            "4",
+            "--json",
+            "--hdr-log",
+            &log.to_string_lossy(),
+        ]);
+        assert!(out.status.success());
+        std::fs::write(&json, &out.stdout).unwrap();
+        files.push(json.to_string_lossy().into_owned());
+        files.push(log.to_string_lossy().into_owned());
+    }
+    let mut args = vec!["report"];
+    args.extend(files.iter().map(String::as_str));
+    let r = loadgen_json(&args);
+    assert_eq!(num(&r, "files"), 4.0);
+    assert_eq!(num(&r, "tcp.requests"), 8000.0);
+    assert_eq!(num(&r, "tcp.runs"), 2.0);
+    assert_eq!(
+        num(&r, "histograms.latency.count"),
+        8000.0,
+        "the logs merge into one histogram: {r}"
+    );
+    // A file that is neither kind is named.
+    let junk = dir.join("junk.txt");
+    std::fs::write(&junk, "hello").unwrap();
+    let out = loadgen(&["report", &junk.to_string_lossy()]);
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("neither a loadgen --json result nor an --hdr-log file"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -146,3 +146,35 @@ fn bad_udp_input_gets_clear_errors() {
         );
     }
 }
+
+#[test]
+fn a_sweep_prints_one_step_per_rate_and_draws_the_curve() {
+    let server = TestServer::start(&[(Transport::Udp, Protocol::Echo)]);
+    let addr = server.addr(0).to_string();
+    let plot = std::env::temp_dir().join(format!("ringcore-sweep-{}.svg", std::process::id()));
+    let plot_arg = plot.to_string_lossy().into_owned();
+    let r = loadgen_json(&[
+        "--udp",
+        &addr,
+        "--sweep",
+        "5k..15k:3",
+        "--duration",
+        "0.3",
+        "--plot",
+        &plot_arg,
+    ]);
+    let steps = r["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 3);
+    for (step, rate) in steps.iter().zip([5e3, 10e3, 15e3]) {
+        assert_eq!(num(step, "requested_pps"), rate);
+        assert_eq!(num(step, "lost"), 0.0, "{step}");
+        assert_eq!(num(step, "received"), num(step, "sent"));
+    }
+    let svg = std::fs::read_to_string(&plot).expect("the plot was written");
+    let _ = std::fs::remove_file(&plot);
+    assert!(
+        svg.starts_with("<svg") && svg.contains("delivered") && svg.contains("loss"),
+        "{}",
+        &svg[..200.min(svg.len())]
+    );
+}

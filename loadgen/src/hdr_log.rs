@@ -1,0 +1,91 @@
+//! Latency histograms as standard HdrHistogram interval logs (`--hdr-log`),
+//! readable by HdrHistogram's own tools and by `loadgen report`, which merges
+//! logs from several runs or machines into exact combined percentiles.
+//! Values are nanoseconds; the log's max-value divisor makes its readers
+//! show microseconds.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Context};
+use base64::Engine as _;
+use hdrhistogram::serialization::interval_log::{
+    IntervalLogIterator, IntervalLogWriterBuilder, LogEntry, Tag,
+};
+use hdrhistogram::serialization::{Deserializer, V2DeflateSerializer};
+use hdrhistogram::Histogram;
+
+/// Writes one interval per histogram, covering the whole run, tagged `tag`.
+pub fn write(
+    path: &Path,
+    tag: &str,
+    histogram: &Histogram<u64>,
+    started: SystemTime,
+    duration: Duration,
+) -> anyhow::Result<()> {
+    let mut out = Vec::new();
+    let mut serializer = V2DeflateSerializer::new();
+    let mut log = IntervalLogWriterBuilder::new()
+        .add_comment("ringcore loadgen latency, nanoseconds")
+        .with_start_time(started)
+        .with_base_time(started)
+        .with_max_value_divisor(1000.0)
+        .begin_log_with(&mut out, &mut serializer)
+        .map_err(|e| anyhow::anyhow!("starting the log: {e}"))?;
+    log.write_histogram(histogram, Duration::ZERO, duration, Tag::new(tag))
+        .map_err(|e| anyhow::anyhow!("writing the histogram: {e}"))?;
+    drop(log);
+    std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Reads every interval histogram of a log, with its tag.
+pub fn read(path: &Path) -> anyhow::Result<Vec<(Option<String>, Histogram<u64>)>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut found = Vec::new();
+    for entry in IntervalLogIterator::new(&bytes) {
+        let entry = entry
+            .map_err(|e| anyhow::anyhow!("{} is not an HdrHistogram log: {e:?}", path.display()))?;
+        if let LogEntry::Interval(interval) = entry {
+            let encoded = base64::engine::general_purpose::STANDARD
+                .decode(interval.encoded_histogram())
+                .with_context(|| format!("{}: a histogram is not valid base64", path.display()))?;
+            let histogram: Histogram<u64> = Deserializer::new()
+                .deserialize(&mut encoded.as_slice())
+                .map_err(|e| {
+                    anyhow::anyhow!("{}: a histogram does not decode: {e:?}", path.display())
+                })?;
+            found.push((interval.tag().map(|t| t.as_str().to_string()), histogram));
+        }
+    }
+    if found.is_empty() {
+        bail!("{} holds no histogram", path.display());
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_written_log_reads_back_the_same_histogram() {
+        let mut h = crate::latency::histogram();
+        for v in [1_500u64, 20_000, 3_000_000] {
+            h.record(v).unwrap();
+        }
+        let path = std::env::temp_dir().join(format!("ringcore-hdr-{}.hlog", std::process::id()));
+        write(
+            &path,
+            "latency",
+            &h,
+            SystemTime::now(),
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        let back = read(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].0.as_deref(), Some("latency"));
+        assert_eq!(back[0].1, h);
+    }
+}

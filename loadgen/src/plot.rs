@@ -1,0 +1,92 @@
+//! Drawing a sweep: offered load on x, delivered rate (left axis) and loss
+//! (right axis) on y, so the knee where the flood begins stands out.
+
+use std::path::Path;
+
+use anyhow::Context;
+use plotters::prelude::*;
+
+use crate::report::{delivered_pps, UdpReport};
+
+/// Writes the sweep's curve to `path` as SVG.
+pub fn sweep_svg(steps: &[&UdpReport], path: &Path) -> anyhow::Result<()> {
+    draw(steps, path)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("drawing {}", path.display()))
+}
+
+/// 2500000 -> "2.5M", 12000 -> "12k".
+fn short(v: f64) -> String {
+    match v.abs() {
+        a if a >= 1e6 => format!("{:.1}M", v / 1e6),
+        a if a >= 1e3 => format!("{:.0}k", v / 1e3),
+        _ => format!("{v:.0}"),
+    }
+}
+
+fn draw(steps: &[&UdpReport], path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let points: Vec<(f64, f64, f64, f64)> = steps
+        .iter()
+        .map(|r| {
+            (
+                r.requested_pps.unwrap_or(0.0),
+                r.achieved_pps,
+                delivered_pps(r),
+                r.loss_pct,
+            )
+        })
+        .collect();
+    let x_max = points.iter().map(|p| p.0).fold(1.0, f64::max) * 1.05;
+    let y_max = points.iter().map(|p| p.1.max(p.2)).fold(1.0, f64::max) * 1.1;
+    let target = steps.first().map_or(String::new(), |r| {
+        format!(" -> {} ({} B)", r.target, r.size)
+    });
+
+    let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!("UDP offered load vs delivered{target}"),
+            ("sans-serif", 20),
+        )
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(80)
+        .right_y_label_area_size(60)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)?
+        .set_secondary_coord(0.0..x_max, 0.0..100.0);
+    chart
+        .configure_mesh()
+        .x_desc("offered (datagrams/s)")
+        .y_desc("datagrams/s")
+        .x_label_formatter(&|v| short(*v))
+        .y_label_formatter(&|v| short(*v))
+        .draw()?;
+    chart.configure_secondary_axes().y_desc("loss (%)").draw()?;
+
+    let sent: Vec<(f64, f64)> = points.iter().map(|p| (p.0, p.1)).collect();
+    let delivered: Vec<(f64, f64)> = points.iter().map(|p| (p.0, p.2)).collect();
+    let loss: Vec<(f64, f64)> = points.iter().map(|p| (p.0, p.3)).collect();
+    chart
+        .draw_series(LineSeries::new(sent.clone(), BLUE.mix(0.5)))?
+        .label("handed to the kernel")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.mix(0.5)));
+    chart
+        .draw_series(LineSeries::new(delivered.clone(), GREEN.stroke_width(2)))?
+        .label("delivered")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], GREEN.stroke_width(2)));
+    chart.draw_series(delivered.iter().map(|&p| Circle::new(p, 3, GREEN.filled())))?;
+    chart
+        .draw_secondary_series(LineSeries::new(loss.clone(), RED.stroke_width(2)))?
+        .label("loss (%, right axis)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
+    chart.draw_secondary_series(loss.iter().map(|&p| Circle::new(p, 3, RED.filled())))?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
