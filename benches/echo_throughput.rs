@@ -4,62 +4,63 @@
 //! `cargo bench --bench echo_throughput -- --seconds 5 --rounds 5`
 //!
 //! Each round runs ringcore (one worker pinned to CPU 0) and the baseline
-//! (pinned to CPU 0) in turn, A B A B, with the same closed-loop client
-//! pinned to CPU 1: `--connections` threads, each with one connection sending
+//! (pinned to CPU 0) in turn, A B A B, with the same closed-loop client,
+//! loadgen pinned to CPU 1: `--connections` connections, each sending
 //! `--size`-byte messages and waiting for each echo before the next.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
 
-use support::{cpu_seconds, pin_to, summary, Baseline};
+use support::{cpu_seconds, json_number, summary, Baseline};
 
-/// Runs the closed loop for `seconds`; the number of round trips completed.
-fn closed_loop(addr: SocketAddr, connections: usize, size: usize, seconds: f64) -> u64 {
-    let stop = Arc::new(AtomicBool::new(false));
-    let threads: Vec<_> = (0..connections)
-        .map(|i| {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                pin_to(1);
-                let mut s = TcpStream::connect(addr).expect("connect");
-                s.set_nodelay(true).expect("nodelay");
-                s.set_read_timeout(Some(Duration::from_secs(10)))
-                    .expect("timeout");
-                let message = vec![(i % 251) as u8; size];
-                let mut back = vec![0u8; size];
-                let mut done = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    s.write_all(&message).expect("write");
-                    s.read_exact(&mut back).expect("read");
-                    assert!(back == message, "echo mismatch");
-                    done += 1;
-                }
-                done
-            })
-        })
-        .collect();
-    std::thread::sleep(Duration::from_secs_f64(seconds));
-    stop.store(true, Ordering::Relaxed);
-    threads.into_iter().map(|t| t.join().expect("client")).sum()
+/// Runs loadgen's closed loop (pinned to CPU 1) for `seconds`; the
+/// requests answered, and loadgen's p99 in microseconds.
+fn closed_loop(
+    loadgen: &Path,
+    addr: SocketAddr,
+    connections: usize,
+    size: usize,
+    seconds: f64,
+) -> (u64, f64) {
+    let out = Command::new(loadgen)
+        .args([
+            "--tcp",
+            &addr.to_string(),
+            "--connections",
+            &connections.to_string(),
+            "--size",
+            &size.to_string(),
+        ])
+        .args([
+            "--duration",
+            &seconds.to_string(),
+            "--cpus",
+            "1",
+            "--json",
+            "--quiet",
+        ])
+        .output()
+        .expect("run loadgen");
+    let json = String::from_utf8_lossy(&out.stdout);
+    let requests = json_number(&json, "requests")
+        .unwrap_or_else(|| panic!("loadgen failed: {}", String::from_utf8_lossy(&out.stderr)));
+    (requests as u64, json_number(&json, "p99").unwrap_or(0.0))
 }
 
-/// Runs `load`; its requests/s and the fraction of a CPU `pid` used meanwhile.
-fn measure(pid: u32, load: impl FnOnce() -> u64) -> (f64, f64) {
+/// Runs `load` (a run of `seconds`); its requests/s, its p99, and the
+/// fraction of a CPU `pid` used meanwhile.
+fn measure(pid: u32, seconds: f64, load: impl FnOnce() -> (u64, f64)) -> (f64, f64, f64) {
     let cpu = cpu_seconds(pid);
     let start = Instant::now();
-    let requests = load();
-    let elapsed = start.elapsed().as_secs_f64();
-    (
-        requests as f64 / elapsed,
-        (cpu_seconds(pid) - cpu) / elapsed,
-    )
+    let (requests, p99) = load();
+    let busy = (cpu_seconds(pid) - cpu) / start.elapsed().as_secs_f64();
+    (requests as f64 / seconds, p99, busy)
 }
 
 fn main() {
@@ -68,52 +69,48 @@ fn main() {
     let rounds: usize = support::arg("--rounds", 5);
     let connections: usize = support::arg("--connections", 50);
     let size: usize = support::arg("--size", 64);
-    // Servers first: they would inherit this thread's CPU mask.
+    let loadgen = support::loadgen_binary();
     let server = common::Server::start(&["--serve", "tcp:0=echo", "--cpus", "0"]);
     let ringcore = server.addr("tcp", "echo");
     let baseline = Baseline::start(0);
-    pin_to(1);
 
-    // Per server: requests/s, server CPU busy fraction, per round.
-    let mut uring = (Vec::new(), Vec::new());
-    let mut threads = (Vec::new(), Vec::new());
+    // Per server and round: requests/s, loadgen's p99, server CPU busy fraction.
+    let (mut uring, mut threads) = (Vec::new(), Vec::new());
     let mut enters_per_request = Vec::new();
     for round in 0..rounds {
         let enters = server.counter("io_uring_enter_calls");
-        let (rate, busy) = measure(server.pid(), || {
-            closed_loop(ringcore, connections, size, seconds)
+        let r = measure(server.pid(), seconds, || {
+            closed_loop(&loadgen, ringcore, connections, size, seconds)
         });
-        uring.0.push(rate);
-        uring.1.push(busy);
-        let requests = rate * seconds;
         enters_per_request
-            .push((server.counter("io_uring_enter_calls") - enters) as f64 / requests);
-
-        let (rate, busy) = measure(baseline.pid(), || {
-            closed_loop(baseline.addr, connections, size, seconds)
+            .push((server.counter("io_uring_enter_calls") - enters) as f64 / (r.0 * seconds));
+        uring.push(r);
+        let t = measure(baseline.pid(), seconds, || {
+            closed_loop(&loadgen, baseline.addr, connections, size, seconds)
         });
-        threads.0.push(rate);
-        threads.1.push(busy);
+        threads.push(t);
         eprintln!(
             "round {}: ringcore {:.0} req/s, threads {:.0} req/s",
             round + 1,
-            uring.0[round],
-            threads.0[round]
+            r.0,
+            t.0
         );
     }
-    let (um, ulo, uhi) = summary(&uring.0);
-    let (tm, tlo, thi) = summary(&threads.0);
+    let column = |rows: &[(f64, f64, f64)], pick: fn(&(f64, f64, f64)) -> f64| {
+        summary(&rows.iter().map(pick).collect::<Vec<_>>())
+    };
+    let (um, ulo, uhi) = column(&uring, |r| r.0);
+    let (tm, tlo, thi) = column(&threads, |r| r.0);
+    let (up99, tp99) = (column(&uring, |r| r.1).0, column(&threads, |r| r.1).0);
+    let (ucpu, tcpu) = (
+        column(&uring, |r| r.2).0 * 100.0,
+        column(&threads, |r| r.2).0 * 100.0,
+    );
     let (em, _, _) = summary(&enters_per_request);
-    let (ucpu, tcpu) = (summary(&uring.1).0 * 100.0, summary(&threads.1).0 * 100.0);
-    println!("TCP echo, {connections} connections, {size}-byte messages, {rounds} rounds of {seconds} s, server on CPU 0, client on CPU 1");
-    println!("| server | req/s median | min | max | ratio | server CPU |");
-    println!("|---|---|---|---|---|---|");
-    println!(
-        "| ringcore (io_uring, 1 worker) | {um:.0} | {ulo:.0} | {uhi:.0} | 1.00 | {ucpu:.0}% |"
-    );
-    println!(
-        "| thread per connection (chapter) | {tm:.0} | {tlo:.0} | {thi:.0} | {:.2} | {tcpu:.0}% |",
-        tm / um
-    );
+    println!("TCP echo, {connections} connections, {size}-byte messages, {rounds} rounds of {seconds} s, server on CPU 0, loadgen on CPU 1");
+    println!("| server | req/s median | min | max | ratio | p99 (us) | server CPU |");
+    println!("|---|---|---|---|---|---|---|");
+    println!("| ringcore (io_uring, 1 worker) | {um:.0} | {ulo:.0} | {uhi:.0} | 1.00 | {up99:.0} | {ucpu:.0}% |");
+    println!("| thread per connection (chapter) | {tm:.0} | {tlo:.0} | {thi:.0} | {:.2} | {tp99:.0} | {tcpu:.0}% |", tm / um);
     println!("ringcore io_uring_enter calls per request: {em:.3}");
 }

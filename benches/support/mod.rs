@@ -135,3 +135,28 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     // SAFETY: sysconf only reads a system constant.
     ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
+
+/// Builds the loadgen binary (release) and returns its path, next to this
+/// bench's own target directory.
+pub fn loadgen_binary() -> std::path::PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--release", "--quiet", "-p", "loadgen"])
+        .status()
+        .expect("run cargo build -p loadgen");
+    assert!(status.success(), "building loadgen failed");
+    let exe = std::env::current_exe().expect("current exe");
+    // target/release/deps/<bench> -> target/release/loadgen
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("loadgen"))
+        .expect("target directory")
+}
+
+/// A field of a JSON object printed by `loadgen --json`, found by name.
+pub fn json_number(json: &str, key: &str) -> Option<f64> {
+    let at = json.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let rest = &json[at..];
+    let end = rest.find([',', '}']).unwrap_or(rest.len());
+    rest[..end].trim().parse().ok()
+}
