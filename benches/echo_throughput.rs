@@ -14,7 +14,6 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::time::Instant;
 
 use support::{cpu_seconds, json_number, summary, Baseline};
@@ -28,29 +27,9 @@ fn closed_loop(
     size: usize,
     seconds: f64,
 ) -> (u64, f64) {
-    let out = Command::new(loadgen)
-        .args([
-            "--tcp",
-            &addr.to_string(),
-            "--connections",
-            &connections.to_string(),
-            "--size",
-            &size.to_string(),
-        ])
-        .args([
-            "--duration",
-            &seconds.to_string(),
-            "--cpus",
-            "1",
-            "--json",
-            "--quiet",
-        ])
-        .output()
-        .expect("run loadgen");
-    let json = String::from_utf8_lossy(&out.stdout);
-    let requests = json_number(&json, "requests")
-        .unwrap_or_else(|| panic!("loadgen failed: {}", String::from_utf8_lossy(&out.stderr)));
-    (requests as u64, json_number(&json, "p99").unwrap_or(0.0))
+    let json = support::loadgen_tcp(loadgen, addr, connections, size, seconds);
+    let requests = json_number(&json, "requests").expect("requests");
+    (requests as u64, json_number(&json, "p99").expect("p99"))
 }
 
 /// Runs `load` (a run of `seconds`); its requests/s, its p99, and the

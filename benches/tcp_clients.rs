@@ -11,7 +11,6 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -58,26 +57,7 @@ fn main() {
 
     let (mut ours, mut p99s, mut threads) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=rounds {
-        let out = Command::new(&loadgen)
-            .args([
-                "--tcp",
-                &addr.to_string(),
-                "--connections",
-                &connections.to_string(),
-                "--size",
-                &size.to_string(),
-            ])
-            .args([
-                "--duration",
-                &seconds.to_string(),
-                "--cpus",
-                "1",
-                "--json",
-                "--quiet",
-            ])
-            .output()
-            .expect("run loadgen");
-        let json = String::from_utf8_lossy(&out.stdout);
+        let json = support::loadgen_tcp(&loadgen, addr, connections, size, seconds);
         ours.push(json_number(&json, "requests_per_sec").expect("requests_per_sec"));
         p99s.push(json_number(&json, "p99").expect("p99"));
         threads.push(thread_per_connection(addr, connections, size, seconds));

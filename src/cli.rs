@@ -10,7 +10,7 @@ use clap::Parser;
 use engine::{EngineConfig, Handler, ServiceConfig};
 use protocols::{Protocol, Transport};
 
-use protocols::units::{parse_duration, parse_size};
+use protocols::units::{parse_cpu_list, parse_duration, parse_size};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -130,29 +130,6 @@ impl FromStr for ServeSpec {
 
 /// A list of CPU ids.
 pub type CpuList = Vec<usize>;
-
-/// Parses `0,2-3` into `[0, 2, 3]`.
-pub fn parse_cpu_list(text: &str) -> Result<CpuList, String> {
-    let mut cpus = Vec::new();
-    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let bad = || format!("'{part}' in '{text}' is not a CPU or a range like 2-3");
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b): (usize, usize) =
-                    (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
-                if a > b {
-                    return Err(bad());
-                }
-                cpus.extend(a..=b);
-            }
-            None => cpus.push(part.parse().map_err(|_| bad())?),
-        }
-    }
-    if cpus.is_empty() {
-        return Err(format!("'{text}' names no CPU"));
-    }
-    Ok(cpus)
-}
 
 /// The chapter's services, served when no `--serve` is given.
 pub fn default_services() -> Vec<ServeSpec> {
@@ -302,13 +279,5 @@ mod tests {
             .parse::<ServeSpec>()
             .unwrap_err()
             .contains("transport"));
-    }
-
-    #[test]
-    fn cpu_lists() {
-        assert_eq!(parse_cpu_list("0,2-3"), Ok(vec![0, 2, 3]));
-        assert!(parse_cpu_list("3-1").is_err());
-        assert!(parse_cpu_list("x").is_err());
-        assert!(parse_cpu_list(",").is_err());
     }
 }

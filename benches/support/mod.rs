@@ -160,3 +160,39 @@ pub fn json_number(json: &str, key: &str) -> Option<f64> {
     let end = rest.find([',', '}']).unwrap_or(rest.len());
     rest[..end].trim().parse().ok()
 }
+
+/// Runs loadgen's TCP closed loop (pinned to CPU 1) for `seconds` against
+/// `addr`; its `--json` result.
+pub fn loadgen_tcp(
+    loadgen: &std::path::Path,
+    addr: SocketAddr,
+    connections: usize,
+    size: usize,
+    seconds: f64,
+) -> String {
+    let out = Command::new(loadgen)
+        .args([
+            "--tcp",
+            &addr.to_string(),
+            "--connections",
+            &connections.to_string(),
+            "--size",
+            &size.to_string(),
+        ])
+        .args([
+            "--duration",
+            &seconds.to_string(),
+            "--cpus",
+            "1",
+            "--json",
+            "--quiet",
+        ])
+        .output()
+        .expect("run loadgen");
+    assert!(
+        out.status.success(),
+        "loadgen failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

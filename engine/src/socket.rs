@@ -113,7 +113,8 @@ fn configure_udp(socket: &Socket) -> io::Result<()> {
     Ok(())
 }
 
-fn set_int_option(
+/// Sets an integer socket option (for the ones socket2 does not wrap).
+pub fn set_int_option(
     socket: &Socket,
     level: libc::c_int,
     name: libc::c_int,

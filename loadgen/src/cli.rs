@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+pub use protocols::units::parse_cpu_list as parse_cpus;
 use protocols::units::{parse_duration, parse_rate, parse_size};
 
 const EXAMPLES: &str = "\
@@ -238,26 +239,6 @@ fn parse_target_rate(text: &str) -> Result<Rate, String> {
     }
 }
 
-/// Parses `0,2-3` into CPU ids.
-pub fn parse_cpus(text: &str) -> Result<Vec<usize>, String> {
-    let mut cpus = Vec::new();
-    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let bad = || format!("'{part}' is not a CPU or a range like 0-1");
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b): (usize, usize) =
-                    (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
-                cpus.extend(a..=b);
-            }
-            None => cpus.push(part.parse().map_err(|_| bad())?),
-        }
-    }
-    if cpus.is_empty() {
-        return Err(format!("'{text}' names no CPU"));
-    }
-    Ok(cpus)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,7 +255,6 @@ mod tests {
         assert_eq!(parse_target_rate("MAX"), Ok(Rate::Max));
         assert_eq!(parse_target_rate("1M"), Ok(Rate::PerSecond(1e6)));
         assert!(parse_target_rate("lots").is_err());
-        assert_eq!(parse_cpus("0,2-3"), Ok(vec![0, 2, 3]));
         let s = parse_sweep("10k..40k:4").unwrap();
         assert_eq!(s.rates(), vec![10e3, 20e3, 30e3, 40e3]);
         assert_eq!(parse_sweep("1M..2M").unwrap().steps, 8);

@@ -1,5 +1,5 @@
-//! The once-a-second progress line on stderr, fed by counters the load
-//! threads publish.
+//! Load threads and the once-a-second progress line on stderr, fed by
+//! counters the load threads publish.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -46,4 +46,43 @@ pub fn report_until(live: &Live, label: &str, quiet: bool, mut finished: impl Fn
         );
         last_done = done;
     }
+}
+
+/// Runs `work(t, item)` on one thread per item, thread `t` pinned to
+/// `cpus[t % cpus.len()]` (unpinned when `cpus` is empty), printing progress
+/// until all are done; their results in order, or the first error.
+pub fn run_threads<I: Send, T: Send>(
+    items: Vec<I>,
+    cpus: &[usize],
+    live: &Live,
+    label: &str,
+    quiet: bool,
+    work: impl Fn(usize, I) -> anyhow::Result<T> + Sync,
+) -> anyhow::Result<Vec<T>> {
+    std::thread::scope(|scope| {
+        let work = &work;
+        let handles: Vec<_> = items
+            .into_iter()
+            .enumerate()
+            .map(|(t, item)| {
+                let cpu = (!cpus.is_empty()).then(|| cpus[t % cpus.len()]);
+                scope.spawn(move || {
+                    if let Some(id) = cpu {
+                        core_affinity::set_for_current(core_affinity::CoreId { id });
+                    }
+                    work(t, item)
+                })
+            })
+            .collect();
+        report_until(live, label, quiet, || {
+            handles.iter().all(|h| h.is_finished())
+        });
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a load thread panicked")))
+            })
+            .collect()
+    })
 }

@@ -320,28 +320,32 @@ pub fn run_udp(
         (Some(addr), Some(before)) => Some(ServerUdp::fetch(addr)?.since(&before)),
         _ => None,
     };
-    let seconds = o.send_elapsed.as_secs_f64();
-    let offered = o.sent + o.not_sent + o.icmp_unreachable;
-    let achieved_pps = o.sent as f64 / seconds;
+    let seconds = o.counts.send_elapsed.as_secs_f64();
+    let offered = o.counts.sent + o.counts.not_sent + o.counts.icmp_unreachable;
+    let achieved_pps = o.counts.sent as f64 / seconds;
     let by_server = server.map(|s| s.datagrams_in.saturating_sub(s.datagrams_out));
     let (received, lost) = if plan.replies {
-        (Some(o.received), offered.saturating_sub(o.received))
+        (
+            Some(o.counts.received),
+            offered.saturating_sub(o.counts.received),
+        )
     } else {
         // One-way: what is seen lost is what the send path and the target's
         // queue dropped (and, with server metrics, what the server never got).
         let unseen = server.map_or(0, |s| {
-            o.sent
+            o.counts
+                .sent
                 .saturating_sub(s.datagrams_in)
                 .saturating_sub(target_drops)
         });
-        (None, o.not_sent + target_drops + unseen)
+        (None, o.counts.not_sent + target_drops + unseen)
     };
-    let explained = o.not_sent
+    let explained = o.counts.not_sent
         + target_drops
         + by_server.unwrap_or(0)
         + if plan.replies { our_drops } else { 0 };
     let loss = LossSplit {
-        not_sent: o.not_sent,
+        not_sent: o.counts.not_sent,
         at_target_queue: target_drops,
         by_server,
         at_our_queue: if plan.replies { our_drops } else { 0 },
@@ -357,10 +361,10 @@ pub fn run_udp(
         accuracy_pct: plan.rate.map(|r| achieved_pps / r * 100.0),
         achieved_mbps: achieved_pps * plan.size as f64 * 8.0 / 1e6,
         send_path: o.send_path,
-        largest_burst: o.largest_burst,
-        release_gap_us: Percentiles::of(&o.gaps),
+        largest_burst: o.counts.largest_burst,
+        release_gap_us: Percentiles::of(&o.counts.gaps),
         duration_s: seconds,
-        sent: o.sent,
+        sent: o.counts.sent,
         received,
         lost,
         loss_pct: if offered == 0 {
@@ -368,16 +372,16 @@ pub fn run_udp(
         } else {
             lost as f64 * 100.0 / offered as f64
         },
-        duplicated: o.duplicated,
-        reordered: o.reordered,
-        icmp_unreachable: o.icmp_unreachable,
+        duplicated: o.counts.duplicated,
+        reordered: o.counts.reordered,
+        icmp_unreachable: o.counts.icmp_unreachable,
         loss,
         rcvbuf_errors_delta: snmp.rcvbuf_errors,
         sndbuf_errors_delta: snmp.sndbuf_errors,
         in_errors_delta: snmp.in_errors,
         server,
-        rtt_us: Percentiles::of(&o.rtt),
-        rtt: o.rtt,
+        rtt_us: Percentiles::of(&o.counts.rtt),
+        rtt: o.counts.rtt,
     })
 }
 

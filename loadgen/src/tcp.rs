@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -120,35 +120,19 @@ pub fn run(plan: &TcpPlan, live: &Live, quiet: bool) -> anyhow::Result<TcpOutcom
     drop(probe);
 
     let start = Instant::now();
-    let done = AtomicBool::new(false);
-    let outcomes: Vec<anyhow::Result<ThreadOutcome>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..plan.threads)
-            .map(|t| {
-                let share = share(plan.connections, plan.threads, t);
-                let quota = plan.requests.map(|n| share_u64(n, plan.threads, t));
-                let rate = plan.rate.map(|r| r / plan.threads as f64);
-                let cpu = (!plan.cpus.is_empty()).then(|| plan.cpus[t % plan.cpus.len()]);
-                let done = &done;
-                scope.spawn(move || {
-                    if let Some(cpu) = cpu {
-                        core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
-                    }
-                    Worker::new(plan, share, quota, rate, t as u64, live)?.run(start, done)
-                })
-            })
-            .collect();
-        crate::progress::report_until(live, "requests", quiet, || {
-            handles.iter().all(|h| h.is_finished())
-        });
-        done.store(true, Relaxed);
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a load thread panicked")))
-            })
-            .collect()
-    });
+    let outcomes = crate::progress::run_threads(
+        vec![(); plan.threads],
+        &plan.cpus,
+        live,
+        "requests",
+        quiet,
+        |t, ()| {
+            let connections = share(plan.connections, plan.threads, t);
+            let quota = plan.requests.map(|n| share_u64(n, plan.threads, t));
+            let rate = plan.rate.map(|r| r / plan.threads as f64);
+            Worker::new(plan, connections, quota, rate, t as u64, live)?.run(start)
+        },
+    )?;
     let mut total = TcpOutcome {
         requests: 0,
         bytes_sent: 0,
@@ -157,8 +141,7 @@ pub fn run(plan: &TcpPlan, live: &Live, quiet: bool) -> anyhow::Result<TcpOutcom
         errors: TcpErrors::default(),
         latency: latency::histogram(),
     };
-    for outcome in outcomes {
-        let o = outcome?;
+    for o in outcomes {
         total.requests += o.requests;
         total.bytes_sent += o.bytes_sent;
         total.bytes_received += o.bytes_received;
@@ -433,7 +416,7 @@ impl<'a> Worker<'a> {
         push(&mut self.ring, &entry);
     }
 
-    fn run(mut self, start: Instant, stop: &AtomicBool) -> anyhow::Result<ThreadOutcome> {
+    fn run(mut self, start: Instant) -> anyhow::Result<ThreadOutcome> {
         let deadline = start + self.plan.duration;
         let mut next_due = start;
         let interval = self.rate.map(|r| Duration::from_secs_f64(1.0 / r));
@@ -450,7 +433,7 @@ impl<'a> Worker<'a> {
         let mut cqes = Vec::new();
         loop {
             let now = Instant::now();
-            if stop.load(Relaxed) || (self.plan.requests.is_none() && now >= deadline) {
+            if self.plan.requests.is_none() && now >= deadline {
                 break;
             }
             if let Some(q) = self.quota {

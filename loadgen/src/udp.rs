@@ -15,6 +15,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use engine::socket::{set_int_option, SOL_UDP, UDP_GRO, UDP_SEGMENT};
 use hdrhistogram::Histogram;
 use protocols::probe::{Probe, PROBE_LEN};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -23,9 +24,6 @@ use crate::latency;
 use crate::pacer::{now_ns, sleep_until, Pacer};
 use crate::progress::Live;
 
-const SOL_UDP: libc::c_int = 17;
-const UDP_SEGMENT: libc::c_int = 103;
-const UDP_GRO: libc::c_int = 104;
 /// A release spans about this long when on time (so 1M packets/s leave in
 /// batches of 16).
 const BATCH_NS: u64 = 16_000;
@@ -59,28 +57,8 @@ pub struct UdpPlan {
 
 /// What one UDP run measured (summed over threads).
 pub struct UdpOutcome {
-    /// Datagrams handed to the kernel.
-    pub sent: u64,
-    /// Datagrams the send path refused (ENOBUFS/EAGAIN).
-    pub not_sent: u64,
-    /// Sends refused because an ICMP port unreachable came back.
-    pub icmp_unreachable: u64,
-    /// Distinct replies received.
-    pub received: u64,
-    /// Replies received more than once.
-    pub duplicated: u64,
-    /// Replies that arrived after a later-sent one.
-    pub reordered: u64,
-    /// Replies that were not ours (other runs, garbage).
-    pub foreign: u64,
-    /// From the first send to the last.
-    pub send_elapsed: Duration,
-    /// Most datagrams released back to back in one send.
-    pub largest_burst: u64,
-    /// Gaps between releases, nanoseconds.
-    pub gaps: Histogram<u64>,
-    /// Round-trip times from each datagram's due time, nanoseconds.
-    pub rtt: Histogram<u64>,
+    /// The counts, summed over the sockets.
+    pub counts: UdpCounts,
     /// "gso" or "sendmmsg".
     pub send_path: &'static str,
     /// The local ports of loadgen's sockets (for their drop counters).
@@ -110,67 +88,25 @@ pub fn run(plan: &UdpPlan, live: &Live, quiet: bool) -> anyhow::Result<UdpOutcom
         .map(|a| a.port())
         .collect();
     let start = now_ns() + 1_000_000; // every thread starts on the same tick
-    let results: Vec<anyhow::Result<ThreadOutcome>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = sockets
-            .into_iter()
-            .enumerate()
-            .map(|(t, socket)| {
-                let cpu = (!plan.cpus.is_empty()).then(|| plan.cpus[t % plan.cpus.len()]);
-                scope.spawn(move || {
-                    if let Some(cpu) = cpu {
-                        core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
-                    }
-                    Sender::new(plan, socket, live).run(start)
-                })
-            })
-            .collect();
-        crate::progress::report_until(live, "datagrams", quiet, || {
-            handles.iter().all(|h| h.is_finished())
-        });
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a load thread panicked")))
-            })
-            .collect()
-    });
-    let mut out = UdpOutcome {
-        sent: 0,
-        not_sent: 0,
-        icmp_unreachable: 0,
-        received: 0,
-        duplicated: 0,
-        reordered: 0,
-        foreign: 0,
-        send_elapsed: Duration::ZERO,
-        largest_burst: 0,
-        gaps: latency::histogram(),
-        rtt: latency::histogram(),
-        send_path: "gso",
+    let results = crate::progress::run_threads(
+        sockets,
+        &plan.cpus,
+        live,
+        "datagrams",
+        quiet,
+        |_, socket| Sender::new(plan, socket, live).run(start),
+    )?;
+    let mut counts = UdpCounts::new();
+    for t in &results {
+        counts.merge(t)?;
+    }
+    let out = UdpOutcome {
+        send_path: if counts.gso { "gso" } else { "sendmmsg" },
+        counts,
         local_ports,
     };
-    for r in results {
-        let t = r?;
-        out.sent += t.sent;
-        out.not_sent += t.not_sent;
-        out.icmp_unreachable += t.icmp_unreachable;
-        out.received += t.received;
-        out.duplicated += t.duplicated;
-        out.reordered += t.reordered;
-        out.foreign += t.foreign;
-        out.send_elapsed = out.send_elapsed.max(t.send_elapsed);
-        out.largest_burst = out.largest_burst.max(t.largest_burst);
-        out.gaps.add(&t.gaps).context("merging gap histograms")?;
-        out.rtt
-            .add(&t.rtt)
-            .context("merging round-trip histograms")?;
-        if !t.gso {
-            out.send_path = "sendmmsg";
-        }
-    }
     // ICMP port unreachable and not one reply: nobody listens there.
-    if out.icmp_unreachable > 0 && out.received == 0 {
+    if out.counts.icmp_unreachable > 0 && out.counts.received == 0 {
         bail!(
             "nothing listens on UDP {} (ICMP port unreachable): start ringcore (`cargo run --release`) or check the address",
             plan.addr
@@ -195,56 +131,92 @@ fn open_socket(addr: SocketAddr) -> anyhow::Result<Socket> {
         (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
         (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
     ] {
-        if set_int(&socket, libc::SOL_SOCKET, force, 16 << 20).is_err() {
-            let _ = set_int(&socket, libc::SOL_SOCKET, plain, 16 << 20);
+        if set_int_option(&socket, libc::SOL_SOCKET, force, 16 << 20).is_err() {
+            let _ = set_int_option(&socket, libc::SOL_SOCKET, plain, 16 << 20);
         }
     }
     // Replies from ringcore come as GSO trains; take them coalesced.
-    let _ = set_int(&socket, SOL_UDP, UDP_GRO, 1);
+    let _ = set_int_option(&socket, SOL_UDP, UDP_GRO, 1);
     // Report send-path drops (ENOBUFS) instead of hiding them in SndbufErrors.
     let _ = match addr {
-        SocketAddr::V4(_) => set_int(&socket, libc::IPPROTO_IP, libc::IP_RECVERR, 1),
-        SocketAddr::V6(_) => set_int(&socket, libc::IPPROTO_IPV6, libc::IPV6_RECVERR, 1),
+        SocketAddr::V4(_) => set_int_option(&socket, libc::IPPROTO_IP, libc::IP_RECVERR, 1),
+        SocketAddr::V6(_) => set_int_option(&socket, libc::IPPROTO_IPV6, libc::IPV6_RECVERR, 1),
     };
     Ok(socket)
 }
 
-fn set_int(
-    socket: &Socket,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: passes a live c_int and its exact size.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            level,
-            name,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
+/// What one socket's thread counted (and, merged, a whole run).
+#[derive(Debug)]
+pub struct UdpCounts {
+    /// Datagrams handed to the kernel.
+    pub sent: u64,
+    /// Datagrams the send path refused (ENOBUFS/EAGAIN).
+    pub not_sent: u64,
+    /// Sends refused because an ICMP port unreachable came back.
+    pub icmp_unreachable: u64,
+    /// Distinct replies received.
+    pub received: u64,
+    /// Replies received more than once.
+    pub duplicated: u64,
+    /// Replies that arrived after a later-sent one.
+    pub reordered: u64,
+    /// Replies that were not ours (other runs, garbage).
+    pub foreign: u64,
+    /// From the first send to the last.
+    pub send_elapsed: Duration,
+    /// Most datagrams released back to back in one send.
+    pub largest_burst: u64,
+    /// Gaps between releases, nanoseconds.
+    pub gaps: Histogram<u64>,
+    /// Round-trip times from each datagram's due time, nanoseconds.
+    pub rtt: Histogram<u64>,
+    /// Every send used GSO (false once a fallback to sendmmsg happened).
+    pub gso: bool,
+}
+
+impl Default for UdpCounts {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
-struct ThreadOutcome {
-    sent: u64,
-    not_sent: u64,
-    icmp_unreachable: u64,
-    received: u64,
-    duplicated: u64,
-    reordered: u64,
-    foreign: u64,
-    send_elapsed: Duration,
-    largest_burst: u64,
-    gaps: Histogram<u64>,
-    rtt: Histogram<u64>,
-    gso: bool,
+impl UdpCounts {
+    /// All zero.
+    pub fn new() -> Self {
+        Self {
+            sent: 0,
+            not_sent: 0,
+            icmp_unreachable: 0,
+            received: 0,
+            duplicated: 0,
+            reordered: 0,
+            foreign: 0,
+            send_elapsed: Duration::ZERO,
+            largest_burst: 0,
+            gaps: latency::histogram(),
+            rtt: latency::histogram(),
+            gso: true,
+        }
+    }
+
+    /// Adds another thread's counts to these.
+    pub fn merge(&mut self, t: &UdpCounts) -> anyhow::Result<()> {
+        self.sent += t.sent;
+        self.not_sent += t.not_sent;
+        self.icmp_unreachable += t.icmp_unreachable;
+        self.received += t.received;
+        self.duplicated += t.duplicated;
+        self.reordered += t.reordered;
+        self.foreign += t.foreign;
+        self.send_elapsed = self.send_elapsed.max(t.send_elapsed);
+        self.largest_burst = self.largest_burst.max(t.largest_burst);
+        self.gaps.add(&t.gaps).context("merging gap histograms")?;
+        self.rtt
+            .add(&t.rtt)
+            .context("merging round-trip histograms")?;
+        self.gso &= t.gso;
+        Ok(())
+    }
 }
 
 struct Sender<'a> {
@@ -261,14 +233,14 @@ struct Sender<'a> {
     /// One bit per sequence number: replies seen.
     seen: Vec<u64>,
     highest: Option<u64>,
-    o: ThreadOutcome,
+    o: UdpCounts,
 }
 
 impl<'a> Sender<'a> {
     fn new(plan: &'a UdpPlan, socket: Socket, live: &'a Live) -> Self {
         let max_burst = (65_000 / plan.size).clamp(1, 64);
         let gso = max_burst > 1
-            && set_int(&socket, SOL_UDP, UDP_SEGMENT, plan.size as libc::c_int).is_ok();
+            && set_int_option(&socket, SOL_UDP, UDP_SEGMENT, plan.size as libc::c_int).is_ok();
         let mut out = vec![0u8; plan.size * max_burst];
         for (i, b) in out.iter_mut().enumerate() {
             *b = (i % 251) as u8; // padding after each header
@@ -285,24 +257,11 @@ impl<'a> Sender<'a> {
             control: [0; 8],
             seen: Vec::new(),
             highest: None,
-            o: ThreadOutcome {
-                sent: 0,
-                not_sent: 0,
-                icmp_unreachable: 0,
-                received: 0,
-                duplicated: 0,
-                reordered: 0,
-                foreign: 0,
-                send_elapsed: Duration::ZERO,
-                largest_burst: 0,
-                gaps: latency::histogram(),
-                rtt: latency::histogram(),
-                gso: true,
-            },
+            o: UdpCounts::new(),
         }
     }
 
-    fn run(mut self, start: u64) -> anyhow::Result<ThreadOutcome> {
+    fn run(mut self, start: u64) -> anyhow::Result<UdpCounts> {
         let end = start + self.plan.duration.as_nanos() as u64;
         let pacer = self.plan.rate.map(|r| {
             Pacer::new(
@@ -408,7 +367,7 @@ impl<'a> Sender<'a> {
             {
                 // GSO refused on this path: one datagram per message from now on.
                 self.gso = false;
-                let _ = set_int(&self.socket, SOL_UDP, UDP_SEGMENT, 0);
+                let _ = set_int_option(&self.socket, SOL_UDP, UDP_SEGMENT, 0);
                 return self.release(count, start, pacer, now);
             }
             Err(e) => return Err(e).with_context(|| format!("sending to UDP {}", self.plan.addr)),
@@ -501,7 +460,7 @@ fn account_reply(
     attempted: u64,
     seen: &mut Vec<u64>,
     highest: &mut Option<u64>,
-    o: &mut ThreadOutcome,
+    o: &mut UdpCounts,
 ) {
     let Some(probe) = Probe::parse_reply(reply).filter(|p| p.run == run && p.seq < attempted)
     else {
@@ -602,28 +561,11 @@ fn recv_coalesced(
 mod tests {
     use super::*;
 
-    fn outcome() -> ThreadOutcome {
-        ThreadOutcome {
-            sent: 0,
-            not_sent: 0,
-            icmp_unreachable: 0,
-            received: 0,
-            duplicated: 0,
-            reordered: 0,
-            foreign: 0,
-            send_elapsed: Duration::ZERO,
-            largest_burst: 0,
-            gaps: latency::histogram(),
-            rtt: latency::histogram(),
-            gso: true,
-        }
-    }
-
     #[test]
     fn replies_are_counted_once_in_or_out_of_order() {
-        let mut o = outcome();
+        let mut o = UdpCounts::new();
         let (mut seen, mut highest) = (Vec::new(), None);
-        let mut reply = |seq: u64, run: u32, o: &mut ThreadOutcome| {
+        let mut reply = |seq: u64, run: u32, o: &mut UdpCounts| {
             let mut buf = vec![0u8; 40];
             Probe {
                 run,

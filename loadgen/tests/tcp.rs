@@ -5,7 +5,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 
-use common::{loadgen, loadgen_json, num, TestServer};
+use common::{assert_fails_with, loadgen, loadgen_json, num, TestServer};
 use protocols::{Protocol, Transport};
 
 #[test]
@@ -150,14 +150,7 @@ fn clear_errors_for_bad_input() {
         (&[], "choose a mode"),
     ];
     for (args, expected) in cases {
-        let out = loadgen(args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{args:?} should fail");
-        assert!(
-            stderr.contains(expected),
-            "{args:?}: expected '{expected}' in {stderr}"
-        );
-        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_fails_with(args, expected);
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{loadgen, loadgen_json, num, TestServer};
+use common::{assert_fails_with, loadgen, loadgen_json, num, TestServer};
 use protocols::{Protocol, Transport};
 
 #[test]
@@ -137,13 +137,7 @@ fn bad_udp_input_gets_clear_errors() {
         (&["--udp", "--duration", "0"], "above zero"),
     ];
     for (args, expected) in cases {
-        let out = loadgen(args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{args:?} should fail");
-        assert!(
-            stderr.contains(expected),
-            "{args:?}: expected '{expected}' in {stderr}"
-        );
+        assert_fails_with(args, expected);
     }
 }
 

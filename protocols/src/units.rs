@@ -1,14 +1,23 @@
 //! Parsing the units people type on every ringcore command line: sizes
-//! (`64K`, `1M`), durations (`500ms`, `5s`, `2m`) and rates (`20k`, `1M`).
+//! (`64K`, `1M`), durations (`500ms`, `5s`, `2m`), rates (`20k`, `1M`) and
+//! CPU lists (`0,2-3`).
 
 use std::time::Duration;
+
+/// Splits "12.5ms" into ("12.5", "ms"): the leading number (digits, and a
+/// dot when `fraction`) and the rest.
+fn split_number(text: &str, fraction: bool) -> (&str, &str) {
+    let t = text.trim();
+    let end = t
+        .find(|c: char| !(c.is_ascii_digit() || (fraction && c == '.')))
+        .unwrap_or(t.len());
+    t.split_at(end)
+}
 
 /// Parses a byte size: a plain number or one with a K/M/G suffix (powers of
 /// 1024; `KiB`, `KB` and `k` are read the same).
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, suffix) = t.split_at(split);
+    let (digits, suffix) = split_number(text, false);
     let value: u64 = digits
         .parse()
         .map_err(|_| format!("'{text}' is not a size (examples: 4096, 64K, 1M)"))?;
@@ -30,11 +39,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 
 /// Parses a duration: plain seconds (`5`, `0.5`) or a number with `ms`, `s`, `m` or `h`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, suffix) = t.split_at(split);
+    let (number, suffix) = split_number(text, true);
     let value: f64 = number
         .parse()
         .map_err(|_| format!("'{text}' is not a duration (examples: 5, 500ms, 10s, 2m)"))?;
@@ -55,11 +60,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Parses a rate per second: a plain number or one with a k/M/G suffix
 /// (powers of 1000, as rates are counted), e.g. `20k`, `1M`, `2.5M`.
 pub fn parse_rate(text: &str) -> Result<f64, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, suffix) = t.split_at(split);
+    let (number, suffix) = split_number(text, true);
     let value: f64 = number
         .parse()
         .map_err(|_| format!("'{text}' is not a rate (examples: 20000, 20k, 1M)"))?;
@@ -81,6 +82,29 @@ pub fn parse_rate(text: &str) -> Result<f64, String> {
     Ok(rate)
 }
 
+/// Parses a CPU list like `0,2-3` into `[0, 2, 3]`.
+pub fn parse_cpu_list(text: &str) -> Result<Vec<usize>, String> {
+    let mut cpus = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || format!("'{part}' in '{text}' is not a CPU or a range like 2-3");
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let a: usize = a.parse().map_err(|_| bad())?;
+                let b: usize = b.parse().map_err(|_| bad())?;
+                if a > b {
+                    return Err(bad());
+                }
+                cpus.extend(a..=b);
+            }
+            None => cpus.push(part.parse().map_err(|_| bad())?),
+        }
+    }
+    if cpus.is_empty() {
+        return Err(format!("'{text}' names no CPU"));
+    }
+    Ok(cpus)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +118,14 @@ mod tests {
         assert!(parse_size("12Q").unwrap_err().contains("suffix"));
         assert!(parse_size("lots").is_err());
         assert!(parse_size("99999999999999G").is_err());
+    }
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0,2-3"), Ok(vec![0, 2, 3]));
+        assert!(parse_cpu_list("3-1").is_err());
+        assert!(parse_cpu_list("x").is_err());
+        assert!(parse_cpu_list(",").is_err());
     }
 
     #[test]

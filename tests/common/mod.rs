@@ -239,36 +239,9 @@ pub fn run_failing(args: &[&str]) -> (i32, String) {
     )
 }
 
-/// A small deterministic generator (xorshift64*) for payloads and sizes.
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator seeded with `seed` (any value).
-    pub fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// A value in `lo..=hi`.
-    pub fn range(&mut self, lo: usize, hi: usize) -> usize {
-        lo + (self.next_u64() % (hi - lo + 1) as u64) as usize
-    }
-
-    /// Fills `buf` with random bytes.
-    pub fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            let bytes = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&bytes[..chunk.len()]);
-        }
-    }
-}
+/// Reproducible payloads and sizes: loadgen's own generator.
+#[allow(unused_imports)] // not every user of this module needs it
+pub use loadgen::rng::Rng;
 
 /// Connects with a bounded read/write timeout so a broken server fails the
 /// test instead of hanging it.

@@ -91,3 +91,15 @@ pub fn num(v: &serde_json::Value, path: &str) -> f64 {
         .as_f64()
         .unwrap_or_else(|| panic!("no number at {path} in {v}"))
 }
+
+/// Runs `loadgen ARGS` expecting a failure whose stderr names `expected`.
+pub fn assert_fails_with(args: &[&str], expected: &str) {
+    let out = loadgen(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} should fail");
+    assert!(
+        stderr.contains(expected),
+        "{args:?}: expected '{expected}' in {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+}
