@@ -273,10 +273,18 @@ impl<'a> Sender<'a> {
         });
         sleep_until(start, SPIN_NS);
         let mut last_release: Option<u64> = None;
+        let mut next_progress = start + 1_000_000_000;
         loop {
             let now = now_ns();
             if now >= end {
                 break;
+            }
+            if now >= next_progress && !self.o.rtt.is_empty() {
+                // The progress line shows the round-trip p99 so far.
+                self.live
+                    .p99_ns
+                    .fetch_max(self.o.rtt.value_at_quantile(0.99), Relaxed);
+                next_progress = now + 1_000_000_000;
             }
             let burst = match &pacer {
                 Some(p) => {
