@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Parser;
 use engine::{EngineConfig, Handler, ServiceConfig};
-use protocols::{Protocol, Transport};
+use protocols::bot::{BotConfig, Script};
+use protocols::{Options, Protocol, Transport};
 
 use protocols::units::{parse_cpu_list, parse_duration, parse_size};
 
@@ -16,7 +17,9 @@ const EXAMPLES: &str = "\
 Examples:
   ringcore
       the chapter's services on 127.0.0.1: tcp 65432 echo, udp 65432 echo,
-      tcp 12345 reverse, udp 8888 ok
+      tcp 12345 reverse, udp 8888 ok, and the support bot on tcp and udp 5555
+  ringcore --serve tcp:5555=bot --bot-script my-dialogue.toml
+      the support bot with another dialogue
   ringcore --serve tcp:7100=echo --serve udp:7100=echo --threads 2
       only these two services, on two workers
   ringcore --serve tcp:7200=reverse-lines --bind ::1 --cpus 1
@@ -24,7 +27,7 @@ Examples:
   ringcore --metrics 127.0.0.1:9100 --stats-interval 5
       Prometheus counters at http://127.0.0.1:9100/metrics, a summary every 5 s
 
-Protocols: echo (tcp, udp), reverse (tcp), reverse-lines (tcp), ok (udp).
+Protocols: echo (tcp, udp), reverse (tcp), reverse-lines (tcp), ok (udp), bot (tcp, udp).
 Sizes take K/M/G suffixes; durations take ms/s/m.";
 
 /// ringcore: a thread-per-core io_uring server for the classic socket protocols.
@@ -71,6 +74,22 @@ pub struct Cli {
     /// Most open TCP connections (default: what RLIMIT_NOFILE allows, up to 65536).
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
+
+    /// The support bot's dialogue, a TOML script (default: the built-in one).
+    #[arg(long, value_name = "FILE")]
+    pub bot_script: Option<std::path::PathBuf>,
+
+    /// A bot conversation silent this long ends (TCP: closed with a goodbye).
+    #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    pub bot_idle: Duration,
+
+    /// Most UDP bot conversations per worker socket; the least recently used is evicted.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    pub bot_sessions: usize,
+
+    /// Longest message the bot accepts.
+    #[arg(long, default_value = "4K", value_parser = parse_size, value_name = "BYTES")]
+    pub bot_line_limit: u64,
 
     /// Longest line the line-framed protocols accept.
     #[arg(long, default_value = "64K", value_parser = parse_size, value_name = "BYTES")]
@@ -138,6 +157,8 @@ pub fn default_services() -> Vec<ServeSpec> {
         (Transport::Udp, 65432, Protocol::Echo),
         (Transport::Tcp, 12345, Protocol::Reverse),
         (Transport::Udp, 8888, Protocol::Ok),
+        (Transport::Tcp, 5555, Protocol::Bot),
+        (Transport::Udp, 5555, Protocol::Bot),
     ]
     .into_iter()
     .map(|(transport, port, protocol)| ServeSpec {
@@ -172,6 +193,31 @@ impl Cli {
         })
     }
 
+    /// The protocols' options: line bounds and the bot's script, loaded and
+    /// checked now so a bad script stops start-up with the node named.
+    pub fn protocol_options(&self) -> anyhow::Result<Options> {
+        let script = match &self.bot_script {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the bot script {}", path.display()))?;
+                Script::parse(&text).with_context(|| format!("bot script {}", path.display()))?
+            }
+            None => Script::default_script(),
+        };
+        if self.bot_sessions == 0 {
+            bail!("--bot-sessions must be at least 1");
+        }
+        let bot = BotConfig {
+            script: Arc::new(script),
+            idle: self.bot_idle,
+            max_line: usize::try_from(self.bot_line_limit)
+                .context("--bot-line-limit is too large")?,
+            max_sessions: self.bot_sessions,
+        };
+        let line_limit = usize::try_from(self.line_limit).context("--line-limit is too large")?;
+        Ok(Options::new(line_limit, bot))
+    }
+
     /// Builds the engine configuration; `max_connections` is already settled.
     pub fn engine_config(
         &self,
@@ -183,10 +229,10 @@ impl Cli {
         } else {
             self.serve.clone()
         };
-        let line_limit = usize::try_from(self.line_limit).context("--line-limit is too large")?;
+        let options = self.protocol_options()?;
         let services = specs
             .iter()
-            .map(|spec| service(spec, self.bind, line_limit))
+            .map(|spec| service(spec, self.bind, &options))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let config = EngineConfig {
             services,
@@ -207,30 +253,22 @@ impl Cli {
     }
 }
 
-fn service(spec: &ServeSpec, bind: IpAddr, line_limit: usize) -> anyhow::Result<ServiceConfig> {
+fn service(spec: &ServeSpec, bind: IpAddr, options: &Options) -> anyhow::Result<ServiceConfig> {
     let protocol = spec.protocol;
+    let options = options.clone();
     let handler = match spec.transport {
-        Transport::Tcp => {
-            // Fail here, not per connection, if the protocol has no stream form.
+        // `ServeSpec` only pairs protocols with transports they serve, so the
+        // factories below always produce a session.
+        Transport::Tcp => Handler::Stream(Arc::new(move || {
             protocol
-                .stream_session(line_limit)
-                .with_context(|| format!("{protocol} is not a TCP protocol"))?;
-            Handler::Stream(Arc::new(move || {
-                protocol
-                    .stream_session(line_limit)
-                    .unwrap_or_else(|| Box::new(protocols::echo::EchoStream))
-            }))
-        }
-        Transport::Udp => {
+                .stream_session(&options)
+                .unwrap_or_else(|| Box::new(protocols::echo::EchoStream))
+        })),
+        Transport::Udp => Handler::Datagram(Arc::new(move || {
             protocol
-                .datagram_handler()
-                .with_context(|| format!("{protocol} is not a UDP protocol"))?;
-            Handler::Datagram(Arc::new(move || {
-                protocol
-                    .datagram_handler()
-                    .unwrap_or_else(|| Box::new(protocols::echo::EchoDatagram))
-            }))
-        }
+                .datagram_handler(&options)
+                .unwrap_or_else(|| Box::new(protocols::echo::EchoDatagram))
+        })),
     };
     Ok(ServiceConfig {
         addr: SocketAddr::new(bind, spec.port),

@@ -52,7 +52,9 @@ fn the_chapters_clients_work_unchanged_against_the_defaults() {
             "tcp 65432 echo",
             "udp 65432 echo",
             "tcp 12345 reverse",
-            "udp 8888 ok"
+            "udp 8888 ok",
+            "tcp 5555 bot",
+            "udp 5555 bot"
         ]
     );
 

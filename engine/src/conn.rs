@@ -1,6 +1,7 @@
 //! One TCP connection's state as the worker sees it.
 
 use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
 
 use protocols::StreamSession;
 
@@ -49,12 +50,18 @@ pub struct Conn {
     pub drain_budget: Option<usize>,
     /// An error ended the connection; close once the kernel is done with it.
     pub failed: bool,
+    /// The protocol's idle timeout, asked once at accept.
+    pub idle_timeout: Option<Duration>,
+    /// When data last arrived (or the connection was accepted).
+    pub last_active: Instant,
 }
 
 impl Conn {
     /// A fresh connection on `fd` speaking through `session`.
-    pub fn new(fd: OwnedFd, session: Box<dyn StreamSession>) -> Self {
+    pub fn new(fd: OwnedFd, session: Box<dyn StreamSession>, now: Instant) -> Self {
         Self {
+            idle_timeout: session.idle_timeout(),
+            last_active: now,
             fd,
             session,
             pending: Vec::new(),
@@ -129,7 +136,7 @@ mod tests {
 
     fn conn() -> Conn {
         let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
-        Conn::new(OwnedFd::from(a), Box::new(EchoStream))
+        Conn::new(OwnedFd::from(a), Box::new(EchoStream), Instant::now())
     }
 
     #[test]

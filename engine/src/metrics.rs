@@ -11,14 +11,22 @@ use std::time::Duration;
 
 use crate::stats::{StatsSnapshot, WorkerStats};
 
+/// Figures that go up and down.
+const GAUGES: &[&str] = &["sessions_open"];
+
 /// Renders every counter per worker (`worker="N"`) and in total (no label).
 pub fn render(stats: &[Arc<WorkerStats>]) -> String {
     let snapshots: Vec<StatsSnapshot> = stats.iter().map(|s| s.snapshot()).collect();
     let total = StatsSnapshot::total(&snapshots);
     let mut out = String::new();
     for (i, (name, help, value)) in total.fields().into_iter().enumerate() {
+        let kind = if GAUGES.contains(&name) {
+            "gauge"
+        } else {
+            "counter"
+        };
         let _ = writeln!(out, "# HELP ringcore_{name} {help}");
-        let _ = writeln!(out, "# TYPE ringcore_{name} counter");
+        let _ = writeln!(out, "# TYPE ringcore_{name} {kind}");
         for (w, snap) in snapshots.iter().enumerate() {
             let _ = writeln!(
                 out,

@@ -23,6 +23,12 @@ impl Counter {
         self.add(1);
     }
 
+    /// Replaces the value (for figures the worker reads from elsewhere).
+    #[inline]
+    pub fn set(&self, n: u64) {
+        self.0.store(n, Relaxed);
+    }
+
     /// The current value.
     pub fn get(&self) -> u64 {
         self.0.load(Relaxed)
@@ -101,6 +107,14 @@ counters! {
     backpressure_pauses,
     /// Multishot operations re-armed after ending (ENOBUFS and the like).
     multishot_rearms,
+    /// Connections closed after staying silent past their protocol's idle timeout.
+    idle_timeouts,
+    /// UDP sessions (per-peer conversations) held now.
+    sessions_open,
+    /// UDP sessions dropped to keep the session table within its bound.
+    sessions_evicted,
+    /// UDP sessions that ended because their peer went silent.
+    sessions_expired,
     /// io_uring_enter system calls.
     io_uring_enter_calls,
     /// Submission queue entries handed to the kernel.

@@ -31,6 +31,8 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// How long a connection whose replies are complete waits for the peer to
 /// close before closing anyway.
 const LINGER: Duration = Duration::from_secs(2);
+/// How often connections with an idle timeout are checked.
+const IDLE_SWEEP: Duration = Duration::from_millis(100);
 
 /// The settings a worker needs, already divided per worker.
 #[derive(Debug, Clone)]
@@ -116,6 +118,12 @@ pub struct Worker {
     scratch: Vec<u8>,
     accept_retry_at: Option<Instant>,
     drain_deadline: Option<Instant>,
+    /// The time this batch of completions is handled at.
+    now: Instant,
+    /// Open connections whose protocol has an idle timeout.
+    idle_watched: usize,
+    /// When to check idle connections next (only while some are watched).
+    next_idle_sweep: Option<Instant>,
     /// Lingering connections by deadline (all get the same linger time, so
     /// arrival order is deadline order).
     lingering: VecDeque<(Instant, u32, u32)>,
@@ -192,6 +200,9 @@ impl Worker {
             scratch: vec![0; 64 * 1024],
             accept_retry_at: None,
             drain_deadline: None,
+            now: Instant::now(),
+            idle_watched: 0,
+            next_idle_sweep: None,
             lingering: VecDeque::new(),
             settings,
         };
@@ -207,6 +218,7 @@ impl Worker {
         self.update_accepting();
         loop {
             self.enter()?;
+            self.now = Instant::now();
             let mut cqes = std::mem::take(&mut self.cqes);
             cqes.extend(self.ring.completion());
             self.stats.cqes_reaped.add(cqes.len() as u64);
@@ -280,14 +292,19 @@ impl Worker {
     fn timeout(&self) -> Option<Duration> {
         let now = Instant::now();
         let linger = self.lingering.front().map(|(at, _, _)| *at);
-        [self.accept_retry_at, self.drain_deadline, linger]
-            .into_iter()
-            .flatten()
-            .min()
-            .map(|t| {
-                t.saturating_duration_since(now)
-                    .max(Duration::from_millis(1))
-            })
+        [
+            self.accept_retry_at,
+            self.drain_deadline,
+            linger,
+            self.next_idle_sweep,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|t| {
+            t.saturating_duration_since(now)
+                .max(Duration::from_millis(1))
+        })
     }
 
     fn arm_wake(&mut self) {
@@ -388,8 +405,15 @@ impl Worker {
         }
         self.stats.connections_accepted.inc();
         let session = (self.listeners[listener].service.factory)();
-        let (index, generation) = self.conns.insert(Conn::new(fd, session));
-        self.arm_recv(index, generation);
+        let mut conn = Conn::new(fd, session, self.now);
+        // A protocol that speaks first (the bot's greeting) does it now.
+        conn.session.on_open(&mut conn.pending);
+        if conn.idle_timeout.is_some() {
+            self.idle_watched += 1;
+            self.next_idle_sweep.get_or_insert(self.now + IDLE_SWEEP);
+        }
+        let (index, generation) = self.conns.insert(conn);
+        self.progress(index, generation);
     }
 
     fn on_recv(&mut self, token: Token, res: i32, flags: u32) {
@@ -408,6 +432,7 @@ impl Worker {
             n if n > 0 => {
                 if let Some(bid) = buffer {
                     let data = self.tcp_bufs.filled(bid, n as usize);
+                    conn.last_active = self.now;
                     if conn.read_done || conn.failed {
                         self.stats.bytes_discarded.add(data.len() as u64);
                     } else {
@@ -521,6 +546,9 @@ impl Worker {
                 if conn.quiescent()
                     && (conn.failed || (conn.peer_closed && conn.all_answered())) =>
             {
+                if conn.idle_timeout.is_some() {
+                    self.idle_watched -= 1;
+                }
                 self.conns.remove(index);
                 self.stats.connections_closed.inc();
             }
@@ -551,13 +579,15 @@ impl Worker {
             if let Some(peer) = peer {
                 let mut segments = 0u64;
                 if received.payload.is_empty() {
-                    socket.handler.on_datagram(peer, &[], &mut self.replies);
+                    socket
+                        .handler
+                        .on_datagram(self.now, peer, &[], &mut self.replies);
                     segments = 1;
                 }
                 for datagram in received.payload.chunks(received.segment.max(1)) {
                     socket
                         .handler
-                        .on_datagram(peer, datagram, &mut self.replies);
+                        .on_datagram(self.now, peer, datagram, &mut self.replies);
                     segments += 1;
                 }
                 self.stats.datagrams_in.add(segments);
@@ -575,6 +605,43 @@ impl Worker {
             self.send_replies(i, peer);
         }
         self.replies.clear();
+        self.publish_sessions();
+    }
+
+    /// Copies the session tables' state (summed over this worker's UDP
+    /// sockets) into the counters.
+    fn publish_sessions(&self) {
+        let mut total = protocols::SessionStats::default();
+        for socket in &self.udp {
+            let s = socket.handler.sessions();
+            total.open += s.open;
+            total.evicted += s.evicted;
+            total.expired += s.expired;
+        }
+        self.stats.sessions_open.set(total.open);
+        self.stats.sessions_evicted.set(total.evicted);
+        self.stats.sessions_expired.set(total.expired);
+    }
+
+    /// Ends connections silent past their protocol's idle timeout.
+    fn sweep_idle(&mut self) {
+        let now = self.now;
+        for (index, generation) in self.conns.keys() {
+            let Some(conn) = self.conns.get_mut(index, generation) else {
+                continue;
+            };
+            let Some(limit) = conn.idle_timeout else {
+                continue;
+            };
+            if conn.read_done || conn.failed || now.duration_since(conn.last_active) < limit {
+                continue;
+            }
+            if conn.session.on_idle(&mut conn.pending) == Next::Close {
+                conn.read_done = true;
+                self.stats.idle_timeouts.inc();
+                self.progress(index, generation);
+            }
+        }
     }
 
     /// Sends `self.replies` to `peer`, equal-sized runs as GSO trains.
@@ -632,6 +699,10 @@ impl Worker {
 
     fn after_batch(&mut self) {
         let now = Instant::now();
+        if self.next_idle_sweep.is_some_and(|at| now >= at) {
+            self.sweep_idle();
+            self.next_idle_sweep = (self.idle_watched > 0).then(|| now + IDLE_SWEEP);
+        }
         while let Some(&(at, index, generation)) = self.lingering.front() {
             if at > now {
                 break;

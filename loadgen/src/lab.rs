@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use engine::{Engine, EngineConfig, Handler, ServiceConfig};
-use protocols::Protocol;
 use serde::Serialize;
 
 use crate::report::{run_udp, UdpReport};
@@ -366,9 +365,7 @@ impl ServerInNamespace {
                         addr,
                         protocol: "echo".into(),
                         handler: Handler::Datagram(Arc::new(|| {
-                            Protocol::Echo
-                                .datagram_handler()
-                                .unwrap_or_else(|| Box::new(protocols::echo::EchoDatagram))
+                            Box::new(protocols::echo::EchoDatagram)
                         })),
                     }],
                     cpus: vec![0],

@@ -1,6 +1,7 @@
 //! The interface every datagram (UDP) protocol implements.
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
 /// Reply datagrams produced while handling input, stored back to back in one
 /// buffer so that handling a packet allocates nothing once the buffer is warm.
@@ -53,14 +54,31 @@ impl Replies {
     }
 }
 
+/// The state of a handler's per-peer session table, for the counters.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SessionStats {
+    /// Sessions held now.
+    pub open: u64,
+    /// Sessions dropped to keep the table within its bound.
+    pub evicted: u64,
+    /// Sessions that ended because their peer went silent.
+    pub expired: u64,
+}
+
 /// A datagram service: one value per socket, owned by the worker that reads it.
 ///
 /// Stateful protocols keep their per-peer sessions inside the handler; the
 /// kernel's SO_REUSEPORT hash sends a peer's datagrams to one worker, so a
 /// peer's session stays with one handler.
 pub trait DatagramHandler {
-    /// Handles one datagram from `peer`, pushing zero or more replies to it.
-    fn on_datagram(&mut self, peer: SocketAddr, input: &[u8], replies: &mut Replies);
+    /// Handles one datagram from `peer` received at `now`, pushing zero or
+    /// more replies to it.
+    fn on_datagram(&mut self, now: Instant, peer: SocketAddr, input: &[u8], replies: &mut Replies);
+
+    /// The session table's state; stateless protocols keep the default.
+    fn sessions(&self) -> SessionStats {
+        SessionStats::default()
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Echo (RFC 862): every byte goes back unchanged, over TCP and UDP.
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use crate::{DatagramHandler, Next, Replies, StreamSession};
 
@@ -20,7 +21,13 @@ impl StreamSession for EchoStream {
 pub struct EchoDatagram;
 
 impl DatagramHandler for EchoDatagram {
-    fn on_datagram(&mut self, _peer: SocketAddr, input: &[u8], replies: &mut Replies) {
+    fn on_datagram(
+        &mut self,
+        _now: Instant,
+        _peer: SocketAddr,
+        input: &[u8],
+        replies: &mut Replies,
+    ) {
         replies.push(&[input]);
     }
 }
@@ -46,8 +53,8 @@ mod tests {
     fn datagram_echo_answers_even_the_empty_datagram() {
         let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let mut replies = Replies::new();
-        EchoDatagram.on_datagram(peer, b"", &mut replies);
-        EchoDatagram.on_datagram(peer, b"hi", &mut replies);
+        EchoDatagram.on_datagram(Instant::now(), peer, b"", &mut replies);
+        EchoDatagram.on_datagram(Instant::now(), peer, b"hi", &mut replies);
         assert_eq!(
             replies.iter().collect::<Vec<_>>(),
             vec![&b""[..], &b"hi"[..]]

@@ -6,6 +6,7 @@
 //! engine, the baseline servers and the load generator's verifier all share this
 //! code, and every protocol is tested here with plain byte slices.
 
+pub mod bot;
 pub mod datagram;
 pub mod echo;
 pub mod ok;
@@ -15,6 +16,6 @@ pub mod reverse;
 pub mod stream;
 pub mod units;
 
-pub use datagram::{DatagramHandler, Replies};
-pub use registry::{Protocol, Transport, UnknownProtocol};
+pub use datagram::{DatagramHandler, Replies, SessionStats};
+pub use registry::{Options, Protocol, Transport, UnknownProtocol};
 pub use stream::{Next, StreamSession};

@@ -3,6 +3,7 @@
 //! server; it gets a bare `OK...`.
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use crate::{DatagramHandler, Replies};
 
@@ -14,7 +15,13 @@ pub const OK_PREFIX: &[u8] = b"OK...";
 pub struct OkDatagram;
 
 impl DatagramHandler for OkDatagram {
-    fn on_datagram(&mut self, _peer: SocketAddr, input: &[u8], replies: &mut Replies) {
+    fn on_datagram(
+        &mut self,
+        _now: Instant,
+        _peer: SocketAddr,
+        input: &[u8],
+        replies: &mut Replies,
+    ) {
         replies.push(&[OK_PREFIX, input]);
     }
 }
@@ -27,8 +34,8 @@ mod tests {
     fn replies_ok_prefix_and_payload() {
         let peer: SocketAddr = "[::1]:9".parse().unwrap();
         let mut replies = Replies::new();
-        OkDatagram.on_datagram(peer, b"hello", &mut replies);
-        OkDatagram.on_datagram(peer, b"", &mut replies);
+        OkDatagram.on_datagram(Instant::now(), peer, b"hello", &mut replies);
+        OkDatagram.on_datagram(Instant::now(), peer, b"", &mut replies);
         assert_eq!(replies.get(0), Some(&b"OK...hello"[..]));
         assert_eq!(replies.get(1), Some(&b"OK..."[..]));
     }

@@ -2,6 +2,10 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::bot::{BotConfig, BotDatagram, BotStream, Script};
 
 use crate::echo::{EchoDatagram, EchoStream};
 use crate::ok::OkDatagram;
@@ -48,6 +52,39 @@ pub enum Protocol {
     ReverseLines,
     /// The chapter's UDP server: `OK...` + the datagram (UDP).
     Ok,
+    /// The ISP customer-support bot (TCP and UDP).
+    Bot,
+}
+
+/// What protocols need beyond their name: limits and the bot's script.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Longest line the line-framed protocols accept.
+    pub max_line: usize,
+    /// The bot's script and limits.
+    pub bot: Arc<BotConfig>,
+    /// Counts bot conversations so that their ticket numbers differ.
+    conversations: Arc<AtomicU64>,
+}
+
+impl Options {
+    /// Options with the given line bound and bot configuration.
+    pub fn new(max_line: usize, bot: BotConfig) -> Self {
+        Self {
+            max_line,
+            bot: Arc::new(bot),
+            conversations: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self::new(
+            crate::reverse::DEFAULT_MAX_LINE,
+            BotConfig::with_script(Arc::new(Script::default_script())),
+        )
+    }
 }
 
 /// A protocol name that is not one of ours.
@@ -57,7 +94,7 @@ pub struct UnknownProtocol(pub String);
 
 impl Protocol {
     /// Every protocol name, in the order `--help` lists them.
-    pub const NAMES: &'static [&'static str] = &["echo", "reverse", "reverse-lines", "ok"];
+    pub const NAMES: &'static [&'static str] = &["echo", "reverse", "reverse-lines", "ok", "bot"];
 
     /// The name the command line uses.
     pub fn name(self) -> &'static str {
@@ -66,34 +103,39 @@ impl Protocol {
             Protocol::Reverse => "reverse",
             Protocol::ReverseLines => "reverse-lines",
             Protocol::Ok => "ok",
+            Protocol::Bot => "bot",
         }
     }
 
     /// Whether this protocol can be served over `transport`.
     pub fn serves(self, transport: Transport) -> bool {
         match self {
-            Protocol::Echo => true,
+            Protocol::Echo | Protocol::Bot => true,
             Protocol::Reverse | Protocol::ReverseLines => transport == Transport::Tcp,
             Protocol::Ok => transport == Transport::Udp,
         }
     }
 
     /// A new session for one TCP connection, if this is a stream protocol.
-    /// `max_line` bounds line-framed protocols.
-    pub fn stream_session(self, max_line: usize) -> Option<Box<dyn StreamSession>> {
+    pub fn stream_session(self, options: &Options) -> Option<Box<dyn StreamSession>> {
         match self {
             Protocol::Echo => Some(Box::new(EchoStream)),
             Protocol::Reverse => Some(Box::new(ReverseChunks)),
-            Protocol::ReverseLines => Some(Box::new(ReverseLines::new(max_line))),
+            Protocol::ReverseLines => Some(Box::new(ReverseLines::new(options.max_line))),
+            Protocol::Bot => {
+                let seed = options.conversations.fetch_add(1, Ordering::Relaxed);
+                Some(Box::new(BotStream::new(options.bot.clone(), seed)))
+            }
             Protocol::Ok => None,
         }
     }
 
     /// A new handler for one UDP socket, if this is a datagram protocol.
-    pub fn datagram_handler(self) -> Option<Box<dyn DatagramHandler>> {
+    pub fn datagram_handler(self, options: &Options) -> Option<Box<dyn DatagramHandler>> {
         match self {
             Protocol::Echo => Some(Box::new(EchoDatagram)),
             Protocol::Ok => Some(Box::new(OkDatagram)),
+            Protocol::Bot => Some(Box::new(BotDatagram::new(options.bot.clone()))),
             Protocol::Reverse | Protocol::ReverseLines => None,
         }
     }
@@ -113,6 +155,7 @@ impl FromStr for Protocol {
             "reverse" => Ok(Protocol::Reverse),
             "reverse-lines" => Ok(Protocol::ReverseLines),
             "ok" => Ok(Protocol::Ok),
+            "bot" => Ok(Protocol::Bot),
             other => Err(UnknownProtocol(other.to_string())),
         }
     }
@@ -127,8 +170,15 @@ mod tests {
         for name in Protocol::NAMES {
             let p: Protocol = name.parse().unwrap();
             assert_eq!(p.name(), *name);
-            assert_eq!(p.serves(Transport::Tcp), p.stream_session(16).is_some());
-            assert_eq!(p.serves(Transport::Udp), p.datagram_handler().is_some());
+            let options = Options::default();
+            assert_eq!(
+                p.serves(Transport::Tcp),
+                p.stream_session(&options).is_some()
+            );
+            assert_eq!(
+                p.serves(Transport::Udp),
+                p.datagram_handler(&options).is_some()
+            );
         }
         let err = "gopher".parse::<Protocol>().unwrap_err().to_string();
         assert!(

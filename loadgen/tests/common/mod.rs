@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 
 use engine::{Engine, EngineConfig, Handler, ServiceConfig};
-use protocols::{Protocol, Transport};
+use protocols::{Options, Protocol, Transport};
 
 /// A ringcore engine serving on 127.0.0.1 ephemeral ports; stopped on drop.
 pub struct TestServer {
@@ -23,12 +23,12 @@ impl TestServer {
                 addr: "127.0.0.1:0".parse().unwrap(),
                 protocol: protocol.name().to_string(),
                 handler: match transport {
-                    Transport::Tcp => {
-                        Handler::Stream(Arc::new(move || protocol.stream_session(1 << 20).unwrap()))
-                    }
-                    Transport::Udp => {
-                        Handler::Datagram(Arc::new(move || protocol.datagram_handler().unwrap()))
-                    }
+                    Transport::Tcp => Handler::Stream(Arc::new(move || {
+                        protocol.stream_session(&Options::default()).unwrap()
+                    })),
+                    Transport::Udp => Handler::Datagram(Arc::new(move || {
+                        protocol.datagram_handler(&Options::default()).unwrap()
+                    })),
                 },
             })
             .collect();

@@ -1,0 +1,200 @@
+//! The bot through plain strings and bytes: dialogues, commands, bad input,
+//! and the UDP session table's bounds.
+
+use super::*;
+
+fn config() -> Arc<BotConfig> {
+    Arc::new(BotConfig::with_script(Arc::new(Script::default_script())))
+}
+
+/// Plays `answers` and returns everything the bot said, opening included.
+fn talk(answers: &[&str]) -> (String, Next) {
+    let mut c = Conversation::new(config().script.clone(), 7);
+    let mut out = String::new();
+    c.open(&mut out);
+    let mut next = Next::Continue;
+    for a in answers {
+        next = c.answer(a, &mut out);
+    }
+    (out, next)
+}
+
+#[test]
+fn a_no_connection_diagnosis_is_fixed_by_a_restart() {
+    let (out, next) = talk(&["1", "Yes", "yeah", "y"]);
+    assert_eq!(next, Next::Close);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("Hello! I'm Rita"));
+    assert_eq!(lines[1], "What kind of problem are you having?");
+    assert_eq!(lines[2], "  1) No connection at all");
+    assert_eq!(lines[8], "Are the lights on your router on? (yes/no)");
+    assert_eq!(
+        lines[9],
+        "Is the light marked Internet (or WAN) green? (yes/no)"
+    );
+    assert!(lines[10].starts_with("Please restart the router"));
+    assert_eq!(
+        &lines[11..],
+        [
+            "Great, it works again!",
+            "Summary of what we checked:",
+            "  - router has power: yes",
+            "  - internet light green: yes",
+            "  - browsing after a router restart: yes",
+            "Goodbye! Thanks for contacting us.",
+        ]
+    );
+}
+
+#[test]
+fn an_unsolved_problem_gets_a_ticket() {
+    let (out, next) = talk(&["2", "yes", "YES", "nope"]);
+    assert_eq!(next, Next::Close);
+    assert!(out.contains("I have opened a ticket for our technicians to measure it."));
+    let ticket = out
+        .lines()
+        .find(|l| l.starts_with("Your ticket number is RC-"))
+        .expect("a ticket");
+    assert_eq!(ticket.len(), "Your ticket number is RC-123456.".len());
+    assert!(out.contains("  - speed after a router restart: no"));
+}
+
+#[test]
+fn commands_and_unclear_answers_never_dead_end() {
+    let (out, next) = talk(&[
+        "maybe", "9", "help", "1", "back", "restart", "6", "first", "1", "yes",
+    ]);
+    assert_eq!(next, Next::Close);
+    assert!(out.contains("Sorry, I did not understand \"maybe\". Please answer with a number from 1 to 6 (or type help)."));
+    assert!(out.contains("Sorry, I did not understand \"9\"."));
+    assert!(out.contains(HELP));
+    assert!(out.contains("Let's start over."));
+    // "first" is not a label: re-asked with the choices; "1" picks the bill.
+    assert!(out.contains("Sorry, I did not understand \"first\"."));
+    assert!(out.contains("Glad I could help."));
+    let (out, next) = talk(&["back", "1", "perhaps", "quit"]);
+    assert!(out.contains("We are at the first question already."));
+    assert!(out.contains("Please answer yes or no (or type help)."));
+    assert_eq!(next, Next::Close);
+    // Choices by label work too.
+    let (out, _) = talk(&["the connection is slow", "no", "no", "no"]);
+    assert!(out.contains("Your ticket number is RC-"));
+}
+
+#[test]
+fn tcp_framing_handles_crlf_garbage_and_long_lines() {
+    let mut s = BotStream::new(config(), 1);
+    let mut out = Vec::new();
+    s.on_open(&mut out);
+    assert!(String::from_utf8_lossy(&out).starts_with("Hello! I'm Rita"));
+    out.clear();
+    // Split across chunks, CRLF, invalid UTF-8, control characters, an empty line.
+    for chunk in [
+        &b"\xff\xfe\r\n"[..],
+        b"\x01\x02\x03\n",
+        b"\r\n",
+        b"1",
+        b"\r\n",
+    ] {
+        assert_eq!(s.on_bytes(chunk, &mut out), Next::Continue);
+    }
+    let text = String::from_utf8(out.clone()).unwrap();
+    assert!(text.starts_with("error: please send text encoded as UTF-8\nerror: control characters are not allowed\nSorry, I did not understand \"\""));
+    assert!(text.ends_with("Are the lights on your router on? (yes/no)\n"));
+    out.clear();
+    assert_eq!(s.on_bytes(&vec![b'a'; 5000], &mut out), Next::Close);
+    assert_eq!(out, b"error: line longer than 4096 bytes; goodbye\n");
+    let mut out = Vec::new();
+    assert_eq!(s.on_idle(&mut out), Next::Close);
+    assert!(String::from_utf8_lossy(&out).contains("without a message. Goodbye!"));
+}
+
+fn peer(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn say(bot: &mut BotDatagram, now: Instant, port: u16, text: &str) -> String {
+    let mut replies = Replies::new();
+    bot.on_datagram(now, peer(port), text.as_bytes(), &mut replies);
+    replies
+        .iter()
+        .map(|r| String::from_utf8_lossy(r).into_owned())
+        .collect()
+}
+
+#[test]
+fn udp_sessions_are_per_peer_and_bounded() {
+    let mut bot = BotDatagram::new(Arc::new(BotConfig {
+        max_sessions: 3,
+        ..(*config()).clone()
+    }));
+    let t0 = Instant::now();
+    for port in 1..=3 {
+        assert!(say(&mut bot, t0, port, "hi").starts_with("Hello! I'm Rita"));
+    }
+    // Peers keep their own place.
+    assert!(say(&mut bot, t0, 1, "1").contains("router on?"));
+    assert!(say(&mut bot, t0, 2, "4").contains("network's name"));
+    // A fourth peer evicts the least recently used (3).
+    say(&mut bot, t0, 4, "hi");
+    assert_eq!(
+        bot.sessions(),
+        SessionStats {
+            open: 3,
+            evicted: 1,
+            expired: 0
+        }
+    );
+    // Peer 3 starts over, and so evicts the next least recently used (1).
+    assert!(
+        say(&mut bot, t0, 3, "1").starts_with("Hello! I'm Rita"),
+        "peer 3 starts over"
+    );
+    assert_eq!(
+        bot.sessions(),
+        SessionStats {
+            open: 3,
+            evicted: 2,
+            expired: 0
+        }
+    );
+    // A finished conversation leaves the table.
+    assert!(say(&mut bot, t0, 2, "quit").starts_with("Goodbye!"));
+    assert_eq!(bot.sessions().open, 2);
+    // Silence past the idle time: the peer starts fresh and is told so.
+    let later = t0 + Duration::from_secs(301);
+    let reply = say(&mut bot, later, 4, "yes");
+    assert!(
+        reply.starts_with(
+            "Your previous chat ended after 5.0 minutes of silence; let's start over.\nHello!"
+        ),
+        "{reply}"
+    );
+    assert_eq!(
+        bot.sessions(),
+        SessionStats {
+            open: 2,
+            evicted: 2,
+            expired: 1
+        }
+    );
+}
+
+#[test]
+fn udp_replies_fit_in_datagrams() {
+    let mut bot = BotDatagram::new(config());
+    let mut replies = Replies::new();
+    bot.on_datagram(Instant::now(), peer(9), b"hello\n", &mut replies);
+    assert!(replies.iter().all(|r| r.len() <= MAX_REPLY_DATAGRAM));
+    let text: Vec<u8> = replies.iter().flatten().copied().collect();
+    assert!(String::from_utf8(text)
+        .unwrap()
+        .ends_with("  6) A billing question or an outage\n"));
+    let mut long = BotDatagram::new(config());
+    let mut replies = Replies::new();
+    long.on_datagram(Instant::now(), peer(9), &vec![b'x'; 5000], &mut replies);
+    assert_eq!(
+        replies.get(0),
+        Some(&b"error: message longer than 4096 bytes\n"[..])
+    );
+}
