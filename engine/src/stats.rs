@@ -95,8 +95,10 @@ counters! {
     gso_sends,
     /// UDP receives that carried more than one datagram (GRO).
     gro_receives,
-    /// UDP replies dropped because every send slot was busy.
+        /// UDP replies the kernel refused (a full socket buffer, an unreachable peer).
     udp_replies_dropped,
+    /// UDP replies sent synchronously because every io_uring send slot was in flight.
+    udp_direct_sends,
     /// UDP datagrams larger than a receive buffer, answered truncated.
     udp_truncated,
     /// Connections ended by an error (reset, broken pipe).

@@ -106,6 +106,8 @@ pub struct Worker {
     #[allow(clippy::vec_box)]
     send_slots: Vec<Box<SendSlot>>,
     free_send_slots: Vec<u32>,
+    /// Builds the replies sent synchronously when every slot is busy.
+    overflow_slot: Box<SendSlot>,
     wake_fd: OwnedFd,
     wake_buf: Box<u64>,
     /// SQEs that did not fit the submission queue, in order.
@@ -190,6 +192,7 @@ impl Worker {
             conns: Slab::default(),
             send_slots: (0..slots).map(|_| SendSlot::new()).collect(),
             free_send_slots: (0..slots as u32).rev().collect(),
+            overflow_slot: SendSlot::new(),
             wake_fd,
             wake_buf: Box::new(0),
             backlog: VecDeque::new(),
@@ -651,17 +654,15 @@ impl Worker {
         udp::plan_sends(&self.reply_lens, self.udp[i].gso, &mut self.send_plan);
         for p in 0..self.send_plan.len() {
             let (first, count, size) = self.send_plan[p];
+            let gso = (count > 1).then_some(size as u16);
             let Some(slot_index) = self.free_send_slots.pop() else {
-                self.stats.udp_replies_dropped.add(count as u64);
+                // Every slot is in flight (a burst): send this one right away
+                // rather than drop it.
+                self.send_now(i, peer, first, count, gso);
                 continue;
             };
             let slot = &mut self.send_slots[slot_index as usize];
-            slot.payload.clear();
-            for reply in (first..first + count).filter_map(|r| self.replies.get(r)) {
-                slot.payload.extend_from_slice(reply);
-            }
-            slot.segments = count as u32;
-            let gso = (count > 1).then_some(size as u16);
+            fill_slot(slot, &self.replies, first, count);
             let msg = slot.prepare(peer, gso);
             let entry = opcode::SendMsg::new(types::Fd(self.udp[i].fd.as_raw_fd()), msg)
                 .build()
@@ -669,6 +670,30 @@ impl Worker {
             // SAFETY (for `push`): the slot is boxed and stays off the free list
             // (so unchanged) until this send completes.
             self.push(entry);
+        }
+    }
+
+    /// A synchronous, non-blocking sendmsg for when every send slot is busy.
+    fn send_now(
+        &mut self,
+        i: usize,
+        peer: std::net::SocketAddr,
+        first: usize,
+        count: usize,
+        gso: Option<u16>,
+    ) {
+        let slot = &mut self.overflow_slot;
+        fill_slot(slot, &self.replies, first, count);
+        let msg = slot.prepare(peer, gso);
+        // SAFETY: `msg` points into `overflow_slot`, alive for the whole call;
+        // the kernel is done with it when sendmsg returns.
+        let sent = unsafe { libc::sendmsg(self.udp[i].fd.as_raw_fd(), msg, libc::MSG_DONTWAIT) };
+        self.stats.udp_direct_sends.inc();
+        if sent >= 0 {
+            self.stats.datagrams_out.add(count as u64);
+            self.stats.bytes_out.add(sent as u64);
+        } else {
+            self.stats.udp_replies_dropped.add(count as u64);
         }
     }
 
@@ -781,6 +806,15 @@ impl Worker {
         }
         flushed
     }
+}
+
+/// Copies replies `first..first + count` into `slot`'s payload.
+fn fill_slot(slot: &mut SendSlot, replies: &Replies, first: usize, count: usize) {
+    slot.payload.clear();
+    for reply in (first..first + count).filter_map(|r| replies.get(r)) {
+        slot.payload.extend_from_slice(reply);
+    }
+    slot.segments = count as u32;
 }
 
 /// At shutdown, reads (without waiting) what the kernel had queued for the

@@ -1,0 +1,370 @@
+//! The support bot through real sockets: whole diagnoses over TCP and UDP,
+//! hundreds of concurrent conversations, garbage, idle timeouts, the UDP
+//! session table's bound, and a bad script.
+//!
+//! Every reply is checked against the same `Conversation` state machine run
+//! here as an oracle; only ticket digits may differ (the server seeds them).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{connect, run_failing, Server, PATIENCE};
+use protocols::bot::{Conversation, Script};
+
+/// Three paths through the built-in script, each to its own diagnosis.
+const PATHS: &[(&[&str], &str)] = &[
+    (&["1", "yes", "yes", "yes"], "Great, it works again!"),
+    (
+        &["2", "yes", "yes", "no"],
+        "I have opened a ticket for our technicians to measure it.",
+    ),
+    (&["6", "1", "yes"], "Glad I could help."),
+    (&["4", "no", "no"], "Your router's Wi-Fi may be faulty."),
+    (
+        &["5", "yes", "no"],
+        "Then the website itself is having trouble",
+    ),
+    (
+        &["3", "yes", "no"],
+        "The drops need a closer look at your line.",
+    ),
+];
+
+/// Replaces ticket digits so transcripts compare across seeds.
+fn mask(text: &str) -> String {
+    match text.find("RC-") {
+        Some(at) if text.len() >= at + 9 => {
+            format!("{}RC-######{}", &text[..at], mask(&text[at + 9..]))
+        }
+        _ => text.to_string(),
+    }
+}
+
+/// The oracle: what the bot must say to open, then after each answer.
+fn expected_turns(answers: &[&str]) -> Vec<String> {
+    let mut model = Conversation::new(Arc::new(Script::default_script()), 0);
+    let mut turns = vec![String::new()];
+    model.open(&mut turns[0]);
+    for a in answers {
+        let mut out = String::new();
+        model.answer(a, &mut out);
+        turns.push(out);
+    }
+    turns
+}
+
+struct TcpChat {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl TcpChat {
+    fn open(addr: SocketAddr) -> Self {
+        let s = connect(addr);
+        Self {
+            writer: s.try_clone().unwrap(),
+            reader: BufReader::new(s),
+        }
+    }
+
+    fn send(&mut self, line: &[u8]) {
+        self.writer.write_all(line).unwrap();
+        self.writer.write_all(b"\n").unwrap();
+    }
+
+    /// Reads exactly as many bytes as `expected` holds.
+    fn read_like(&mut self, expected: &str) -> String {
+        let mut buf = vec![0u8; expected.len()];
+        self.reader.read_exact(&mut buf).unwrap();
+        String::from_utf8(buf).unwrap()
+    }
+
+    fn read_line(&mut self) -> String {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap();
+        line
+    }
+
+    fn rest(&mut self) -> String {
+        let mut rest = String::new();
+        self.reader.read_to_string(&mut rest).unwrap();
+        rest
+    }
+}
+
+struct UdpChat {
+    socket: UdpSocket,
+    to: SocketAddr,
+}
+
+impl UdpChat {
+    fn open(to: SocketAddr) -> Self {
+        Self::open_from("127.0.0.1:0", to)
+    }
+
+    fn open_from(local: &str, to: SocketAddr) -> Self {
+        let socket = UdpSocket::bind(local).unwrap();
+        socket.set_read_timeout(Some(PATIENCE)).unwrap();
+        Self { socket, to }
+    }
+
+    fn send(&self, message: &[u8]) {
+        self.socket.send_to(message, self.to).unwrap();
+    }
+
+    /// Reads reply datagrams until they hold as many bytes as `expected`.
+    fn read_like(&self, expected: &str) -> String {
+        let mut text = Vec::new();
+        let mut buf = [0u8; 2048];
+        while text.len() < expected.len() {
+            let (n, _) = self.socket.recv_from(&mut buf).expect("a reply datagram");
+            assert!(n <= 1200, "reply datagrams stay small: {n}");
+            text.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8(text).unwrap()
+    }
+}
+
+#[test]
+fn three_diagnoses_over_tcp_and_over_udp() {
+    let server = Server::start(&["--serve", "tcp:0=bot", "--serve", "udp:0=bot"]);
+    for (answers, diagnosis) in &PATHS[..3] {
+        let turns = expected_turns(answers);
+        let mut tcp = TcpChat::open(server.addr("tcp", "bot"));
+        let udp = UdpChat::open(server.addr("udp", "bot"));
+        udp.send(b"hello");
+        for (i, turn) in turns.iter().enumerate() {
+            if i > 0 {
+                tcp.send(answers[i - 1].as_bytes());
+                udp.send(answers[i - 1].as_bytes());
+            }
+            assert_eq!(
+                mask(&tcp.read_like(turn)),
+                mask(turn),
+                "TCP turn {i} of {answers:?}"
+            );
+            assert_eq!(
+                mask(&udp.read_like(turn)),
+                mask(turn),
+                "UDP turn {i} of {answers:?}"
+            );
+        }
+        let last = turns.last().unwrap();
+        assert!(
+            last.contains(diagnosis) && last.ends_with("Goodbye! Thanks for contacting us.\n"),
+            "{last}"
+        );
+        assert!(turns[0].starts_with("Hello! I'm Rita"));
+        // The conversation is over: TCP closes.
+        assert_eq!(tcp.rest(), "");
+    }
+    assert!(mask(&expected_turns(PATHS[1].0)[4]).contains("Your ticket number is RC-######."));
+}
+
+#[test]
+fn five_hundred_tcp_sessions_and_five_hundred_udp_peers_at_once() {
+    const SESSIONS: usize = 500;
+    const THREADS: usize = 10;
+    let server = Server::start(&[
+        "--serve",
+        "tcp:0=bot",
+        "--serve",
+        "udp:0=bot",
+        "--threads",
+        "2",
+    ]);
+    let (tcp_addr, udp_addr) = (server.addr("tcp", "bot"), server.addr("udp", "bot"));
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let ids: Vec<usize> = (t..SESSIONS).step_by(THREADS).collect();
+                let mut tcp: Vec<TcpChat> = ids.iter().map(|_| TcpChat::open(tcp_addr)).collect();
+                let udp: Vec<UdpChat> = ids.iter().map(|_| UdpChat::open(udp_addr)).collect();
+                let scripts: Vec<Vec<String>> = ids
+                    .iter()
+                    .map(|i| expected_turns(PATHS[i % PATHS.len()].0))
+                    .collect();
+                for chat in &udp {
+                    chat.send(b"hi");
+                }
+                // Turn by turn across all of this thread's sessions, so every
+                // conversation is open at the same time.
+                for turn in 0..5 {
+                    for (k, &i) in ids.iter().enumerate() {
+                        let (answers, _) = PATHS[i % PATHS.len()];
+                        let Some(expected) = scripts[k].get(turn) else {
+                            continue;
+                        };
+                        if turn > 0 {
+                            tcp[k].send(answers[turn - 1].as_bytes());
+                            udp[k].send(answers[turn - 1].as_bytes());
+                        }
+                        assert_eq!(
+                            mask(&tcp[k].read_like(expected)),
+                            mask(expected),
+                            "TCP session {i}, turn {turn}"
+                        );
+                        assert_eq!(
+                            mask(&udp[k].read_like(expected)),
+                            mask(expected),
+                            "UDP peer {i}, turn {turn}"
+                        );
+                    }
+                }
+                for (k, &i) in ids.iter().enumerate() {
+                    let diagnosis = PATHS[i % PATHS.len()].1;
+                    assert!(scripts[k].last().unwrap().contains(diagnosis));
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert_eq!(server.counter("connections_accepted"), SESSIONS as u64);
+    // Finished UDP conversations leave the table.
+    assert_eq!(server.counter("sessions_open"), 0);
+}
+
+#[test]
+fn garbage_gets_errors_and_the_session_goes_on() {
+    let server = Server::start(&["--serve", "tcp:0=bot", "--serve", "udp:0=bot"]);
+    let mut tcp = TcpChat::open(server.addr("tcp", "bot"));
+    let opening = expected_turns(&[]).remove(0);
+    tcp.read_like(&opening);
+    tcp.send(b"\xff\xfe\xfd");
+    assert_eq!(
+        tcp.read_line(),
+        "error: please send text encoded as UTF-8\n"
+    );
+    tcp.send(&[0x00, 0x07, 0x1b, 0x02, 0x7f]);
+    assert_eq!(
+        tcp.read_line(),
+        "error: control characters are not allowed\n"
+    );
+    tcp.send(b"");
+    assert_eq!(tcp.read_line(), "Sorry, I did not understand \"\". Please answer with a number from 1 to 6 (or type help).\n");
+    let menu = expected_turns(&["restart"]).remove(1);
+    tcp.read_like(&menu[menu.find("What kind").unwrap()..]);
+    tcp.send(b"1");
+    assert_eq!(
+        tcp.read_line(),
+        "Are the lights on your router on? (yes/no)\n"
+    );
+    // A 1 MiB line: an error, then the connection closes.
+    tcp.send(&vec![b'x'; 1 << 20]);
+    let rest = tcp.rest();
+    assert!(
+        rest.starts_with("error: line longer than 4096 bytes; goodbye\n"),
+        "{}",
+        &rest[..rest.len().min(200)]
+    );
+
+    let udp = UdpChat::open(server.addr("udp", "bot"));
+    udp.send(b"hi");
+    udp.read_like(&opening);
+    udp.send(b"\xc3\x28 binary \xff noise");
+    assert_eq!(
+        udp.read_like("error: please send text encoded as UTF-8\n"),
+        "error: please send text encoded as UTF-8\n"
+    );
+    udp.send(b"6");
+    assert_eq!(
+        udp.read_like(&expected_turns(&["6"])[1]),
+        expected_turns(&["6"])[1],
+        "the session survived the noise"
+    );
+}
+
+#[test]
+fn idle_conversations_end_with_a_goodbye_or_start_fresh() {
+    let server = Server::start(&[
+        "--serve",
+        "tcp:0=bot",
+        "--serve",
+        "udp:0=bot",
+        "--bot-idle",
+        "300ms",
+    ]);
+    let mut tcp = TcpChat::open(server.addr("tcp", "bot"));
+    tcp.read_like(&expected_turns(&[]).remove(0));
+    // Say nothing: the server says goodbye and closes (read_to_end waits for it).
+    let rest = tcp.rest();
+    assert_eq!(
+        rest,
+        "Closing this chat after 0.0 minutes without a message. Goodbye!\n"
+    );
+    assert!(server.counter("idle_timeouts") >= 1);
+
+    let udp = UdpChat::open(server.addr("udp", "bot"));
+    udp.send(b"hi");
+    let opening = expected_turns(&[]).remove(0);
+    udp.read_like(&opening);
+    udp.send(b"1");
+    udp.read_like(&expected_turns(&["1"])[1]);
+    // Outlast the idle time (the wait is the test's subject, not luck).
+    std::thread::sleep(Duration::from_millis(450));
+    udp.send(b"yes");
+    let notice = "Your previous chat ended after 0.0 minutes of silence; let's start over.\n";
+    let reply = udp.read_like(&format!("{notice}{opening}"));
+    assert_eq!(reply, format!("{notice}{opening}"));
+    assert_eq!(server.counter("sessions_expired"), 1);
+}
+
+#[test]
+fn twenty_thousand_udp_peers_leave_a_bounded_table() {
+    const PEERS: usize = 20_000;
+    let server = Server::start(&["--serve", "udp:0=bot", "--threads", "1"]);
+    let addr = server.addr("udp", "bot");
+    let opening = expected_turns(&[]).remove(0);
+    // Twenty thousand distinct peers, a thousand sockets open at a time; each
+    // batch binds its own loopback address, so no closed socket's port comes
+    // back as an old peer.
+    for batch in 0..PEERS / 1000 {
+        let from = format!("127.0.{}.1:0", batch + 1);
+        let chats: Vec<UdpChat> = (0..1000).map(|_| UdpChat::open_from(&from, addr)).collect();
+        for chat in &chats {
+            chat.send(b"hi");
+        }
+        for chat in &chats {
+            chat.read_like(&opening);
+        }
+    }
+    assert_eq!(
+        server.counter("sessions_open"),
+        10_000,
+        "the default bound holds"
+    );
+    assert_eq!(server.counter("sessions_evicted"), (PEERS - 10_000) as u64);
+}
+
+#[test]
+fn a_bad_script_fails_startup_naming_the_node() {
+    let path =
+        std::env::temp_dir().join(format!("ringcore-bad-script-{}.toml", std::process::id()));
+    std::fs::write(
+        &path,
+        "name = \"x\"\ngreeting = \"hi\"\nstart = \"a\"\n[nodes.a]\nsay = \"?\"\nyes = \"nowhere\"\nno = \"b\"\n[nodes.b]\nsay = \"bye\"\nend = \"resolved\"\n",
+    )
+    .unwrap();
+    let (code, stderr) = run_failing(&[
+        "--serve",
+        "tcp:0=bot",
+        "--bot-script",
+        &path.to_string_lossy(),
+    ]);
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("node 'a': yes leads to missing node 'nowhere'"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("ringcore-bad-script"),
+        "the file is named: {stderr}"
+    );
+}
