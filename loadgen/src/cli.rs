@@ -39,6 +39,16 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:65432")]
     pub udp: Option<SocketAddr>,
 
+    /// Drive the support bot: --connections concurrent conversations, each a
+    /// random walk through the script to an end, every reply verified (give
+    /// the bot's address with --tcp or --udp; ringcore serves it on 5555).
+    #[arg(long)]
+    pub bot: bool,
+
+    /// With --bot: the script the server runs (default: the built-in one).
+    #[arg(long, value_name = "FILE", requires = "bot")]
+    pub bot_script: Option<std::path::PathBuf>,
+
     /// TCP protocol to speak and verify.
     #[arg(long, value_enum, default_value_t = TcpProtocol::Echo)]
     pub protocol: TcpProtocol,
@@ -115,6 +125,21 @@ pub struct Cli {
 /// Tools beside the load runs.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Talk to a service by hand, like the chapter's clients: send each line
+    /// typed (or each line of --script), print every reply.
+    Client {
+        /// tcp or udp.
+        #[arg(value_enum)]
+        transport: ClientTransport,
+        /// The service's address.
+        addr: SocketAddr,
+        /// Send the lines of this file instead of the terminal's, and print a transcript.
+        #[arg(long, value_name = "FILE")]
+        script: Option<std::path::PathBuf>,
+        /// How long to wait for a reply (UDP) or a connection (TCP).
+        #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]
+        reply_timeout: Duration,
+    },
     /// Merge results from several runs or machines: JSON reports (counts and
     /// rates add up) and HdrHistogram logs from --hdr-log (merged exactly,
     /// since percentiles cannot be averaged).
@@ -148,6 +173,15 @@ pub enum Command {
         #[arg(long, value_name = "FILE.svg", requires = "sweep")]
         plot: Option<std::path::PathBuf>,
     },
+}
+
+/// The client's transports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ClientTransport {
+    /// A TCP connection; lines end with a newline.
+    Tcp,
+    /// One datagram per line.
+    Udp,
 }
 
 /// The TCP protocols loadgen can verify exactly.

@@ -1,7 +1,9 @@
 //! ringcore's load generator as a library: the `loadgen` binary is a thin
 //! command line over these runners, and the tests drive them directly too.
 
+pub mod bot;
 pub mod cli;
+pub mod client;
 pub mod hdr_log;
 pub mod kernel;
 pub mod lab;

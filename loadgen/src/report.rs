@@ -3,11 +3,11 @@
 
 use std::net::SocketAddr;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::cli::{parse_cpus, Cli, Command, Rate, TcpProtocol};
+use crate::cli::{parse_cpus, Cli, ClientTransport, Command, Rate, TcpProtocol};
 use crate::kernel::{socket_drops, ServerUdp, UdpSnmp};
 use crate::lab::{self, LabPlan};
 use crate::latency::Percentiles;
@@ -132,6 +132,18 @@ pub struct TcpReport {
 
 /// Runs the mode the command line selects and prints its report.
 pub fn run(cli: &Cli) -> anyhow::Result<()> {
+    if let Some(Command::Client {
+        transport,
+        addr,
+        script,
+        reply_timeout,
+    }) = &cli.command
+    {
+        return match transport {
+            ClientTransport::Tcp => crate::client::tcp(*addr, script.as_deref(), *reply_timeout),
+            ClientTransport::Udp => crate::client::udp(*addr, script.as_deref(), *reply_timeout),
+        };
+    }
     if let Some(Command::Report { files }) = &cli.command {
         let merged = crate::merge::merge(files)?;
         if cli.json {
@@ -181,6 +193,9 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
     };
     if cli.duration.is_zero() {
         bail!("--duration must be above zero");
+    }
+    if cli.bot {
+        return run_bot(cli, cpus);
     }
     if let Some(addr) = cli.tcp {
         let rate = match cli.rate {
@@ -458,6 +473,110 @@ fn print_udp(r: &UdpReport) {
     if r.received.is_some() {
         println!("  round trip   {}", r.rtt_us.row());
     }
+}
+
+/// The result of a bot run, as printed by `--json`.
+#[derive(Debug, Serialize)]
+pub struct BotReport {
+    /// Always "bot".
+    pub mode: &'static str,
+    /// "tcp" or "udp".
+    pub transport: &'static str,
+    /// The bot's address.
+    pub target: String,
+    /// Conversations at once.
+    pub concurrent: usize,
+    /// Seconds of the run.
+    pub duration_s: f64,
+    /// Conversations completed, every reply verified.
+    pub conversations: u64,
+    /// Conversations completed per second.
+    pub conversations_per_sec: f64,
+    /// Messages answered.
+    pub turns: u64,
+    /// How the conversations ended.
+    pub outcomes: crate::bot::Outcomes,
+    /// Errors by kind (a reply from the wrong node is a mismatch).
+    pub errors: TcpErrors,
+    /// Per-turn latency in microseconds.
+    pub turn_latency_us: Percentiles,
+}
+
+fn run_bot(cli: &Cli, cpus: Vec<usize>) -> anyhow::Result<()> {
+    let (addr, udp) = match (cli.tcp, cli.udp) {
+        (Some(a), _) => (a, false),
+        (None, Some(a)) => (a, true),
+        (None, None) => bail!("--bot needs the bot's address: --tcp ADDR or --udp ADDR (ringcore serves it on port 5555)"),
+    };
+    let script = match &cli.bot_script {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            protocols::bot::Script::parse(&text)
+                .with_context(|| format!("bot script {}", path.display()))?
+        }
+        None => protocols::bot::Script::default_script(),
+    };
+    if cli.connections == 0 {
+        bail!("--connections must be at least 1");
+    }
+    let plan = crate::bot::BotPlan {
+        addr,
+        udp,
+        concurrent: cli.connections,
+        duration: cli.duration,
+        conversations: cli.requests,
+        script: std::sync::Arc::new(script),
+        timeout: cli.timeout,
+        cpus,
+    };
+    let o = crate::bot::run(&plan, &Live::default(), cli.quiet)?;
+    let seconds = o.elapsed.as_secs_f64();
+    let r = BotReport {
+        mode: "bot",
+        transport: if udp { "udp" } else { "tcp" },
+        target: addr.to_string(),
+        concurrent: plan.concurrent,
+        duration_s: seconds,
+        conversations: o.conversations,
+        conversations_per_sec: o.conversations as f64 / seconds,
+        turns: o.turns,
+        outcomes: o.outcomes,
+        errors: o.errors,
+        turn_latency_us: Percentiles::of(&o.turn_latency),
+    };
+    if cli.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "bot over {} -> {}: {} conversations at once, {:.2} s",
+            r.transport, r.target, r.concurrent, r.duration_s
+        );
+        println!(
+            "  conversations {} ({:.0}/s), {} turns; resolved {}, ticket {}, quit {}",
+            r.conversations,
+            r.conversations_per_sec,
+            r.turns,
+            r.outcomes.resolved,
+            r.outcomes.ticket,
+            r.outcomes.quit
+        );
+        let e = &r.errors;
+        println!(
+            "  errors       {} (refused {}, reset {}, closed {}, timeout {}, mismatch {})",
+            e.total(),
+            e.refused,
+            e.reset,
+            e.closed,
+            e.timeout,
+            e.mismatch
+        );
+        println!("  per turn     {}", r.turn_latency_us.row());
+    }
+    if r.conversations == 0 {
+        bail!("no conversation completed ({} errors)", r.errors.total());
+    }
+    Ok(())
 }
 
 fn print_tcp(r: &TcpReport) {

@@ -1,0 +1,361 @@
+//! `loadgen --bot`: many concurrent scripted conversations with the support
+//! bot, each a random walk through the script to an end. Every reply is
+//! checked against the bot's own state machine (the same `Conversation` the
+//! server runs), so a reply from the wrong node is a mismatch.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use protocols::bot::{Conversation, Kind, Outcome, Script};
+use protocols::Next;
+use serde::Serialize;
+
+use crate::latency;
+use crate::progress::Live;
+use crate::rng::Rng;
+use crate::tcp::{connect_error, TcpErrors};
+
+/// A walk this long ends with `quit` (scripts may loop).
+const MAX_TURNS: usize = 40;
+
+/// What a bot run does.
+#[derive(Debug, Clone)]
+pub struct BotPlan {
+    /// The bot service.
+    pub addr: SocketAddr,
+    /// Over UDP instead of TCP.
+    pub udp: bool,
+    /// Conversations at once (one thread each).
+    pub concurrent: usize,
+    /// How long to run.
+    pub duration: Duration,
+    /// Stop after this many conversations instead.
+    pub conversations: Option<u64>,
+    /// The script the server runs.
+    pub script: Arc<Script>,
+    /// A reply not complete within this is a timeout.
+    pub timeout: Duration,
+    /// CPUs for the threads.
+    pub cpus: Vec<usize>,
+}
+
+/// How conversations ended.
+#[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct Outcomes {
+    /// Ended with the problem solved.
+    pub resolved: u64,
+    /// Ended with a ticket.
+    pub ticket: u64,
+    /// Ended by `quit` after too many turns.
+    pub quit: u64,
+}
+
+/// What a bot run measured.
+pub struct BotOutcome {
+    /// Conversations completed and verified.
+    pub conversations: u64,
+    /// Turns (messages answered) in them.
+    pub turns: u64,
+    /// Errors by kind.
+    pub errors: TcpErrors,
+    /// How they ended.
+    pub outcomes: Outcomes,
+    /// Per-turn latency, nanoseconds.
+    pub turn_latency: Histogram<u64>,
+    /// Length of the run.
+    pub elapsed: Duration,
+}
+
+/// Runs the plan.
+pub fn run(plan: &BotPlan, live: &Live, quiet: bool) -> anyhow::Result<BotOutcome> {
+    if !plan.udp {
+        TcpStream::connect_timeout(&plan.addr, plan.timeout)
+            .map_err(|e| connect_error(plan.addr, &e))?;
+    }
+    let start = Instant::now();
+    let quota = plan
+        .conversations
+        .map(|n| n.div_ceil(plan.concurrent as u64));
+    let results = crate::progress::run_threads(
+        vec![(); plan.concurrent],
+        &plan.cpus,
+        live,
+        "conversations",
+        quiet,
+        |t, ()| {
+            let mut walker = Walker::new(plan, t as u64, live)?;
+            while start.elapsed() < plan.duration || plan.conversations.is_some() {
+                if quota.is_some_and(|q| walker.conversations + walker.failed >= q) {
+                    break;
+                }
+                walker.converse();
+            }
+            Ok(walker)
+        },
+    )?;
+    let mut total = BotOutcome {
+        conversations: 0,
+        turns: 0,
+        errors: TcpErrors::default(),
+        outcomes: Outcomes::default(),
+        turn_latency: latency::histogram(),
+        elapsed: start.elapsed(),
+    };
+    for w in results {
+        total.conversations += w.conversations;
+        total.turns += w.turns;
+        total.errors.refused += w.errors.refused;
+        total.errors.reset += w.errors.reset;
+        total.errors.closed += w.errors.closed;
+        total.errors.timeout += w.errors.timeout;
+        total.errors.mismatch += w.errors.mismatch;
+        total.outcomes.resolved += w.outcomes.resolved;
+        total.outcomes.ticket += w.outcomes.ticket;
+        total.outcomes.quit += w.outcomes.quit;
+        total
+            .turn_latency
+            .add(&w.latency)
+            .context("merging latency histograms")?;
+    }
+    Ok(total)
+}
+
+/// Replaces ticket digits: the server numbers tickets its own way.
+fn mask(text: &[u8]) -> Vec<u8> {
+    let mut out = text.to_vec();
+    let mut i = 0;
+    while let Some(at) = out[i..].windows(3).position(|w| w == b"RC-") {
+        let digits = i + at + 3;
+        for b in out.iter_mut().skip(digits).take(6) {
+            *b = b'#';
+        }
+        i = digits;
+    }
+    out
+}
+
+enum Transport {
+    Tcp(Option<TcpStream>),
+    Udp(UdpSocket),
+}
+
+struct Walker<'a> {
+    plan: &'a BotPlan,
+    live: &'a Live,
+    rng: Rng,
+    transport: Transport,
+    conversations: u64,
+    failed: u64,
+    turns: u64,
+    errors: TcpErrors,
+    outcomes: Outcomes,
+    latency: Histogram<u64>,
+}
+
+impl<'a> Walker<'a> {
+    fn new(plan: &'a BotPlan, seed: u64, live: &'a Live) -> anyhow::Result<Self> {
+        let transport = if plan.udp {
+            let bind = if plan.addr.is_ipv6() {
+                "[::]:0"
+            } else {
+                "0.0.0.0:0"
+            };
+            let socket = UdpSocket::bind(bind)?;
+            socket.connect(plan.addr)?;
+            socket.set_read_timeout(Some(plan.timeout))?;
+            Transport::Udp(socket)
+        } else {
+            Transport::Tcp(None)
+        };
+        Ok(Self {
+            plan,
+            live,
+            rng: Rng::new(seed + 11),
+            transport,
+            conversations: 0,
+            failed: 0,
+            turns: 0,
+            errors: TcpErrors::default(),
+            outcomes: Outcomes::default(),
+            latency: latency::histogram(),
+        })
+    }
+
+    /// One whole conversation; counts it, or the error that ended it.
+    fn converse(&mut self) {
+        match self.walk() {
+            Ok(()) => {
+                self.conversations += 1;
+                self.live.done.fetch_add(1, Relaxed);
+            }
+            Err(kind) => {
+                self.failed += 1;
+                match kind {
+                    Failure::Refused => self.errors.refused += 1,
+                    Failure::Reset => self.errors.reset += 1,
+                    Failure::Closed => self.errors.closed += 1,
+                    Failure::Timeout => self.errors.timeout += 1,
+                    Failure::Mismatch => self.errors.mismatch += 1,
+                }
+                self.live.errors.fetch_add(1, Relaxed);
+                if let Transport::Tcp(stream) = &mut self.transport {
+                    *stream = None;
+                }
+            }
+        }
+    }
+
+    fn walk(&mut self) -> Result<(), Failure> {
+        let mut model = Conversation::new(self.plan.script.clone(), 0);
+        let mut expected = String::new();
+        model.open(&mut expected);
+        match &mut self.transport {
+            Transport::Tcp(stream) => {
+                let s = TcpStream::connect_timeout(&self.plan.addr, self.plan.timeout)
+                    .map_err(|e| Failure::from_io(&e))?;
+                let _ = s.set_nodelay(true);
+                s.set_read_timeout(Some(self.plan.timeout))
+                    .map_err(|e| Failure::from_io(&e))?;
+                *stream = Some(s);
+            }
+            Transport::Udp(socket) => {
+                socket.send(b"hello").map_err(|e| Failure::from_io(&e))?;
+            }
+        }
+        self.expect(expected.as_bytes())?;
+        let mut turns = 0;
+        loop {
+            let answer = if turns >= MAX_TURNS {
+                "quit".to_string()
+            } else {
+                self.choose(&model)
+            };
+            expected.clear();
+            let next = model.answer(&answer, &mut expected);
+            let sent = Instant::now();
+            self.send(&answer)?;
+            self.expect(expected.as_bytes())?;
+            self.latency
+                .saturating_record(sent.elapsed().as_nanos() as u64);
+            self.turns += 1;
+            turns += 1;
+            if next == Next::Close {
+                break;
+            }
+        }
+        let node = &self.plan.script.nodes[model.node()];
+        match node.kind() {
+            Kind::End(Outcome::Resolved) => self.outcomes.resolved += 1,
+            Kind::End(Outcome::Ticket) => self.outcomes.ticket += 1,
+            _ => self.outcomes.quit += 1,
+        }
+        if let Transport::Tcp(stream) = &mut self.transport {
+            // The bot closes after its goodbye: read to the end.
+            let mut rest = Vec::new();
+            let s = stream.as_mut().ok_or(Failure::Closed)?;
+            s.read_to_end(&mut rest).map_err(|e| Failure::from_io(&e))?;
+            if !rest.is_empty() {
+                return Err(Failure::Mismatch);
+            }
+            *stream = None;
+        }
+        Ok(())
+    }
+
+    /// A random valid answer at the model's current node.
+    fn choose(&mut self, model: &Conversation) -> String {
+        let node = &self.plan.script.nodes[model.node()];
+        match node.kind() {
+            Kind::YesNo => if self.rng.range(0, 1) == 0 {
+                "yes"
+            } else {
+                "no"
+            }
+            .to_string(),
+            Kind::Choice => self.rng.range(1, node.choices.len()).to_string(),
+            Kind::End(_) => "quit".to_string(),
+        }
+    }
+
+    fn send(&mut self, message: &str) -> Result<(), Failure> {
+        match &mut self.transport {
+            Transport::Tcp(stream) => {
+                let s = stream.as_mut().ok_or(Failure::Closed)?;
+                s.write_all(format!("{message}\n").as_bytes())
+                    .map_err(|e| Failure::from_io(&e))
+            }
+            Transport::Udp(socket) => socket
+                .send(message.as_bytes())
+                .map(drop)
+                .map_err(|e| Failure::from_io(&e)),
+        }
+    }
+
+    /// Reads a reply of exactly `expected`'s length and compares it.
+    fn expect(&mut self, expected: &[u8]) -> Result<(), Failure> {
+        let mut got = vec![0u8; expected.len()];
+        match &mut self.transport {
+            Transport::Tcp(stream) => {
+                let s = stream.as_mut().ok_or(Failure::Closed)?;
+                s.read_exact(&mut got).map_err(|e| Failure::from_io(&e))?;
+            }
+            Transport::Udp(socket) => {
+                let mut filled = 0;
+                let mut buf = [0u8; 2048];
+                while filled < got.len() {
+                    let n = socket.recv(&mut buf).map_err(|e| Failure::from_io(&e))?;
+                    if filled + n > got.len() {
+                        return Err(Failure::Mismatch);
+                    }
+                    got[filled..filled + n].copy_from_slice(&buf[..n]);
+                    filled += n;
+                }
+            }
+        }
+        if mask(&got) == mask(expected) {
+            Ok(())
+        } else {
+            Err(Failure::Mismatch)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Failure {
+    Refused,
+    Reset,
+    Closed,
+    Timeout,
+    Mismatch,
+}
+
+impl Failure {
+    fn from_io(e: &std::io::Error) -> Self {
+        use std::io::ErrorKind::*;
+        match e.kind() {
+            ConnectionRefused => Failure::Refused,
+            WouldBlock | TimedOut => Failure::Timeout,
+            UnexpectedEof => Failure::Closed,
+            _ => Failure::Reset,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tickets_are_masked_wherever_they_appear() {
+        assert_eq!(
+            mask(b"ticket RC-123456. and RC-654321"),
+            b"ticket RC-######. and RC-######".to_vec()
+        );
+        assert_eq!(mask(b"no ticket"), b"no ticket".to_vec());
+    }
+}
