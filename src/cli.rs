@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use engine::{EngineConfig, Handler, ServiceConfig};
 use protocols::bot::{BotConfig, Script};
+use protocols::http::HttpConfig;
 use protocols::{Options, Protocol, Transport};
 
 use protocols::units::{parse_cpu_list, parse_duration, parse_size};
@@ -17,7 +18,8 @@ const EXAMPLES: &str = "\
 Examples:
   ringcore
       the chapter's services on 127.0.0.1: tcp 65432 echo, udp 65432 echo,
-      tcp 12345 reverse, udp 8888 ok, and the support bot on tcp and udp 5555
+            tcp 12345 reverse, udp 8888 ok, the support bot on tcp and udp 5555,
+      and http on tcp 8080
   ringcore --serve tcp:5555=bot --bot-script my-dialogue.toml
       the support bot with another dialogue
   ringcore --serve tcp:7100=echo --serve udp:7100=echo --threads 2
@@ -27,7 +29,8 @@ Examples:
   ringcore --metrics 127.0.0.1:9100 --stats-interval 5
       Prometheus counters at http://127.0.0.1:9100/metrics, a summary every 5 s
 
-Protocols: echo (tcp, udp), reverse (tcp), reverse-lines (tcp), ok (udp), bot (tcp, udp).
+Protocols: echo (tcp, udp), reverse (tcp), reverse-lines (tcp), ok (udp), bot (tcp, udp),
+http (tcp).
 Sizes take K/M/G suffixes; durations take ms/s/m.";
 
 /// ringcore: a thread-per-core io_uring server for the classic socket protocols.
@@ -90,6 +93,18 @@ pub struct Cli {
     /// Longest message the bot accepts.
     #[arg(long, default_value = "4K", value_parser = parse_size, value_name = "BYTES")]
     pub bot_line_limit: u64,
+
+    /// HTTP: a request head not complete this long after its first byte gets 408.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub http_header_timeout: Duration,
+
+    /// HTTP: a keep-alive connection silent this long is closed.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    pub http_keepalive: Duration,
+
+    /// HTTP: the largest /bytes/N and /chunked/N.
+    #[arg(long, default_value = "1G", value_parser = parse_size, value_name = "BYTES")]
+    pub http_max_body: u64,
 
     /// Longest line the line-framed protocols accept.
     #[arg(long, default_value = "64K", value_parser = parse_size, value_name = "BYTES")]
@@ -159,6 +174,7 @@ pub fn default_services() -> Vec<ServeSpec> {
         (Transport::Udp, 8888, Protocol::Ok),
         (Transport::Tcp, 5555, Protocol::Bot),
         (Transport::Udp, 5555, Protocol::Bot),
+        (Transport::Tcp, 8080, Protocol::Http),
     ]
     .into_iter()
     .map(|(transport, port, protocol)| ServeSpec {
@@ -215,7 +231,13 @@ impl Cli {
             max_sessions: self.bot_sessions,
         };
         let line_limit = usize::try_from(self.line_limit).context("--line-limit is too large")?;
-        Ok(Options::new(line_limit, bot))
+        let http = HttpConfig {
+            header_timeout: self.http_header_timeout,
+            keepalive_idle: self.http_keepalive,
+            max_body: self.http_max_body,
+            ..HttpConfig::default()
+        };
+        Ok(Options::new(line_limit, bot, http))
     }
 
     /// Builds the engine configuration; `max_connections` is already settled.
@@ -223,16 +245,16 @@ impl Cli {
         &self,
         cpus: Vec<usize>,
         max_connections: usize,
+        options: &Options,
     ) -> anyhow::Result<EngineConfig> {
         let specs = if self.serve.is_empty() {
             default_services()
         } else {
             self.serve.clone()
         };
-        let options = self.protocol_options()?;
         let services = specs
             .iter()
-            .map(|spec| service(spec, self.bind, &options))
+            .map(|spec| service(spec, self.bind, options))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let config = EngineConfig {
             services,

@@ -40,7 +40,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let signals = signals::ShutdownSignals::block().context("blocking SIGINT/SIGTERM")?;
     let cpus = cli.worker_cpus()?;
     let workers = cpus.len();
-    let config = cli.engine_config(cpus, 1)?;
+    let options = cli.protocol_options()?;
+    let config = cli.engine_config(cpus, 1, &options)?;
     let max_connections =
         limits::settle_max_connections(cli.max_connections, workers * (config.services.len() + 4))?;
     let config = engine::EngineConfig {
@@ -50,6 +51,12 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let deadline = config.shutdown_deadline;
 
     let engine = Engine::start(config)?;
+    // The http service's /metrics serves the engine's counters.
+    let counters = engine.stats();
+    let _ = options
+        .http
+        .metrics
+        .set(Box::new(move || metrics::render(&counters)));
     let plural = if workers == 1 { "worker" } else { "workers" };
     for s in engine.services() {
         println!(

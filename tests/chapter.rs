@@ -54,7 +54,8 @@ fn the_chapters_clients_work_unchanged_against_the_defaults() {
             "tcp 12345 reverse",
             "udp 8888 ok",
             "tcp 5555 bot",
-            "udp 5555 bot"
+            "udp 5555 bot",
+            "tcp 8080 http"
         ]
     );
 

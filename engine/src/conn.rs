@@ -1,7 +1,7 @@
 //! One TCP connection's state as the worker sees it.
 
 use std::os::fd::OwnedFd;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use protocols::StreamSession;
 
@@ -50,8 +50,8 @@ pub struct Conn {
     pub drain_budget: Option<usize>,
     /// An error ended the connection; close once the kernel is done with it.
     pub failed: bool,
-    /// The protocol's idle timeout, asked once at accept.
-    pub idle_timeout: Option<Duration>,
+    /// The protocol keeps time: it gets a tick every sweep.
+    pub ticks: bool,
     /// When data last arrived (or the connection was accepted).
     pub last_active: Instant,
 }
@@ -60,7 +60,7 @@ impl Conn {
     /// A fresh connection on `fd` speaking through `session`.
     pub fn new(fd: OwnedFd, session: Box<dyn StreamSession>, now: Instant) -> Self {
         Self {
-            idle_timeout: session.idle_timeout(),
+            ticks: session.wants_ticks(),
             last_active: now,
             fd,
             session,
@@ -82,9 +82,13 @@ impl Conn {
         self.pending.len() + self.sending.len() - self.sent
     }
 
-    /// True once every reply the connection will ever make has been sent.
+    /// True once every reply the connection will ever make has been sent
+    /// (including output the session has yet to produce).
     pub fn all_answered(&self) -> bool {
-        self.read_done && self.unsent() == 0 && !self.send_in_flight
+        self.read_done
+            && self.unsent() == 0
+            && !self.send_in_flight
+            && !self.session.has_more_output()
     }
 
     /// Whether a receive should be armed: to feed the protocol (unless the

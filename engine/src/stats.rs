@@ -109,7 +109,7 @@ counters! {
     backpressure_pauses,
     /// Multishot operations re-armed after ending (ENOBUFS and the like).
     multishot_rearms,
-    /// Connections closed after staying silent past their protocol's idle timeout.
+        /// Connections their protocol closed on a timeout (idle, or headers too slow).
     idle_timeouts,
     /// UDP sessions (per-peer conversations) held now.
     sessions_open,

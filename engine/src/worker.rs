@@ -31,7 +31,7 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// How long a connection whose replies are complete waits for the peer to
 /// close before closing anyway.
 const LINGER: Duration = Duration::from_secs(2);
-/// How often connections with an idle timeout are checked.
+/// How often time-keeping sessions get a tick.
 const IDLE_SWEEP: Duration = Duration::from_millis(100);
 
 /// The settings a worker needs, already divided per worker.
@@ -122,7 +122,7 @@ pub struct Worker {
     drain_deadline: Option<Instant>,
     /// The time this batch of completions is handled at.
     now: Instant,
-    /// Open connections whose protocol has an idle timeout.
+    /// Open connections whose protocol keeps time.
     idle_watched: usize,
     /// When to check idle connections next (only while some are watched).
     next_idle_sweep: Option<Instant>,
@@ -411,7 +411,7 @@ impl Worker {
         let mut conn = Conn::new(fd, session, self.now);
         // A protocol that speaks first (the bot's greeting) does it now.
         conn.session.on_open(&mut conn.pending);
-        if conn.idle_timeout.is_some() {
+        if conn.ticks {
             self.idle_watched += 1;
             self.next_idle_sweep.get_or_insert(self.now + IDLE_SWEEP);
         }
@@ -501,6 +501,14 @@ impl Worker {
             // already queued, as fast as the output bound allows, then stop.
             drain_received(conn, &mut self.scratch, limit, &self.stats);
         }
+        // A session writing a long body writes more as the output drains.
+        if !conn.failed
+            && conn.unsent() <= limit / 2
+            && conn.session.has_more_output()
+            && conn.session.on_drained(&mut conn.pending) == Next::Close
+        {
+            conn.read_done = true;
+        }
         if conn.failed {
             conn.pending.clear();
         } else if conn.next_send() {
@@ -549,7 +557,7 @@ impl Worker {
                 if conn.quiescent()
                     && (conn.failed || (conn.peer_closed && conn.all_answered())) =>
             {
-                if conn.idle_timeout.is_some() {
+                if conn.ticks {
                     self.idle_watched -= 1;
                 }
                 self.conns.remove(index);
@@ -626,22 +634,23 @@ impl Worker {
         self.stats.sessions_expired.set(total.expired);
     }
 
-    /// Ends connections silent past their protocol's idle timeout.
+    /// Gives every time-keeping session its tick; ends those that say so.
     fn sweep_idle(&mut self) {
         let now = self.now;
         for (index, generation) in self.conns.keys() {
             let Some(conn) = self.conns.get_mut(index, generation) else {
                 continue;
             };
-            let Some(limit) = conn.idle_timeout else {
-                continue;
-            };
-            if conn.read_done || conn.failed || now.duration_since(conn.last_active) < limit {
+            if !conn.ticks || conn.read_done || conn.failed {
                 continue;
             }
-            if conn.session.on_idle(&mut conn.pending) == Next::Close {
+            let silent_for = now.duration_since(conn.last_active);
+            let before = conn.pending.len();
+            if conn.session.on_tick(now, silent_for, &mut conn.pending) == Next::Close {
                 conn.read_done = true;
                 self.stats.idle_timeouts.inc();
+            }
+            if conn.read_done || conn.pending.len() != before {
                 self.progress(index, generation);
             }
         }

@@ -9,6 +9,7 @@
 pub mod bot;
 pub mod datagram;
 pub mod echo;
+pub mod http;
 pub mod ok;
 pub mod probe;
 pub mod registry;

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::bot::{BotConfig, BotDatagram, BotStream, Script};
+use crate::http::{HttpConfig, HttpSession};
 
 use crate::echo::{EchoDatagram, EchoStream};
 use crate::ok::OkDatagram;
@@ -54,6 +55,8 @@ pub enum Protocol {
     Ok,
     /// The ISP customer-support bot (TCP and UDP).
     Bot,
+    /// A minimal HTTP/1.1 service (TCP).
+    Http,
 }
 
 /// What protocols need beyond their name: limits and the bot's script.
@@ -63,16 +66,19 @@ pub struct Options {
     pub max_line: usize,
     /// The bot's script and limits.
     pub bot: Arc<BotConfig>,
+    /// The HTTP service's limits and metrics source.
+    pub http: Arc<HttpConfig>,
     /// Counts bot conversations so that their ticket numbers differ.
     conversations: Arc<AtomicU64>,
 }
 
 impl Options {
     /// Options with the given line bound and bot configuration.
-    pub fn new(max_line: usize, bot: BotConfig) -> Self {
+    pub fn new(max_line: usize, bot: BotConfig, http: HttpConfig) -> Self {
         Self {
             max_line,
             bot: Arc::new(bot),
+            http: Arc::new(http),
             conversations: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -83,6 +89,7 @@ impl Default for Options {
         Self::new(
             crate::reverse::DEFAULT_MAX_LINE,
             BotConfig::with_script(Arc::new(Script::default_script())),
+            HttpConfig::default(),
         )
     }
 }
@@ -94,7 +101,8 @@ pub struct UnknownProtocol(pub String);
 
 impl Protocol {
     /// Every protocol name, in the order `--help` lists them.
-    pub const NAMES: &'static [&'static str] = &["echo", "reverse", "reverse-lines", "ok", "bot"];
+    pub const NAMES: &'static [&'static str] =
+        &["echo", "reverse", "reverse-lines", "ok", "bot", "http"];
 
     /// The name the command line uses.
     pub fn name(self) -> &'static str {
@@ -104,6 +112,7 @@ impl Protocol {
             Protocol::ReverseLines => "reverse-lines",
             Protocol::Ok => "ok",
             Protocol::Bot => "bot",
+            Protocol::Http => "http",
         }
     }
 
@@ -111,7 +120,9 @@ impl Protocol {
     pub fn serves(self, transport: Transport) -> bool {
         match self {
             Protocol::Echo | Protocol::Bot => true,
-            Protocol::Reverse | Protocol::ReverseLines => transport == Transport::Tcp,
+            Protocol::Reverse | Protocol::ReverseLines | Protocol::Http => {
+                transport == Transport::Tcp
+            }
             Protocol::Ok => transport == Transport::Udp,
         }
     }
@@ -126,6 +137,7 @@ impl Protocol {
                 let seed = options.conversations.fetch_add(1, Ordering::Relaxed);
                 Some(Box::new(BotStream::new(options.bot.clone(), seed)))
             }
+            Protocol::Http => Some(Box::new(HttpSession::new(options.http.clone()))),
             Protocol::Ok => None,
         }
     }
@@ -136,7 +148,7 @@ impl Protocol {
             Protocol::Echo => Some(Box::new(EchoDatagram)),
             Protocol::Ok => Some(Box::new(OkDatagram)),
             Protocol::Bot => Some(Box::new(BotDatagram::new(options.bot.clone()))),
-            Protocol::Reverse | Protocol::ReverseLines => None,
+            Protocol::Reverse | Protocol::ReverseLines | Protocol::Http => None,
         }
     }
 }
@@ -156,6 +168,7 @@ impl FromStr for Protocol {
             "reverse-lines" => Ok(Protocol::ReverseLines),
             "ok" => Ok(Protocol::Ok),
             "bot" => Ok(Protocol::Bot),
+            "http" => Ok(Protocol::Http),
             other => Err(UnknownProtocol(other.to_string())),
         }
     }

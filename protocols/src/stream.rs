@@ -1,6 +1,6 @@
 //! The interface every stream (TCP) protocol implements.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What the transport should do after a session consumed some input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,15 +28,26 @@ pub trait StreamSession {
     /// greeting) writes it here.
     fn on_open(&mut self, _out: &mut Vec<u8>) {}
 
-    /// How long the connection may stay silent before [`on_idle`](Self::on_idle)
-    /// is called; `None` (the default) never times out.
-    fn idle_timeout(&self) -> Option<Duration> {
-        None
+    /// Whether the session keeps time (idle or header timeouts): if so, the
+    /// transport calls [`on_tick`](Self::on_tick) about every 100 ms.
+    fn wants_ticks(&self) -> bool {
+        false
     }
 
-    /// The peer was silent for [`idle_timeout`](Self::idle_timeout): say
-    /// goodbye and close, or keep waiting.
-    fn on_idle(&mut self, _out: &mut Vec<u8>) -> Next {
-        Next::Close
+    /// The time is `now` and the peer has sent nothing for `silent_for`:
+    /// say goodbye and close, or keep waiting.
+    fn on_tick(&mut self, _now: Instant, _silent_for: Duration, _out: &mut Vec<u8>) -> Next {
+        Next::Continue
+    }
+
+    /// True while the session has output it has not produced yet (a long
+    /// body it writes as the connection drains, not all at once).
+    fn has_more_output(&self) -> bool {
+        false
+    }
+
+    /// The connection's output has room again: produce more of it.
+    fn on_drained(&mut self, _out: &mut Vec<u8>) -> Next {
+        Next::Continue
     }
 }

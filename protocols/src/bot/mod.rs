@@ -329,11 +329,14 @@ impl StreamSession for BotStream {
         Next::Continue
     }
 
-    fn idle_timeout(&self) -> Option<Duration> {
-        Some(self.config.idle)
+    fn wants_ticks(&self) -> bool {
+        true
     }
 
-    fn on_idle(&mut self, out: &mut Vec<u8>) -> Next {
+    fn on_tick(&mut self, _now: Instant, silent_for: Duration, out: &mut Vec<u8>) -> Next {
+        if silent_for < self.config.idle {
+            return Next::Continue;
+        }
         let minutes = self.config.idle.as_secs_f64() / 60.0;
         out.extend_from_slice(
             format!("Closing this chat after {minutes:.1} minutes without a message. Goodbye!\n")

@@ -105,7 +105,16 @@ fn tcp_framing_handles_crlf_garbage_and_long_lines() {
     assert_eq!(s.on_bytes(&vec![b'a'; 5000], &mut out), Next::Close);
     assert_eq!(out, b"error: line longer than 4096 bytes; goodbye\n");
     let mut out = Vec::new();
-    assert_eq!(s.on_idle(&mut out), Next::Close);
+    let now = Instant::now();
+    assert_eq!(
+        s.on_tick(now, Duration::from_secs(299), &mut out),
+        Next::Continue
+    );
+    assert!(out.is_empty());
+    assert_eq!(
+        s.on_tick(now, Duration::from_secs(300), &mut out),
+        Next::Close
+    );
     assert!(String::from_utf8_lossy(&out).contains("without a message. Goodbye!"));
 }
 

@@ -1,0 +1,287 @@
+//! The HTTP service through plain bytes: pipelining, framing, bad requests,
+//! streaming bodies, timeouts.
+
+use super::*;
+
+fn session() -> HttpSession {
+    HttpSession::new(Arc::new(HttpConfig::default()))
+}
+
+/// Feeds `chunks`, then lets the session write everything it still has.
+fn run(s: &mut HttpSession, chunks: &[&[u8]]) -> (Vec<u8>, Next) {
+    let mut out = Vec::new();
+    let mut next = Next::Continue;
+    for c in chunks {
+        next = s.on_bytes(c, &mut out);
+        if next == Next::Close {
+            break;
+        }
+    }
+    while s.has_more_output() {
+        next = s.on_drained(&mut out);
+    }
+    (out, next)
+}
+
+/// A parsed response: status, headers (lower-case names), decoded body.
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Splits a byte stream into responses (Content-Length or chunked bodies).
+fn responses(mut bytes: &[u8], head_only: bool) -> Vec<Response> {
+    let mut all = Vec::new();
+    while !bytes.is_empty() {
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut r = httparse::Response::new(&mut headers);
+        let used = match r.parse(bytes).expect("a response head") {
+            httparse::Status::Complete(n) => n,
+            httparse::Status::Partial => panic!("truncated response head"),
+        };
+        let headers: Vec<(String, String)> = r
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_ascii_lowercase(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
+            .collect();
+        let status = r.code.unwrap();
+        bytes = &bytes[used..];
+        let mut body = Vec::new();
+        let find = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        if head_only {
+        } else if let Some(len) = find("content-length") {
+            let len: usize = len.parse().unwrap();
+            body.extend_from_slice(&bytes[..len]);
+            bytes = &bytes[len..];
+        } else if find("transfer-encoding").as_deref() == Some("chunked") {
+            loop {
+                let line_end = bytes.windows(2).position(|w| w == b"\r\n").unwrap();
+                let size =
+                    usize::from_str_radix(std::str::from_utf8(&bytes[..line_end]).unwrap(), 16)
+                        .unwrap();
+                bytes = &bytes[line_end + 2..];
+                body.extend_from_slice(&bytes[..size]);
+                assert_eq!(&bytes[size..size + 2], b"\r\n");
+                bytes = &bytes[size + 2..];
+                if size == 0 {
+                    break;
+                }
+            }
+        }
+        all.push(Response {
+            status,
+            headers,
+            body,
+        });
+    }
+    all
+}
+
+fn pattern_ok(body: &[u8]) -> bool {
+    body.iter()
+        .enumerate()
+        .all(|(i, &b)| b == body_byte(i as u64))
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let mut s = session();
+    let (out, next) = run(
+        &mut s,
+        &[b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /bytes/10 HTTP/1.1\r\nHost: x\r\n\r\nGET /chunked/70000 HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\n\r\n"],
+    );
+    assert_eq!(next, Next::Continue, "keep-alive");
+    let r = responses(&out, false);
+    assert_eq!(
+        r.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [200, 200, 200, 404]
+    );
+    assert_eq!(r[0].body, PAGE.as_bytes());
+    assert_eq!(r[1].body, b"abcdefghij");
+    assert_eq!(r[2].body.len(), 70_000);
+    assert!(pattern_ok(&r[2].body));
+    assert_eq!(r[2].header("transfer-encoding"), Some("chunked"));
+    assert_eq!(r[0].header("connection"), Some("keep-alive"));
+}
+
+#[test]
+fn a_request_sent_byte_by_byte_works() {
+    let request = b"GET /bytes/3 HTTP/1.1\r\nHost: x\r\nUser-Agent: slow\r\n\r\n";
+    let chunks: Vec<&[u8]> = request.chunks(1).collect();
+    let (out, _) = run(&mut session(), &chunks);
+    let r = responses(&out, false);
+    assert_eq!(
+        (r.len(), r[0].status, r[0].body.as_slice()),
+        (1, 200, &b"abc"[..])
+    );
+}
+
+#[test]
+fn bad_requests_get_their_status() {
+    let cases: &[(&[u8], u16, bool)] = &[
+        (
+            b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+            405,
+            true,
+        ),
+        (b"\x01\x02 / HTTP/1.1\r\n\r\n", 400, true),
+        (b"GET / HTTP/9.9\r\n\r\n", 400, true),
+        (b"GET /bytes/lots HTTP/1.1\r\n\r\n", 400, false),
+        (b"GET /bytes/99999999999999 HTTP/1.1\r\n\r\n", 400, false),
+        (
+            b"GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+            400,
+            true,
+        ),
+    ];
+    for (request, status, closes) in cases {
+        let (out, next) = run(&mut session(), &[request]);
+        let r = responses(&out, false);
+        assert_eq!(r[0].status, *status, "{}", String::from_utf8_lossy(request));
+        assert_eq!(
+            next == Next::Close,
+            *closes,
+            "{}",
+            String::from_utf8_lossy(request)
+        );
+    }
+    // A head over the bound: 431 before the head even ends.
+    let mut huge = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
+    huge.extend(vec![b'x'; 9000]);
+    let (out, next) = run(&mut session(), &[&huge]);
+    assert_eq!((responses(&out, false)[0].status, next), (431, Next::Close));
+    let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+    for i in 0..70 {
+        many.extend(format!("X-{i}: y\r\n").as_bytes());
+    }
+    many.extend(b"\r\n");
+    assert_eq!(
+        responses(&run(&mut session(), &[&many]).0, false)[0].status,
+        431
+    );
+}
+
+#[test]
+fn http_1_0_and_connection_close_close_after_the_response() {
+    let (out, next) = run(&mut session(), &[b"GET /bytes/5 HTTP/1.0\r\n\r\n"]);
+    let r = responses(&out, false);
+    assert_eq!(
+        (r[0].header("connection"), next),
+        (Some("close"), Next::Close)
+    );
+    let (_, next) = run(
+        &mut session(),
+        &[b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"],
+    );
+    assert_eq!(next, Next::Continue);
+    let (out, next) = run(
+        &mut session(),
+        &[b"GET /bytes/100000 HTTP/1.1\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n\r\n"],
+    );
+    let r = responses(&out, false);
+    assert_eq!(
+        (r.len(), r[0].body.len(), next),
+        (1, 100_000, Next::Close),
+        "nothing after a closing response"
+    );
+}
+
+#[test]
+fn long_bodies_stream_in_bounded_steps() {
+    let mut s = session();
+    let mut out = Vec::new();
+    s.on_bytes(b"GET /bytes/3145728 HTTP/1.1\r\n\r\n", &mut out);
+    assert!(
+        out.len() < STEP + 512,
+        "the first write is one step, not the whole body"
+    );
+    assert!(s.has_more_output());
+    let mut steps = 1;
+    while s.has_more_output() {
+        let before = out.len();
+        s.on_drained(&mut out);
+        assert!(out.len() - before <= STEP);
+        steps += 1;
+    }
+    let r = responses(&out, false);
+    assert_eq!(r[0].body.len(), 3 << 20);
+    assert!(pattern_ok(&r[0].body));
+    assert_eq!(steps, (3 << 20) / STEP);
+    // HEAD: the same head, no body.
+    let (out, _) = run(&mut session(), &[b"HEAD /bytes/3145728 HTTP/1.1\r\n\r\n"]);
+    let r = responses(&out, true);
+    assert_eq!(
+        (r[0].status, r[0].header("content-length")),
+        (200, Some("3145728"))
+    );
+    assert!(out.ends_with(b"\r\n\r\n"));
+}
+
+#[test]
+fn slow_heads_time_out_and_idle_connections_go() {
+    let mut s = session();
+    let mut out = Vec::new();
+    let t0 = Instant::now();
+    s.on_bytes(b"GET / HT", &mut out);
+    assert_eq!(s.on_tick(t0, Duration::ZERO, &mut out), Next::Continue);
+    // A byte now and then does not reset the head's deadline.
+    s.on_bytes(b"T", &mut out);
+    assert_eq!(
+        s.on_tick(t0 + Duration::from_secs(9), Duration::ZERO, &mut out),
+        Next::Continue
+    );
+    assert_eq!(
+        s.on_tick(t0 + Duration::from_secs(10), Duration::ZERO, &mut out),
+        Next::Close
+    );
+    assert_eq!(responses(&out, false)[0].status, 408);
+    let mut idle = session();
+    let mut out = Vec::new();
+    assert_eq!(
+        idle.on_tick(t0, Duration::from_secs(59), &mut out),
+        Next::Continue
+    );
+    assert_eq!(
+        idle.on_tick(t0, Duration::from_secs(60), &mut out),
+        Next::Close
+    );
+    assert!(out.is_empty(), "idle keep-alive connections close quietly");
+}
+
+#[test]
+fn metrics_come_from_the_server_once_it_provides_them() {
+    let config = Arc::new(HttpConfig::default());
+    let (out, _) = run(
+        &mut HttpSession::new(config.clone()),
+        &[b"GET /metrics HTTP/1.1\r\n\r\n"],
+    );
+    assert_eq!(responses(&out, false)[0].status, 503);
+    assert!(config
+        .metrics
+        .set(Box::new(|| "ringcore_up 1\n".to_string()))
+        .is_ok());
+    let (out, _) = run(
+        &mut HttpSession::new(config),
+        &[b"GET /metrics HTTP/1.1\r\n\r\n"],
+    );
+    let r = responses(&out, false);
+    assert_eq!(
+        (r[0].status, r[0].body.as_slice()),
+        (200, &b"ringcore_up 1\n"[..])
+    );
+}
