@@ -19,6 +19,10 @@ Examples:
       1,000,000 datagrams/s, paced, with loss and round-trip percentiles
   loadgen --udp --rate max --no-reply
       unpaced one-way flood; shows where the kernel dropped packets
+  loadgen --http http://127.0.0.1:8080/bytes/100000000
+      one GET: throughput, time to first byte, transfer time
+  loadgen --http http://127.0.0.1:8080/ --connections 50 --duration 10s
+      keep-alive load with latency percentiles
 
 Durations take plain seconds or ms/s/m; rates and sizes take k/M (sizes K/M
 in powers of 1024); --size takes a range LO..HI for random sizes.";
@@ -39,6 +43,15 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:65432")]
     pub udp: Option<SocketAddr>,
 
+    /// Fetch URL once (the chapter's third exercise) and report the
+    /// throughput and timings; with --connections, a keep-alive load run.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["tcp", "udp"])]
+    pub http: Option<String>,
+
+    /// With --http: follow redirects (at most 5).
+    #[arg(long, requires = "http")]
+    pub follow: bool,
+
     /// Drive the support bot: --connections concurrent conversations, each a
     /// random walk through the script to an end, every reply verified (give
     /// the bot's address with --tcp or --udp; ringcore serves it on 5555).
@@ -53,9 +66,10 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = TcpProtocol::Echo)]
     pub protocol: TcpProtocol,
 
-    /// TCP connections, spread over the threads.
-    #[arg(long, default_value_t = 50, value_name = "N")]
-    pub connections: usize,
+    /// TCP connections, spread over the threads (default 50). With --http,
+    /// giving it turns a single fetch into a load run.
+    #[arg(long, value_name = "N")]
+    pub connections: Option<usize>,
 
     /// Load threads (TCP: each drives its share of connections; UDP: one socket each).
     #[arg(long, default_value_t = 1, value_name = "N")]

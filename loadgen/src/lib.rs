@@ -5,6 +5,7 @@ pub mod bot;
 pub mod cli;
 pub mod client;
 pub mod hdr_log;
+pub mod http;
 pub mod kernel;
 pub mod lab;
 pub mod latency;

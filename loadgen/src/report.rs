@@ -12,7 +12,7 @@ use crate::kernel::{socket_drops, ServerUdp, UdpSnmp};
 use crate::lab::{self, LabPlan};
 use crate::latency::Percentiles;
 use crate::progress::Live;
-use crate::tcp::{self, TcpErrors, TcpPlan};
+use crate::tcp::{self, TcpErrors, TcpPlan, Workload};
 use crate::udp::{self, UdpOutcome, UdpPlan};
 
 /// Where the datagrams that did not come back died.
@@ -197,6 +197,9 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
     if cli.bot {
         return run_bot(cli, cpus);
     }
+    if let Some(url) = &cli.http {
+        return run_http(cli, url, cpus);
+    }
     if let Some(addr) = cli.tcp {
         let rate = match cli.rate {
             Some(Rate::PerSecond(r)) => Some(r),
@@ -205,8 +208,8 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         };
         let plan = TcpPlan {
             addr,
-            protocol: cli.protocol,
-            connections: cli.connections,
+            workload: Workload::Stream(cli.protocol),
+            connections: cli.connections.unwrap_or(50),
             threads: cli.threads,
             cpus,
             duration: cli.duration,
@@ -517,13 +520,14 @@ fn run_bot(cli: &Cli, cpus: Vec<usize>) -> anyhow::Result<()> {
         }
         None => protocols::bot::Script::default_script(),
     };
-    if cli.connections == 0 {
+    let concurrent = cli.connections.unwrap_or(50);
+    if concurrent == 0 {
         bail!("--connections must be at least 1");
     }
     let plan = crate::bot::BotPlan {
         addr,
         udp,
-        concurrent: cli.connections,
+        concurrent,
         duration: cli.duration,
         conversations: cli.requests,
         script: std::sync::Arc::new(script),
@@ -579,15 +583,91 @@ fn run_bot(cli: &Cli, cpus: Vec<usize>) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn run_http(cli: &Cli, url: &str, cpus: Vec<usize>) -> anyhow::Result<()> {
+    let url = crate::http::Url::parse(url)?;
+    let Some(connections) = cli.connections else {
+        let report = crate::http::fetch(&url, cli.follow, cli.timeout)?;
+        if cli.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            crate::http::print(&report);
+        }
+        return Ok(());
+    };
+    let addr = url.resolve()?;
+    let rate = match cli.rate {
+        Some(Rate::PerSecond(r)) => Some(r),
+        Some(Rate::Max) => bail!("--rate max is for UDP; HTTP load without --rate already goes as fast as responses come"),
+        None => None,
+    };
+    let plan = TcpPlan {
+        addr,
+        workload: Workload::Http {
+            request: url.request(true),
+        },
+        connections,
+        threads: cli.threads,
+        cpus,
+        duration: cli.duration,
+        requests: cli.requests,
+        size: cli.size,
+        pipeline: cli.pipeline,
+        rate,
+        timeout: cli.timeout,
+    };
+    let started = std::time::SystemTime::now();
+    let outcome = tcp::run(&plan, &Live::default(), cli.quiet)?;
+    let seconds = outcome.elapsed.as_secs_f64();
+    let report = TcpReport {
+        mode: "http",
+        target: format!("http://{}{}", url.host_header(), url.path),
+        protocol: "http",
+        connections,
+        threads: plan.threads,
+        pipeline: plan.pipeline,
+        size_min: 0,
+        size_max: 0,
+        requested_rate: rate,
+        duration_s: seconds,
+        requests: outcome.requests,
+        requests_per_sec: outcome.requests as f64 / seconds,
+        bytes_sent: outcome.bytes_sent,
+        bytes_received: outcome.bytes_received,
+        mb_per_sec: outcome.bytes_received as f64 / seconds / 1e6,
+        errors: outcome.errors,
+        latency_us: Percentiles::of(&outcome.latency),
+        latency: outcome.latency,
+    };
+    if let Some(path) = &cli.hdr_log {
+        crate::hdr_log::write(path, "latency", &report.latency, started, outcome.elapsed)?;
+    }
+    if cli.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_tcp(&report);
+    }
+    if report.requests == 0 {
+        bail!("no request was answered ({} errors)", report.errors.total());
+    }
+    Ok(())
+}
+
 fn print_tcp(r: &TcpReport) {
     let mode = match r.requested_rate {
         Some(rate) => format!("open loop at {rate:.0} req/s"),
         None => "closed loop".to_string(),
     };
-    println!(
-        "TCP {} -> {}: {} connections x pipeline {}, {} thread(s), {}-{} B payloads, {mode}",
-        r.protocol, r.target, r.connections, r.pipeline, r.threads, r.size_min, r.size_max
-    );
+    if r.protocol == "http" {
+        println!(
+            "HTTP GET {}: {} keep-alive connections x pipeline {}, {} thread(s), {mode}",
+            r.target, r.connections, r.pipeline, r.threads
+        );
+    } else {
+        println!(
+            "TCP {} -> {}: {} connections x pipeline {}, {} thread(s), {}-{} B payloads, {mode}",
+            r.protocol, r.target, r.connections, r.pipeline, r.threads, r.size_min, r.size_max
+        );
+    }
     println!(
         "  requests     {} in {:.2} s = {:.0} req/s",
         r.requests, r.duration_s, r.requests_per_sec
@@ -598,13 +678,14 @@ fn print_tcp(r: &TcpReport) {
     );
     let e = &r.errors;
     println!(
-        "  errors       {} (refused {}, reset {}, closed {}, timeout {}, mismatch {})",
+        "  errors       {} (refused {}, reset {}, closed {}, timeout {}, mismatch {}, status {})",
         e.total(),
         e.refused,
         e.reset,
         e.closed,
         e.timeout,
-        e.mismatch
+        e.mismatch,
+        e.status
     );
     println!("  latency      {}", r.latency_us.row());
 }

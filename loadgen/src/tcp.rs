@@ -20,6 +20,7 @@ use engine::token::{Op, Token};
 use hdrhistogram::Histogram;
 use io_uring::{cqueue, opcode, types, IoUring};
 use protocols::echo::EchoStream;
+use protocols::http::response::{Response, ResponseReader};
 use protocols::reverse::ReverseLines;
 use protocols::StreamSession;
 use serde::Serialize;
@@ -34,8 +35,8 @@ use crate::rng::Rng;
 pub struct TcpPlan {
     /// The server.
     pub addr: SocketAddr,
-    /// Echo or line-framed reverse.
-    pub protocol: TcpProtocol,
+    /// What the connections say, and how replies are checked.
+    pub workload: Workload,
     /// Connections in all.
     pub connections: usize,
     /// Load threads, one io_uring each.
@@ -56,6 +57,20 @@ pub struct TcpPlan {
     pub timeout: Duration,
 }
 
+/// What a TCP run's connections say, and how their replies are checked.
+#[derive(Debug, Clone)]
+pub enum Workload {
+    /// A stream protocol: random payloads, every reply checked byte for byte
+    /// against the protocol's own state machine.
+    Stream(TcpProtocol),
+    /// The same HTTP request again and again (keep-alive, pipelined): every
+    /// response read whole, whatever its framing, and its status checked.
+    Http {
+        /// The request's bytes.
+        request: Vec<u8>,
+    },
+}
+
 /// Errors by kind. Every one is counted; none is ignored.
 #[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
 pub struct TcpErrors {
@@ -67,8 +82,11 @@ pub struct TcpErrors {
     pub closed: u64,
     /// A request unanswered within `--timeout`.
     pub timeout: u64,
-    /// A reply that differed from the expected bytes.
+    /// A reply that differed from the expected bytes (or, over HTTP, a
+    /// response that could not be read).
     pub mismatch: u64,
+    /// An HTTP response whose status was not 2xx.
+    pub status: u64,
 }
 
 impl TcpErrors {
@@ -78,11 +96,12 @@ impl TcpErrors {
         self.closed += other.closed;
         self.timeout += other.timeout;
         self.mismatch += other.mismatch;
+        self.status += other.status;
     }
 
     /// All errors.
     pub fn total(&self) -> u64 {
-        self.refused + self.reset + self.closed + self.timeout + self.mismatch
+        self.refused + self.reset + self.closed + self.timeout + self.mismatch + self.status
     }
 }
 
@@ -192,15 +211,48 @@ struct InFlight {
     since: Instant,
 }
 
+/// How a connection's replies are checked.
+enum Check {
+    /// Against the bytes the protocol's own state machine says must come.
+    Exact {
+        model: Box<dyn StreamSession>,
+        expected: Vec<u8>,
+        offset: usize,
+        /// Reply bytes received so far (where `InFlight::reply_end` points).
+        received: u64,
+    },
+    /// Whole HTTP responses, counted as they complete.
+    Http {
+        reader: ResponseReader,
+        done: Vec<Response>,
+    },
+}
+
+impl Check {
+    fn new(workload: &Workload) -> Self {
+        match workload {
+            Workload::Stream(protocol) => Check::Exact {
+                model: match protocol {
+                    TcpProtocol::Echo => Box::new(EchoStream),
+                    TcpProtocol::Reverse => Box::new(ReverseLines::new(usize::MAX)),
+                },
+                expected: Vec::new(),
+                offset: 0,
+                received: 0,
+            },
+            Workload::Http { .. } => Check::Http {
+                reader: ResponseReader::new(),
+                done: Vec::new(),
+            },
+        }
+    }
+}
+
 /// One connection and everything needed to verify its replies.
 struct Client {
     stream: Option<TcpStream>,
     generation: u32,
-    /// The protocol's own state machine computes the expected replies.
-    model: Box<dyn StreamSession>,
-    expected: Vec<u8>,
-    expected_off: usize,
-    received: u64,
+    check: Check,
     inflight: VecDeque<InFlight>,
     queued: Vec<u8>,
     sending: Vec<u8>,
@@ -212,18 +264,11 @@ struct Client {
 }
 
 impl Client {
-    fn new(protocol: TcpProtocol) -> Self {
-        let model: Box<dyn StreamSession> = match protocol {
-            TcpProtocol::Echo => Box::new(EchoStream),
-            TcpProtocol::Reverse => Box::new(ReverseLines::new(usize::MAX)),
-        };
+    fn new(workload: &Workload) -> Self {
         Self {
             stream: None,
             generation: 0,
-            model,
-            expected: Vec::new(),
-            expected_off: 0,
-            received: 0,
+            check: Check::new(workload),
             inflight: VecDeque::new(),
             queued: Vec::new(),
             sending: Vec::new(),
@@ -238,10 +283,8 @@ impl Client {
         self.stream.as_ref().map_or(-1, |s| s.as_raw_fd())
     }
 
-    fn reset_state(&mut self) {
-        self.expected.clear();
-        self.expected_off = 0;
-        self.received = 0;
+    fn reset_state(&mut self, workload: &Workload) {
+        self.check = Check::new(workload);
         self.inflight.clear();
         self.queued.clear();
         self.sending.clear();
@@ -298,7 +341,7 @@ impl<'a> Worker<'a> {
             plan,
             live,
             clients: (0..connections)
-                .map(|_| Client::new(plan.protocol))
+                .map(|_| Client::new(&plan.workload))
                 .collect(),
             rng: Rng::new(seed + 1),
             quota,
@@ -329,7 +372,7 @@ impl<'a> Worker<'a> {
                 let c = &mut self.clients[i];
                 c.stream = Some(stream);
                 c.generation = c.generation.wrapping_add(1);
-                c.reset_state();
+                c.reset_state(&self.plan.workload);
                 self.arm_recv(i);
                 if self.rate.is_some() {
                     let generation = self.clients[i].generation;
@@ -366,26 +409,37 @@ impl<'a> Worker<'a> {
 
     /// Queues one request on client `i`, counting latency from `since`.
     fn issue(&mut self, i: usize, since: Instant) {
-        let SizeRange { lo, hi } = self.plan.size;
-        let size = self.rng.range(lo, hi);
         self.payload.clear();
-        match self.plan.protocol {
-            TcpProtocol::Echo => {
-                self.payload.resize(size, 0);
+        match &self.plan.workload {
+            Workload::Stream(TcpProtocol::Echo) => {
+                let SizeRange { lo, hi } = self.plan.size;
+                self.payload.resize(self.rng.range(lo, hi), 0);
                 self.rng.fill(&mut self.payload);
             }
-            TcpProtocol::Reverse => {
+            Workload::Stream(TcpProtocol::Reverse) => {
                 const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-                for _ in 1..size {
+                let SizeRange { lo, hi } = self.plan.size;
+                for _ in 1..self.rng.range(lo, hi) {
                     self.payload
                         .push(ALPHABET[self.rng.range(0, ALPHABET.len() - 1)]);
                 }
                 self.payload.push(b'\n');
             }
+            Workload::Http { request } => self.payload.extend_from_slice(request),
         }
         let c = &mut self.clients[i];
-        c.model.on_bytes(&self.payload, &mut c.expected);
-        let reply_end = c.received + (c.expected.len() - c.expected_off) as u64;
+        let reply_end = match &mut c.check {
+            Check::Exact {
+                model,
+                expected,
+                offset,
+                received,
+            } => {
+                model.on_bytes(&self.payload, expected);
+                *received + (expected.len() - *offset) as u64
+            }
+            Check::Http { .. } => 0,
+        };
         c.inflight.push_back(InFlight { reply_end, since });
         c.queued.extend_from_slice(&self.payload);
         self.issued += 1;
@@ -600,31 +654,54 @@ impl<'a> Worker<'a> {
     fn on_reply(&mut self, i: usize, bid: u16, len: usize, now: Instant) {
         let data = self.bufs.filled(bid, len);
         let c = &mut self.clients[i];
-        let expected = &c.expected[c.expected_off..];
-        if data.len() > expected.len() || data != &expected[..data.len()] {
-            self.errors.mismatch += 1;
-            self.fail(i);
-            return;
-        }
-        let c = &mut self.clients[i];
-        c.expected_off += data.len();
-        c.received += data.len() as u64;
-        self.bytes_received += data.len() as u64;
-        if c.expected_off > 64 * 1024 {
-            c.expected.drain(..c.expected_off);
-            c.expected_off = 0;
-        }
-        let mut completed = 0;
-        while let Some(front) = c.inflight.front() {
-            if front.reply_end > c.received {
-                break;
+        let completed = match &mut c.check {
+            Check::Exact {
+                expected,
+                offset,
+                received,
+                ..
+            } => {
+                let want = &expected[*offset..];
+                if data.len() > want.len() || data != &want[..data.len()] {
+                    self.errors.mismatch += 1;
+                    self.fail(i);
+                    return;
+                }
+                *offset += data.len();
+                *received += data.len() as u64;
+                if *offset > 64 * 1024 {
+                    expected.drain(..*offset);
+                    *offset = 0;
+                }
+                let received = *received;
+                c.inflight
+                    .iter()
+                    .take_while(|f| f.reply_end <= received)
+                    .count()
             }
-            let ns = now.duration_since(front.since).as_nanos() as u64;
+            Check::Http { reader, done } => {
+                done.clear();
+                if reader.feed(data, done).is_err() {
+                    self.errors.mismatch += 1;
+                    self.fail(i);
+                    return;
+                }
+                let bad = done
+                    .iter()
+                    .filter(|r| !(200..300).contains(&r.status))
+                    .count() as u64;
+                self.errors.status += bad;
+                done.len()
+            }
+        };
+        self.bytes_received += data.len() as u64;
+        let c = &mut self.clients[i];
+        for f in c.inflight.drain(..completed.min(c.inflight.len())) {
+            let ns = now.duration_since(f.since).as_nanos() as u64;
             self.latency.saturating_record(ns);
             self.interval.saturating_record(ns);
-            c.inflight.pop_front();
-            completed += 1;
         }
+        let completed = completed as u64;
         self.finished += completed;
         self.live.done.fetch_add(completed, Relaxed);
         let generation = c.generation;

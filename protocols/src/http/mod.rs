@@ -9,6 +9,8 @@
 //! follow a pattern (`a`..`z` repeating from offset 0) that a client can
 //! verify.
 
+pub mod response;
+
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 

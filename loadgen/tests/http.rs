@@ -1,0 +1,137 @@
+//! `loadgen --http` against the engine's http service and small
+//! misbehaving servers, all on loopback.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+
+use common::{assert_fails_with, loadgen_json, num, TestServer};
+use protocols::{Protocol, Transport};
+
+/// A one-shot server: answers every connection's request with `response`
+/// (after reading the request head), then closes.
+fn canned(response: &'static [u8]) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let _ = s.write_all(response);
+        }
+    });
+    addr
+}
+
+#[test]
+fn single_fetches_read_every_framing() {
+    let server = TestServer::start(&[(Transport::Tcp, Protocol::Http)]);
+    let base = format!("http://{}", server.addr(0));
+    let r = loadgen_json(&["--http", &format!("{base}/bytes/3000000")]);
+    assert_eq!(
+        (num(&r, "status"), num(&r, "body_bytes")),
+        (200.0, 3_000_000.0)
+    );
+    assert_eq!(r["framing"], "content-length");
+    assert!(
+        num(&r, "mb_per_sec") > 0.0
+            && num(&r, "ttfb_ms") >= 0.0
+            && num(&r, "total_ms") >= num(&r, "transfer_ms")
+    );
+    let r = loadgen_json(&["--http", &format!("{base}/chunked/70000")]);
+    assert_eq!(
+        (num(&r, "body_bytes"), r["framing"].as_str()),
+        (70_000.0, Some("chunked"))
+    );
+    let old = canned(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the server closes");
+    let r = loadgen_json(&["--http", &format!("http://{old}/")]);
+    assert_eq!(
+        (num(&r, "body_bytes"), r["framing"].as_str()),
+        (23.0, Some("close"))
+    );
+}
+
+#[test]
+fn broken_servers_and_bad_urls_are_reported_clearly() {
+    let truncated = canned(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this");
+    assert_fails_with(
+        &["--http", &format!("http://{truncated}/")],
+        "the body ended after 9 of 100 bytes",
+    );
+    let garbage = canned(b"SSH-2.0-OpenSSH_9.2\r\n\r\n");
+    assert_fails_with(
+        &["--http", &format!("http://{garbage}/")],
+        "malformed response",
+    );
+    let cut = canned(b"HTTP/1.1 200 OK\r\nContent-Le");
+    assert_fails_with(
+        &["--http", &format!("http://{cut}/")],
+        "inside a response head",
+    );
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    assert_fails_with(
+        &["--http", &format!("http://127.0.0.1:{port}/")],
+        "no server at",
+    );
+    assert_fails_with(&["--http", "https://127.0.0.1/"], "TLS is not supported");
+    assert_fails_with(&["--http", "127.0.0.1/"], "not a URL like http://");
+}
+
+#[test]
+fn redirects_are_reported_and_followed_only_when_asked() {
+    let server = TestServer::start(&[(Transport::Tcp, Protocol::Http)]);
+    let target: &'static str = Box::leak(format!("HTTP/1.1 301 Moved Permanently\r\nLocation: http://{}/bytes/10\r\nContent-Length: 0\r\n\r\n", server.addr(0)).into_boxed_str());
+    let mover = canned(target.as_bytes());
+    let r = loadgen_json(&["--http", &format!("http://{mover}/old")]);
+    assert_eq!(num(&r, "status"), 301.0);
+    assert_eq!(r["redirect"], format!("http://{}/bytes/10", server.addr(0)));
+    let r = loadgen_json(&["--http", &format!("http://{mover}/old"), "--follow"]);
+    assert_eq!((num(&r, "status"), num(&r, "body_bytes")), (200.0, 10.0));
+    assert_eq!(r["followed"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn keep_alive_load_with_pipelining_reads_every_response() {
+    let server = TestServer::start(&[(Transport::Tcp, Protocol::Http)]);
+    let url = format!("http://{}/chunked/2000", server.addr(0));
+    let r = loadgen_json(&[
+        "--http",
+        &url,
+        "--connections",
+        "10",
+        "--pipeline",
+        "4",
+        "--requests",
+        "4000",
+    ]);
+    assert_eq!(num(&r, "requests"), 4000.0);
+    assert_eq!(
+        num(&r, "errors.mismatch") + num(&r, "errors.status") + num(&r, "errors.closed"),
+        0.0,
+        "{r}"
+    );
+    assert_eq!(
+        server.totals().connections_accepted,
+        11,
+        "ten kept alive, plus the first reachability check"
+    );
+    // Error statuses are counted as such.
+    let r = loadgen_json(&[
+        "--http",
+        &format!("http://{}/nope", server.addr(0)),
+        "--connections",
+        "2",
+        "--requests",
+        "10",
+    ]);
+    assert_eq!(num(&r, "errors.status"), 10.0);
+}
