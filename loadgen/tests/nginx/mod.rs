@@ -1,0 +1,105 @@
+//! A real nginx on a loopback port, with a generated config serving files
+//! of 1 KiB, 1 MiB and 100 MiB; stopped and cleaned up when dropped. Used
+//! by the interop suite and the HTTP benchmark (needs `apt-get install nginx`).
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The files served, by name and size.
+pub const FILES: &[(&str, u64)] = &[
+    ("1k.bin", 1024),
+    ("1m.bin", 1 << 20),
+    ("100m.bin", 100 << 20),
+];
+
+/// A running nginx.
+pub struct Nginx {
+    child: Child,
+    dir: PathBuf,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+/// The byte at `offset` of every served file.
+pub fn file_byte(offset: u64) -> u8 {
+    b'a' + (offset % 26) as u8
+}
+
+impl Nginx {
+    /// Starts nginx with one worker, pinned to `cpu` if given; `None` when
+    /// nginx is not installed.
+    pub fn start(cpu: Option<usize>) -> Option<Nginx> {
+        Command::new("nginx").arg("-v").output().ok()?;
+        let dir = std::env::temp_dir().join(format!(
+            "ringcore-nginx-{}-{}",
+            std::process::id(),
+            cpu.map_or(9, |c| c)
+        ));
+        let www = dir.join("www");
+        std::fs::create_dir_all(&www).expect("nginx dir");
+        for (name, size) in FILES {
+            let data: Vec<u8> = (0..*size).map(file_byte).collect();
+            std::fs::write(www.join(name), data).expect("write a served file");
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let d = dir.display();
+        let config = format!(
+            "daemon off;\nmaster_process on;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{\n  access_log off;\n  sendfile on;\n  keepalive_requests 10000000;\n\
+             client_body_temp_path {d}/tmp_body;\n  proxy_temp_path {d}/tmp_proxy;\n  fastcgi_temp_path {d}/tmp_fcgi;\n\
+             uwsgi_temp_path {d}/tmp_uwsgi;\n  scgi_temp_path {d}/tmp_scgi;\n\
+             server {{ listen 127.0.0.1:{port}; root {d}/www; }}\n}}\n"
+        );
+        let conf = dir.join("nginx.conf");
+        std::fs::write(&conf, config).expect("write nginx.conf");
+        let mut command = match cpu {
+            Some(cpu) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", &cpu.to_string(), "nginx"]);
+                c
+            }
+            None => Command::new("nginx"),
+        };
+        let child = command
+            .args(["-c", &conf.to_string_lossy(), "-p", &dir.to_string_lossy()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .ok()?;
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().ok()?;
+        let nginx = Nginx { child, dir, addr };
+        // Wait until it accepts connections (bounded).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not start; see {}/error.log",
+                nginx.dir.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(nginx)
+    }
+
+    /// The URL of a served file.
+    pub fn url(&self, name: &str) -> String {
+        format!("http://{}/{name}", self.addr)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SAFETY: signals our own child (the nginx master): a quick shutdown.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
