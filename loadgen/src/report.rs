@@ -12,7 +12,7 @@ use crate::kernel::{socket_drops, ServerUdp, UdpSnmp};
 use crate::lab::{self, LabPlan};
 use crate::latency::Percentiles;
 use crate::progress::Live;
-use crate::tcp::{self, TcpErrors, TcpPlan, Workload};
+use crate::tcp::{self, TcpErrors, TcpOutcome, TcpPlan, Workload};
 use crate::udp::{self, UdpOutcome, UdpPlan};
 
 /// Where the datagrams that did not come back died.
@@ -91,11 +91,11 @@ pub struct UdpReport {
 /// The result of a TCP run, as printed by `--json`.
 #[derive(Debug, Serialize)]
 pub struct TcpReport {
-    /// Always "tcp".
+    /// "tcp", or "http" for an HTTP load run.
     pub mode: &'static str,
     /// The server's address.
     pub target: String,
-    /// "echo" or "reverse".
+    /// "echo", "reverse" or "http".
     pub protocol: &'static str,
     /// Connections.
     pub connections: usize,
@@ -222,42 +222,12 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         let live = Live::default();
         let started = std::time::SystemTime::now();
         let outcome = tcp::run(&plan, &live, cli.quiet)?;
-        let seconds = outcome.elapsed.as_secs_f64();
-        let report = TcpReport {
-            mode: "tcp",
-            target: addr.to_string(),
-            protocol: match cli.protocol {
-                TcpProtocol::Echo => "echo",
-                TcpProtocol::Reverse => "reverse",
-            },
-            connections: plan.connections,
-            threads: plan.threads,
-            pipeline: plan.pipeline,
-            size_min: plan.size.lo,
-            size_max: plan.size.hi,
-            requested_rate: rate,
-            duration_s: seconds,
-            requests: outcome.requests,
-            requests_per_sec: outcome.requests as f64 / seconds,
-            bytes_sent: outcome.bytes_sent,
-            bytes_received: outcome.bytes_received,
-            mb_per_sec: (outcome.bytes_sent + outcome.bytes_received) as f64 / seconds / 1e6,
-            errors: outcome.errors,
-            latency_us: Percentiles::of(&outcome.latency),
-            latency: outcome.latency,
+        let protocol = match cli.protocol {
+            TcpProtocol::Echo => "echo",
+            TcpProtocol::Reverse => "reverse",
         };
-        if let Some(path) = &cli.hdr_log {
-            crate::hdr_log::write(path, "latency", &report.latency, started, outcome.elapsed)?;
-        }
-        if cli.json {
-            println!("{}", serde_json::to_string(&report)?);
-        } else {
-            print_tcp(&report);
-        }
-        if report.requests == 0 {
-            bail!("no request was answered ({} errors)", report.errors.total());
-        }
-        return Ok(());
+        let report = TcpReport::new("tcp", protocol, addr.to_string(), &plan, outcome);
+        return emit_tcp(cli, report, started);
     }
     if let Some(addr) = cli.udp {
         if cli.size.lo != cli.size.hi {
@@ -617,29 +587,57 @@ fn run_http(cli: &Cli, url: &str, cpus: Vec<usize>) -> anyhow::Result<()> {
     };
     let started = std::time::SystemTime::now();
     let outcome = tcp::run(&plan, &Live::default(), cli.quiet)?;
-    let seconds = outcome.elapsed.as_secs_f64();
-    let report = TcpReport {
-        mode: "http",
-        target: format!("http://{}{}", url.host_header(), url.path),
-        protocol: "http",
-        connections,
-        threads: plan.threads,
-        pipeline: plan.pipeline,
-        size_min: 0,
-        size_max: 0,
-        requested_rate: rate,
-        duration_s: seconds,
-        requests: outcome.requests,
-        requests_per_sec: outcome.requests as f64 / seconds,
-        bytes_sent: outcome.bytes_sent,
-        bytes_received: outcome.bytes_received,
-        mb_per_sec: outcome.bytes_received as f64 / seconds / 1e6,
-        errors: outcome.errors,
-        latency_us: Percentiles::of(&outcome.latency),
-        latency: outcome.latency,
-    };
+    let target = format!("http://{}{}", url.host_header(), url.path);
+    emit_tcp(
+        cli,
+        TcpReport::new("http", "http", target, &plan, outcome),
+        started,
+    )
+}
+
+impl TcpReport {
+    /// The report of a finished TCP (or HTTP) run.
+    fn new(
+        mode: &'static str,
+        protocol: &'static str,
+        target: String,
+        plan: &TcpPlan,
+        outcome: TcpOutcome,
+    ) -> Self {
+        let seconds = outcome.elapsed.as_secs_f64();
+        let (size_min, size_max) = match plan.workload {
+            Workload::Stream(_) => (plan.size.lo, plan.size.hi),
+            Workload::Http { .. } => (0, 0),
+        };
+        Self {
+            mode,
+            target,
+            protocol,
+            connections: plan.connections,
+            threads: plan.threads,
+            pipeline: plan.pipeline,
+            size_min,
+            size_max,
+            requested_rate: plan.rate,
+            duration_s: seconds,
+            requests: outcome.requests,
+            requests_per_sec: outcome.requests as f64 / seconds,
+            bytes_sent: outcome.bytes_sent,
+            bytes_received: outcome.bytes_received,
+            mb_per_sec: (outcome.bytes_sent + outcome.bytes_received) as f64 / seconds / 1e6,
+            errors: outcome.errors,
+            latency_us: Percentiles::of(&outcome.latency),
+            latency: outcome.latency,
+        }
+    }
+}
+
+/// Writes the histogram log if asked, prints the report, and fails a run
+/// that answered nothing.
+fn emit_tcp(cli: &Cli, report: TcpReport, started: std::time::SystemTime) -> anyhow::Result<()> {
     if let Some(path) = &cli.hdr_log {
-        crate::hdr_log::write(path, "latency", &report.latency, started, outcome.elapsed)?;
+        let elapsed = std::time::Duration::from_secs_f64(report.duration_s);
+        crate::hdr_log::write(path, "latency", &report.latency, started, elapsed)?;
     }
     if cli.json {
         println!("{}", serde_json::to_string(&report)?);
