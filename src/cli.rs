@@ -18,7 +18,7 @@ const EXAMPLES: &str = "\
 Examples:
   ringcore
       the chapter's services on 127.0.0.1: tcp 65432 echo, udp 65432 echo,
-            tcp 12345 reverse, udp 8888 ok, the support bot on tcp and udp 5555,
+      tcp 12345 reverse, udp 8888 ok, the support bot on tcp and udp 5555,
       and http on tcp 8080
   ringcore --serve tcp:5555=bot --bot-script my-dialogue.toml
       the support bot with another dialogue
