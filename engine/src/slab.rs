@@ -69,6 +69,18 @@ impl<T> Slab<T> {
         self.len == 0
     }
 
+    /// One past the highest index ever handed out (for walking the slab
+    /// by index without allocating).
+    pub fn capacity(&self) -> u32 {
+        self.slots.len() as u32
+    }
+
+    /// The generation of the value at `index`, if the slot is occupied.
+    pub fn generation_at(&self, index: u32) -> Option<u32> {
+        let slot = self.slots.get(index as usize)?;
+        slot.value.as_ref().map(|_| slot.generation & 0xff_ffff)
+    }
+
     /// Indices and generations of every occupied slot.
     pub fn keys(&self) -> Vec<(u32, u32)> {
         self.slots
@@ -96,5 +108,8 @@ mod tests {
         assert_eq!(slab.get_mut(j, h), Some(&mut "b"));
         assert_eq!(slab.len(), 1);
         assert_eq!(slab.keys(), vec![(j, h)]);
+        assert_eq!(slab.capacity(), 1);
+        assert_eq!(slab.generation_at(j), Some(h));
+        assert_eq!(slab.generation_at(7), None);
     }
 }
