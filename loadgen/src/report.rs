@@ -201,24 +201,8 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         return run_http(cli, url, cpus);
     }
     if let Some(addr) = cli.tcp {
-        let rate = match cli.rate {
-            Some(Rate::PerSecond(r)) => Some(r),
-            Some(Rate::Max) => bail!("--rate max is for UDP floods; TCP without --rate already runs as fast as replies come"),
-            None => None,
-        };
-        let plan = TcpPlan {
-            addr,
-            workload: Workload::Stream(cli.protocol),
-            connections: cli.connections.unwrap_or(50),
-            threads: cli.threads,
-            cpus,
-            duration: cli.duration,
-            requests: cli.requests,
-            size: cli.size,
-            pipeline: cli.pipeline,
-            rate,
-            timeout: cli.timeout,
-        };
+        let connections = cli.connections.unwrap_or(50);
+        let plan = tcp_plan(cli, addr, Workload::Stream(cli.protocol), connections, cpus)?;
         let live = Live::default();
         let started = std::time::SystemTime::now();
         let outcome = tcp::run(&plan, &live, cli.quiet)?;
@@ -553,6 +537,34 @@ fn run_bot(cli: &Cli, cpus: Vec<usize>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A TCP (or HTTP) load plan from the command line.
+fn tcp_plan(
+    cli: &Cli,
+    addr: std::net::SocketAddr,
+    workload: Workload,
+    connections: usize,
+    cpus: Vec<usize>,
+) -> anyhow::Result<TcpPlan> {
+    let rate = match cli.rate {
+        Some(Rate::PerSecond(r)) => Some(r),
+        Some(Rate::Max) => bail!("--rate max is for UDP floods; TCP and HTTP load without --rate already go as fast as replies come"),
+        None => None,
+    };
+    Ok(TcpPlan {
+        addr,
+        workload,
+        connections,
+        threads: cli.threads,
+        cpus,
+        duration: cli.duration,
+        requests: cli.requests,
+        size: cli.size,
+        pipeline: cli.pipeline,
+        rate,
+        timeout: cli.timeout,
+    })
+}
+
 fn run_http(cli: &Cli, url: &str, cpus: Vec<usize>) -> anyhow::Result<()> {
     let url = crate::http::Url::parse(url)?;
     let Some(connections) = cli.connections else {
@@ -564,27 +576,10 @@ fn run_http(cli: &Cli, url: &str, cpus: Vec<usize>) -> anyhow::Result<()> {
         }
         return Ok(());
     };
-    let addr = url.resolve()?;
-    let rate = match cli.rate {
-        Some(Rate::PerSecond(r)) => Some(r),
-        Some(Rate::Max) => bail!("--rate max is for UDP; HTTP load without --rate already goes as fast as responses come"),
-        None => None,
+    let workload = Workload::Http {
+        request: url.request(true),
     };
-    let plan = TcpPlan {
-        addr,
-        workload: Workload::Http {
-            request: url.request(true),
-        },
-        connections,
-        threads: cli.threads,
-        cpus,
-        duration: cli.duration,
-        requests: cli.requests,
-        size: cli.size,
-        pipeline: cli.pipeline,
-        rate,
-        timeout: cli.timeout,
-    };
+    let plan = tcp_plan(cli, url.resolve()?, workload, connections, cpus)?;
     let started = std::time::SystemTime::now();
     let outcome = tcp::run(&plan, &Live::default(), cli.quiet)?;
     let target = format!("http://{}{}", url.host_header(), url.path);
