@@ -37,6 +37,11 @@ Sizes take K/M/G suffixes; durations take ms/s/m.";
 #[derive(Debug, Parser)]
 #[command(name = "ringcore", version, about, after_help = EXAMPLES)]
 pub struct Cli {
+    /// The I/O model: the thread-per-core io_uring engine, or the chapter's
+    /// thread per connection (for comparison).
+    #[arg(long = "io", value_enum, default_value = "uring", value_name = "MODEL")]
+    pub io: crate::model::IoModel,
+
     /// Address every service binds to.
     #[arg(long, default_value = "127.0.0.1", value_name = "ADDR")]
     pub bind: IpAddr,

@@ -2,6 +2,7 @@
 
 mod cli;
 mod limits;
+mod model;
 mod signals;
 
 use std::process::ExitCode;
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use engine::{metrics, Engine, StatsSnapshot};
+use engine::{metrics, StatsSnapshot};
 
 use cli::Cli;
 
@@ -50,13 +51,14 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     };
     let deadline = config.shutdown_deadline;
 
-    let engine = Engine::start(config)?;
+    let engine = model::Running::start(cli.io, config)?;
     // The http service's /metrics serves the engine's counters.
     let counters = engine.stats();
     let _ = options
         .http
         .metrics
         .set(Box::new(move || metrics::render(&counters)));
+    let workers = engine.workers();
     let plural = if workers == 1 { "worker" } else { "workers" };
     for s in engine.services() {
         println!(
@@ -64,10 +66,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             s.transport, s.addr, s.protocol
         );
     }
-    println!(
-        "io_uring: {}; up to {max_connections} connections",
-        engine.ring_mode().describe()
-    );
+    println!("{}; up to {max_connections} connections", engine.describe());
     if let Some(addr) = cli.metrics {
         let bound = metrics::serve(addr, engine.stats())
             .with_context(|| format!("starting the metrics endpoint on {addr}"))?;
@@ -81,7 +80,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         if let Some(signal) = signals.wait(Duration::from_millis(200))? {
             break Some(signal);
         }
-        if engine.any_worker_stopped() {
+        if engine.any_stopped() {
             break None;
         }
         if let (Some(at), Some(interval)) = (next_report, cli.stats_interval) {
@@ -95,7 +94,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Some(name) => println!("{name}: stopping; flushing replies for up to {deadline:?}"),
         None => eprintln!("ringcore: a worker stopped unexpectedly; shutting down"),
     }
-    engine.shutdown_handle().shutdown();
+    engine.shutdown();
     let outcome = engine.join();
     println!("final: {}", snapshot().summary_line());
     outcome?;

@@ -17,6 +17,7 @@ pub mod ring;
 pub mod slab;
 pub mod socket;
 pub mod stats;
+pub mod threads;
 pub mod token;
 pub mod udp;
 pub mod worker;
@@ -32,6 +33,7 @@ pub use error::EngineError;
 pub use protocols::Transport;
 pub use ring::RingMode;
 pub use stats::{StatsSnapshot, WorkerStats};
+pub use threads::ThreadsServer;
 
 use worker::{TcpService, UdpService, Worker, WorkerSettings};
 

@@ -23,6 +23,13 @@ impl Counter {
         self.add(1);
     }
 
+    /// Adds `n` from any thread (an atomic add): for server models where
+    /// many threads share one set of counters.
+    #[inline]
+    pub fn add_shared(&self, n: u64) {
+        self.0.fetch_add(n, Relaxed);
+    }
+
     /// Replaces the value (for figures the worker reads from elsewhere).
     #[inline]
     pub fn set(&self, n: u64) {

@@ -1,0 +1,364 @@
+//! The chapter's server model, for comparison: an accept loop per TCP
+//! service, one blocking OS thread per connection, and one blocking thread
+//! per UDP service. It serves the same protocols through the same sessions
+//! as the io_uring engine, with the same counters; only the I/O differs.
+//!
+//! Blocking writes are its backpressure (a peer that does not read stalls
+//! its own thread), a 100 ms read timeout gives sessions their ticks and
+//! lets threads notice shutdown, and shutdown waits for connections up to
+//! the same deadline as the engine.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use protocols::{DatagramHandler, Next, Replies, StreamSession};
+
+use crate::config::{EngineConfig, Handler};
+use crate::error::EngineError;
+use crate::stats::WorkerStats;
+use crate::BoundService;
+
+/// How often blocked threads look up (ticks, shutdown).
+const TICK: Duration = Duration::from_millis(100);
+/// How long a finished connection waits for the peer's close.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// What every thread of the model shares.
+struct Shared {
+    stats: Arc<WorkerStats>,
+    stopping: AtomicBool,
+    /// Set when shutdown starts: when connections must be closed by.
+    deadline: Mutex<Option<Instant>>,
+    shutdown_deadline: Duration,
+    open: AtomicUsize,
+    max_connections: usize,
+}
+
+impl Shared {
+    fn past_deadline(&self) -> bool {
+        self.deadline
+            .lock()
+            .map(|d| d.is_some_and(|at| Instant::now() >= at))
+            .unwrap_or(true)
+    }
+}
+
+/// A running thread-per-connection server.
+pub struct ThreadsServer {
+    shared: Arc<Shared>,
+    services: Vec<BoundService>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl ThreadsServer {
+    /// Binds every service (one socket each) and starts its threads.
+    pub fn start(config: EngineConfig) -> Result<ThreadsServer, EngineError> {
+        config.validate().map_err(EngineError::Config)?;
+        let shared = Arc::new(Shared {
+            stats: Arc::new(WorkerStats::default()),
+            stopping: AtomicBool::new(false),
+            deadline: Mutex::new(None),
+            shutdown_deadline: config.shutdown_deadline,
+            open: AtomicUsize::new(0),
+            max_connections: config.max_connections,
+        });
+        let mut services = Vec::new();
+        let mut threads = Vec::new();
+        for service in &config.services {
+            let (mut sockets, addr) = crate::socket::bind_group(service, 1)?;
+            let fd: OwnedFd = sockets.remove(0);
+            services.push(BoundService {
+                transport: service.transport(),
+                addr,
+                protocol: service.protocol.clone(),
+            });
+            let shared = shared.clone();
+            let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
+                std::thread::Builder::new()
+                    .name(name)
+                    .spawn(f)
+                    .map_err(|e| EngineError::Worker {
+                        worker: 0,
+                        context: "spawning a thread",
+                        source: e,
+                    })
+            };
+            match &service.handler {
+                Handler::Stream(factory) => {
+                    let factory = factory.clone();
+                    let listener = TcpListener::from(fd);
+                    threads.push(spawn(
+                        format!("accept-{}", addr.port()),
+                        Box::new(move || accept_loop(listener, factory, shared)),
+                    )?);
+                }
+                Handler::Datagram(factory) => {
+                    let factory = factory.clone();
+                    let socket = UdpSocket::from(fd);
+                    threads.push(spawn(
+                        format!("udp-{}", addr.port()),
+                        Box::new(move || udp_loop(socket, factory(), shared)),
+                    )?);
+                }
+            }
+        }
+        Ok(ThreadsServer {
+            shared,
+            services,
+            threads,
+        })
+    }
+
+    /// The services as bound.
+    pub fn services(&self) -> &[BoundService] {
+        &self.services
+    }
+
+    /// The counters (one set, shared by every thread).
+    pub fn stats(&self) -> Vec<Arc<WorkerStats>> {
+        vec![self.shared.stats.clone()]
+    }
+
+    /// Stops accepting, answers what was received, and closes, by the deadline.
+    pub fn shutdown(&self) {
+        if let Ok(mut deadline) = self.shared.deadline.lock() {
+            deadline.get_or_insert(Instant::now() + self.shared.shutdown_deadline);
+        }
+        self.shared.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// True once a service thread has stopped.
+    pub fn any_thread_stopped(&self) -> bool {
+        self.threads.iter().any(JoinHandle::is_finished)
+    }
+
+    /// Waits for the service threads (which wait for their connections).
+    pub fn join(self) -> Result<(), EngineError> {
+        for t in self.threads {
+            t.join().map_err(|_| EngineError::WorkerPanicked(0))?;
+        }
+        Ok(())
+    }
+}
+
+fn accept_loop(listener: TcpListener, factory: crate::config::StreamFactory, shared: Arc<Shared>) {
+    // Non-blocking accept polled every tick, so shutdown is noticed.
+    if listener.set_nonblocking(true).is_err() {
+        return;
+    }
+    let mut connections: Vec<JoinHandle<()>> = Vec::new();
+    while !shared.stopping.load(Ordering::SeqCst) {
+        if shared.open.load(Ordering::SeqCst) >= shared.max_connections {
+            std::thread::sleep(TICK); // at the limit: new connections wait in the backlog
+            continue;
+        }
+        match listener.accept() {
+            Ok((stream, _)) => {
+                shared.stats.connections_accepted.add_shared(1);
+                shared.open.fetch_add(1, Ordering::SeqCst);
+                let for_thread = shared.clone();
+                // Sessions live on the thread that made them.
+                let factory = factory.clone();
+                match std::thread::Builder::new().spawn(move || {
+                    serve(stream, factory(), &for_thread);
+                    for_thread.open.fetch_sub(1, Ordering::SeqCst);
+                    for_thread.stats.connections_closed.add_shared(1);
+                }) {
+                    Ok(handle) => connections.push(handle),
+                    Err(_) => {
+                        // Out of threads: the connection is dropped (closed), and counted.
+                        shared.stats.accept_errors.add_shared(1);
+                        shared.open.fetch_sub(1, Ordering::SeqCst);
+                    }
+                }
+                connections.retain(|h| !h.is_finished());
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_readable(listener.as_raw_fd()),
+            Err(_) => {
+                shared.stats.accept_errors.add_shared(1);
+                std::thread::sleep(TICK); // EMFILE and the like: retry later, do not spin
+            }
+        }
+    }
+    for handle in connections {
+        let _ = handle.join();
+    }
+}
+
+fn wait_readable(fd: i32) {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call.
+    unsafe { libc::poll(&mut pfd, 1, TICK.as_millis() as i32) };
+}
+
+/// One connection, start to finish, on its own thread.
+fn serve(mut stream: TcpStream, mut session: Box<dyn StreamSession>, shared: &Shared) {
+    let stats = &shared.stats;
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_read_timeout(Some(TICK));
+    let _ = stream.set_write_timeout(Some(TICK));
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    session.on_open(&mut out);
+    if write_out(&mut stream, &mut out, &mut *session, shared).is_err() {
+        return;
+    }
+    let mut last_active = Instant::now();
+    loop {
+        if shared.stopping.load(Ordering::SeqCst) {
+            // Answer what the peer already sent, without waiting for more.
+            let _ = stream.set_nonblocking(true);
+            while let Ok(n) = stream.read(&mut buf) {
+                if n == 0 || session.on_bytes(&buf[..n], &mut out) == Next::Close {
+                    break;
+                }
+                stats.bytes_in.add_shared(n as u64);
+                stats.messages_in.add_shared(1);
+            }
+            let _ = stream.set_nonblocking(false);
+            let _ = write_out(&mut stream, &mut out, &mut *session, shared);
+            break;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => {
+                session.on_eof(&mut out);
+                let _ = write_out(&mut stream, &mut out, &mut *session, shared);
+                return; // the peer closed: nothing to linger for
+            }
+            Ok(n) => {
+                last_active = Instant::now();
+                stats.bytes_in.add_shared(n as u64);
+                stats.messages_in.add_shared(1);
+                let next = session.on_bytes(&buf[..n], &mut out);
+                match write_out(&mut stream, &mut out, &mut *session, shared) {
+                    Ok(after) if next == Next::Close || after == Next::Close => break,
+                    Ok(_) => {}
+                    Err(_) => {
+                        stats.connection_errors.add_shared(1);
+                        return;
+                    }
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                if session.wants_ticks() {
+                    let now = Instant::now();
+                    let next = session.on_tick(now, now.duration_since(last_active), &mut out);
+                    if write_out(&mut stream, &mut out, &mut *session, shared).is_err() {
+                        return;
+                    }
+                    if next == Next::Close {
+                        stats.idle_timeouts.add_shared(1);
+                        break;
+                    }
+                }
+            }
+            Err(_) => {
+                stats.connection_errors.add_shared(1);
+                return;
+            }
+        }
+    }
+    // Our side is done: FIN after the last reply, then discard input until
+    // the peer closes, so unread input cannot turn the close into a reset.
+    let _ = stream.shutdown(Shutdown::Write);
+    let until = Instant::now() + LINGER;
+    while Instant::now() < until && !shared.past_deadline() {
+        match stream.read(&mut buf) {
+            Ok(0) => break, // the peer closed too
+            Ok(n) => stats.bytes_discarded.add_shared(n as u64),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+}
+
+/// Writes `out` (and whatever long body the session still has) with
+/// blocking writes, giving up past the shutdown deadline; `Close` when the
+/// session asked to close while producing its body.
+fn write_out(
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    session: &mut dyn StreamSession,
+    shared: &Shared,
+) -> io::Result<Next> {
+    let mut next = Next::Continue;
+    loop {
+        let mut written = 0;
+        while written < out.len() {
+            match stream.write(&out[written..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    written += n;
+                    shared.stats.bytes_out.add_shared(n as u64);
+                    shared.stats.messages_out.add_shared(1);
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if shared.past_deadline() {
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        out.clear();
+        if !session.has_more_output() {
+            return Ok(next);
+        }
+        if session.on_drained(out) == Next::Close {
+            next = Next::Close;
+        }
+    }
+}
+
+fn udp_loop(socket: UdpSocket, mut handler: Box<dyn DatagramHandler>, shared: Arc<Shared>) {
+    let stats = &shared.stats;
+    let _ = socket.set_read_timeout(Some(TICK));
+    let mut buf = vec![0u8; 65_536];
+    let mut replies = Replies::new();
+    while !shared.stopping.load(Ordering::SeqCst) {
+        let (n, peer): (usize, SocketAddr) = match socket.recv_from(&mut buf) {
+            Ok(got) => got,
+            Err(_) => continue, // timeout (shutdown check) or a passing error
+        };
+        stats.datagrams_in.add_shared(1);
+        stats.bytes_in.add_shared(n as u64);
+        replies.clear();
+        handler.on_datagram(Instant::now(), peer, &buf[..n], &mut replies);
+        for reply in replies.iter() {
+            match socket.send_to(reply, peer) {
+                Ok(sent) => {
+                    stats.datagrams_out.add_shared(1);
+                    stats.bytes_out.add_shared(sent as u64);
+                }
+                Err(_) => stats.udp_replies_dropped.add_shared(1),
+            }
+        }
+        let sessions = handler.sessions();
+        stats.sessions_open.set(sessions.open);
+        stats.sessions_evicted.set(sessions.evicted);
+        stats.sessions_expired.set(sessions.expired);
+    }
+}

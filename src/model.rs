@@ -1,0 +1,91 @@
+//! The server models `--io` chooses between, behind one interface.
+
+use std::sync::Arc;
+
+use clap::ValueEnum;
+use engine::{BoundService, Engine, EngineConfig, EngineError, ThreadsServer, WorkerStats};
+
+/// How the server does its I/O.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IoModel {
+    /// The thread-per-core io_uring engine.
+    Uring,
+    /// The chapter's model: a blocking thread per connection.
+    Threads,
+}
+
+/// A running server, whichever its model.
+pub enum Running {
+    /// The io_uring engine.
+    Uring(Engine),
+    /// Thread per connection.
+    Threads(ThreadsServer),
+}
+
+impl Running {
+    /// Starts `model` with `config`.
+    pub fn start(model: IoModel, config: EngineConfig) -> Result<Running, EngineError> {
+        Ok(match model {
+            IoModel::Uring => Running::Uring(Engine::start(config)?),
+            IoModel::Threads => Running::Threads(ThreadsServer::start(config)?),
+        })
+    }
+
+    /// The services as bound.
+    pub fn services(&self) -> &[BoundService] {
+        match self {
+            Running::Uring(e) => e.services(),
+            Running::Threads(t) => t.services(),
+        }
+    }
+
+    /// The counters, per worker (one set for the threads model).
+    pub fn stats(&self) -> Vec<Arc<WorkerStats>> {
+        match self {
+            Running::Uring(e) => e.stats(),
+            Running::Threads(t) => t.stats(),
+        }
+    }
+
+    /// One line on how it runs.
+    pub fn describe(&self) -> String {
+        match self {
+            Running::Uring(e) => format!("io_uring: {}", e.ring_mode().describe()),
+            Running::Threads(_) => {
+                "threads: a blocking thread per connection (the chapter's model)".to_string()
+            }
+        }
+    }
+
+    /// How many workers serve (threads: one process-wide set of threads).
+    pub fn workers(&self) -> usize {
+        match self {
+            Running::Uring(e) => e.workers(),
+            Running::Threads(_) => 1,
+        }
+    }
+
+    /// Starts graceful shutdown.
+    pub fn shutdown(&self) {
+        match self {
+            Running::Uring(e) => e.shutdown_handle().shutdown(),
+            Running::Threads(t) => t.shutdown(),
+        }
+    }
+
+    /// True once a worker (or service thread) stopped.
+    pub fn any_stopped(&self) -> bool {
+        match self {
+            Running::Uring(e) => e.any_worker_stopped(),
+            Running::Threads(t) => t.any_thread_stopped(),
+        }
+    }
+
+    /// Waits for everything to finish.
+    pub fn join(self) -> Result<(), EngineError> {
+        match self {
+            Running::Uring(e) => e.join(),
+            Running::Threads(t) => t.join(),
+        }
+    }
+}

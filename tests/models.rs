@@ -1,0 +1,264 @@
+//! One protocol suite, run against every server model (`--io`): the same
+//! protocol code must behave the same whatever does the I/O.
+
+mod common;
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Shutdown, UdpSocket};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{connect, Rng, Server, PATIENCE};
+use protocols::bot::{Conversation, Script};
+
+fn start(io: &str, services: &[&str]) -> Server {
+    let mut args = vec!["--io", io];
+    for s in services {
+        args.extend(["--serve", s]);
+    }
+    Server::start(&args)
+}
+
+fn udp_exchange(to: std::net::SocketAddr, message: &[u8]) -> Vec<u8> {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(PATIENCE)).unwrap();
+    socket.send_to(message, to).unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, _) = socket.recv_from(&mut buf).expect("a reply");
+    buf[..n].to_vec()
+}
+
+fn chapter_exchanges(io: &str) {
+    let server = start(
+        io,
+        &["tcp:0=echo", "tcp:0=reverse", "udp:0=ok", "udp:0=echo"],
+    );
+    let mut echo = connect(server.addr("tcp", "echo"));
+    echo.write_all(b"Hello, world").unwrap();
+    let mut reply = [0u8; 12];
+    echo.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"Hello, world");
+    let mut reverse = connect(server.addr("tcp", "reverse"));
+    reverse.write_all(b"SNS is the best course ever !").unwrap();
+    let mut reply = [0u8; 29];
+    reverse.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"! reve esruoc tseb eht si SNS");
+    assert_eq!(
+        udp_exchange(server.addr("udp", "ok"), b"hello"),
+        b"OK...hello"
+    );
+    assert_eq!(udp_exchange(server.addr("udp", "ok"), b""), b"OK...");
+    assert_eq!(udp_exchange(server.addr("udp", "echo"), b"ping"), b"ping");
+}
+
+fn reverse_lines_and_its_bound(io: &str) {
+    let server = Server::start(&[
+        "--io",
+        io,
+        "--serve",
+        "tcp:0=reverse-lines",
+        "--line-limit",
+        "16",
+    ]);
+    let mut s = connect(server.addr("tcp", "reverse-lines"));
+    for piece in ["ab", "c\nhél", "lo\r", "\n"] {
+        s.write_all(piece.as_bytes()).unwrap();
+    }
+    let expected = "cba\nolléh\r\n".as_bytes();
+    let mut got = vec![0u8; expected.len()];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(got, expected);
+    s.write_all(&[b'x'; 40]).unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest, b"error: line longer than 16 bytes\n");
+}
+
+fn concurrent_connections_get_exact_echoes(io: &str) {
+    let server = start(io, &["tcp:0=echo"]);
+    let addr = server.addr("tcp", "echo");
+    let mut conns: Vec<_> = (0..200).map(|_| connect(addr)).collect();
+    let mut rng = Rng::new(5);
+    for round in 0..3 {
+        let payloads: Vec<Vec<u8>> = conns
+            .iter_mut()
+            .map(|c| {
+                let mut p = vec![0u8; rng.range(1, 8 * 1024)];
+                rng.fill(&mut p);
+                c.write_all(&p).unwrap();
+                p
+            })
+            .collect();
+        for (c, p) in conns.iter_mut().zip(&payloads) {
+            let mut back = vec![0u8; p.len()];
+            c.read_exact(&mut back).unwrap();
+            assert!(&back == p, "round {round}");
+        }
+    }
+}
+
+fn half_close(io: &str) {
+    let server = start(io, &["tcp:0=echo"]);
+    let mut s = connect(server.addr("tcp", "echo"));
+    let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let mut w = s.try_clone().unwrap();
+    let p = payload.clone();
+    let writer = std::thread::spawn(move || {
+        w.write_all(&p).unwrap();
+        w.shutdown(Shutdown::Write).unwrap();
+    });
+    let mut back = Vec::new();
+    s.read_to_end(&mut back).unwrap();
+    writer.join().unwrap();
+    assert!(back == payload);
+}
+
+fn bot_over_tcp_and_udp(io: &str) {
+    let server = start(io, &["tcp:0=bot", "udp:0=bot"]);
+    let answers = ["2", "yes", "yes", "no"];
+    let mut model = Conversation::new(Arc::new(Script::default_script()), 0);
+    let mut turns = vec![String::new()];
+    model.open(&mut turns[0]);
+    for a in answers {
+        let mut t = String::new();
+        model.answer(a, &mut t);
+        turns.push(t);
+    }
+    let mask = |t: &str| match t.find("RC-") {
+        Some(i) => format!("{}RC-######{}", &t[..i], &t[i + 9..]),
+        None => t.to_string(),
+    };
+    let tcp = connect(server.addr("tcp", "bot"));
+    let mut reader = BufReader::new(tcp.try_clone().unwrap());
+    let mut writer = tcp;
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(PATIENCE)).unwrap();
+    udp.send_to(b"hi", server.addr("udp", "bot")).unwrap();
+    for (i, turn) in turns.iter().enumerate() {
+        if i > 0 {
+            writer
+                .write_all(format!("{}\n", answers[i - 1]).as_bytes())
+                .unwrap();
+            udp.send_to(answers[i - 1].as_bytes(), server.addr("udp", "bot"))
+                .unwrap();
+        }
+        let mut got = vec![0u8; turn.len()];
+        reader.read_exact(&mut got).unwrap();
+        assert_eq!(
+            mask(&String::from_utf8(got).unwrap()),
+            mask(turn),
+            "TCP turn {i}"
+        );
+        let mut text = Vec::new();
+        let mut buf = [0u8; 2048];
+        while text.len() < turn.len() {
+            let (n, _) = udp.recv_from(&mut buf).unwrap();
+            text.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(
+            mask(&String::from_utf8(text).unwrap()),
+            mask(turn),
+            "UDP turn {i}"
+        );
+    }
+    let mut rest = String::new();
+    reader.read_line(&mut rest).unwrap();
+    assert_eq!(rest, "", "the bot closes after its goodbye");
+}
+
+fn http_pipelining_errors_and_long_bodies(io: &str) {
+    let server = start(io, &["tcp:0=http"]);
+    let addr = server.addr("tcp", "http");
+    let mut s = connect(addr);
+    s.write_all(b"GET /bytes/5 HTTP/1.1\r\n\r\nGET /nope HTTP/1.1\r\n\r\nGET /bytes/2000000 HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap();
+    let text = String::from_utf8_lossy(&all);
+    let statuses: Vec<&str> = text
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &text[i + 9..i + 12])
+        .collect();
+    assert_eq!(statuses[..3], ["200", "404", "200"]);
+    let head_end = text.rfind("\r\n\r\n").unwrap() + 4;
+    assert_eq!(
+        all.len() - head_end,
+        2_000_000,
+        "the long body, then the close"
+    );
+    let mut bad = connect(addr);
+    bad.write_all(b"DELETE / HTTP/1.1\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    bad.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 405"), "{reply}");
+}
+
+fn sigterm_answers_what_was_received(io: &str) {
+    let server = start(io, &["tcp:0=echo"]);
+    let addr = server.addr("tcp", "echo");
+    let mut clients = Vec::new();
+    for i in 0..10 {
+        let mut s = connect(addr);
+        let mut payload = vec![0u8; 100_000];
+        Rng::new(i).fill(&mut payload);
+        s.write_all(&payload).unwrap();
+        clients.push((s, payload));
+    }
+    server.wait_counter("bytes_in", |n| n == 1_000_000);
+    server.signal(libc::SIGTERM);
+    for (mut s, payload) in clients {
+        let mut back = Vec::new();
+        s.read_to_end(&mut back).unwrap();
+        assert!(back == payload);
+    }
+    let (status, _) = server.wait_exit();
+    assert_eq!(status.code(), Some(0));
+}
+
+fn a_client_that_never_reads_is_contained(io: &str) {
+    let server = start(io, &["tcp:0=echo"]);
+    let addr = server.addr("tcp", "echo");
+    let before = server.rss_kib();
+    let mut hog = connect(addr);
+    hog.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
+    let chunk = vec![1u8; 1 << 20];
+    let mut written = 0u64;
+    while written < 256 << 20 {
+        match hog.write(&chunk) {
+            Ok(n) => written += n as u64,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(
+        written < 256 << 20,
+        "the server stopped reading at some point"
+    );
+    let mut other = connect(addr);
+    other.write_all(b"still here").unwrap();
+    let mut back = [0u8; 10];
+    other.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"still here");
+    assert!(server.rss_kib() < before + 32 * 1024, "bounded memory");
+}
+
+macro_rules! for_every_model {
+    ($($name:ident),* $(,)?) => {
+        mod uring {
+            $(#[test] fn $name() { super::$name("uring") })*
+        }
+        mod threads {
+            $(#[test] fn $name() { super::$name("threads") })*
+        }
+    };
+}
+
+for_every_model!(
+    chapter_exchanges,
+    reverse_lines_and_its_bound,
+    concurrent_connections_get_exact_echoes,
+    half_close,
+    bot_over_tcp_and_udp,
+    http_pipelining_errors_and_long_bodies,
+    sigterm_answers_what_was_received,
+    a_client_that_never_reads_is_contained,
+);
