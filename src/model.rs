@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use clap::ValueEnum;
-use engine::{BoundService, Engine, EngineConfig, EngineError, ThreadsServer, WorkerStats};
+use engine::{
+    BoundService, Engine, EngineConfig, EngineError, ThreadsServer, TokioServer, WorkerStats,
+};
 
 /// How the server does its I/O.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -12,6 +14,8 @@ pub enum IoModel {
     Uring,
     /// The chapter's model: a blocking thread per connection.
     Threads,
+    /// tokio's multi-threaded work-stealing runtime, a task per connection.
+    Tokio,
 }
 
 /// A running server, whichever its model.
@@ -20,6 +24,8 @@ pub enum Running {
     Uring(Engine),
     /// Thread per connection.
     Threads(ThreadsServer),
+    /// tokio.
+    Tokio(TokioServer),
 }
 
 impl Running {
@@ -28,6 +34,7 @@ impl Running {
         Ok(match model {
             IoModel::Uring => Running::Uring(Engine::start(config)?),
             IoModel::Threads => Running::Threads(ThreadsServer::start(config)?),
+            IoModel::Tokio => Running::Tokio(TokioServer::start(config)?),
         })
     }
 
@@ -36,6 +43,7 @@ impl Running {
         match self {
             Running::Uring(e) => e.services(),
             Running::Threads(t) => t.services(),
+            Running::Tokio(t) => t.services(),
         }
     }
 
@@ -44,6 +52,7 @@ impl Running {
         match self {
             Running::Uring(e) => e.stats(),
             Running::Threads(t) => t.stats(),
+            Running::Tokio(t) => t.stats(),
         }
     }
 
@@ -54,6 +63,9 @@ impl Running {
             Running::Threads(_) => {
                 "threads: a blocking thread per connection (the chapter's model)".to_string()
             }
+            Running::Tokio(_) => {
+                "tokio: a work-stealing multi-threaded runtime, a task per connection".to_string()
+            }
         }
     }
 
@@ -62,6 +74,7 @@ impl Running {
         match self {
             Running::Uring(e) => e.workers(),
             Running::Threads(_) => 1,
+            Running::Tokio(t) => t.workers(),
         }
     }
 
@@ -70,6 +83,7 @@ impl Running {
         match self {
             Running::Uring(e) => e.shutdown_handle().shutdown(),
             Running::Threads(t) => t.shutdown(),
+            Running::Tokio(t) => t.shutdown(),
         }
     }
 
@@ -78,6 +92,7 @@ impl Running {
         match self {
             Running::Uring(e) => e.any_worker_stopped(),
             Running::Threads(t) => t.any_thread_stopped(),
+            Running::Tokio(t) => t.any_task_stopped(),
         }
     }
 
@@ -86,6 +101,7 @@ impl Running {
         match self {
             Running::Uring(e) => e.join(),
             Running::Threads(t) => t.join(),
+            Running::Tokio(t) => t.join(),
         }
     }
 }

@@ -249,6 +249,9 @@ macro_rules! for_every_model {
         mod threads {
             $(#[test] fn $name() { super::$name("threads") })*
         }
+        mod tokio {
+            $(#[test] fn $name() { super::$name("tokio") })*
+        }
     };
 }
 

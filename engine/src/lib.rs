@@ -19,6 +19,7 @@ pub mod socket;
 pub mod stats;
 pub mod threads;
 pub mod token;
+pub mod tokio_model;
 pub mod udp;
 pub mod worker;
 
@@ -34,6 +35,7 @@ pub use protocols::Transport;
 pub use ring::RingMode;
 pub use stats::{StatsSnapshot, WorkerStats};
 pub use threads::ThreadsServer;
+pub use tokio_model::TokioServer;
 
 use worker::{TcpService, UdpService, Worker, WorkerSettings};
 

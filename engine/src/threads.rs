@@ -37,6 +37,26 @@ struct Shared {
     shutdown_deadline: Duration,
     open: AtomicUsize,
     max_connections: usize,
+    /// CPUs the model's threads may run on (from `--cpus`).
+    cpus: Vec<usize>,
+}
+
+/// Restricts the calling thread (and the threads it starts later) to `cpus`.
+fn pin_to(cpus: &[usize]) {
+    if cpus.is_empty() {
+        return;
+    }
+    // SAFETY: cpu_set_t is plain data, filled with the CPU_* helpers, and
+    // applies to the calling thread only.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &cpu in cpus {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            tracing::warn!("could not pin to CPUs {cpus:?}");
+        }
+    }
 }
 
 impl Shared {
@@ -66,6 +86,7 @@ impl ThreadsServer {
             shutdown_deadline: config.shutdown_deadline,
             open: AtomicUsize::new(0),
             max_connections: config.max_connections,
+            cpus: config.cpus.clone(),
         });
         let mut services = Vec::new();
         let mut threads = Vec::new();
@@ -147,6 +168,8 @@ impl ThreadsServer {
 }
 
 fn accept_loop(listener: TcpListener, factory: crate::config::StreamFactory, shared: Arc<Shared>) {
+    // Connection threads inherit this thread's CPUs.
+    pin_to(&shared.cpus);
     // Non-blocking accept polled every tick, so shutdown is noticed.
     if listener.set_nonblocking(true).is_err() {
         return;
@@ -334,6 +357,7 @@ fn write_out(
 }
 
 fn udp_loop(socket: UdpSocket, mut handler: Box<dyn DatagramHandler>, shared: Arc<Shared>) {
+    pin_to(&shared.cpus);
     let stats = &shared.stats;
     let _ = socket.set_read_timeout(Some(TICK));
     let mut buf = vec![0u8; 65_536];

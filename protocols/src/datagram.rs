@@ -70,7 +70,7 @@ pub struct SessionStats {
 /// Stateful protocols keep their per-peer sessions inside the handler; the
 /// kernel's SO_REUSEPORT hash sends a peer's datagrams to one worker, so a
 /// peer's session stays with one handler.
-pub trait DatagramHandler {
+pub trait DatagramHandler: Send {
     /// Handles one datagram from `peer` received at `now`, pushing zero or
     /// more replies to it.
     fn on_datagram(&mut self, now: Instant, peer: SocketAddr, input: &[u8], replies: &mut Replies);

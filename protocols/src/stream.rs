@@ -17,7 +17,7 @@ pub enum Next {
 /// it arrived (chunk boundaries carry no meaning unless the protocol gives them
 /// one, as the chapter's `reverse` does) and sends whatever the session appended
 /// to `out`.
-pub trait StreamSession {
+pub trait StreamSession: Send {
     /// Consumes `input`, appending any reply bytes to `out`.
     fn on_bytes(&mut self, input: &[u8], out: &mut Vec<u8>) -> Next;
 
