@@ -2,7 +2,8 @@
 //! in turn (`--io uring|threads|tokio`, one worker on CPU 0) and drives it
 //! with loadgen (on CPU 1), alternating models over rounds.
 //!
-//! `cargo bench --bench compare` (full) or `-- --quick` (a smoke run).
+//! `cargo bench --bench compare` (full) or `-- --quick` (a smoke run);
+//! `-- --replot` redraws the chart from the last run's JSON.
 //! Writes a Markdown table to stdout, and `target/compare.json` and
 //! `target/compare.svg` (requests/s and p99 per model and cell).
 //!
@@ -54,7 +55,7 @@ impl Cell {
 }
 
 /// One measurement.
-#[derive(Default, Clone, Copy, serde::Serialize)]
+#[derive(Default, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct Sample {
     rate: f64,
     p50_us: f64,
@@ -276,6 +277,28 @@ fn main() {
         Cell::Http { connections: 50 },
         Cell::Idle { connections: idle },
     ];
+    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target");
+    if std::env::args().any(|a| a == "--replot") {
+        // Redraw the chart from the last run's JSON, measuring nothing.
+        let text = std::fs::read_to_string(target.join("compare.json"))
+            .expect("target/compare.json from a run");
+        let results: BTreeMap<String, BTreeMap<String, Vec<Sample>>> =
+            serde_json::from_str(&text).expect("compare.json");
+        let results = results
+            .into_iter()
+            .map(|(cell, by)| {
+                (
+                    cell,
+                    by.into_iter()
+                        .filter_map(|(m, v)| Some((*MODELS.iter().find(|x| **x == m)?, v)))
+                        .collect(),
+                )
+            })
+            .collect();
+        chart(&results, &cells, &target.join("compare.svg")).expect("draw the chart");
+        println!("chart: target/compare.svg");
+        return;
+    }
     let loadgen = support::loadgen_binary();
     let mut results: BTreeMap<String, BTreeMap<&str, Vec<Sample>>> = BTreeMap::new();
     for round in 1..=rounds {
@@ -341,7 +364,6 @@ fn main() {
             println!();
         }
     }
-    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target");
     let json = serde_json::to_string_pretty(&results).expect("results as JSON");
     let _ = std::fs::write(target.join("compare.json"), json);
     if let Err(e) = chart(&results, &cells, &target.join("compare.svg")) {
@@ -393,21 +415,27 @@ fn chart(
                     .collect()
             })
             .collect();
-        let y_max = values.iter().flatten().copied().fold(1.0, f64::max) * 1.15;
+        // Headroom above the bars for the legend.
+        let y_max = values.iter().flatten().copied().fold(1.0, f64::max) * 1.4;
         let mut chart = ChartBuilder::on(&area)
             .caption(title, ("sans-serif", 18))
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(50)
-            .build_cartesian_2d(0.0..cells.len() as f64, 0.0..y_max)?;
+            .build_cartesian_2d(-0.5..cells.len() as f64 - 0.5, 0.0..y_max)?;
+        // Each group of bars is centred on an integer, where its label goes.
         chart
             .configure_mesh()
             .disable_x_mesh()
             .x_labels(cells.len())
             .x_label_formatter(&|x| {
+                let i = x.round();
+                if (x - i).abs() > 0.01 || i < 0.0 {
+                    return String::new();
+                }
                 cells
-                    .get(*x as usize)
-                    .map(|c| c.name().replace(" conns", ""))
+                    .get(i as usize)
+                    .map(|c| c.name().replace(" conns", "").replace(" keep-alive", ""))
                     .unwrap_or_default()
             })
             .draw()?;
@@ -415,8 +443,8 @@ fn chart(
             let color = colors[m];
             chart
                 .draw_series(values.iter().enumerate().map(|(c, v)| {
-                    let x0 = c as f64 + 0.15 + m as f64 * 0.23;
-                    Rectangle::new([(x0, 0.0), (x0 + 0.2, v[m])], color.filled())
+                    let x0 = c as f64 - 0.35 + m as f64 * 0.24;
+                    Rectangle::new([(x0, 0.0), (x0 + 0.22, v[m])], color.filled())
                 }))?
                 .label(*model)
                 .legend(move |(x, y)| {
@@ -425,6 +453,7 @@ fn chart(
         }
         chart
             .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
             .border_style(BLACK)
             .background_style(WHITE)
             .draw()?;

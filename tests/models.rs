@@ -241,6 +241,35 @@ fn a_client_that_never_reads_is_contained(io: &str) {
     assert!(server.rss_kib() < before + 32 * 1024, "bounded memory");
 }
 
+fn gso_trains_are_answered_datagram_by_datagram(io: &str) {
+    // A client sending trains of equal-sized datagrams with UDP_SEGMENT (as
+    // loadgen does) must get one reply per datagram from every model.
+    let server = start(io, &["udp:0=echo"]);
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.set_read_timeout(Some(PATIENCE)).unwrap();
+    let segment: libc::c_int = 100;
+    // SAFETY: setsockopt with a live c_int and its exact length.
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&client),
+            17,  // SOL_UDP
+            103, // UDP_SEGMENT
+            (&segment as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+    let train: Vec<u8> = (0..800).map(|i| (i / 100) as u8).collect();
+    client.send_to(&train, server.addr("udp", "echo")).unwrap();
+    let mut buf = [0u8; 2048];
+    for i in 0..8u8 {
+        let n = client
+            .recv(&mut buf)
+            .expect("one reply per datagram of the train");
+        assert_eq!(&buf[..n], &[i; 100][..], "reply {i}");
+    }
+}
+
 macro_rules! for_every_model {
     ($($name:ident),* $(,)?) => {
         mod uring {
@@ -264,4 +293,5 @@ for_every_model!(
     http_pipelining_errors_and_long_bodies,
     sigterm_answers_what_was_received,
     a_client_that_never_reads_is_contained,
+    gso_trains_are_answered_datagram_by_datagram,
 );

@@ -91,7 +91,7 @@ impl Engine {
         let mut udp: Vec<Vec<UdpService>> = (0..n).map(|_| Vec::new()).collect();
         let mut services = Vec::new();
         for service in &config.services {
-            let (sockets, addr) = socket::bind_group(service, n)?;
+            let (sockets, addr) = socket::bind_group(service, n, true)?;
             for (w, fd) in sockets.into_iter().enumerate() {
                 match &service.handler {
                     Handler::Stream(factory) => tcp[w].push(TcpService {

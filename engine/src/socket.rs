@@ -22,7 +22,8 @@ const UDP_RECV_BUFFER: usize = 8 * 1024 * 1024;
 
 /// Binds `count` sockets sharing the service's address with SO_REUSEPORT, one
 /// per worker, and returns them with the address they share (the real port
-/// when the configured one is 0).
+/// when the configured one is 0). `udp_gro` enables UDP_GRO on UDP sockets,
+/// for readers that split coalesced trains.
 ///
 /// Before binding the group, a probe socket *without* SO_REUSEPORT binds the
 /// address: this fails when anything already holds the port, even another
@@ -30,6 +31,7 @@ const UDP_RECV_BUFFER: usize = 8 * 1024 * 1024;
 pub fn bind_group(
     service: &ServiceConfig,
     count: usize,
+    udp_gro: bool,
 ) -> Result<(Vec<OwnedFd>, SocketAddr), EngineError> {
     let transport = service.transport();
     let fail = |addr: SocketAddr, e: io::Error| match e.raw_os_error() {
@@ -72,7 +74,7 @@ pub fn bind_group(
         }
         match transport {
             Transport::Tcp => socket.listen(LISTEN_BACKLOG).map_err(|e| fail(addr, e))?,
-            Transport::Udp => configure_udp(&socket).map_err(|e| fail(addr, e))?,
+            Transport::Udp => configure_udp(&socket, udp_gro).map_err(|e| fail(addr, e))?,
         }
         sockets.push(OwnedFd::from(socket));
     }
@@ -100,16 +102,19 @@ fn new_socket(transport: Transport, addr: SocketAddr, reuse_port: bool) -> io::R
     Ok(socket)
 }
 
-fn configure_udp(socket: &Socket) -> io::Result<()> {
+fn configure_udp(socket: &Socket, gro: bool) -> io::Result<()> {
     // A larger queue absorbs bursts; failure to grow it is not fatal.
     if socket.set_recv_buffer_size(UDP_RECV_BUFFER).is_err() {
         tracing::debug!("could not raise the UDP receive buffer");
     }
-    // GRO delivers a train of equal-sized datagrams as one buffer; the
-    // segment size arrives in a cmsg. Old kernels without it still work.
-    let on: libc::c_int = 1;
-    set_int_option(socket, SOL_UDP, UDP_GRO, on)
-        .unwrap_or_else(|e| tracing::debug!("UDP_GRO unavailable: {e}"));
+    // GRO delivers a train of equal-sized datagrams as one buffer, the
+    // segment size in a cmsg. Only a reader that splits trains may ask for
+    // it: one that reads plain datagrams would take a train for one.
+    if gro {
+        let on: libc::c_int = 1;
+        set_int_option(socket, SOL_UDP, UDP_GRO, on)
+            .unwrap_or_else(|e| tracing::debug!("UDP_GRO unavailable: {e}"));
+    }
     Ok(())
 }
 

@@ -91,7 +91,7 @@ impl ThreadsServer {
         let mut services = Vec::new();
         let mut threads = Vec::new();
         for service in &config.services {
-            let (mut sockets, addr) = crate::socket::bind_group(service, 1)?;
+            let (mut sockets, addr) = crate::socket::bind_group(service, 1, false)?;
             let fd: OwnedFd = sockets.remove(0);
             services.push(BoundService {
                 transport: service.transport(),

@@ -67,7 +67,7 @@ impl TokioServer {
         let mut tasks = Vec::new();
         let _guard = runtime.enter();
         for service in &config.services {
-            let (mut sockets, addr) = crate::socket::bind_group(service, 1)?;
+            let (mut sockets, addr) = crate::socket::bind_group(service, 1, false)?;
             let fd = sockets.remove(0);
             services.push(BoundService {
                 transport: service.transport(),
