@@ -48,7 +48,13 @@ fn chapter_exchanges(io: &str) {
         b"OK...hello"
     );
     assert_eq!(udp_exchange(server.addr("udp", "ok"), b""), b"OK...");
+    // The empty datagram does not stop the server (the chapter's would).
+    assert_eq!(
+        udp_exchange(server.addr("udp", "ok"), b"still there?"),
+        b"OK...still there?"
+    );
     assert_eq!(udp_exchange(server.addr("udp", "echo"), b"ping"), b"ping");
+    assert_eq!(udp_exchange(server.addr("udp", "echo"), b""), b"");
 }
 
 fn reverse_lines_and_its_bound(io: &str) {

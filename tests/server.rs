@@ -26,69 +26,6 @@ fn udp_exchange(socket: &UdpSocket, to: SocketAddr, message: &[u8]) -> Vec<u8> {
 }
 
 #[test]
-fn chapter_exchanges() {
-    let server = Server::start(&[
-        "--serve",
-        "tcp:0=echo",
-        "--serve",
-        "tcp:0=reverse",
-        "--serve",
-        "udp:0=ok",
-        "--serve",
-        "udp:0=echo",
-    ]);
-    // Figure 8.3: one message echoed.
-    let mut echo = connect(server.addr("tcp", "echo"));
-    echo.write_all(b"Hello, world").unwrap();
-    let mut reply = [0u8; 12];
-    echo.read_exact(&mut reply).unwrap();
-    assert_eq!(&reply, b"Hello, world");
-
-    // Figure 8.10: the same message reversed, twice on one connection.
-    let mut reverse = connect(server.addr("tcp", "reverse"));
-    for _ in 0..2 {
-        reverse.write_all(b"SNS is the best course ever !").unwrap();
-        let mut reply = [0u8; 29];
-        reverse.read_exact(&mut reply).unwrap();
-        assert_eq!(&reply, b"! reve esruoc tseb eht si SNS");
-    }
-
-    // Figures 8.4/8.5: OK... + datagram; the empty datagram does not stop it.
-    let udp = udp_client();
-    let ok = server.addr("udp", "ok");
-    assert_eq!(udp_exchange(&udp, ok, b"hello"), b"OK...hello");
-    assert_eq!(udp_exchange(&udp, ok, b""), b"OK...");
-    assert_eq!(
-        udp_exchange(&udp, ok, b"still there?"),
-        b"OK...still there?"
-    );
-    assert_eq!(
-        udp_exchange(&udp, server.addr("udp", "echo"), b"ping"),
-        b"ping"
-    );
-    assert_eq!(udp_exchange(&udp, server.addr("udp", "echo"), b""), b"");
-}
-
-#[test]
-fn reverse_lines_framing_over_tcp() {
-    let server = Server::start(&["--serve", "tcp:0=reverse-lines", "--line-limit", "16"]);
-    let mut s = connect(server.addr("tcp", "reverse-lines"));
-    // Sent in pieces that split lines and a CRLF.
-    for piece in ["ab", "c\nhél", "lo\r", "\n"] {
-        s.write_all(piece.as_bytes()).unwrap();
-    }
-    let expected = "cba\nolléh\r\n".as_bytes();
-    let mut got = vec![0u8; expected.len()];
-    s.read_exact(&mut got).unwrap();
-    assert_eq!(got, expected);
-    // A line over the bound gets an error line, then the connection closes.
-    s.write_all(&[b'x'; 40]).unwrap();
-    let mut rest = Vec::new();
-    s.read_to_end(&mut rest).unwrap();
-    assert_eq!(rest, b"error: line longer than 16 bytes\n");
-}
-
-#[test]
 fn a_thousand_concurrent_connections_get_exact_echoes() {
     const CONNECTIONS: usize = 1000;
     const THREADS: usize = 8;

@@ -132,6 +132,15 @@ counters! {
     cqes_reaped,
 }
 
+impl WorkerStats {
+    /// Records the state of a datagram handler's session table.
+    pub fn publish_sessions(&self, sessions: protocols::SessionStats) {
+        self.sessions_open.set(sessions.open);
+        self.sessions_evicted.set(sessions.evicted);
+        self.sessions_expired.set(sessions.expired);
+    }
+}
+
 impl StatsSnapshot {
     /// Connections open now.
     pub fn connections_open(&self) -> u64 {

@@ -380,9 +380,6 @@ fn udp_loop(socket: UdpSocket, mut handler: Box<dyn DatagramHandler>, shared: Ar
                 Err(_) => stats.udp_replies_dropped.add_shared(1),
             }
         }
-        let sessions = handler.sessions();
-        stats.sessions_open.set(sessions.open);
-        stats.sessions_evicted.set(sessions.evicted);
-        stats.sessions_expired.set(sessions.expired);
+        stats.publish_sessions(handler.sessions());
     }
 }

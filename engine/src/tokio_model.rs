@@ -323,9 +323,6 @@ async fn udp_loop(
                 Err(_) => stats.udp_replies_dropped.add_shared(1),
             }
         }
-        let sessions = handler.sessions();
-        stats.sessions_open.set(sessions.open);
-        stats.sessions_evicted.set(sessions.evicted);
-        stats.sessions_expired.set(sessions.expired);
+        stats.publish_sessions(handler.sessions());
     }
 }

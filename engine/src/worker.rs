@@ -629,9 +629,7 @@ impl Worker {
             total.evicted += s.evicted;
             total.expired += s.expired;
         }
-        self.stats.sessions_open.set(total.open);
-        self.stats.sessions_evicted.set(total.evicted);
-        self.stats.sessions_expired.set(total.expired);
+        self.stats.publish_sessions(total);
     }
 
     /// Gives every time-keeping session its tick; ends those that say so.
