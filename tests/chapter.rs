@@ -87,3 +87,17 @@ fn the_chapters_clients_work_unchanged_against_the_defaults() {
         "and the server is still up: {transcript}"
     );
 }
+
+#[test]
+fn cargo_run_starts_the_server() {
+    // The workspace builds two binaries (ringcore and loadgen); the README's
+    // `cargo run --release` must pick the server.
+    let manifest =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).unwrap();
+    let package = &manifest[manifest.find("[package]").expect("a [package] table")..];
+    let package = &package[..package[1..].find("\n[").map_or(package.len(), |i| i + 1)];
+    assert!(
+        package.contains("default-run = \"ringcore\""),
+        "the root package names its default binary"
+    );
+}
