@@ -142,3 +142,15 @@ pub fn set_int_option(
         Err(io::Error::last_os_error())
     }
 }
+
+/// Bytes waiting in a TCP socket's receive queue (SIOCINQ).
+pub fn queued_input(fd: libc::c_int) -> usize {
+    let mut queued: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int to the pointer given.
+    let rc = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut queued) };
+    if rc == 0 {
+        usize::try_from(queued).unwrap_or(0)
+    } else {
+        0
+    }
+}

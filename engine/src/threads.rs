@@ -238,17 +238,27 @@ fn serve(mut stream: TcpStream, mut session: Box<dyn StreamSession>, shared: &Sh
     let mut last_active = Instant::now();
     loop {
         if shared.stopping.load(Ordering::SeqCst) {
-            // Answer what the peer already sent, without waiting for more.
-            let _ = stream.set_nonblocking(true);
-            while let Ok(n) = stream.read(&mut buf) {
-                if n == 0 || session.on_bytes(&buf[..n], &mut out) == Next::Close {
+            // Answer what the peer had already sent (what the kernel had
+            // queued now), a chunk at a time, without waiting for more.
+            let mut budget = crate::socket::queued_input(stream.as_raw_fd());
+            while budget > 0 {
+                let want = budget.min(buf.len());
+                let Ok(n) = stream.read(&mut buf[..want]) else {
+                    break;
+                };
+                if n == 0 {
                     break;
                 }
+                budget -= n;
                 stats.bytes_in.add_shared(n as u64);
                 stats.messages_in.add_shared(1);
+                let next = session.on_bytes(&buf[..n], &mut out);
+                if write_out(&mut stream, &mut out, &mut *session, shared).is_err()
+                    || next == Next::Close
+                {
+                    break;
+                }
             }
-            let _ = stream.set_nonblocking(false);
-            let _ = write_out(&mut stream, &mut out, &mut *session, shared);
             break;
         }
         match stream.read(&mut buf) {

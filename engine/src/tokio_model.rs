@@ -219,15 +219,23 @@ async fn serve(
                 continue;
             }
             _ = stop.changed() => {
-                // Answer what the peer already sent, without waiting for more.
-                while let Ok(n) = stream.try_read(&mut buf) {
-                    if n == 0 || session.on_bytes(&buf[..n], &mut out) == Next::Close {
+                // Answer what the peer had already sent (what the kernel had
+                // queued now), a chunk at a time, without waiting for more.
+                let mut budget = crate::socket::queued_input(std::os::fd::AsRawFd::as_raw_fd(&stream));
+                while budget > 0 {
+                    let want = budget.min(buf.len());
+                    let Ok(n) = stream.try_read(&mut buf[..want]) else { break };
+                    if n == 0 {
                         break;
                     }
+                    budget -= n;
                     stats.bytes_in.add_shared(n as u64);
                     stats.messages_in.add_shared(1);
+                    let next = session.on_bytes(&buf[..n], &mut out);
+                    if write_out(&mut stream, &mut out, &mut *session, stats).await.is_err() || next == Next::Close {
+                        break;
+                    }
                 }
-                let _ = write_out(&mut stream, &mut out, &mut *session, stats).await;
                 break;
             }
         };

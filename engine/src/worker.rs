@@ -834,7 +834,9 @@ fn fill_slot(slot: &mut SendSlot, replies: &Replies, first: usize, count: usize)
 /// done once that budget is used up, the peer closed, or the protocol closed.
 fn drain_received(conn: &mut Conn, scratch: &mut [u8], limit: usize, stats: &WorkerStats) {
     let fd = conn.fd.as_raw_fd();
-    let mut budget = conn.drain_budget.unwrap_or_else(|| queued_input(fd));
+    let mut budget = conn
+        .drain_budget
+        .unwrap_or_else(|| crate::socket::queued_input(fd));
     while budget > 0 && conn.unsent() <= limit {
         let want = budget.min(scratch.len());
         // SAFETY: `scratch` is a live, writable buffer of at least `want` bytes.
@@ -858,17 +860,5 @@ fn drain_received(conn: &mut Conn, scratch: &mut [u8], limit: usize, stats: &Wor
     // Stopped with room to spare: the budget is spent or the socket is empty.
     if budget == 0 || conn.unsent() <= limit {
         conn.read_done = true;
-    }
-}
-
-/// Bytes waiting in a TCP socket's receive queue (SIOCINQ).
-fn queued_input(fd: libc::c_int) -> usize {
-    let mut queued: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one c_int to the pointer given.
-    let rc = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut queued) };
-    if rc == 0 {
-        usize::try_from(queued).unwrap_or(0)
-    } else {
-        0
     }
 }
