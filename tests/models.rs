@@ -276,6 +276,32 @@ fn gso_trains_are_answered_datagram_by_datagram(io: &str) {
     }
 }
 
+fn sigterm_at_the_connection_limit_still_stops(io: &str) {
+    // Full (a third connection waits in the backlog, or is turned away)
+    // and silent clients: shutdown must still end, with exit code 0.
+    let server = Server::start(&[
+        "--io",
+        io,
+        "--serve",
+        "tcp:0=echo",
+        "--max-connections",
+        "2",
+        "--shutdown-deadline",
+        "1s",
+    ]);
+    let addr = server.addr("tcp", "echo");
+    let _held: Vec<_> = (0..3).map(|_| connect(addr)).collect();
+    server.wait_counter("connections_accepted", |n| n == 2);
+    assert_eq!(
+        server.counter("connections_open"),
+        2,
+        "--max-connections holds"
+    );
+    server.signal(libc::SIGTERM);
+    let (status, _) = server.wait_exit();
+    assert_eq!(status.code(), Some(0));
+}
+
 macro_rules! for_every_model {
     ($($name:ident),* $(,)?) => {
         mod uring {
@@ -300,4 +326,5 @@ for_every_model!(
     sigterm_answers_what_was_received,
     a_client_that_never_reads_is_contained,
     gso_trains_are_answered_datagram_by_datagram,
+    sigterm_at_the_connection_limit_still_stops,
 );

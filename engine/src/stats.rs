@@ -84,6 +84,9 @@ counters! {
     connections_accepted,
     /// TCP connections closed.
     connections_closed,
+    /// Connections closed at once because the worker was at its share of
+    /// --max-connections (a burst accepted in one batch).
+    connections_rejected,
     /// Bytes received, TCP and UDP payloads.
     bytes_in,
     /// Bytes sent, TCP and UDP payloads.

@@ -159,8 +159,11 @@ async fn accept_loop(
 ) {
     loop {
         if shared.open.load(Ordering::SeqCst) >= shared.max_connections {
-            tokio::time::sleep(TICK).await; // at the limit: the backlog holds new ones
-            continue;
+            // At the limit the backlog holds new ones; shutdown still counts.
+            tokio::select! {
+                _ = tokio::time::sleep(TICK) => continue,
+                _ = stop.changed() => return,
+            }
         }
         tokio::select! {
             accepted = listener.accept() => match accepted {

@@ -26,6 +26,9 @@ use crate::udp::{self, SendSlot};
 
 const TCP_GROUP: u16 = 0;
 const UDP_GROUP: u16 = 1;
+/// Below this much room under --max-connections, accepts are single-shot:
+/// a multishot accept could bring a whole burst past the limit.
+const MULTISHOT_ROOM: usize = 16;
 /// How long to wait before accepting again after EMFILE/ENFILE/ENOMEM.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// How long a connection whose replies are complete waits for the peer to
@@ -73,8 +76,10 @@ pub struct UdpService {
 
 struct Listener {
     service: TcpService,
-    /// A multishot accept is outstanding (possibly being cancelled).
+    /// An accept is outstanding (possibly being cancelled).
     armed: bool,
+    /// The outstanding accept is multishot (single-shot near the limit).
+    multishot: bool,
     cancelling: bool,
 }
 
@@ -176,6 +181,7 @@ impl Worker {
                 .map(|service| Listener {
                     service,
                     armed: false,
+                    multishot: false,
                     cancelling: false,
                 })
                 .collect(),
@@ -405,6 +411,13 @@ impl Worker {
         let fd = unsafe { OwnedFd::from_raw_fd(res) };
         if self.drain_deadline.is_some() {
             return; // shutting down: the new connection is closed at once
+        }
+        if self.conns.len() >= self.settings.max_connections {
+            // A multishot accept can deliver more in one batch than the limit
+            // leaves room for (the cancel lands after): close the extra one
+            // rather than exceed --max-connections.
+            self.stats.connections_rejected.inc();
+            return;
         }
         self.stats.connections_accepted.inc();
         let session = (self.listeners[listener].service.factory)();
@@ -767,22 +780,43 @@ impl Worker {
 
     /// Arms accepts while below the connection limit, cancels them at it.
     fn update_accepting(&mut self) {
-        let want = self.drain_deadline.is_none()
-            && self.accept_retry_at.is_none()
-            && self.conns.len() < self.settings.max_connections;
+        let open = self.drain_deadline.is_none() && self.accept_retry_at.is_none();
+        let mut room = self
+            .settings
+            .max_connections
+            .saturating_sub(self.conns.len());
         for i in 0..self.listeners.len() {
+            let multishot_fits = room > MULTISHOT_ROOM;
             let l = &mut self.listeners[i];
-            if want && !l.armed {
-                l.armed = true;
-                let entry = opcode::AcceptMulti::new(types::Fd(l.service.fd.as_raw_fd()))
+            if l.armed {
+                // Near the limit a multishot accept could bring more than
+                // the room left: cancel it, a single-shot one follows.
+                let wrong = !open || room == 0 || (l.multishot && !multishot_fits);
+                if wrong && !l.cancelling {
+                    l.cancelling = true;
+                    self.cancel(Token::new(Op::Accept, i as u32, 0));
+                } else if !l.multishot {
+                    room = room.saturating_sub(1); // its one connection is spoken for
+                }
+                continue;
+            }
+            if !open || room == 0 {
+                continue;
+            }
+            l.armed = true;
+            l.multishot = multishot_fits;
+            let fd = types::Fd(l.service.fd.as_raw_fd());
+            let entry = if multishot_fits {
+                opcode::AcceptMulti::new(fd)
                     .flags(libc::SOCK_CLOEXEC)
                     .build()
-                    .user_data(Token::new(Op::Accept, i as u32, 0).encode());
-                self.push(entry);
-            } else if !want && l.armed && !l.cancelling {
-                l.cancelling = true;
-                self.cancel(Token::new(Op::Accept, i as u32, 0));
-            }
+            } else {
+                room -= 1;
+                opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut())
+                    .flags(libc::SOCK_CLOEXEC)
+                    .build()
+            };
+            self.push(entry.user_data(Token::new(Op::Accept, i as u32, 0).encode()));
         }
     }
 
