@@ -3,12 +3,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, UdpSocket};
 use std::sync::Arc;
-use std::time::Duration;
 
-use common::{connect, Rng, Server, PATIENCE};
+use common::{connect, gso_client, write_until_stalled, Rng, Server, PATIENCE};
 use protocols::bot::{Conversation, Script};
 
 fn start(io: &str, services: &[&str]) -> Server {
@@ -225,16 +224,7 @@ fn a_client_that_never_reads_is_contained(io: &str) {
     let addr = server.addr("tcp", "echo");
     let before = server.rss_kib();
     let mut hog = connect(addr);
-    hog.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
-    let chunk = vec![1u8; 1 << 20];
-    let mut written = 0u64;
-    while written < 256 << 20 {
-        match hog.write(&chunk) {
-            Ok(n) => written += n as u64,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
-            Err(e) => panic!("{e}"),
-        }
-    }
+    let written = write_until_stalled(&mut hog, 256 << 20);
     assert!(
         written < 256 << 20,
         "the server stopped reading at some point"
@@ -251,20 +241,7 @@ fn gso_trains_are_answered_datagram_by_datagram(io: &str) {
     // A client sending trains of equal-sized datagrams with UDP_SEGMENT (as
     // loadgen does) must get one reply per datagram from every model.
     let server = start(io, &["udp:0=echo"]);
-    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
-    client.set_read_timeout(Some(PATIENCE)).unwrap();
-    let segment: libc::c_int = 100;
-    // SAFETY: setsockopt with a live c_int and its exact length.
-    let rc = unsafe {
-        libc::setsockopt(
-            std::os::fd::AsRawFd::as_raw_fd(&client),
-            17,  // SOL_UDP
-            103, // UDP_SEGMENT
-            (&segment as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0);
+    let client = gso_client(100);
     let train: Vec<u8> = (0..800).map(|i| (i / 100) as u8).collect();
     client.send_to(&train, server.addr("udp", "echo")).unwrap();
     let mut buf = [0u8; 2048];

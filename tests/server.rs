@@ -4,11 +4,11 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
-use common::{connect, Rng, Server, PATIENCE};
+use common::{connect, gso_client, write_until_stalled, Rng, Server, PATIENCE};
 
 fn udp_client() -> UdpSocket {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -206,17 +206,7 @@ fn a_client_that_never_reads_is_held_to_the_output_bound() {
     let rss_before = server.rss_kib();
 
     let mut hog = connect(addr);
-    hog.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
-    let chunk = vec![0x5au8; 1 << 20];
-    let mut written = 0u64;
-    while written < LIMIT {
-        match hog.write(&chunk) {
-            Ok(n) => written += n as u64,
-            // The write blocked for a whole second: the server stopped reading.
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
-            Err(e) => panic!("write failed: {e}"),
-        }
-    }
+    let written = write_until_stalled(&mut hog, LIMIT);
     assert!(
         written < LIMIT,
         "the server kept reading {written} bytes from a client that never reads"
@@ -336,20 +326,7 @@ fn a_gso_train_is_received_with_gro_and_answered_with_one_gso_send() {
         "--threads",
         "1",
     ]);
-    let client = udp_client();
-    // UDP_SEGMENT as a socket option: every send is cut into SEGMENT-byte datagrams.
-    let size = SEGMENT as libc::c_int;
-    // SAFETY: setsockopt with a live c_int and its exact length.
-    let rc = unsafe {
-        libc::setsockopt(
-            std::os::fd::AsRawFd::as_raw_fd(&client),
-            17,  // SOL_UDP
-            103, // UDP_SEGMENT
-            (&size as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "UDP_SEGMENT: {}", std::io::Error::last_os_error());
+    let client = gso_client(SEGMENT);
     let train: Vec<u8> = (0..SEGMENT * COUNT).map(|i| (i / SEGMENT) as u8).collect();
     for (protocol, prefix) in [("echo", &b""[..]), ("ok", &b"OK..."[..])] {
         client

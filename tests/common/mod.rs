@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
@@ -259,4 +259,44 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     stream.set_read_timeout(Some(PATIENCE)).unwrap();
     stream.set_write_timeout(Some(PATIENCE)).unwrap();
     stream
+}
+
+/// A loopback UDP client whose every send is cut into `segment`-byte
+/// datagrams (UDP_SEGMENT): a GSO train, as loadgen sends them.
+pub fn gso_client(segment: usize) -> UdpSocket {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(PATIENCE)).unwrap();
+    engine::socket::set_int_option(
+        &socket2::SockRef::from(&socket),
+        engine::socket::SOL_UDP,
+        engine::socket::UDP_SEGMENT,
+        segment as libc::c_int,
+    )
+    .expect("UDP_SEGMENT");
+    socket
+}
+
+/// Writes 1 MiB blocks until `limit` bytes are written or a write blocks for
+/// a whole second (the server stopped reading); the bytes written.
+pub fn write_until_stalled(stream: &mut TcpStream, limit: u64) -> u64 {
+    stream
+        .set_write_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let chunk = vec![0x5au8; 1 << 20];
+    let mut written = 0u64;
+    while written < limit {
+        match stream.write(&chunk) {
+            Ok(n) => written += n as u64,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                break
+            }
+            Err(e) => panic!("write failed: {e}"),
+        }
+    }
+    written
 }
