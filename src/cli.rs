@@ -37,9 +37,10 @@ Sizes take K/M/G suffixes; durations take ms/s/m.";
 #[derive(Debug, Parser)]
 #[command(name = "ringcore", version, about, after_help = EXAMPLES)]
 pub struct Cli {
-    /// The I/O model: the thread-per-core io_uring engine, the chapter's
-    /// thread per connection, or tokio's work-stealing runtime (the last two
-    /// for comparison; they serve the same protocols through the same code).
+    /// The I/O model: the thread-per-core io_uring engine; the same layout
+    /// with epoll; the chapter's thread per connection; or tokio's
+    /// work-stealing runtime (the last three for comparison: they serve the
+    /// same protocols through the same code).
     #[arg(long = "io", value_enum, default_value = "uring", value_name = "MODEL")]
     pub io: crate::model::IoModel,
 

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use clap::ValueEnum;
 use engine::{
-    BoundService, Engine, EngineConfig, EngineError, ThreadsServer, TokioServer, WorkerStats,
+    BoundService, Engine, EngineConfig, EngineError, PerCore, ThreadsServer, TokioServer,
+    WorkerStats,
 };
 
 /// How the server does its I/O.
@@ -12,6 +13,8 @@ use engine::{
 pub enum IoModel {
     /// The thread-per-core io_uring engine.
     Uring,
+    /// The same thread-per-core layout with epoll readiness I/O.
+    Epoll,
     /// The chapter's model: a blocking thread per connection.
     Threads,
     /// tokio's multi-threaded work-stealing runtime, a task per connection.
@@ -22,6 +25,8 @@ pub enum IoModel {
 pub enum Running {
     /// The io_uring engine.
     Uring(Engine),
+    /// Thread per core with epoll.
+    Epoll(PerCore),
     /// Thread per connection.
     Threads(ThreadsServer),
     /// tokio.
@@ -33,6 +38,7 @@ impl Running {
     pub fn start(model: IoModel, config: EngineConfig) -> Result<Running, EngineError> {
         Ok(match model {
             IoModel::Uring => Running::Uring(Engine::start(config)?),
+            IoModel::Epoll => Running::Epoll(engine::start_epoll(config)?),
             IoModel::Threads => Running::Threads(ThreadsServer::start(config)?),
             IoModel::Tokio => Running::Tokio(TokioServer::start(config)?),
         })
@@ -42,6 +48,7 @@ impl Running {
     pub fn services(&self) -> &[BoundService] {
         match self {
             Running::Uring(e) => e.services(),
+            Running::Epoll(e) => e.services(),
             Running::Threads(t) => t.services(),
             Running::Tokio(t) => t.services(),
         }
@@ -51,6 +58,7 @@ impl Running {
     pub fn stats(&self) -> Vec<Arc<WorkerStats>> {
         match self {
             Running::Uring(e) => e.stats(),
+            Running::Epoll(e) => e.stats(),
             Running::Threads(t) => t.stats(),
             Running::Tokio(t) => t.stats(),
         }
@@ -60,6 +68,9 @@ impl Running {
     pub fn describe(&self) -> String {
         match self {
             Running::Uring(e) => format!("io_uring: {}", e.ring_mode().describe()),
+            Running::Epoll(_) => {
+                "epoll: thread per core, edge-triggered readiness, GRO/GSO for UDP".to_string()
+            }
             Running::Threads(_) => {
                 "threads: a blocking thread per connection (the chapter's model)".to_string()
             }
@@ -73,6 +84,7 @@ impl Running {
     pub fn workers(&self) -> usize {
         match self {
             Running::Uring(e) => e.workers(),
+            Running::Epoll(e) => e.workers(),
             Running::Threads(_) => 1,
             Running::Tokio(t) => t.workers(),
         }
@@ -82,6 +94,7 @@ impl Running {
     pub fn shutdown(&self) {
         match self {
             Running::Uring(e) => e.shutdown_handle().shutdown(),
+            Running::Epoll(e) => e.shutdown_handle().shutdown(),
             Running::Threads(t) => t.shutdown(),
             Running::Tokio(t) => t.shutdown(),
         }
@@ -91,6 +104,7 @@ impl Running {
     pub fn any_stopped(&self) -> bool {
         match self {
             Running::Uring(e) => e.any_worker_stopped(),
+            Running::Epoll(e) => e.any_worker_stopped(),
             Running::Threads(t) => t.any_thread_stopped(),
             Running::Tokio(t) => t.any_task_stopped(),
         }
@@ -100,6 +114,7 @@ impl Running {
     pub fn join(self) -> Result<(), EngineError> {
         match self {
             Running::Uring(e) => e.join(),
+            Running::Epoll(e) => e.join(),
             Running::Threads(t) => t.join(),
             Running::Tokio(t) => t.join(),
         }

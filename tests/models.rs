@@ -282,10 +282,51 @@ fn sigterm_at_the_connection_limit_still_stops(io: &str) {
     assert_eq!(status.code(), Some(0));
 }
 
+fn counters_tell_what_the_kernel_did(io: &str) {
+    // The same counters from every model, and the kernel-interface ones
+    // from the models that have them: so "syscalls per request" can be read
+    // off the server itself.
+    let server = Server::start(&["--io", io, "--threads", "1", "--serve", "tcp:0=echo"]);
+    let mut s = connect(server.addr("tcp", "echo"));
+    for _ in 0..100 {
+        s.write_all(b"0123456789abcdef").unwrap();
+        let mut back = [0u8; 16];
+        s.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"0123456789abcdef");
+    }
+    server.wait_counter("bytes_out", |n| n == 1600);
+    assert_eq!(server.counter("bytes_in"), 1600);
+    assert_eq!(server.counter("connections_accepted"), 1);
+    let messages = server.counter("messages_in");
+    assert!((100..=1600).contains(&messages), "{messages} reads");
+    let (enters, waits, io_calls) = (
+        server.counter("io_uring_enter_calls"),
+        server.counter("epoll_waits"),
+        server.counter("io_syscalls"),
+    );
+    match io {
+        // In strict ping-pong, at most two enters per request (one submits
+        // the send and reaps its completion, one waits for the next
+        // request), against epoll's three system calls; under load, one
+        // enter serves a whole batch.
+        "uring" => assert!((100..=210).contains(&enters), "{enters} enters"),
+        // At least one read and one send per request, and a wait per request
+        // (the client waits for each reply).
+        "epoll" => {
+            assert!(io_calls >= 200, "{io_calls} io syscalls");
+            assert!(waits >= 100, "{waits} epoll_waits");
+        }
+        _ => assert_eq!((enters, waits, io_calls), (0, 0, 0)),
+    }
+}
+
 macro_rules! for_every_model {
     ($($name:ident),* $(,)?) => {
         mod uring {
             $(#[test] fn $name() { super::$name("uring") })*
+        }
+        mod epoll {
+            $(#[test] fn $name() { super::$name("epoll") })*
         }
         mod threads {
             $(#[test] fn $name() { super::$name("threads") })*
@@ -307,4 +348,5 @@ for_every_model!(
     a_client_that_never_reads_is_contained,
     gso_trains_are_answered_datagram_by_datagram,
     sigterm_at_the_connection_limit_still_stops,
+    counters_tell_what_the_kernel_did,
 );

@@ -1,9 +1,11 @@
 //! One TCP connection's state as the worker sees it.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Instant;
 
-use protocols::StreamSession;
+use protocols::{Next, StreamSession};
+
+use crate::stats::WorkerStats;
 
 /// Where the connection's multishot receive stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +123,43 @@ impl Conn {
             return false;
         }
         true
+    }
+
+    /// At shutdown, reads (without waiting) what the kernel had queued for
+    /// the connection when reading stopped, and feeds it to the session while
+    /// the output stays under `limit`; called again as sends free room. Marks
+    /// reading done once that budget is used up, the peer closed, or the
+    /// protocol closed.
+    pub fn drain_received(&mut self, scratch: &mut [u8], limit: usize, stats: &WorkerStats) {
+        let fd = self.fd.as_raw_fd();
+        let mut budget = self
+            .drain_budget
+            .unwrap_or_else(|| crate::socket::queued_input(fd));
+        while budget > 0 && self.unsent() <= limit {
+            let want = budget.min(scratch.len());
+            // SAFETY: `scratch` is a live, writable buffer of at least `want` bytes.
+            let n =
+                unsafe { libc::recv(fd, scratch.as_mut_ptr().cast(), want, libc::MSG_DONTWAIT) };
+            if n <= 0 {
+                if n == 0 {
+                    self.peer_closed = true;
+                    self.session.on_eof(&mut self.pending);
+                }
+                break; // EOF, or nothing queued after all: done
+            }
+            budget -= n as usize;
+            let data = &scratch[..n as usize];
+            stats.bytes_in.add(data.len() as u64);
+            stats.messages_in.inc();
+            if self.session.on_bytes(data, &mut self.pending) == Next::Close {
+                budget = 0;
+            }
+        }
+        self.drain_budget = Some(budget);
+        // Stopped with room to spare: the budget is spent or the socket is empty.
+        if budget == 0 || self.unsent() <= limit {
+            self.read_done = true;
+        }
     }
 
     fn release_idle_memory(&mut self) {

@@ -133,6 +133,14 @@ counters! {
     sqes_submitted,
     /// Completion queue entries reaped.
     cqes_reaped,
+    /// epoll_wait system calls (the epoll model).
+    epoll_waits,
+    /// Readiness events epoll_wait reported (the epoll model).
+    readiness_events,
+    /// System calls the epoll model made besides epoll_wait: recv, send,
+    /// recvmsg, sendmsg, accept4, shutdown, including those that found
+    /// nothing to do (EAGAIN).
+    io_syscalls,
 }
 
 impl WorkerStats {
@@ -159,14 +167,26 @@ impl StatsSnapshot {
 
     /// A one-line summary for the console.
     pub fn summary_line(&self) -> String {
-        let requests = self.messages_in + self.datagrams_in;
-        let per_request = if requests == 0 {
-            0.0
+        let requests = (self.messages_in + self.datagrams_in).max(1) as f64;
+        let kernel = if self.epoll_waits > 0 {
+            format!(
+                "epoll_wait={} events={} io syscalls={} ({:.3} syscalls/request)",
+                self.epoll_waits,
+                self.readiness_events,
+                self.io_syscalls,
+                (self.epoll_waits + self.io_syscalls) as f64 / requests
+            )
         } else {
-            self.io_uring_enter_calls as f64 / requests as f64
+            format!(
+                "io_uring_enter={} sqes={} cqes={} ({:.3} enters/request)",
+                self.io_uring_enter_calls,
+                self.sqes_submitted,
+                self.cqes_reaped,
+                self.io_uring_enter_calls as f64 / requests
+            )
         };
         format!(
-            "conns open={} accepted={} | tcp in={} B/{} msgs out={} B/{} msgs | udp in={} out={} dgrams | errors={} | io_uring_enter={} sqes={} cqes={} ({:.3} enters/request)",
+            "conns open={} accepted={} | tcp in={} B/{} msgs out={} B/{} msgs | udp in={} out={} dgrams | errors={} | {kernel}",
             self.connections_open(),
             self.connections_accepted,
             self.bytes_in,
@@ -176,10 +196,6 @@ impl StatsSnapshot {
             self.datagrams_in,
             self.datagrams_out,
             self.connection_errors + self.accept_errors,
-            self.io_uring_enter_calls,
-            self.sqes_submitted,
-            self.cqes_reaped,
-            per_request,
         )
     }
 }

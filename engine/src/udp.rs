@@ -2,9 +2,15 @@
 //! sender and GRO segment size out of a received buffer, and send slots that
 //! keep a sendmsg's memory alive until the kernel completes it.
 
+use std::io;
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::time::Instant;
 
 use io_uring::types::RecvMsgOut;
+use protocols::{DatagramHandler, Replies};
+
+use crate::stats::WorkerStats;
 use socket2::SockAddr;
 
 use crate::socket::{SOL_UDP, UDP_GRO, UDP_SEGMENT};
@@ -65,6 +71,80 @@ pub fn parse_received<'a>(buffer: &'a [u8], template: &libc::msghdr) -> Option<R
     })
 }
 
+/// Hands each datagram of `received` (one datagram, or a GRO train cut at
+/// its segment size) from `peer` to `handler`, collecting the replies in
+/// `replies`, and counts what arrived.
+pub fn deliver(
+    received: &Received<'_>,
+    peer: SocketAddr,
+    handler: &mut dyn DatagramHandler,
+    now: Instant,
+    replies: &mut Replies,
+    stats: &WorkerStats,
+) {
+    let mut segments = 0u64;
+    if received.payload.is_empty() {
+        handler.on_datagram(now, peer, &[], replies);
+        segments = 1;
+    }
+    for datagram in received.payload.chunks(received.segment.max(1)) {
+        handler.on_datagram(now, peer, datagram, replies);
+        segments += 1;
+    }
+    stats.datagrams_in.add(segments);
+    stats.bytes_in.add(received.payload.len() as u64);
+    if segments > 1 {
+        stats.gro_receives.inc();
+    }
+    if received.truncated {
+        stats.udp_truncated.inc();
+    }
+}
+
+/// Counts a finished UDP send of `segments` datagrams (`result`: the bytes
+/// sent, or the error). Returns true when the error says the path refused
+/// GSO, so the caller should send one datagram per call from now on.
+pub fn count_send(stats: &WorkerStats, segments: u32, result: io::Result<usize>) -> bool {
+    match result {
+        Ok(bytes) => {
+            stats.datagrams_out.add(u64::from(segments));
+            stats.bytes_out.add(bytes as u64);
+            if segments > 1 {
+                stats.gso_sends.inc();
+            }
+            false
+        }
+        Err(e) => {
+            stats.udp_replies_dropped.add(u64::from(segments));
+            tracing::debug!("udp send: {e}");
+            segments > 1
+                && matches!(
+                    e.raw_os_error(),
+                    Some(libc::EIO | libc::EINVAL | libc::EOPNOTSUPP)
+                )
+        }
+    }
+}
+
+/// Sends `slot`'s payload to `peer` on `fd` with a synchronous, non-blocking
+/// sendmsg (as a GSO train of `gso`-byte segments when given).
+pub fn send_now(
+    fd: RawFd,
+    slot: &mut SendSlot,
+    peer: SocketAddr,
+    gso: Option<u16>,
+) -> io::Result<usize> {
+    let msg = slot.prepare(peer, gso);
+    // SAFETY: `msg` points into `slot`, alive and unchanged for the whole
+    // call; the kernel is done with it when sendmsg returns.
+    let sent = unsafe { libc::sendmsg(fd, msg, libc::MSG_DONTWAIT) };
+    if sent < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(sent as usize)
+    }
+}
+
 /// Finds the UDP_GRO control message in `control` (a received msghdr's
 /// control data) and returns its segment size.
 pub fn gro_segment(mut control: &[u8]) -> Option<usize> {
@@ -86,7 +166,8 @@ pub fn gro_segment(mut control: &[u8]) -> Option<usize> {
     None
 }
 
-fn sockaddr_from_bytes(name: &[u8]) -> Option<SocketAddr> {
+/// Reads a socket address the kernel wrote as raw bytes.
+pub fn sockaddr_from_bytes(name: &[u8]) -> Option<SocketAddr> {
     // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let len = name
@@ -141,6 +222,15 @@ impl SendSlot {
             // SAFETY: plain old data; all-zero is a valid value.
             msg: unsafe { std::mem::zeroed() },
         })
+    }
+
+    /// Copies replies `first..first + count` into the payload.
+    pub fn fill(&mut self, replies: &Replies, first: usize, count: usize) {
+        self.payload.clear();
+        for reply in (first..first + count).filter_map(|r| replies.get(r)) {
+            self.payload.extend_from_slice(reply);
+        }
+        self.segments = count as u32;
     }
 
     /// Points the msghdr at this slot's payload for `peer`; with

@@ -15,9 +15,9 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use protocols::{DatagramHandler, Next, Replies};
 
 use crate::bufring::BufRing;
-use crate::config::{DatagramFactory, StreamFactory};
 use crate::conn::{Conn, RecvState};
 use crate::error::EngineError;
+use crate::per_core::{CoreWorker, TcpService, WorkerParts, WorkerSettings};
 use crate::ring::RingMode;
 use crate::slab::Slab;
 use crate::stats::WorkerStats;
@@ -36,43 +36,6 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 const LINGER: Duration = Duration::from_secs(2);
 /// How often time-keeping sessions get a tick.
 const IDLE_SWEEP: Duration = Duration::from_millis(100);
-
-/// The settings a worker needs, already divided per worker.
-#[derive(Debug, Clone)]
-pub struct WorkerSettings {
-    /// The worker's index, for messages and metrics.
-    pub id: usize,
-    /// Submission queue depth.
-    pub ring_entries: u32,
-    /// TCP receive buffers: count and size.
-    pub tcp_buffers: (u16, u32),
-    /// UDP receive buffers (each sized for a whole GRO train).
-    pub udp_buffers: u16,
-    /// Unsent output above which a connection is not read.
-    pub output_limit: usize,
-    /// Most connections this worker keeps open.
-    pub max_connections: usize,
-    /// UDP sends in flight at most.
-    pub udp_sends_in_flight: usize,
-    /// Time allowed to flush replies at shutdown.
-    pub shutdown_deadline: Duration,
-}
-
-/// A TCP listening socket and the protocol of its connections.
-pub struct TcpService {
-    /// The listening socket (SO_REUSEPORT, this worker's own).
-    pub fd: OwnedFd,
-    /// Makes each connection's session.
-    pub factory: StreamFactory,
-}
-
-/// A UDP socket and its protocol.
-pub struct UdpService {
-    /// The socket (SO_REUSEPORT, this worker's own).
-    pub fd: OwnedFd,
-    /// Makes the handler, on the worker's own thread.
-    pub factory: DatagramFactory,
-}
 
 struct Listener {
     service: TcpService,
@@ -136,16 +99,29 @@ pub struct Worker {
     lingering: VecDeque<(Instant, u32, u32)>,
 }
 
+impl CoreWorker for Worker {
+    type Ready = RingMode;
+
+    fn new(parts: WorkerParts) -> Result<(Self, RingMode), EngineError> {
+        Worker::create(parts)
+    }
+
+    fn run(self) -> Result<(), EngineError> {
+        self.serve()
+    }
+}
+
 impl Worker {
     /// Creates the worker's ring and buffer rings. Runs on the worker's own
     /// thread: a SINGLE_ISSUER ring belongs to the thread that creates it.
-    pub fn new(
-        settings: WorkerSettings,
-        stats: Arc<WorkerStats>,
-        tcp: Vec<TcpService>,
-        udp: Vec<UdpService>,
-        wake_fd: OwnedFd,
-    ) -> Result<(Self, RingMode), EngineError> {
+    fn create(parts: WorkerParts) -> Result<(Self, RingMode), EngineError> {
+        let WorkerParts {
+            settings,
+            stats,
+            tcp,
+            udp,
+            wake: wake_fd,
+        } = parts;
         let id = settings.id;
         let (ring, mode) = crate::ring::create(settings.ring_entries)?;
         let fail = |context: &'static str| {
@@ -219,7 +195,7 @@ impl Worker {
     }
 
     /// Serves until shutdown is requested and finished (or its deadline passes).
-    pub fn run(mut self) -> Result<(), EngineError> {
+    fn serve(mut self) -> Result<(), EngineError> {
         self.arm_wake();
         for i in 0..self.udp.len() {
             self.arm_udp(i);
@@ -512,7 +488,7 @@ impl Worker {
         if draining && !conn.read_done && !conn.failed && conn.recv == RecvState::Idle {
             // The multishot receive has ended: answer what the kernel had
             // already queued, as fast as the output bound allows, then stop.
-            drain_received(conn, &mut self.scratch, limit, &self.stats);
+            conn.drain_received(&mut self.scratch, limit, &self.stats);
         }
         // A session writing a long body writes more as the output drains.
         if !conn.failed
@@ -597,32 +573,18 @@ impl Worker {
         };
         let socket = &mut self.udp[i];
         let buffer = self.udp_bufs.filled(bid, res as usize);
-        let mut peer = None;
-        if let Some(received) = udp::parse_received(buffer, &socket.template) {
-            peer = received.peer;
-            if let Some(peer) = peer {
-                let mut segments = 0u64;
-                if received.payload.is_empty() {
-                    socket
-                        .handler
-                        .on_datagram(self.now, peer, &[], &mut self.replies);
-                    segments = 1;
-                }
-                for datagram in received.payload.chunks(received.segment.max(1)) {
-                    socket
-                        .handler
-                        .on_datagram(self.now, peer, datagram, &mut self.replies);
-                    segments += 1;
-                }
-                self.stats.datagrams_in.add(segments);
-                self.stats.bytes_in.add(received.payload.len() as u64);
-                if segments > 1 {
-                    self.stats.gro_receives.inc();
-                }
-                if received.truncated {
-                    self.stats.udp_truncated.inc();
-                }
-            }
+        let received = udp::parse_received(buffer, &socket.template);
+        let peer = received.as_ref().and_then(|r| r.peer);
+        if let (Some(received), Some(peer)) = (&received, peer) {
+            let handler = &mut *socket.handler;
+            udp::deliver(
+                received,
+                peer,
+                handler,
+                self.now,
+                &mut self.replies,
+                &self.stats,
+            );
         }
         self.udp_bufs.recycle(bid);
         if let Some(peer) = peer {
@@ -686,7 +648,7 @@ impl Worker {
                 continue;
             };
             let slot = &mut self.send_slots[slot_index as usize];
-            fill_slot(slot, &self.replies, first, count);
+            slot.fill(&self.replies, first, count);
             let msg = slot.prepare(peer, gso);
             let entry = opcode::SendMsg::new(types::Fd(self.udp[i].fd.as_raw_fd()), msg)
                 .build()
@@ -707,17 +669,11 @@ impl Worker {
         gso: Option<u16>,
     ) {
         let slot = &mut self.overflow_slot;
-        fill_slot(slot, &self.replies, first, count);
-        let msg = slot.prepare(peer, gso);
-        // SAFETY: `msg` points into `overflow_slot`, alive for the whole call;
-        // the kernel is done with it when sendmsg returns.
-        let sent = unsafe { libc::sendmsg(self.udp[i].fd.as_raw_fd(), msg, libc::MSG_DONTWAIT) };
+        slot.fill(&self.replies, first, count);
+        let result = udp::send_now(self.udp[i].fd.as_raw_fd(), slot, peer, gso);
         self.stats.udp_direct_sends.inc();
-        if sent >= 0 {
-            self.stats.datagrams_out.add(count as u64);
-            self.stats.bytes_out.add(sent as u64);
-        } else {
-            self.stats.udp_replies_dropped.add(count as u64);
+        if udp::count_send(&self.stats, slot.segments, result) {
+            self.udp[i].gso = false;
         }
     }
 
@@ -725,21 +681,16 @@ impl Worker {
         let Some(slot) = self.send_slots.get(slot_index as usize) else {
             return;
         };
-        if res >= 0 {
-            self.stats.datagrams_out.add(u64::from(slot.segments));
-            self.stats.bytes_out.add(res as u64);
-            if slot.segments > 1 {
-                self.stats.gso_sends.inc();
-            }
+        let result = if res >= 0 {
+            Ok(res as usize)
         } else {
-            self.stats.udp_replies_dropped.add(u64::from(slot.segments));
-            if slot.segments > 1 && matches!(-res, libc::EIO | libc::EINVAL | libc::EOPNOTSUPP) {
-                // The path refused GSO: send one datagram per call from now on.
-                for socket in &mut self.udp {
-                    socket.gso = false;
-                }
+            Err(io::Error::from_raw_os_error(-res))
+        };
+        if udp::count_send(&self.stats, slot.segments, result) {
+            // The path refused GSO: send one datagram per call from now on.
+            for socket in &mut self.udp {
+                socket.gso = false;
             }
-            tracing::debug!("udp send: {}", io::Error::from_raw_os_error(-res));
         }
         self.free_send_slots.push(slot_index);
     }
@@ -850,49 +801,5 @@ impl Worker {
             return true;
         }
         flushed
-    }
-}
-
-/// Copies replies `first..first + count` into `slot`'s payload.
-fn fill_slot(slot: &mut SendSlot, replies: &Replies, first: usize, count: usize) {
-    slot.payload.clear();
-    for reply in (first..first + count).filter_map(|r| replies.get(r)) {
-        slot.payload.extend_from_slice(reply);
-    }
-    slot.segments = count as u32;
-}
-
-/// At shutdown, reads (without waiting) what the kernel had queued for the
-/// connection when its receive stopped, and feeds it to the session while the
-/// output stays under `limit`; called again as sends free room. Marks reading
-/// done once that budget is used up, the peer closed, or the protocol closed.
-fn drain_received(conn: &mut Conn, scratch: &mut [u8], limit: usize, stats: &WorkerStats) {
-    let fd = conn.fd.as_raw_fd();
-    let mut budget = conn
-        .drain_budget
-        .unwrap_or_else(|| crate::socket::queued_input(fd));
-    while budget > 0 && conn.unsent() <= limit {
-        let want = budget.min(scratch.len());
-        // SAFETY: `scratch` is a live, writable buffer of at least `want` bytes.
-        let n = unsafe { libc::recv(fd, scratch.as_mut_ptr().cast(), want, libc::MSG_DONTWAIT) };
-        if n <= 0 {
-            if n == 0 {
-                conn.peer_closed = true;
-                conn.session.on_eof(&mut conn.pending);
-            }
-            break; // EOF, or nothing queued after all: done
-        }
-        budget -= n as usize;
-        let data = &scratch[..n as usize];
-        stats.bytes_in.add(data.len() as u64);
-        stats.messages_in.inc();
-        if conn.session.on_bytes(data, &mut conn.pending) == Next::Close {
-            budget = 0;
-        }
-    }
-    conn.drain_budget = Some(budget);
-    // Stopped with room to spare: the budget is spent or the socket is empty.
-    if budget == 0 || conn.unsent() <= limit {
-        conn.read_done = true;
     }
 }

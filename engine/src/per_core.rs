@@ -1,0 +1,290 @@
+//! The thread-per-core layout that the io_uring and epoll models share: one
+//! pinned worker per configured CPU, each with its own SO_REUSEPORT socket
+//! for every service, its own counters and its own shutdown eventfd. Only
+//! what a worker does with its sockets differs between the models.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::config::{DatagramFactory, EngineConfig, Handler, StreamFactory};
+use crate::error::EngineError;
+use crate::stats::WorkerStats;
+use crate::{socket, BoundService};
+
+/// The settings a worker needs, already divided per worker.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// The worker's index, for messages and metrics.
+    pub id: usize,
+    /// Submission queue depth.
+    pub ring_entries: u32,
+    /// TCP receive buffers: count and size.
+    pub tcp_buffers: (u16, u32),
+    /// UDP receive buffers (each sized for a whole GRO train).
+    pub udp_buffers: u16,
+    /// Unsent output above which a connection is not read.
+    pub output_limit: usize,
+    /// Most connections this worker keeps open.
+    pub max_connections: usize,
+    /// UDP sends in flight at most.
+    pub udp_sends_in_flight: usize,
+    /// Time allowed to flush replies at shutdown.
+    pub shutdown_deadline: Duration,
+}
+
+/// A TCP listening socket and the protocol of its connections.
+pub struct TcpService {
+    /// The listening socket (SO_REUSEPORT, this worker's own).
+    pub fd: OwnedFd,
+    /// Makes each connection's session.
+    pub factory: StreamFactory,
+}
+
+/// A UDP socket and its protocol.
+pub struct UdpService {
+    /// The socket (SO_REUSEPORT, this worker's own).
+    pub fd: OwnedFd,
+    /// Makes the handler, on the worker's own thread.
+    pub factory: DatagramFactory,
+}
+
+/// Everything one worker is given: its settings, counters, sockets, and the
+/// eventfd that becomes readable when shutdown starts.
+pub struct WorkerParts {
+    /// Limits and sizes for this worker.
+    pub settings: WorkerSettings,
+    /// Counters only this worker writes.
+    pub stats: Arc<WorkerStats>,
+    /// Its listening sockets.
+    pub tcp: Vec<TcpService>,
+    /// Its UDP sockets.
+    pub udp: Vec<UdpService>,
+    /// Readable once shutdown has been asked for.
+    pub wake: OwnedFd,
+}
+
+/// A worker of a thread-per-core model.
+pub trait CoreWorker: Sized {
+    /// What a ready worker reports back to the starter (the ring mode it got,
+    /// say).
+    type Ready: Send + 'static;
+    /// Sets the worker up on its own (pinned) thread.
+    fn new(parts: WorkerParts) -> Result<(Self, Self::Ready), EngineError>;
+    /// Serves until shutdown is asked for and finished.
+    fn run(self) -> Result<(), EngineError>;
+}
+
+/// Wakes every worker to begin a graceful shutdown. Cheap to clone.
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    wakers: Arc<Vec<OwnedFd>>,
+}
+
+impl ShutdownHandle {
+    /// Asks every worker to stop accepting, flush its replies and exit.
+    pub fn shutdown(&self) {
+        for fd in self.wakers.iter() {
+            let one: u64 = 1;
+            // SAFETY: writes 8 bytes from a live u64 to an eventfd we own.
+            let rc = unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+            if rc != 8 {
+                tracing::warn!("could not wake a worker: {}", io::Error::last_os_error());
+            }
+        }
+    }
+}
+
+/// Running pinned workers of one model.
+pub struct PerCore {
+    workers: Vec<JoinHandle<Result<(), EngineError>>>,
+    stats: Vec<Arc<WorkerStats>>,
+    services: Vec<BoundService>,
+    shutdown: ShutdownHandle,
+}
+
+impl PerCore {
+    /// Binds every service's sockets (one per worker; UDP_GRO on when
+    /// `udp_gro`), starts one worker `W` per CPU, and returns once all are
+    /// ready (with the last worker's `Ready`), or the first error any met.
+    pub fn start<W: CoreWorker + 'static>(
+        config: &EngineConfig,
+        udp_gro: bool,
+    ) -> Result<(PerCore, W::Ready), EngineError> {
+        let n = config.cpus.len();
+        let mut tcp: Vec<Vec<TcpService>> = (0..n).map(|_| Vec::new()).collect();
+        let mut udp: Vec<Vec<UdpService>> = (0..n).map(|_| Vec::new()).collect();
+        let mut services = Vec::new();
+        for service in &config.services {
+            let (sockets, addr) = socket::bind_group(service, n, udp_gro)?;
+            for (w, fd) in sockets.into_iter().enumerate() {
+                match &service.handler {
+                    Handler::Stream(factory) => tcp[w].push(TcpService {
+                        fd,
+                        factory: factory.clone(),
+                    }),
+                    Handler::Datagram(factory) => udp[w].push(UdpService {
+                        fd,
+                        factory: factory.clone(),
+                    }),
+                }
+            }
+            services.push(BoundService {
+                transport: service.transport(),
+                addr,
+                protocol: service.protocol.clone(),
+            });
+        }
+
+        let mut wakers = Vec::with_capacity(n);
+        let mut worker_wakes = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (ours, theirs) = eventfd_pair().map_err(|e| EngineError::Worker {
+                worker: wakers.len(),
+                context: "creating the shutdown eventfd",
+                source: e,
+            })?;
+            wakers.push(ours);
+            worker_wakes.push(theirs);
+        }
+        let shutdown = ShutdownHandle {
+            wakers: Arc::new(wakers),
+        };
+
+        let per_worker_connections = config.max_connections.div_ceil(n);
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let mut handles = Vec::with_capacity(n);
+        let mut stats = Vec::with_capacity(n);
+        let parts = tcp.into_iter().zip(udp).zip(worker_wakes);
+        for (id, ((tcp, udp), wake)) in parts.enumerate() {
+            let worker_stats = Arc::new(WorkerStats::default());
+            stats.push(worker_stats.clone());
+            let parts = WorkerParts {
+                settings: WorkerSettings {
+                    id,
+                    ring_entries: config.ring_entries,
+                    tcp_buffers: (config.tcp_buffers, config.tcp_buffer_size),
+                    udp_buffers: config.udp_buffers,
+                    output_limit: config.output_limit,
+                    max_connections: per_worker_connections,
+                    udp_sends_in_flight: config.udp_sends_in_flight,
+                    shutdown_deadline: config.shutdown_deadline,
+                },
+                stats: worker_stats,
+                tcp,
+                udp,
+                wake,
+            };
+            let cpu = config.cpus[id];
+            let ready = ready_tx.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("ringcore-w{id}"))
+                .spawn(move || {
+                    if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+                        tracing::warn!(worker = id, cpu, "could not pin the worker to its CPU");
+                    }
+                    match W::new(parts) {
+                        Ok((worker, report)) => {
+                            let _ = ready.send(Ok(report));
+                            worker.run()
+                        }
+                        Err(e) => {
+                            let _ = ready.send(Err(e));
+                            Ok(())
+                        }
+                    }
+                })
+                .map_err(|e| EngineError::Worker {
+                    worker: id,
+                    context: "spawning the worker thread",
+                    source: e,
+                })?;
+            handles.push(handle);
+        }
+        drop(ready_tx);
+
+        let mut report = None;
+        let mut first_error = None;
+        for _ in 0..n {
+            match ready_rx.recv() {
+                Ok(Ok(r)) => report = Some(r),
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(_) => {
+                    first_error.get_or_insert(EngineError::WorkerPanicked(0));
+                }
+            }
+        }
+        let core = PerCore {
+            workers: handles,
+            stats,
+            services,
+            shutdown,
+        };
+        match (first_error, report) {
+            (None, Some(report)) => Ok((core, report)),
+            (error, _) => {
+                core.shutdown.shutdown();
+                let _ = core.join();
+                Err(error.unwrap_or(EngineError::WorkerPanicked(0)))
+            }
+        }
+    }
+
+    /// The services as bound, in configuration order.
+    pub fn services(&self) -> &[BoundService] {
+        &self.services
+    }
+
+    /// Number of workers.
+    pub fn workers(&self) -> usize {
+        self.stats.len()
+    }
+
+    /// Every worker's live counters, by worker index.
+    pub fn stats(&self) -> Vec<Arc<WorkerStats>> {
+        self.stats.clone()
+    }
+
+    /// A handle that starts graceful shutdown.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// True once any worker has stopped (normally only after shutdown).
+    pub fn any_worker_stopped(&self) -> bool {
+        self.workers.iter().any(JoinHandle::is_finished)
+    }
+
+    /// Waits for every worker; the first worker error, if any.
+    pub fn join(self) -> Result<(), EngineError> {
+        let mut result = Ok(());
+        for (id, handle) in self.workers.into_iter().enumerate() {
+            let outcome = handle
+                .join()
+                .unwrap_or(Err(EngineError::WorkerPanicked(id)));
+            if let Err(e) = outcome {
+                if result.is_ok() {
+                    result = Err(e);
+                }
+            }
+        }
+        result
+    }
+}
+
+/// Two descriptors of one eventfd: one for the handle, one for the worker.
+fn eventfd_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    // SAFETY: plain syscall; the result is checked before use.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a new descriptor that nothing else owns.
+    let ours = unsafe { OwnedFd::from_raw_fd(fd) };
+    let theirs = ours.try_clone()?;
+    Ok((ours, theirs))
+}
