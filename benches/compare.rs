@@ -1,5 +1,5 @@
 //! The server models side by side, in one run: each cell starts each model
-//! in turn (`--io uring|threads|tokio`, one worker on CPU 0) and drives it
+//! in turn (`--io uring|epoll|threads|tokio|tokio-uring`, one worker on CPU 0) and drives it
 //! with loadgen (on CPU 1), alternating models over rounds.
 //!
 //! `cargo bench --bench compare` (full) or `-- --quick` (a smoke run);
@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use support::{cpu_seconds, json_number, summary};
 
-const MODELS: &[&str] = &["uring", "threads", "tokio"];
+const MODELS: &[&str] = &["uring", "epoll", "threads", "tokio", "tokio-uring"];
 
 #[derive(Clone, Copy)]
 enum Cell {
@@ -389,9 +389,12 @@ fn chart(
     let (top, bottom) = root.split_vertically(380);
     let colors = [
         RGBColor(31, 119, 180),
+        RGBColor(214, 39, 40),
         RGBColor(255, 127, 14),
         RGBColor(44, 160, 44),
+        RGBColor(148, 103, 189),
     ];
+    let width = 0.7 / MODELS.len() as f64;
     for (area, title, pick) in [
         (
             top,
@@ -443,8 +446,8 @@ fn chart(
             let color = colors[m];
             chart
                 .draw_series(values.iter().enumerate().map(|(c, v)| {
-                    let x0 = c as f64 - 0.35 + m as f64 * 0.24;
-                    Rectangle::new([(x0, 0.0), (x0 + 0.22, v[m])], color.filled())
+                    let x0 = c as f64 - 0.35 + m as f64 * width;
+                    Rectangle::new([(x0, 0.0), (x0 + width * 0.9, v[m])], color.filled())
                 }))?
                 .label(*model)
                 .legend(move |(x, y)| {

@@ -19,6 +19,8 @@ pub enum IoModel {
     Threads,
     /// tokio's multi-threaded work-stealing runtime, a task per connection.
     Tokio,
+    /// The tokio-uring crate, a runtime per pinned worker (baseline only).
+    TokioUring,
 }
 
 /// A running server, whichever its model.
@@ -31,6 +33,8 @@ pub enum Running {
     Threads(ThreadsServer),
     /// tokio.
     Tokio(TokioServer),
+    /// tokio-uring, thread per core.
+    TokioUring(PerCore),
 }
 
 impl Running {
@@ -41,6 +45,7 @@ impl Running {
             IoModel::Epoll => Running::Epoll(engine::start_epoll(config)?),
             IoModel::Threads => Running::Threads(ThreadsServer::start(config)?),
             IoModel::Tokio => Running::Tokio(TokioServer::start(config)?),
+            IoModel::TokioUring => Running::TokioUring(crate::tokio_uring_model::start(config)?),
         })
     }
 
@@ -48,7 +53,7 @@ impl Running {
     pub fn services(&self) -> &[BoundService] {
         match self {
             Running::Uring(e) => e.services(),
-            Running::Epoll(e) => e.services(),
+            Running::Epoll(e) | Running::TokioUring(e) => e.services(),
             Running::Threads(t) => t.services(),
             Running::Tokio(t) => t.services(),
         }
@@ -58,7 +63,7 @@ impl Running {
     pub fn stats(&self) -> Vec<Arc<WorkerStats>> {
         match self {
             Running::Uring(e) => e.stats(),
-            Running::Epoll(e) => e.stats(),
+            Running::Epoll(e) | Running::TokioUring(e) => e.stats(),
             Running::Threads(t) => t.stats(),
             Running::Tokio(t) => t.stats(),
         }
@@ -77,6 +82,10 @@ impl Running {
             Running::Tokio(_) => {
                 "tokio: a work-stealing multi-threaded runtime, a task per connection".to_string()
             }
+            Running::TokioUring(_) => {
+                "tokio-uring: a runtime and ring per pinned worker, a task per connection (baseline)"
+                    .to_string()
+            }
         }
     }
 
@@ -84,7 +93,7 @@ impl Running {
     pub fn workers(&self) -> usize {
         match self {
             Running::Uring(e) => e.workers(),
-            Running::Epoll(e) => e.workers(),
+            Running::Epoll(e) | Running::TokioUring(e) => e.workers(),
             Running::Threads(_) => 1,
             Running::Tokio(t) => t.workers(),
         }
@@ -94,7 +103,7 @@ impl Running {
     pub fn shutdown(&self) {
         match self {
             Running::Uring(e) => e.shutdown_handle().shutdown(),
-            Running::Epoll(e) => e.shutdown_handle().shutdown(),
+            Running::Epoll(e) | Running::TokioUring(e) => e.shutdown_handle().shutdown(),
             Running::Threads(t) => t.shutdown(),
             Running::Tokio(t) => t.shutdown(),
         }
@@ -104,7 +113,7 @@ impl Running {
     pub fn any_stopped(&self) -> bool {
         match self {
             Running::Uring(e) => e.any_worker_stopped(),
-            Running::Epoll(e) => e.any_worker_stopped(),
+            Running::Epoll(e) | Running::TokioUring(e) => e.any_worker_stopped(),
             Running::Threads(t) => t.any_thread_stopped(),
             Running::Tokio(t) => t.any_task_stopped(),
         }
@@ -114,7 +123,7 @@ impl Running {
     pub fn join(self) -> Result<(), EngineError> {
         match self {
             Running::Uring(e) => e.join(),
-            Running::Epoll(e) => e.join(),
+            Running::Epoll(e) | Running::TokioUring(e) => e.join(),
             Running::Threads(t) => t.join(),
             Running::Tokio(t) => t.join(),
         }

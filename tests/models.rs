@@ -334,6 +334,9 @@ macro_rules! for_every_model {
         mod tokio {
             $(#[test] fn $name() { super::$name("tokio") })*
         }
+        mod tokio_uring {
+            $(#[test] fn $name() { super::$name("tokio-uring") })*
+        }
     };
 }
 
