@@ -8,7 +8,9 @@
 //! `target/compare.svg` (requests/s and p99 per model and cell).
 //!
 //! Per cell and model: requests (or datagrams) per second, p50/p99 latency,
-//! server CPU seconds per million requests, and context switches and
+//! server CPU seconds per million requests, the server's and loadgen's CPU
+//! use (loadgen near 100 % means the client set the rate, and the server's
+//! cost per request is the figure to compare), and context switches and
 //! system calls per request over the middle half of the run (system calls
 //! are counted by `perf stat -e raw_syscalls:sys_enter`, io_uring_enter
 //! included; "NaN" where perf is not installed).
@@ -65,6 +67,12 @@ struct Sample {
     syscalls_per_request: f64,
     loss_pct: f64,
     rss_bytes_per_conn: f64,
+    /// Share of one CPU the server and loadgen used over the window, in %:
+    /// loadgen near 100 % means the client, not the server, set the rate.
+    #[serde(default)]
+    server_cpu_pct: f64,
+    #[serde(default)]
+    client_cpu_pct: f64,
 }
 
 /// Context switches of each live thread of `pid`, by thread id.
@@ -207,10 +215,13 @@ fn measure(model: &str, cell: Cell, seconds: f64, loadgen: &Path) -> Sample {
     std::thread::sleep(Duration::from_secs_f64(seconds * 0.25));
     let window = seconds * 0.5;
     let (ctx0, window0) = (context_switches(pid), Instant::now());
+    let (server0, client0) = (cpu_seconds(pid), cpu_seconds(child.id()));
     let perf = count_syscalls(pid, window);
     std::thread::sleep(Duration::from_secs_f64(window));
-    let ctx_per_s =
-        switches_between(&ctx0, &context_switches(pid)) as f64 / window0.elapsed().as_secs_f64();
+    let window_s = window0.elapsed().as_secs_f64();
+    let server_cpu_pct = (cpu_seconds(pid) - server0) / window_s * 100.0;
+    let client_cpu_pct = (cpu_seconds(child.id()) - client0) / window_s * 100.0;
+    let ctx_per_s = switches_between(&ctx0, &context_switches(pid)) as f64 / window_s;
     let syscalls_per_s = syscalls_counted(perf).map(|n| n / window);
     let out = child.wait_with_output().expect("loadgen");
     let elapsed = started.elapsed().as_secs_f64();
@@ -244,6 +255,8 @@ fn measure(model: &str, cell: Cell, seconds: f64, loadgen: &Path) -> Sample {
         syscalls_per_request: syscalls_per_s.map_or(f64::NAN, |n| n / rate.max(1.0)),
         loss_pct: loss,
         rss_bytes_per_conn: 0.0,
+        server_cpu_pct,
+        client_cpu_pct,
     }
 }
 
@@ -337,12 +350,12 @@ fn main() {
         }
         let udp = matches!(cell, Cell::Udp { .. });
         println!(
-            "| model | {} median (min-max) | ratio to uring | p50 us | p99 us | CPU s / M req | ctx switches / req | syscalls / req |{}",
+            "| model | {} median (min-max) | ratio to uring | p50 us | p99 us | CPU s / M req | server CPU % | loadgen CPU % | ctx switches / req | syscalls / req |{}",
             if udp { "delivered/s" } else { "req/s" },
             if udp { " loss % |" } else { "" }
         );
         println!(
-            "|---|---|---|---|---|---|---|---|{}",
+            "|---|---|---|---|---|---|---|---|---|---|{}",
             if udp { "---|" } else { "" }
         );
         let base = median(&by_model["uring"], |s| s.rate).0.max(1.0);
@@ -350,11 +363,13 @@ fn main() {
             let samples = &by_model[model];
             let (m, lo, hi) = median(samples, |s| s.rate);
             print!(
-                "| {model} | {m:.0} ({lo:.0}-{hi:.0}) | {:.2} | {:.0} | {:.0} | {:.2} | {:.3} | {:.3} |",
+                "| {model} | {m:.0} ({lo:.0}-{hi:.0}) | {:.2} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {:.3} | {:.3} |",
                 m / base,
                 median(samples, |s| s.p50_us).0,
                 median(samples, |s| s.p99_us).0,
                 median(samples, |s| s.cpu_s_per_million).0,
+                median(samples, |s| s.server_cpu_pct).0,
+                median(samples, |s| s.client_cpu_pct).0,
                 median(samples, |s| s.ctx_switches_per_request).0,
                 median(samples, |s| s.syscalls_per_request).0,
             );
