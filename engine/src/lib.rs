@@ -7,6 +7,10 @@
 //! and its connections; workers share nothing but read-only configuration and
 //! the counters that only they write. The engine knows nothing of any protocol:
 //! services bring their own [`StreamFactory`] or [`DatagramFactory`].
+//!
+//! For comparison the crate also holds the other server models: [`start_epoll`]
+//! (the same [`PerCore`] layout with epoll), [`ThreadsServer`] (the chapter's
+//! thread per connection) and [`TokioServer`] (tokio's work-stealing runtime).
 
 pub mod bufring;
 pub mod config;
@@ -25,6 +29,7 @@ pub mod tokio_model;
 pub mod udp;
 pub mod worker;
 
+use std::net::SocketAddr;
 use std::ops::Deref;
 
 pub use config::{DatagramFactory, EngineConfig, Handler, ServiceConfig, StreamFactory};
@@ -36,8 +41,6 @@ pub use ring::RingMode;
 pub use stats::{StatsSnapshot, WorkerStats};
 pub use threads::ThreadsServer;
 pub use tokio_model::TokioServer;
-
-use std::net::SocketAddr;
 
 /// A service as it was actually bound.
 #[derive(Debug, Clone)]
