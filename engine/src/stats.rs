@@ -167,14 +167,22 @@ impl StatsSnapshot {
 
     /// A one-line summary for the console.
     pub fn summary_line(&self) -> String {
-        let requests = (self.messages_in + self.datagrams_in).max(1) as f64;
+        let requests = self.messages_in + self.datagrams_in;
+        // Per request, once there are requests to divide by.
+        let per_request = |calls: u64| {
+            if requests == 0 {
+                0.0
+            } else {
+                calls as f64 / requests as f64
+            }
+        };
         let kernel = if self.epoll_waits > 0 {
             format!(
                 "epoll_wait={} events={} io syscalls={} ({:.3} syscalls/request)",
                 self.epoll_waits,
                 self.readiness_events,
                 self.io_syscalls,
-                (self.epoll_waits + self.io_syscalls) as f64 / requests
+                per_request(self.epoll_waits + self.io_syscalls)
             )
         } else {
             format!(
@@ -182,7 +190,7 @@ impl StatsSnapshot {
                 self.io_uring_enter_calls,
                 self.sqes_submitted,
                 self.cqes_reaped,
-                self.io_uring_enter_calls as f64 / requests
+                per_request(self.io_uring_enter_calls)
             )
         };
         format!(
