@@ -162,6 +162,46 @@ impl Conn {
         }
     }
 
+    /// A session writing a long body writes more once the output has
+    /// drained below half of `limit`.
+    pub fn refill_output(&mut self, limit: usize) {
+        if !self.failed
+            && self.unsent() <= limit / 2
+            && self.session.has_more_output()
+            && self.session.on_drained(&mut self.pending) == Next::Close
+        {
+            self.read_done = true;
+        }
+    }
+
+    /// Once every reply is sent, sends our FIN and starts lingering (input
+    /// is then read and discarded until the peer closes). True when it did
+    /// so now: the caller starts the linger timer.
+    pub fn finish_sending(&mut self) -> bool {
+        if !self.all_answered() || self.failed || self.peer_closed || self.lingering {
+            return false;
+        }
+        // SAFETY: plain syscall on a descriptor this connection owns.
+        unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_WR) };
+        self.lingering = true;
+        true
+    }
+
+    /// Gives a time-keeping session its tick at `now`; true when that
+    /// changed something the caller must act on (a reply, or the close).
+    pub fn tick(&mut self, now: Instant, stats: &WorkerStats) -> bool {
+        if !self.ticks || self.read_done || self.failed {
+            return false;
+        }
+        let before = self.pending.len();
+        let silent_for = now.duration_since(self.last_active);
+        if self.session.on_tick(now, silent_for, &mut self.pending) == Next::Close {
+            self.read_done = true;
+            stats.idle_timeouts.inc();
+        }
+        self.read_done || self.pending.len() != before
+    }
+
     fn release_idle_memory(&mut self) {
         if self.pending.is_empty() && self.pending.capacity() > KEEP_CAPACITY {
             self.pending = Vec::new();

@@ -11,7 +11,6 @@
 //! left with data (a visit's budget spent, or output full) are revisited
 //! without waiting, since no new edge will come for them.
 
-use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
@@ -26,19 +25,13 @@ use crate::error::EngineError;
 use crate::per_core::{CoreWorker, TcpService, WorkerParts, WorkerSettings};
 use crate::slab::Slab;
 use crate::stats::WorkerStats;
+use crate::timers::Timers;
 use crate::token::{Op, Token};
 use crate::udp::{self, SendSlot};
 
 /// Reads (or accepts, or datagrams) per socket per visit, so one busy
 /// socket cannot starve the others; the rest waits for the next round.
 const VISIT_BUDGET: usize = 32;
-/// How long to wait before accepting again after EMFILE/ENFILE/ENOMEM.
-const ACCEPT_RETRY: Duration = Duration::from_millis(100);
-/// How long a connection whose replies are complete waits for the peer to
-/// close before closing anyway.
-const LINGER: Duration = Duration::from_secs(2);
-/// How often time-keeping sessions get a tick.
-const IDLE_SWEEP: Duration = Duration::from_millis(100);
 /// Readiness events taken per epoll_wait.
 const EVENTS: usize = 1024;
 /// Room for the control messages (the GRO segment size) of a received datagram.
@@ -95,12 +88,9 @@ pub struct EpollWorker {
     revisit: Vec<(u32, u32)>,
     /// The last epoll_wait's events, decoded (reused: no allocation per wait).
     ready: Vec<(Token, Readiness)>,
-    accept_retry_at: Option<Instant>,
-    drain_deadline: Option<Instant>,
+    timers: Timers,
+    /// The time this round's events are handled at.
     now: Instant,
-    idle_watched: usize,
-    next_idle_sweep: Option<Instant>,
-    lingering: VecDeque<(Instant, u32, u32)>,
 }
 
 /// What an event said of a socket, as far as reading goes.
@@ -138,34 +128,35 @@ impl CoreWorker for EpollWorker {
             }
         };
         let poll = Poll::new().map_err(fail("creating the epoll instance"))?;
-        let registry = poll.registry();
-        registry
+        // The eventfd, the listeners and the UDP sockets are watched for
+        // reading only; the sockets are made non-blocking first.
+        let sockets = tcp
+            .iter()
+            .map(|t| &t.fd)
+            .enumerate()
+            .map(|(i, fd)| (fd, Op::Accept, i));
+        let datagrams = udp
+            .iter()
+            .map(|u| &u.fd)
+            .enumerate()
+            .map(|(i, fd)| (fd, Op::UdpRecv, i));
+        for (fd, op, i) in sockets.chain(datagrams) {
+            set_nonblocking(fd).map_err(fail("preparing a socket"))?;
+            poll.registry()
+                .register(
+                    &mut SourceFd(&fd.as_raw_fd()),
+                    token(op, i as u32, 0),
+                    Interest::READABLE,
+                )
+                .map_err(fail("watching a socket"))?;
+        }
+        poll.registry()
             .register(
                 &mut SourceFd(&wake.as_raw_fd()),
                 token(Op::Wake, 0, 0),
                 Interest::READABLE,
             )
             .map_err(fail("watching the shutdown eventfd"))?;
-        for (i, service) in tcp.iter().enumerate() {
-            set_nonblocking(&service.fd).map_err(fail("preparing a listener"))?;
-            registry
-                .register(
-                    &mut SourceFd(&service.fd.as_raw_fd()),
-                    token(Op::Accept, i as u32, 0),
-                    Interest::READABLE,
-                )
-                .map_err(fail("watching a listener"))?;
-        }
-        for (i, service) in udp.iter().enumerate() {
-            set_nonblocking(&service.fd).map_err(fail("preparing a UDP socket"))?;
-            registry
-                .register(
-                    &mut SourceFd(&service.fd.as_raw_fd()),
-                    token(Op::UdpRecv, i as u32, 0),
-                    Interest::READABLE,
-                )
-                .map_err(fail("watching a UDP socket"))?;
-        }
         let worker = EpollWorker {
             poll,
             events: Events::with_capacity(EVENTS),
@@ -199,12 +190,8 @@ impl CoreWorker for EpollWorker {
             send_slot: SendSlot::new(),
             revisit: Vec::new(),
             ready: Vec::with_capacity(EVENTS),
-            accept_retry_at: None,
-            drain_deadline: None,
+            timers: Timers::default(),
             now: Instant::now(),
-            idle_watched: 0,
-            next_idle_sweep: None,
-            lingering: VecDeque::new(),
             settings,
         };
         Ok((worker, ()))
@@ -273,30 +260,17 @@ impl EpollWorker {
     /// How long epoll_wait may block: not at all while work is left over,
     /// else until the nearest timer, or forever.
     fn timeout(&self) -> Option<Duration> {
-        let accepting = self.drain_deadline.is_none()
-            && self.accept_retry_at.is_none()
+        let draining = self.timers.draining();
+        let accepting = !draining
+            && self.timers.accept_retry_at.is_none()
             && self.conns.len() < self.settings.max_connections;
         let leftover = !self.revisit.is_empty()
             || (accepting && self.listeners.iter().any(|l| l.pending))
-            || (self.drain_deadline.is_none() && self.udp.iter().any(|u| u.pending));
+            || (!draining && self.udp.iter().any(|u| u.pending));
         if leftover {
             return Some(Duration::ZERO);
         }
-        let now = Instant::now();
-        let linger = self.lingering.front().map(|(at, _, _)| *at);
-        [
-            self.accept_retry_at,
-            self.drain_deadline,
-            linger,
-            self.next_idle_sweep,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .map(|t| {
-            t.saturating_duration_since(now)
-                .max(Duration::from_millis(1))
-        })
+        self.timers.next_wait()
     }
 
     // ----- connections -----
@@ -305,7 +279,7 @@ impl EpollWorker {
     /// the output bound allows, send what it can, close when done.
     fn progress(&mut self, index: u32, generation: u32) {
         let limit = self.settings.output_limit;
-        let draining = self.drain_deadline.is_some();
+        let draining = self.timers.draining();
         let Some(c) = self.conns.get_mut(index, generation) else {
             return;
         };
@@ -322,27 +296,12 @@ impl EpollWorker {
                 // as fast as the output bound allows, then stop.
                 c.conn.drain_received(&mut self.scratch, limit, &self.stats);
             }
-            // A session writing a long body writes more as the output drains.
-            if !c.conn.failed
-                && c.conn.unsent() <= limit / 2
-                && c.conn.session.has_more_output()
-                && c.conn.session.on_drained(&mut c.conn.pending) == Next::Close
-            {
-                c.conn.read_done = true;
-            }
+            c.conn.refill_output(limit);
             moved |= flush(&mut c.conn, &self.stats);
-            if c.conn.all_answered() && !c.conn.failed && !c.conn.peer_closed && !c.conn.lingering {
-                // Send our FIN after the last reply, then wait for the peer's;
-                // input is read and discarded meanwhile.
-                // SAFETY: plain syscall on a descriptor this connection owns.
-                unsafe { libc::shutdown(c.conn.fd.as_raw_fd(), libc::SHUT_WR) };
+            if c.conn.finish_sending() {
+                // Input is now read and discarded until the peer closes.
                 self.stats.io_syscalls.inc();
-                c.conn.lingering = true;
-                let mut until = self.now + LINGER;
-                if let Some(deadline) = self.drain_deadline {
-                    until = until.min(deadline);
-                }
-                self.lingering.push_back((until, index, generation));
+                self.timers.linger(self.now, index, generation);
                 moved = true;
             }
             if !moved || reads >= VISIT_BUDGET {
@@ -352,7 +311,7 @@ impl EpollWorker {
         if c.conn.failed || (c.conn.peer_closed && c.conn.all_answered()) {
             // Closing the descriptor also takes it out of the epoll set.
             if c.conn.ticks {
-                self.idle_watched -= 1;
+                self.timers.unwatch_ticks();
             }
             self.conns.remove(index);
             self.stats.connections_closed.inc();
@@ -392,18 +351,11 @@ impl EpollWorker {
                 match e.raw_os_error() {
                     Some(libc::EAGAIN) => self.listeners[i].pending = false,
                     Some(libc::EINTR | libc::ECONNABORTED) => {}
-                    Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS) => {
-                        self.stats.accept_errors.inc();
-                        tracing::warn!(
-                            worker = self.settings.id,
-                            "accept failed: {e}; open connections keep being served, accepting again in {ACCEPT_RETRY:?}"
-                        );
-                        self.accept_retry_at = Some(self.now + ACCEPT_RETRY);
-                        return;
-                    }
                     _ => {
-                        self.stats.accept_errors.inc();
-                        tracing::debug!("accept: {e}");
+                        self.timers.accept_failed(self.settings.id, &e, &self.stats);
+                        if self.timers.accept_retry_at.is_some() {
+                            return;
+                        }
                     }
                 }
                 continue;
@@ -441,8 +393,7 @@ impl EpollWorker {
         }
         self.stats.connections_accepted.inc();
         if ticks {
-            self.idle_watched += 1;
-            self.next_idle_sweep.get_or_insert(self.now + IDLE_SWEEP);
+            self.timers.watch_ticks(self.now);
         }
         self.progress(index, generation);
     }
@@ -457,17 +408,7 @@ impl EpollWorker {
             let Some(c) = self.conns.get_mut(index, generation) else {
                 continue;
             };
-            let conn = &mut c.conn;
-            if !conn.ticks || conn.read_done || conn.failed {
-                continue;
-            }
-            let before = conn.pending.len();
-            let silent_for = now.duration_since(conn.last_active);
-            if conn.session.on_tick(now, silent_for, &mut conn.pending) == Next::Close {
-                conn.read_done = true;
-                self.stats.idle_timeouts.inc();
-            }
-            if conn.read_done || conn.pending.len() != before {
+            if c.conn.tick(now, &self.stats) {
                 self.progress(index, generation);
             }
         }
@@ -564,28 +505,21 @@ impl EpollWorker {
 
     fn after_batch(&mut self) {
         let now = self.now;
-        if self.next_idle_sweep.is_some_and(|at| now >= at) {
+        if self.timers.sweep_due(now) {
             self.sweep_idle();
-            self.next_idle_sweep = (self.idle_watched > 0).then(|| now + IDLE_SWEEP);
         }
-        while let Some(&(at, index, generation)) = self.lingering.front() {
-            if at > now {
-                break;
-            }
-            self.lingering.pop_front();
+        while let Some((index, generation)) = self.timers.expired_linger(now) {
             if let Some(c) = self.conns.get_mut(index, generation) {
                 // The peer never closed: close without waiting any longer.
                 c.conn.failed = true;
                 self.progress(index, generation);
             }
         }
-        if self.accept_retry_at.is_some_and(|at| now >= at) {
-            self.accept_retry_at = None;
-        }
-        if self.drain_deadline.is_some() {
+        let accept_paused = self.timers.accept_paused(now);
+        if self.timers.draining() {
             return;
         }
-        if self.accept_retry_at.is_none() {
+        if !accept_paused {
             for i in 0..self.listeners.len() {
                 self.accept(i);
             }
@@ -596,10 +530,10 @@ impl EpollWorker {
     }
 
     fn begin_shutdown(&mut self) {
-        if self.drain_deadline.is_some() {
+        if self.timers.draining() {
             return;
         }
-        self.drain_deadline = Some(self.now + self.settings.shutdown_deadline);
+        self.timers.drain_deadline = Some(self.now + self.settings.shutdown_deadline);
         for index in 0..self.conns.capacity() {
             if let Some(generation) = self.conns.generation_at(index) {
                 self.progress(index, generation);
@@ -608,7 +542,7 @@ impl EpollWorker {
     }
 
     fn finished(&mut self) -> bool {
-        let Some(deadline) = self.drain_deadline else {
+        let Some(deadline) = self.timers.drain_deadline else {
             return false;
         };
         if !self.conns.is_empty() && Instant::now() >= deadline {

@@ -24,6 +24,7 @@ pub mod slab;
 pub mod socket;
 pub mod stats;
 pub mod threads;
+pub mod timers;
 pub mod token;
 pub mod tokio_model;
 pub mod udp;

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use protocols::{DatagramHandler, Next, Replies};
@@ -21,6 +21,7 @@ use crate::per_core::{CoreWorker, TcpService, WorkerParts, WorkerSettings};
 use crate::ring::RingMode;
 use crate::slab::Slab;
 use crate::stats::WorkerStats;
+use crate::timers::Timers;
 use crate::token::{Op, Token};
 use crate::udp::{self, SendSlot};
 
@@ -29,13 +30,6 @@ const UDP_GROUP: u16 = 1;
 /// Below this much room under --max-connections, accepts are single-shot:
 /// a multishot accept could bring a whole burst past the limit.
 const MULTISHOT_ROOM: usize = 16;
-/// How long to wait before accepting again after EMFILE/ENFILE/ENOMEM.
-const ACCEPT_RETRY: Duration = Duration::from_millis(100);
-/// How long a connection whose replies are complete waits for the peer to
-/// close before closing anyway.
-const LINGER: Duration = Duration::from_secs(2);
-/// How often time-keeping sessions get a tick.
-const IDLE_SWEEP: Duration = Duration::from_millis(100);
 
 struct Listener {
     service: TcpService,
@@ -86,17 +80,9 @@ pub struct Worker {
     reply_lens: Vec<usize>,
     send_plan: Vec<udp::PlannedSend>,
     scratch: Vec<u8>,
-    accept_retry_at: Option<Instant>,
-    drain_deadline: Option<Instant>,
+    timers: Timers,
     /// The time this batch of completions is handled at.
     now: Instant,
-    /// Open connections whose protocol keeps time.
-    idle_watched: usize,
-    /// When to check idle connections next (only while some are watched).
-    next_idle_sweep: Option<Instant>,
-    /// Lingering connections by deadline (all get the same linger time, so
-    /// arrival order is deadline order).
-    lingering: VecDeque<(Instant, u32, u32)>,
 }
 
 impl CoreWorker for Worker {
@@ -183,12 +169,8 @@ impl Worker {
             reply_lens: Vec::new(),
             send_plan: Vec::new(),
             scratch: vec![0; 64 * 1024],
-            accept_retry_at: None,
-            drain_deadline: None,
+            timers: Timers::default(),
             now: Instant::now(),
-            idle_watched: 0,
-            next_idle_sweep: None,
-            lingering: VecDeque::new(),
             settings,
         };
         Ok((worker, mode))
@@ -200,7 +182,7 @@ impl Worker {
         for i in 0..self.udp.len() {
             self.arm_udp(i);
         }
-        self.update_accepting();
+        self.update_accepting(false);
         loop {
             self.enter()?;
             self.now = Instant::now();
@@ -245,7 +227,7 @@ impl Worker {
         let queued = self.ring.submission().len() as u64;
         // With a backlog, only submit; the wait happens once it is all in.
         let want = usize::from(self.backlog.is_empty());
-        let result = match self.timeout() {
+        let result = match self.timers.next_wait() {
             Some(wait) if want == 1 => {
                 let ts = types::Timespec::from(wait);
                 let args = types::SubmitArgs::new().timespec(&ts);
@@ -271,25 +253,6 @@ impl Worker {
                 source,
             }),
         }
-    }
-
-    /// How long the next wait may last: until the nearest timer, if any.
-    fn timeout(&self) -> Option<Duration> {
-        let now = Instant::now();
-        let linger = self.lingering.front().map(|(at, _, _)| *at);
-        [
-            self.accept_retry_at,
-            self.drain_deadline,
-            linger,
-            self.next_idle_sweep,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .map(|t| {
-            t.saturating_duration_since(now)
-                .max(Duration::from_millis(1))
-        })
     }
 
     fn arm_wake(&mut self) {
@@ -366,26 +329,17 @@ impl Worker {
         if res < 0 {
             match -res {
                 libc::ECANCELED => {}
-                libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS => {
-                    self.stats.accept_errors.inc();
-                    tracing::warn!(
-                        worker = self.settings.id,
-                        "accept failed: {}; open connections keep being served, accepting again in {:?}",
-                        io::Error::from_raw_os_error(-res),
-                        ACCEPT_RETRY
-                    );
-                    self.accept_retry_at = Some(Instant::now() + ACCEPT_RETRY);
-                }
                 errno => {
-                    self.stats.accept_errors.inc();
-                    tracing::debug!("accept: {}", io::Error::from_raw_os_error(errno));
+                    let error = io::Error::from_raw_os_error(errno);
+                    self.timers
+                        .accept_failed(self.settings.id, &error, &self.stats);
                 }
             }
             return;
         }
         // SAFETY: a successful accept returns a new descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(res) };
-        if self.drain_deadline.is_some() {
+        if self.timers.draining() {
             return; // shutting down: the new connection is closed at once
         }
         if self.conns.len() >= self.settings.max_connections {
@@ -401,8 +355,7 @@ impl Worker {
         // A protocol that speaks first (the bot's greeting) does it now.
         conn.session.on_open(&mut conn.pending);
         if conn.ticks {
-            self.idle_watched += 1;
-            self.next_idle_sweep.get_or_insert(self.now + IDLE_SWEEP);
+            self.timers.watch_ticks(self.now);
         }
         let (index, generation) = self.conns.insert(conn);
         self.progress(index, generation);
@@ -481,7 +434,7 @@ impl Worker {
     /// next send, pause or resume reading, or close it.
     fn progress(&mut self, index: u32, generation: u32) {
         let limit = self.settings.output_limit;
-        let draining = self.drain_deadline.is_some();
+        let draining = self.timers.draining();
         let Some(conn) = self.conns.get_mut(index, generation) else {
             return;
         };
@@ -490,14 +443,7 @@ impl Worker {
             // already queued, as fast as the output bound allows, then stop.
             conn.drain_received(&mut self.scratch, limit, &self.stats);
         }
-        // A session writing a long body writes more as the output drains.
-        if !conn.failed
-            && conn.unsent() <= limit / 2
-            && conn.session.has_more_output()
-            && conn.session.on_drained(&mut conn.pending) == Next::Close
-        {
-            conn.read_done = true;
-        }
+        conn.refill_output(limit);
         if conn.failed {
             conn.pending.clear();
         } else if conn.next_send() {
@@ -520,16 +466,8 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(index, generation) else {
             return;
         };
-        if conn.all_answered() && !conn.failed && !conn.peer_closed && !conn.lingering {
-            // Send our FIN after the last reply, then wait for the peer's.
-            // SAFETY: plain syscall on a descriptor this connection owns.
-            unsafe { libc::shutdown(conn.fd.as_raw_fd(), libc::SHUT_WR) };
-            conn.lingering = true;
-            let mut until = Instant::now() + LINGER;
-            if let Some(deadline) = self.drain_deadline {
-                until = until.min(deadline);
-            }
-            self.lingering.push_back((until, index, generation));
+        if conn.finish_sending() {
+            self.timers.linger(self.now, index, generation);
         }
         match conn.recv {
             RecvState::Armed if !conn.wants_input(draining, limit) => {
@@ -547,7 +485,7 @@ impl Worker {
                     && (conn.failed || (conn.peer_closed && conn.all_answered())) =>
             {
                 if conn.ticks {
-                    self.idle_watched -= 1;
+                    self.timers.unwatch_ticks();
                 }
                 self.conns.remove(index);
                 self.stats.connections_closed.inc();
@@ -618,16 +556,7 @@ impl Worker {
             let Some(conn) = self.conns.get_mut(index, generation) else {
                 continue;
             };
-            if !conn.ticks || conn.read_done || conn.failed {
-                continue;
-            }
-            let silent_for = now.duration_since(conn.last_active);
-            let before = conn.pending.len();
-            if conn.session.on_tick(now, silent_for, &mut conn.pending) == Next::Close {
-                conn.read_done = true;
-                self.stats.idle_timeouts.inc();
-            }
-            if conn.read_done || conn.pending.len() != before {
+            if conn.tick(now, &self.stats) {
                 self.progress(index, generation);
             }
         }
@@ -699,28 +628,19 @@ impl Worker {
 
     fn after_batch(&mut self) {
         let now = Instant::now();
-        if self.next_idle_sweep.is_some_and(|at| now >= at) {
+        if self.timers.sweep_due(now) {
             self.sweep_idle();
-            self.next_idle_sweep = (self.idle_watched > 0).then(|| now + IDLE_SWEEP);
         }
-        while let Some(&(at, index, generation)) = self.lingering.front() {
-            if at > now {
-                break;
-            }
-            self.lingering.pop_front();
+        while let Some((index, generation)) = self.timers.expired_linger(now) {
             if let Some(conn) = self.conns.get_mut(index, generation) {
                 // The peer never closed: close without waiting any longer.
                 conn.failed = true;
                 self.progress(index, generation);
             }
         }
-        if let Some(at) = self.accept_retry_at {
-            if Instant::now() >= at {
-                self.accept_retry_at = None;
-            }
-        }
-        self.update_accepting();
-        if self.drain_deadline.is_none() {
+        let accept_paused = self.timers.accept_paused(now);
+        self.update_accepting(accept_paused);
+        if !self.timers.draining() {
             for i in 0..self.udp.len() {
                 if !self.udp[i].armed {
                     self.arm_udp(i);
@@ -729,9 +649,10 @@ impl Worker {
         }
     }
 
-    /// Arms accepts while below the connection limit, cancels them at it.
-    fn update_accepting(&mut self) {
-        let open = self.drain_deadline.is_none() && self.accept_retry_at.is_none();
+    /// Arms accepts while below the connection limit, cancels them at it
+    /// (and while `paused` after EMFILE, or shutting down).
+    fn update_accepting(&mut self, paused: bool) {
+        let open = !self.timers.draining() && !paused;
         let mut room = self
             .settings
             .max_connections
@@ -772,11 +693,11 @@ impl Worker {
     }
 
     fn begin_shutdown(&mut self) {
-        if self.drain_deadline.is_some() {
+        if self.timers.draining() {
             return;
         }
-        self.drain_deadline = Some(Instant::now() + self.settings.shutdown_deadline);
-        self.update_accepting();
+        self.timers.drain_deadline = Some(Instant::now() + self.settings.shutdown_deadline);
+        self.update_accepting(true);
         for i in 0..self.udp.len() {
             if self.udp[i].armed {
                 self.cancel(Token::new(Op::UdpRecv, i as u32, 0));
@@ -788,7 +709,7 @@ impl Worker {
     }
 
     fn finished(&mut self) -> bool {
-        let Some(deadline) = self.drain_deadline else {
+        let Some(deadline) = self.timers.drain_deadline else {
             return false;
         };
         let flushed = self.conns.is_empty() && self.free_send_slots.len() == self.send_slots.len();
