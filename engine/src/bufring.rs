@@ -16,7 +16,8 @@ use io_uring::IoUring;
 pub struct BufRing {
     entries: *mut BufRingEntry,
     entries_layout: Layout,
-    memory: Vec<u8>,
+    memory: *mut u8,
+    memory_layout: Layout,
     size: usize,
     count: u16,
     group: u16,
@@ -48,10 +49,23 @@ impl BufRing {
                 "buffer ring allocation failed",
             ));
         }
+        let memory_layout = Layout::from_size_align((usize::from(count) * size).max(1), 64)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        // SAFETY: the layout has a non-zero size and a valid alignment.
+        let memory = unsafe { alloc_zeroed(memory_layout) };
+        if memory.is_null() {
+            // SAFETY: allocated just above with this layout.
+            unsafe { dealloc(entries.cast(), entries_layout) };
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "receive buffer allocation failed",
+            ));
+        }
         let mut ring = Self {
             entries,
             entries_layout,
-            memory: vec![0; usize::from(count) * size],
+            memory,
+            memory_layout,
             size,
             count,
             group,
@@ -66,12 +80,17 @@ impl BufRing {
 
     /// Registers the ring with `ring` as buffer group `self.group`.
     ///
-    /// The owner must drop (or unregister from) `ring` before dropping `self`.
-    pub fn register(&self, ring: &IoUring) -> io::Result<()> {
-        // SAFETY: `entries` points to `count` initialised entries, page aligned,
-        // and lives until `self` is dropped; the worker declares its IoUring
-        // before its BufRings, so the ring (and every registration) is torn
-        // down before this memory is freed.
+    /// # Safety
+    ///
+    /// The kernel reads the entries and writes the buffers for as long as
+    /// the registration lasts: `ring` must be closed (or the group
+    /// unregistered, with no operation still selecting from it) before
+    /// `self` is dropped. [`crate::uring::Uring`] owns both and keeps that
+    /// order itself.
+    pub unsafe fn register(&self, ring: &IoUring) -> io::Result<()> {
+        // SAFETY: `entries` points to `count` initialised entries, page
+        // aligned, alive until `self` is dropped, which the caller orders
+        // after the ring's end.
         unsafe {
             ring.submitter().register_buf_ring_with_flags(
                 self.entries as u64,
@@ -88,16 +107,21 @@ impl BufRing {
     }
 
     /// The first `len` bytes of buffer `bid`, as the kernel filled them.
+    /// Only valid for a buffer a completion just handed back, until it is
+    /// recycled: the kernel does not touch it in between.
     pub fn filled(&self, bid: u16, len: usize) -> &[u8] {
         let start = usize::from(bid % self.count) * self.size;
-        &self.memory[start..start + len.min(self.size)]
+        // SAFETY: the range lies inside the allocation (bid < count, len <=
+        // size); the kernel gave this buffer back and cannot write it again
+        // until `recycle` and `publish` hand it over.
+        unsafe { std::slice::from_raw_parts(self.memory.add(start), len.min(self.size)) }
     }
 
     /// Queues buffer `bid` to be handed back to the kernel at the next [`publish`](Self::publish).
     pub fn recycle(&mut self, bid: u16) {
         let bid = bid % self.count;
         let slot = usize::from(self.tail & (self.count - 1));
-        let addr = self.memory.as_ptr() as u64 + (usize::from(bid) * self.size) as u64;
+        let addr = self.memory as u64 + (usize::from(bid) * self.size) as u64;
         // SAFETY: `slot < count`, so the entry is inside the allocation. The
         // kernel only reads entries between its head and the published tail,
         // and this slot is past the published tail until `publish`.
@@ -122,9 +146,12 @@ impl BufRing {
 
 impl Drop for BufRing {
     fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout; the io_uring that used it
-        // is gone (see `register`).
-        unsafe { dealloc(self.entries.cast(), self.entries_layout) };
+        // SAFETY: allocated in `new` with these layouts; the io_uring that
+        // used them is gone (the contract of `register`).
+        unsafe {
+            dealloc(self.entries.cast(), self.entries_layout);
+            dealloc(self.memory, self.memory_layout);
+        }
     }
 }
 
@@ -142,7 +169,7 @@ mod tests {
             let e = unsafe { &*ring.entries.add(usize::from(bid)) };
             assert_eq!(e.bid(), bid);
             assert_eq!(e.len(), 64);
-            assert_eq!(e.addr(), ring.memory.as_ptr() as u64 + u64::from(bid) * 64);
+            assert_eq!(e.addr(), ring.memory as u64 + u64::from(bid) * 64);
         }
         assert_eq!(ring.filled(3, 1000).len(), 64);
         assert!(BufRing::new(3, 64, 0).is_err());

@@ -66,6 +66,9 @@ pub struct EngineConfig {
     pub udp_buffers: u16,
     /// Unsent output above which a connection is not read until it drains.
     pub output_limit: usize,
+    /// A connection whose peer accepts none of its pending output for this
+    /// long is closed (counted as `send_timeouts`).
+    pub send_timeout: Duration,
     /// Most open TCP connections in the whole process (shared evenly by workers).
     pub max_connections: usize,
     /// UDP replies in flight per worker; more are dropped and counted.
@@ -84,6 +87,7 @@ impl Default for EngineConfig {
             tcp_buffers: 512,
             udp_buffers: 256,
             output_limit: 1024 * 1024,
+            send_timeout: Duration::from_secs(60),
             max_connections: 10_000,
             udp_sends_in_flight: 512,
             shutdown_deadline: Duration::from_secs(5),
@@ -124,6 +128,9 @@ impl EngineConfig {
         }
         if self.output_limit == 0 {
             return Err("output limit must be above zero".into());
+        }
+        if self.send_timeout.is_zero() {
+            return Err("send timeout must be above zero".into());
         }
         if self.max_connections == 0 {
             return Err("max connections must be above zero".into());

@@ -12,15 +12,14 @@
 //! without waiting, since no new edge will come for them.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll};
-use protocols::{DatagramHandler, Next, Replies};
+use protocols::{DatagramHandler, Replies};
 
-use crate::conn::Conn;
+use crate::connection::{Action, Connection, Env, Limits};
+use crate::deadlines::{self, Deadlines, Scheduled};
 use crate::error::EngineError;
 use crate::per_core::{CoreWorker, TcpService, WorkerParts, WorkerSettings};
 use crate::slab::Slab;
@@ -52,27 +51,34 @@ struct DatagramSocket {
     gso: bool,
 }
 
-/// A connection and whether its socket may hold unread input (an edge was
-/// reported and the socket has not been read empty since).
+/// A connection, its socket, and what epoll last said of the socket.
 struct EpollConn {
-    conn: Conn,
+    fd: OwnedFd,
+    conn: Connection,
+    scheduled: Scheduled,
+    /// The socket may hold unread input (an edge was reported and it has
+    /// not been read empty since).
     unread: bool,
-    /// Not read because its output is over the bound (counted once per pause).
-    paused: bool,
     /// epoll reported the peer's FIN: read until EOF even after a short
     /// read, since that edge has already been delivered.
     hung_up: bool,
+    /// The socket can take more output (no EAGAIN since the last edge).
+    writable: bool,
+    /// The core wants input read.
+    receiving: bool,
 }
 
 /// One epoll worker and everything it owns.
 pub struct EpollWorker {
-    poll: Poll,
-    events: Events,
+    epoll: Epoll,
+    events: Vec<libc::epoll_event>,
     settings: WorkerSettings,
+    limits: Limits,
     stats: Arc<WorkerStats>,
     listeners: Vec<Listener>,
     udp: Vec<DatagramSocket>,
     conns: Slab<EpollConn>,
+    deadlines: Deadlines,
     /// The shutdown eventfd, in the epoll set; held so it stays open.
     _wake: OwnedFd,
     /// Receive buffer shared by every connection: idle connections hold none.
@@ -84,28 +90,72 @@ pub struct EpollWorker {
     reply_lens: Vec<usize>,
     send_plan: Vec<udp::PlannedSend>,
     send_slot: Box<SendSlot>,
+    single_slot: Box<SendSlot>,
     /// Connections to visit again without waiting for an edge.
     revisit: Vec<(u32, u32)>,
-    /// The last epoll_wait's events, decoded (reused: no allocation per wait).
-    ready: Vec<(Token, Readiness)>,
     timers: Timers,
     /// The time this round's events are handled at.
     now: Instant,
 }
 
-/// What an event said of a socket, as far as reading goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Readiness {
-    /// Only that it can be written.
-    Writable,
-    /// That data arrived.
-    Readable,
-    /// That the peer closed its side, or the socket failed.
-    HungUp,
-}
+/// An epoll instance (edge-triggered use only).
+struct Epoll(OwnedFd);
 
-fn token(op: Op, index: u32, generation: u32) -> mio::Token {
-    mio::Token(Token::new(op, index, generation).encode() as usize)
+impl Epoll {
+    fn new() -> io::Result<Self> {
+        // SAFETY: plain syscall; the result is checked before use.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a new descriptor nothing else owns.
+        Ok(Self(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Watches `fd` for `events` (edge-triggered), reporting `token`.
+    fn add(&self, fd: RawFd, token: Token, events: u32) -> io::Result<()> {
+        let mut event = libc::epoll_event {
+            events: events | libc::EPOLLET as u32,
+            u64: token.encode(),
+        };
+        // SAFETY: `event` is a live epoll_event for the duration of the call.
+        let rc =
+            unsafe { libc::epoll_ctl(self.0.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Waits up to `timeout` (forever if `None`) and fills `events`.
+    fn wait(
+        &self,
+        events: &mut Vec<libc::epoll_event>,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
+        let ms = match timeout {
+            None => -1,
+            // Round up: a wait that ends before its timer would spin.
+            Some(t) => t.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32,
+        };
+        events.clear();
+        // SAFETY: the pointer and capacity describe `events`' spare room,
+        // which the kernel fills with at most that many entries.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.0.as_raw_fd(),
+                events.as_mut_ptr(),
+                events.capacity() as i32,
+                ms,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel initialised the first `n` entries.
+        unsafe { events.set_len(n as usize) };
+        Ok(())
+    }
 }
 
 impl CoreWorker for EpollWorker {
@@ -127,7 +177,7 @@ impl CoreWorker for EpollWorker {
                 source,
             }
         };
-        let poll = Poll::new().map_err(fail("creating the epoll instance"))?;
+        let epoll = Epoll::new().map_err(fail("creating the epoll instance"))?;
         // The eventfd, the listeners and the UDP sockets are watched for
         // reading only; the sockets are made non-blocking first.
         let sockets = tcp
@@ -142,25 +192,26 @@ impl CoreWorker for EpollWorker {
             .map(|(i, fd)| (fd, Op::UdpRecv, i));
         for (fd, op, i) in sockets.chain(datagrams) {
             set_nonblocking(fd).map_err(fail("preparing a socket"))?;
-            poll.registry()
-                .register(
-                    &mut SourceFd(&fd.as_raw_fd()),
-                    token(op, i as u32, 0),
-                    Interest::READABLE,
+            epoll
+                .add(
+                    fd.as_raw_fd(),
+                    Token::new(op, i as u32, 0),
+                    libc::EPOLLIN as u32,
                 )
                 .map_err(fail("watching a socket"))?;
         }
-        poll.registry()
-            .register(
-                &mut SourceFd(&wake.as_raw_fd()),
-                token(Op::Wake, 0, 0),
-                Interest::READABLE,
+        epoll
+            .add(
+                wake.as_raw_fd(),
+                Token::new(Op::Wake, 0, 0),
+                libc::EPOLLIN as u32,
             )
             .map_err(fail("watching the shutdown eventfd"))?;
         let worker = EpollWorker {
-            poll,
-            events: Events::with_capacity(EVENTS),
+            epoll,
+            events: Vec::with_capacity(EVENTS),
             stats,
+            limits: settings.limits(),
             // Listeners and UDP sockets start pending: anything that arrived
             // before registration is read on the first round.
             listeners: tcp
@@ -180,6 +231,7 @@ impl CoreWorker for EpollWorker {
                 })
                 .collect(),
             conns: Slab::default(),
+            deadlines: Deadlines::default(),
             _wake: wake,
             scratch: vec![0; settings.tcp_buffers.1 as usize],
             datagram: vec![0; udp::MAX_PAYLOAD],
@@ -188,8 +240,8 @@ impl CoreWorker for EpollWorker {
             reply_lens: Vec::new(),
             send_plan: Vec::new(),
             send_slot: SendSlot::new(),
+            single_slot: SendSlot::new(),
             revisit: Vec::new(),
-            ready: Vec::with_capacity(EVENTS),
             timers: Timers::default(),
             now: Instant::now(),
             settings,
@@ -201,7 +253,8 @@ impl CoreWorker for EpollWorker {
         loop {
             let timeout = self.timeout();
             self.stats.epoll_waits.inc();
-            match self.poll.poll(&mut self.events, timeout) {
+            let mut events = std::mem::take(&mut self.events);
+            match self.epoll.wait(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(source) => {
@@ -213,38 +266,21 @@ impl CoreWorker for EpollWorker {
                 }
             }
             self.now = Instant::now();
-            let mut ready = std::mem::take(&mut self.ready);
-            ready.clear();
-            ready.extend(self.events.iter().filter_map(|event| {
-                let t = Token::decode(event.token().0 as u64)?;
-                let readable = if event.is_read_closed() || event.is_error() {
-                    Readiness::HungUp
-                } else if event.is_readable() {
-                    Readiness::Readable
-                } else {
-                    Readiness::Writable
+            self.stats.readiness_events.add(events.len() as u64);
+            for event in &events {
+                let Some(t) = Token::decode(event.u64) else {
+                    continue;
                 };
-                Some((t, readable))
-            }));
-            self.stats.readiness_events.add(ready.len() as u64);
-            for &(t, readable) in &ready {
+                let bits = event.events;
                 match t.op {
                     Op::Accept => self.listeners[t.index as usize].pending = true,
                     Op::UdpRecv => self.udp[t.index as usize].pending = true,
                     Op::Wake => self.begin_shutdown(),
-                    Op::Recv => {
-                        if let Some(c) = self.conns.get_mut(t.index, t.generation) {
-                            // Readable (data, EOF or an error) wants a read;
-                            // writable alone only a flush.
-                            c.unread |= readable != Readiness::Writable;
-                            c.hung_up |= readable == Readiness::HungUp;
-                            self.progress(t.index, t.generation);
-                        }
-                    }
+                    Op::Recv => self.on_ready(t.index, t.generation, bits),
                     _ => {}
                 }
             }
-            self.ready = ready;
+            self.events = events;
             for (index, generation) in std::mem::take(&mut self.revisit) {
                 self.progress(index, generation);
             }
@@ -270,62 +306,97 @@ impl EpollWorker {
         if leftover {
             return Some(Duration::ZERO);
         }
-        self.timers.next_wait()
+        self.timers.next_wait(Instant::now(), self.deadlines.next())
     }
 
     // ----- connections -----
 
-    /// Moves a connection forward after an edge (or a revisit): read what
-    /// the output bound allows, send what it can, close when done.
+    /// A connection's socket reported `bits`.
+    fn on_ready(&mut self, index: u32, generation: u32, bits: u32) {
+        let Some(c) = self.conns.get_mut(index, generation) else {
+            return;
+        };
+        let hung_up = bits & (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0;
+        // Readable (data, EOF or an error) wants a read; writable a flush.
+        c.unread |= hung_up || bits & libc::EPOLLIN as u32 != 0;
+        c.hung_up |= hung_up;
+        if bits & (libc::EPOLLOUT | libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0 {
+            c.writable = true;
+            c.conn.on_writable();
+        }
+        self.progress(index, generation);
+    }
+
+    /// Carries out what a connection asks for, reading while it wants input
+    /// and the socket has some (up to a budget per visit), and schedules its
+    /// next deadline.
     fn progress(&mut self, index: u32, generation: u32) {
-        let limit = self.settings.output_limit;
-        let draining = self.timers.draining();
+        let env = Env {
+            limits: &self.limits,
+            stats: &self.stats,
+            now: self.now,
+        };
         let Some(c) = self.conns.get_mut(index, generation) else {
             return;
         };
         let mut reads = 0;
         loop {
-            let mut moved = false;
-            while c.unread && c.conn.wants_input(draining, limit) && reads < VISIT_BUDGET {
-                reads += 1;
-                moved = true;
-                read_once(c, &mut self.scratch, self.now, &self.stats);
+            while let Some(action) = c.conn.poll_action(&env) {
+                match action {
+                    Action::Send => send_once(c, &env),
+                    Action::StartReceiving => c.receiving = true,
+                    Action::StopReceiving => {
+                        c.receiving = false;
+                        c.conn.on_recv_ended();
+                    }
+                    // A readiness send never stays in flight.
+                    Action::CancelSend => {}
+                    Action::ShutdownWrite => {
+                        // SAFETY: plain syscall on a descriptor this connection owns.
+                        unsafe { libc::shutdown(c.fd.as_raw_fd(), libc::SHUT_WR) };
+                        self.stats.io_syscalls.inc();
+                    }
+                    Action::Close => {
+                        // Closing the descriptor also takes it out of the epoll set.
+                        self.conns.remove(index);
+                        self.stats.connections_closed.inc();
+                        return;
+                    }
+                }
             }
-            if draining && !c.conn.read_done && !c.conn.failed {
-                // Answer what the kernel had queued when shutdown began,
-                // as fast as the output bound allows, then stop.
-                c.conn.drain_received(&mut self.scratch, limit, &self.stats);
-            }
-            c.conn.refill_output(limit);
-            moved |= flush(&mut c.conn, &self.stats);
-            if c.conn.finish_sending() {
-                // Input is now read and discarded until the peer closes.
-                self.stats.io_syscalls.inc();
-                self.timers.linger(self.now, index, generation);
-                moved = true;
-            }
-            if !moved || reads >= VISIT_BUDGET {
+            if !(c.receiving && c.unread) || reads >= VISIT_BUDGET {
                 break;
             }
+            reads += 1;
+            read_once(c, &mut self.scratch, &env);
         }
-        if c.conn.failed || (c.conn.peer_closed && c.conn.all_answered()) {
-            // Closing the descriptor also takes it out of the epoll set.
-            if c.conn.ticks {
-                self.timers.unwatch_ticks();
-            }
-            self.conns.remove(index);
-            self.stats.connections_closed.inc();
-            return;
-        }
-        if c.unread && c.conn.wants_input(draining, limit) {
+        if c.receiving && c.unread {
             // Budget spent with input left: no new edge will come for it.
             self.revisit.push((index, generation));
         }
-        let paused = c.unread && !c.conn.read_done && !draining && c.conn.unsent() > limit;
-        if paused && !c.paused {
-            self.stats.backpressure_pauses.inc();
+        let at = c.conn.next_deadline(&self.limits);
+        self.deadlines
+            .schedule(at, index, generation, &mut c.scheduled);
+    }
+
+    /// Hands connections whose deadline has come their `on_deadline`.
+    fn fire_deadlines(&mut self) {
+        let now = Instant::now();
+        self.now = now;
+        while let Some((at, index, generation)) = self.deadlines.pop_due(now) {
+            let env = Env {
+                limits: &self.limits,
+                stats: &self.stats,
+                now,
+            };
+            let Some(c) = self.conns.get_mut(index, generation) else {
+                continue;
+            };
+            if deadlines::claim(at, &mut c.scheduled) {
+                c.conn.on_deadline(&env);
+                self.progress(index, generation);
+            }
         }
-        c.paused = paused;
     }
 
     fn accept(&mut self, i: usize) {
@@ -369,49 +440,28 @@ impl EpollWorker {
     fn open(&mut self, listener: usize, fd: OwnedFd) {
         let raw = fd.as_raw_fd();
         let session = (self.listeners[listener].service.factory)();
-        let mut conn = Conn::new(fd, session, self.now);
-        // A protocol that speaks first (the bot's greeting) does it now.
-        conn.session.on_open(&mut conn.pending);
-        let ticks = conn.ticks;
         let (index, generation) = self.conns.insert(EpollConn {
-            conn,
+            fd,
+            conn: Connection::new(session, self.now),
+            scheduled: None,
             unread: false,
-            paused: false,
             hung_up: false,
+            writable: true,
+            receiving: false,
         });
         // Both directions, edge-triggered, once: no epoll_ctl per send.
-        let registered = self.poll.registry().register(
-            &mut SourceFd(&raw),
-            token(Op::Recv, index, generation),
-            Interest::READABLE | Interest::WRITABLE,
-        );
-        if let Err(e) = registered {
+        let events = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP) as u32;
+        if let Err(e) = self
+            .epoll
+            .add(raw, Token::new(Op::Recv, index, generation), events)
+        {
             tracing::debug!("watching a connection: {e}");
             self.conns.remove(index);
             self.stats.accept_errors.inc();
             return;
         }
         self.stats.connections_accepted.inc();
-        if ticks {
-            self.timers.watch_ticks(self.now);
-        }
         self.progress(index, generation);
-    }
-
-    /// Gives every time-keeping session its tick; ends those that say so.
-    fn sweep_idle(&mut self) {
-        let now = self.now;
-        for index in 0..self.conns.capacity() {
-            let Some(generation) = self.conns.generation_at(index) else {
-                continue;
-            };
-            let Some(c) = self.conns.get_mut(index, generation) else {
-                continue;
-            };
-            if c.conn.tick(now, &self.stats) {
-                self.progress(index, generation);
-            }
-        }
     }
 
     // ----- UDP -----
@@ -481,8 +531,20 @@ impl EpollWorker {
             self.send_replies(i, peer);
             self.replies.clear();
         }
-        let sessions = self.udp[i].handler.sessions();
-        self.stats.publish_sessions(sessions);
+        self.publish_sessions();
+    }
+
+    /// Copies the session tables' state, summed over this worker's UDP
+    /// sockets, into the counters.
+    fn publish_sessions(&self) {
+        let mut total = protocols::SessionStats::default();
+        for socket in &self.udp {
+            let s = socket.handler.sessions();
+            total.open += s.open;
+            total.evicted += s.evicted;
+            total.expired += s.expired;
+        }
+        self.stats.publish_sessions(total);
     }
 
     /// Sends `self.replies` to `peer` at once, equal-sized runs as GSO trains.
@@ -490,13 +552,17 @@ impl EpollWorker {
         self.reply_lens.clear();
         self.reply_lens.extend(self.replies.iter().map(<[u8]>::len));
         udp::plan_sends(&self.reply_lens, self.udp[i].gso, &mut self.send_plan);
+        let fd = self.udp[i].fd.as_raw_fd();
         for &(first, count, size) in &self.send_plan {
             let gso = (count > 1).then_some(size as u16);
             self.send_slot.fill(&self.replies, first, count);
-            let result = udp::send_now(self.udp[i].fd.as_raw_fd(), &mut self.send_slot, peer, gso);
+            let result = udp::send_now(fd, &mut self.send_slot, peer, gso);
             self.stats.io_syscalls.inc();
             if udp::count_send(&self.stats, self.send_slot.segments, result) {
-                self.udp[i].gso = false; // the path refused GSO
+                // The path refused GSO: this train goes a datagram at a
+                // time, and this socket sends no more trains.
+                self.udp[i].gso = false;
+                udp::resend_singly(fd, &self.send_slot, &mut self.single_slot, &self.stats);
             }
         }
     }
@@ -504,18 +570,8 @@ impl EpollWorker {
     // ----- timers, accepting and shutdown -----
 
     fn after_batch(&mut self) {
-        let now = self.now;
-        if self.timers.sweep_due(now) {
-            self.sweep_idle();
-        }
-        while let Some((index, generation)) = self.timers.expired_linger(now) {
-            if let Some(c) = self.conns.get_mut(index, generation) {
-                // The peer never closed: close without waiting any longer.
-                c.conn.failed = true;
-                self.progress(index, generation);
-            }
-        }
-        let accept_paused = self.timers.accept_paused(now);
+        self.fire_deadlines();
+        let accept_paused = self.timers.accept_paused(self.now);
         if self.timers.draining() {
             return;
         }
@@ -535,9 +591,15 @@ impl EpollWorker {
         }
         self.timers.drain_deadline = Some(self.now + self.settings.shutdown_deadline);
         for index in 0..self.conns.capacity() {
-            if let Some(generation) = self.conns.generation_at(index) {
-                self.progress(index, generation);
+            let Some(generation) = self.conns.generation_at(index) else {
+                continue;
+            };
+            if let Some(c) = self.conns.get_mut(index, generation) {
+                // Answer what the kernel had already queued, then finish.
+                c.conn
+                    .on_shutdown(crate::socket::queued_input(c.fd.as_raw_fd()));
             }
+            self.progress(index, generation);
         }
     }
 
@@ -557,44 +619,31 @@ impl EpollWorker {
     }
 }
 
-/// One non-blocking read into `scratch`, handed to the session (or
-/// discarded while lingering). A short read means the socket is empty.
-fn read_once(c: &mut EpollConn, scratch: &mut [u8], now: Instant, stats: &WorkerStats) {
-    let conn = &mut c.conn;
+/// One non-blocking read into `scratch`, handed to the core. A short read
+/// means the socket is empty.
+fn read_once(c: &mut EpollConn, scratch: &mut [u8], env: &Env) {
     // SAFETY: `scratch` is a live, writable buffer of `scratch.len()` bytes.
     let n = unsafe {
         libc::recv(
-            conn.fd.as_raw_fd(),
+            c.fd.as_raw_fd(),
             scratch.as_mut_ptr().cast(),
             scratch.len(),
             0,
         )
     };
-    stats.io_syscalls.inc();
+    env.stats.io_syscalls.inc();
     match n {
         n if n > 0 => {
-            let data = &scratch[..n as usize];
             if (n as usize) < scratch.len() && !c.hung_up {
                 c.unread = false; // read empty: the next arrival brings a new edge
             }
-            conn.last_active = now;
-            if conn.read_done {
-                stats.bytes_discarded.add(data.len() as u64);
-                return;
-            }
-            stats.bytes_in.add(data.len() as u64);
-            stats.messages_in.inc();
-            if conn.session.on_bytes(data, &mut conn.pending) == Next::Close {
-                conn.read_done = true;
-            }
+            c.conn.on_received(&scratch[..n as usize], env);
         }
         0 => {
             c.unread = false;
-            if !conn.read_done {
-                conn.session.on_eof(&mut conn.pending);
-            }
-            conn.read_done = true;
-            conn.peer_closed = true;
+            c.receiving = false;
+            c.conn.on_eof();
+            c.conn.on_recv_ended();
         }
         _ => {
             c.unread = false;
@@ -603,51 +652,44 @@ fn read_once(c: &mut EpollConn, scratch: &mut [u8], now: Instant, stats: &Worker
                 e.kind(),
                 io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
             ) {
-                conn.failed = true;
-                stats.connection_errors.inc();
+                c.receiving = false;
+                c.conn.on_recv_error(env);
+                c.conn.on_recv_ended();
             }
         }
     }
 }
 
-/// Sends queued output until it is all sent or the socket is full (the
-/// writable edge resumes it). True when anything was sent.
-fn flush(conn: &mut Conn, stats: &WorkerStats) -> bool {
-    if conn.failed {
-        conn.pending.clear();
-        return false;
+/// One non-blocking send of what the core asks to send.
+fn send_once(c: &mut EpollConn, env: &Env) {
+    if !c.writable {
+        c.conn.on_send_blocked();
+        return;
     }
-    let mut moved = false;
-    while conn.next_send() {
-        let remaining = &conn.sending[conn.sent..];
-        // SAFETY: `remaining` is a live buffer of the length given.
-        let n = unsafe {
-            libc::send(
-                conn.fd.as_raw_fd(),
-                remaining.as_ptr().cast(),
-                remaining.len(),
-                libc::MSG_NOSIGNAL,
-            )
-        };
-        stats.io_syscalls.inc();
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if !matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-            ) {
-                conn.failed = true;
-                conn.pending.clear();
-                stats.connection_errors.inc();
-            }
-            break;
+    let buf = c.conn.send_buf();
+    // SAFETY: `buf` is a live buffer of the length given.
+    let n = unsafe {
+        libc::send(
+            c.fd.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_NOSIGNAL,
+        )
+    };
+    env.stats.io_syscalls.inc();
+    if n >= 0 {
+        c.conn.on_sent(n as usize, env);
+        return;
+    }
+    let e = io::Error::last_os_error();
+    match e.kind() {
+        io::ErrorKind::WouldBlock => {
+            c.writable = false; // the writable edge resumes it
+            c.conn.on_send_blocked();
         }
-        conn.sent += n as usize;
-        stats.bytes_out.add(n as u64);
-        stats.messages_out.inc();
-        moved = true;
+        io::ErrorKind::Interrupted => c.conn.on_sent(0, env),
+        _ => c.conn.on_send_error(env),
     }
-    moved
 }
 
 fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {

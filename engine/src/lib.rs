@@ -14,7 +14,8 @@
 
 pub mod bufring;
 pub mod config;
-pub mod conn;
+pub mod connection;
+pub mod deadlines;
 pub mod epoll;
 pub mod error;
 pub mod metrics;
@@ -28,6 +29,7 @@ pub mod timers;
 pub mod token;
 pub mod tokio_model;
 pub mod udp;
+pub mod uring;
 pub mod worker;
 
 use std::net::SocketAddr;

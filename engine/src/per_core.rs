@@ -27,12 +27,25 @@ pub struct WorkerSettings {
     pub udp_buffers: u16,
     /// Unsent output above which a connection is not read.
     pub output_limit: usize,
+    /// A peer that accepts no pending output for this long is cut off.
+    pub send_timeout: Duration,
     /// Most connections this worker keeps open.
     pub max_connections: usize,
     /// UDP sends in flight at most.
     pub udp_sends_in_flight: usize,
     /// Time allowed to flush replies at shutdown.
     pub shutdown_deadline: Duration,
+}
+
+impl WorkerSettings {
+    /// The bounds the worker's connections are held to.
+    pub fn limits(&self) -> crate::connection::Limits {
+        crate::connection::Limits {
+            output_limit: self.output_limit,
+            send_timeout: self.send_timeout,
+            ..crate::connection::Limits::default()
+        }
+    }
 }
 
 /// A TCP listening socket and the protocol of its connections.
@@ -168,6 +181,7 @@ impl PerCore {
                     tcp_buffers: (config.tcp_buffers, config.tcp_buffer_size),
                     udp_buffers: config.udp_buffers,
                     output_limit: config.output_limit,
+                    send_timeout: config.send_timeout,
                     max_connections: per_worker_connections,
                     udp_sends_in_flight: config.udp_sends_in_flight,
                     shutdown_deadline: config.shutdown_deadline,

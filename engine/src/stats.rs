@@ -105,8 +105,11 @@ counters! {
     gso_sends,
     /// UDP receives that carried more than one datagram (GRO).
     gro_receives,
-        /// UDP replies the kernel refused (a full socket buffer, an unreachable peer).
+    /// UDP replies the kernel refused (a full socket buffer, an unreachable peer).
     udp_replies_dropped,
+    /// GSO trains the path refused (resent one datagram at a time; that
+    /// socket sends no more trains).
+    gso_refused,
     /// UDP replies sent synchronously because every io_uring send slot was in flight.
     udp_direct_sends,
     /// UDP datagrams larger than a receive buffer, answered truncated.
@@ -119,8 +122,11 @@ counters! {
     backpressure_pauses,
     /// Multishot operations re-armed after ending (ENOBUFS and the like).
     multishot_rearms,
-        /// Connections their protocol closed on a timeout (idle, or headers too slow).
+    /// Connections their protocol closed on a timeout (idle, or headers too slow).
     idle_timeouts,
+    /// Connections closed because the peer accepted none of their pending
+    /// output for --send-timeout.
+    send_timeouts,
     /// UDP sessions (per-peer conversations) held now.
     sessions_open,
     /// UDP sessions dropped to keep the session table within its bound.

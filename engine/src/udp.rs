@@ -103,7 +103,9 @@ pub fn deliver(
 
 /// Counts a finished UDP send of `segments` datagrams (`result`: the bytes
 /// sent, or the error). Returns true when the error says the path refused
-/// GSO, so the caller should send one datagram per call from now on.
+/// GSO: nothing is counted then, and the caller resends the train one
+/// datagram at a time ([`resend_singly`]) and sends no more trains on that
+/// socket.
 pub fn count_send(stats: &WorkerStats, segments: u32, result: io::Result<usize>) -> bool {
     match result {
         Ok(bytes) => {
@@ -114,15 +116,41 @@ pub fn count_send(stats: &WorkerStats, segments: u32, result: io::Result<usize>)
             }
             false
         }
+        Err(e) if segments > 1 && gso_refused(&e) => {
+            tracing::debug!("udp send: GSO refused ({e}); resending one datagram at a time");
+            stats.gso_refused.inc();
+            true
+        }
         Err(e) => {
             stats.udp_replies_dropped.add(u64::from(segments));
             tracing::debug!("udp send: {e}");
-            segments > 1
-                && matches!(
-                    e.raw_os_error(),
-                    Some(libc::EIO | libc::EINVAL | libc::EOPNOTSUPP)
-                )
+            false
         }
+    }
+}
+
+/// The errors a GSO send fails with when the path cannot take the train
+/// (a segment over the path MTU, a device without the offload).
+fn gso_refused(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EIO | libc::EINVAL | libc::EOPNOTSUPP)
+    )
+}
+
+/// Sends the train in `train` (refused as GSO) one datagram per sendmsg,
+/// through `single`, and counts each.
+pub fn resend_singly(fd: RawFd, train: &SendSlot, single: &mut SendSlot, stats: &WorkerStats) {
+    let Some(peer) = train.peer.as_socket() else {
+        return;
+    };
+    let size = usize::from(train.segment_size.max(1));
+    for datagram in train.payload.chunks(size) {
+        single.payload.clear();
+        single.payload.extend_from_slice(datagram);
+        single.segments = 1;
+        let result = send_now(fd, single, peer, None);
+        count_send(stats, 1, result);
     }
 }
 
@@ -200,6 +228,10 @@ pub struct SendSlot {
     pub payload: Vec<u8>,
     /// Datagrams in the payload.
     pub segments: u32,
+    /// The segment size of a GSO train (0 for a single datagram).
+    pub segment_size: u16,
+    /// Which of the worker's UDP sockets it was sent on.
+    pub socket: usize,
     peer: SockAddr,
     iov: libc::iovec,
     control: GsoControl,
@@ -212,6 +244,8 @@ impl SendSlot {
         Box::new(Self {
             payload: Vec::new(),
             segments: 0,
+            segment_size: 0,
+            socket: 0,
             peer: SockAddr::from(SocketAddr::from(([0, 0, 0, 0], 0))),
             iov: libc::iovec {
                 iov_base: std::ptr::null_mut(),
@@ -246,6 +280,7 @@ impl SendSlot {
         self.msg.msg_namelen = self.peer.len();
         self.msg.msg_iov = &mut self.iov;
         self.msg.msg_iovlen = 1;
+        self.segment_size = segment_size.unwrap_or(0);
         match segment_size {
             Some(size) => {
                 self.control.header.cmsg_len =

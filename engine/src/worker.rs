@@ -5,17 +5,18 @@
 //! one store, and goes round again. Nothing here is shared with other workers
 //! except the counters, which only this worker writes.
 
-use std::collections::VecDeque;
+use std::cell::UnsafeCell;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use io_uring::{cqueue, opcode, squeue, types, IoUring};
-use protocols::{DatagramHandler, Next, Replies};
+use io_uring::{cqueue, opcode, squeue, types};
+use protocols::{DatagramHandler, Replies};
 
 use crate::bufring::BufRing;
-use crate::conn::{Conn, RecvState};
+use crate::connection::{Action, Connection, Env, Limits};
+use crate::deadlines::{self, Deadlines, Scheduled};
 use crate::error::EngineError;
 use crate::per_core::{CoreWorker, TcpService, WorkerParts, WorkerSettings};
 use crate::ring::RingMode;
@@ -24,9 +25,12 @@ use crate::stats::WorkerStats;
 use crate::timers::Timers;
 use crate::token::{Op, Token};
 use crate::udp::{self, SendSlot};
+use crate::uring::Uring;
 
 const TCP_GROUP: u16 = 0;
 const UDP_GROUP: u16 = 1;
+/// At teardown, how long to wait for cancelled operations' last completions.
+const TEARDOWN_WAIT: Duration = Duration::from_secs(2);
 /// Below this much room under --max-connections, accepts are single-shot:
 /// a multishot accept could bring a whole burst past the limit.
 const MULTISHOT_ROOM: usize = 16;
@@ -38,6 +42,13 @@ struct Listener {
     /// The outstanding accept is multishot (single-shot near the limit).
     multishot: bool,
     cancelling: bool,
+}
+
+/// A TCP connection: its socket, its core, and its place in the deadlines.
+struct TcpConn {
+    fd: OwnedFd,
+    conn: Connection,
+    scheduled: Scheduled,
 }
 
 struct UdpSocket {
@@ -52,34 +63,37 @@ struct UdpSocket {
 
 /// A worker and everything it owns.
 ///
-/// Field order matters: `ring` is declared first so it is dropped first,
-/// tearing down every operation before the buffers they point into are freed.
+/// Its `Drop` cancels every operation and waits for the last completions
+/// before any memory they point at (send buffers, msghdrs, the wake buffer)
+/// is freed, and leaks that memory if the kernel does not let go in time;
+/// the ring and the receive buffers end together inside [`Uring`].
 pub struct Worker {
-    ring: IoUring,
+    uring: Uring,
+    tcp_bufs: usize,
+    udp_bufs: usize,
     settings: WorkerSettings,
+    limits: Limits,
     stats: Arc<WorkerStats>,
-    tcp_bufs: BufRing,
-    udp_bufs: BufRing,
     listeners: Vec<Listener>,
     udp: Vec<UdpSocket>,
-    conns: Slab<Conn>,
+    conns: Slab<TcpConn>,
+    deadlines: Deadlines,
     // Boxed: a slot's msghdr points into the slot itself, so it must never
     // move, even if this Vec ever grew.
     #[allow(clippy::vec_box)]
     send_slots: Vec<Box<SendSlot>>,
     free_send_slots: Vec<u32>,
-    /// Builds the replies sent synchronously when every slot is busy.
+    /// Builds the replies sent synchronously when every slot is busy, and
+    /// the single datagrams of a train the path refused.
     overflow_slot: Box<SendSlot>,
     wake_fd: OwnedFd,
-    wake_buf: Box<u64>,
-    /// SQEs that did not fit the submission queue, in order.
-    backlog: VecDeque<squeue::Entry>,
+    /// The kernel writes the eventfd's counter here.
+    wake_buf: Box<UnsafeCell<u64>>,
     cqes: Vec<cqueue::Entry>,
     replies: Replies,
     /// Reused per datagram: the replies' lengths and the sends planned for them.
     reply_lens: Vec<usize>,
     send_plan: Vec<udp::PlannedSend>,
-    scratch: Vec<u8>,
     timers: Timers,
     /// The time this batch of completions is handled at.
     now: Instant,
@@ -109,7 +123,8 @@ impl Worker {
             wake: wake_fd,
         } = parts;
         let id = settings.id;
-        let (ring, mode) = crate::ring::create(settings.ring_entries)?;
+        let mut uring = Uring::new(settings.ring_entries)?;
+        let mode = uring.mode();
         let fail = |context: &'static str| {
             move |source: io::Error| EngineError::Worker {
                 worker: id,
@@ -126,18 +141,19 @@ impl Worker {
             UDP_GROUP,
         )
         .map_err(fail("allocating UDP receive buffers"))?;
-        tcp_bufs
-            .register(&ring)
+        let tcp_bufs = uring
+            .add_buffers(tcp_bufs)
             .map_err(fail("registering the TCP buffer ring (needs Linux 5.19+)"))?;
-        udp_bufs
-            .register(&ring)
+        let udp_bufs = uring
+            .add_buffers(udp_bufs)
             .map_err(fail("registering the UDP buffer ring (needs Linux 5.19+)"))?;
         let slots = settings.udp_sends_in_flight;
         let worker = Self {
-            ring,
-            stats,
+            uring,
             tcp_bufs,
             udp_bufs,
+            stats,
+            limits: settings.limits(),
             listeners: tcp
                 .into_iter()
                 .map(|service| Listener {
@@ -158,17 +174,16 @@ impl Worker {
                 })
                 .collect(),
             conns: Slab::default(),
+            deadlines: Deadlines::default(),
             send_slots: (0..slots).map(|_| SendSlot::new()).collect(),
             free_send_slots: (0..slots as u32).rev().collect(),
             overflow_slot: SendSlot::new(),
             wake_fd,
-            wake_buf: Box::new(0),
-            backlog: VecDeque::new(),
+            wake_buf: Box::new(UnsafeCell::new(0)),
             cqes: Vec::with_capacity(settings.ring_entries as usize * 4),
             replies: Replies::new(),
             reply_lens: Vec::new(),
             send_plan: Vec::new(),
-            scratch: vec![0; 64 * 1024],
             timers: Timers::default(),
             now: Instant::now(),
             settings,
@@ -187,14 +202,13 @@ impl Worker {
             self.enter()?;
             self.now = Instant::now();
             let mut cqes = std::mem::take(&mut self.cqes);
-            cqes.extend(self.ring.completion());
+            self.uring.reap(&mut cqes);
             self.stats.cqes_reaped.add(cqes.len() as u64);
             for cqe in cqes.drain(..) {
                 self.handle(&cqe);
             }
             self.cqes = cqes;
-            self.tcp_bufs.publish();
-            self.udp_bufs.publish();
+            self.uring.publish_buffers();
             self.after_batch();
             if self.finished() {
                 return Ok(());
@@ -204,102 +218,62 @@ impl Worker {
 
     // ----- submission -----
 
-    fn push(&mut self, entry: squeue::Entry) {
-        if self.backlog.is_empty() {
-            // SAFETY: every entry built by this worker points only at memory the
-            // worker owns and keeps unmoved until the entry's completion (see each
-            // builder's SAFETY note).
-            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
-                return;
-            }
-        }
-        self.backlog.push_back(entry);
+    /// Queues `entry`.
+    ///
+    /// # Safety
+    ///
+    /// As [`Uring::push`]: what the entry points at lives, unmoved, until its
+    /// final completion is reaped. The worker's `Drop` waits for that.
+    unsafe fn push(&mut self, entry: squeue::Entry) {
+        // SAFETY: passed on from the caller.
+        unsafe { self.uring.push(entry) };
     }
 
     fn enter(&mut self) -> Result<(), EngineError> {
-        while let Some(entry) = self.backlog.front() {
-            // SAFETY: as in `push`.
-            if unsafe { self.ring.submission().push(entry) }.is_err() {
-                break;
-            }
-            self.backlog.pop_front();
-        }
-        let queued = self.ring.submission().len() as u64;
-        // With a backlog, only submit; the wait happens once it is all in.
-        let want = usize::from(self.backlog.is_empty());
-        let result = match self.timers.next_wait() {
-            Some(wait) if want == 1 => {
-                let ts = types::Timespec::from(wait);
-                let args = types::SubmitArgs::new().timespec(&ts);
-                self.ring.submitter().submit_with_args(want, &args)
-            }
-            _ => self.ring.submitter().submit_and_wait(want),
-        };
-        self.stats.io_uring_enter_calls.inc();
-        self.stats.sqes_submitted.add(queued);
-        match result {
-            Ok(_) => Ok(()),
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)
-                ) =>
-            {
-                Ok(())
-            }
-            Err(source) => Err(EngineError::Worker {
+        let wait = self.timers.next_wait(Instant::now(), self.deadlines.next());
+        let submitted = self
+            .uring
+            .enter(wait)
+            .map_err(|source| EngineError::Worker {
                 worker: self.settings.id,
                 context: "io_uring_enter",
                 source,
-            }),
-        }
+            })?;
+        self.stats.io_uring_enter_calls.inc();
+        self.stats.sqes_submitted.add(submitted);
+        Ok(())
     }
 
     fn arm_wake(&mut self) {
         let entry = opcode::Read::new(
             types::Fd(self.wake_fd.as_raw_fd()),
-            (&mut *self.wake_buf as *mut u64).cast(),
+            self.wake_buf.get().cast(),
             8,
         )
         .build()
         .user_data(Token::new(Op::Wake, 0, 0).encode());
-        // SAFETY (for `push`): `wake_buf` is boxed and lives as long as the worker.
-        self.push(entry);
+        // SAFETY: `wake_buf` is boxed, written only by the kernel, and lives
+        // as long as the worker, whose Drop reaps this read first.
+        unsafe { self.push(entry) };
     }
 
     fn arm_udp(&mut self, i: usize) {
+        let group = self.uring.buffers(self.udp_bufs).group();
         let socket = &mut self.udp[i];
         socket.armed = true;
-        let entry = opcode::RecvMsgMulti::new(
-            types::Fd(socket.fd.as_raw_fd()),
-            &*socket.template,
-            self.udp_bufs.group(),
-        )
-        .build()
-        .user_data(Token::new(Op::UdpRecv, i as u32, 0).encode());
-        // SAFETY (for `push`): the boxed template lives as long as the worker.
-        self.push(entry);
-    }
-
-    fn arm_recv(&mut self, index: u32, generation: u32) {
-        let group = self.tcp_bufs.group();
-        let Some(conn) = self.conns.get_mut(index, generation) else {
-            return;
-        };
-        conn.recv = RecvState::Armed;
-        let entry = opcode::RecvMulti::new(types::Fd(conn.fd.as_raw_fd()), group)
-            .build()
-            .user_data(Token::new(Op::Recv, index, generation).encode());
-        // SAFETY (for `push`): the kernel writes only into provided buffers,
-        // which live as long as the worker.
-        self.push(entry);
+        let entry =
+            opcode::RecvMsgMulti::new(types::Fd(socket.fd.as_raw_fd()), &*socket.template, group)
+                .build()
+                .user_data(Token::new(Op::UdpRecv, i as u32, 0).encode());
+        // SAFETY: the boxed template and the socket live as long as the
+        // worker, whose Drop reaps this receive first; the kernel writes
+        // only into provided buffers, which the Uring owns.
+        unsafe { self.push(entry) };
     }
 
     fn cancel(&mut self, target: Token) {
-        let entry = opcode::AsyncCancel::new(target.encode())
-            .build()
-            .user_data(Token::new(Op::Cancel, 0, 0).encode());
-        self.push(entry);
+        // SAFETY: a cancel request points at no memory.
+        unsafe { self.push(cancel_entry(target)) };
     }
 
     // ----- completions -----
@@ -351,146 +325,156 @@ impl Worker {
         }
         self.stats.connections_accepted.inc();
         let session = (self.listeners[listener].service.factory)();
-        let mut conn = Conn::new(fd, session, self.now);
-        // A protocol that speaks first (the bot's greeting) does it now.
-        conn.session.on_open(&mut conn.pending);
-        if conn.ticks {
-            self.timers.watch_ticks(self.now);
-        }
-        let (index, generation) = self.conns.insert(conn);
+        let conn = Connection::new(session, self.now);
+        let (index, generation) = self.conns.insert(TcpConn {
+            fd,
+            conn,
+            scheduled: None,
+        });
         self.progress(index, generation);
     }
 
     fn on_recv(&mut self, token: Token, res: i32, flags: u32) {
         let buffer = cqueue::buffer_select(flags);
         let more = cqueue::more(flags);
-        let Some(conn) = self.conns.get_mut(token.index, token.generation) else {
+        let env = Env {
+            limits: &self.limits,
+            stats: &self.stats,
+            now: self.now,
+        };
+        let bufs = self.uring.buffers(self.tcp_bufs);
+        let Some(c) = self.conns.get_mut(token.index, token.generation) else {
             if let Some(bid) = buffer {
-                self.tcp_bufs.recycle(bid);
+                bufs.recycle(bid);
             }
             return;
         };
-        if !more {
-            conn.recv = RecvState::Idle;
-        }
         match res {
             n if n > 0 => {
                 if let Some(bid) = buffer {
-                    let data = self.tcp_bufs.filled(bid, n as usize);
-                    conn.last_active = self.now;
-                    if conn.read_done || conn.failed {
-                        self.stats.bytes_discarded.add(data.len() as u64);
-                    } else {
-                        self.stats.bytes_in.add(data.len() as u64);
-                        self.stats.messages_in.inc();
-                        if conn.session.on_bytes(data, &mut conn.pending) == Next::Close {
-                            conn.read_done = true;
-                        }
-                    }
-                    self.tcp_bufs.recycle(bid);
+                    c.conn.on_received(bufs.filled(bid, n as usize), &env);
+                    bufs.recycle(bid);
                 }
                 if !more {
                     self.stats.multishot_rearms.inc();
                 }
             }
-            0 => {
-                if !conn.read_done && !conn.failed {
-                    conn.session.on_eof(&mut conn.pending);
-                }
-                conn.read_done = true;
-                conn.peer_closed = true;
-            }
+            0 => c.conn.on_eof(),
             _ => match -res {
                 libc::ENOBUFS => self.stats.multishot_rearms.inc(),
                 libc::ECANCELED => {}
-                _ => {
-                    conn.failed = true;
-                    self.stats.connection_errors.inc();
-                }
+                _ => c.conn.on_recv_error(&env),
             },
+        }
+        if !more {
+            c.conn.on_recv_ended();
         }
         self.progress(token.index, token.generation);
     }
 
     fn on_send(&mut self, token: Token, res: i32) {
-        let Some(conn) = self.conns.get_mut(token.index, token.generation) else {
+        let env = Env {
+            limits: &self.limits,
+            stats: &self.stats,
+            now: self.now,
+        };
+        let Some(c) = self.conns.get_mut(token.index, token.generation) else {
             return;
         };
-        conn.send_in_flight = false;
         if res < 0 {
-            if !conn.failed {
-                conn.failed = true;
-                self.stats.connection_errors.inc();
-            }
+            c.conn.on_send_error(&env);
         } else {
-            conn.sent += res as usize;
-            self.stats.bytes_out.add(res as u64);
-            self.stats.messages_out.inc();
+            c.conn.on_sent(res as usize, &env);
         }
         self.progress(token.index, token.generation);
     }
 
-    /// Moves a connection forward after anything happened to it: start the
-    /// next send, pause or resume reading, or close it.
+    /// Carries out what a connection asks for after anything happened to
+    /// it, and schedules its next deadline.
     fn progress(&mut self, index: u32, generation: u32) {
-        let limit = self.settings.output_limit;
-        let draining = self.timers.draining();
-        let Some(conn) = self.conns.get_mut(index, generation) else {
+        let env = Env {
+            limits: &self.limits,
+            stats: &self.stats,
+            now: self.now,
+        };
+        let group = self.uring.buffers(self.tcp_bufs).group();
+        let Some(c) = self.conns.get_mut(index, generation) else {
             return;
         };
-        if draining && !conn.read_done && !conn.failed && conn.recv == RecvState::Idle {
-            // The multishot receive has ended: answer what the kernel had
-            // already queued, as fast as the output bound allows, then stop.
-            conn.drain_received(&mut self.scratch, limit, &self.stats);
-        }
-        conn.refill_output(limit);
-        if conn.failed {
-            conn.pending.clear();
-        } else if conn.next_send() {
-            conn.send_in_flight = true;
-            let remaining = &conn.sending[conn.sent..];
-            let entry = opcode::Send::new(
-                types::Fd(conn.fd.as_raw_fd()),
-                remaining.as_ptr(),
-                remaining.len() as u32,
-            )
-            .flags(libc::MSG_NOSIGNAL)
-            .build()
-            .user_data(Token::new(Op::Send, index, generation).encode());
-            // SAFETY (for `push`): `sending` is not touched while
-            // `send_in_flight`, and the connection is not removed until it is
-            // quiescent; moving the Conn inside the slab does not move the
-            // Vec's heap buffer.
-            self.push(entry);
-        }
-        let Some(conn) = self.conns.get_mut(index, generation) else {
-            return;
-        };
-        if conn.finish_sending() {
-            self.timers.linger(self.now, index, generation);
-        }
-        match conn.recv {
-            RecvState::Armed if !conn.wants_input(draining, limit) => {
-                if !conn.read_done && !conn.failed && !draining {
-                    self.stats.backpressure_pauses.inc();
+        let fd = types::Fd(c.fd.as_raw_fd());
+        let mut entries: [Option<squeue::Entry>; 4] = Default::default();
+        let mut queued = 0;
+        let mut close = false;
+        while let Some(action) = c.conn.poll_action(&env) {
+            let entry = match action {
+                Action::Send => {
+                    let buf = c.conn.send_buf();
+                    opcode::Send::new(fd, buf.as_ptr(), buf.len() as u32)
+                        .flags(libc::MSG_NOSIGNAL)
+                        .build()
+                        .user_data(Token::new(Op::Send, index, generation).encode())
                 }
-                conn.recv = RecvState::Cancelling;
-                self.cancel(Token::new(Op::Recv, index, generation));
-            }
-            RecvState::Idle if conn.wants_input(draining, limit / 2) => {
-                self.arm_recv(index, generation);
-            }
-            RecvState::Idle
-                if conn.quiescent()
-                    && (conn.failed || (conn.peer_closed && conn.all_answered())) =>
-            {
-                if conn.ticks {
-                    self.timers.unwatch_ticks();
+                Action::StartReceiving => opcode::RecvMulti::new(fd, group)
+                    .build()
+                    .user_data(Token::new(Op::Recv, index, generation).encode()),
+                Action::StopReceiving => cancel_entry(Token::new(Op::Recv, index, generation)),
+                Action::CancelSend => cancel_entry(Token::new(Op::Send, index, generation)),
+                Action::ShutdownWrite => {
+                    // SAFETY: plain syscall on a descriptor this connection owns.
+                    unsafe { libc::shutdown(fd.0, libc::SHUT_WR) };
+                    continue;
                 }
-                self.conns.remove(index);
-                self.stats.connections_closed.inc();
+                Action::Close => {
+                    close = true;
+                    break;
+                }
+            };
+            // A connection asks for at most one of each per round.
+            if queued < entries.len() {
+                entries[queued] = Some(entry);
+                queued += 1;
             }
-            _ => {}
+        }
+        if close {
+            // Nothing in flight refers to it any more (the core waits for
+            // that): closing the descriptor and freeing the output is safe.
+            self.conns.remove(index);
+            self.stats.connections_closed.inc();
+        } else {
+            let at = c.conn.next_deadline(&self.limits);
+            self.deadlines
+                .schedule(at, index, generation, &mut c.scheduled);
+        }
+        for entry in entries.into_iter().flatten() {
+            // SAFETY: a send points into the connection's `sending` buffer,
+            // which the core leaves untouched until the send reports back,
+            // and the connection (with its heap buffer and descriptor) is
+            // not removed before its core says Close, which it says only
+            // when no send or receive is in flight; moving the slot inside
+            // the slab does not move that buffer. Receives write only into
+            // provided buffers, which the Uring owns. At teardown the
+            // worker's Drop reaps every operation first.
+            unsafe { self.push(entry) };
+        }
+    }
+
+    /// Hands connections whose deadline has come their `on_deadline`.
+    fn fire_deadlines(&mut self) {
+        let now = Instant::now();
+        self.now = now;
+        while let Some((at, index, generation)) = self.deadlines.pop_due(now) {
+            let env = Env {
+                limits: &self.limits,
+                stats: &self.stats,
+                now,
+            };
+            let Some(c) = self.conns.get_mut(index, generation) else {
+                continue;
+            };
+            if deadlines::claim(at, &mut c.scheduled) {
+                c.conn.on_deadline(&env);
+                self.progress(index, generation);
+            }
         }
     }
 
@@ -509,8 +493,9 @@ impl Worker {
         let Some(bid) = cqueue::buffer_select(flags) else {
             return;
         };
+        let bufs = self.uring.buffers(self.udp_bufs);
         let socket = &mut self.udp[i];
-        let buffer = self.udp_bufs.filled(bid, res as usize);
+        let buffer = bufs.filled(bid, res as usize);
         let received = udp::parse_received(buffer, &socket.template);
         let peer = received.as_ref().and_then(|r| r.peer);
         if let (Some(received), Some(peer)) = (&received, peer) {
@@ -524,7 +509,7 @@ impl Worker {
                 &self.stats,
             );
         }
-        self.udp_bufs.recycle(bid);
+        bufs.recycle(bid);
         if let Some(peer) = peer {
             self.send_replies(i, peer);
         }
@@ -545,23 +530,6 @@ impl Worker {
         self.stats.publish_sessions(total);
     }
 
-    /// Gives every time-keeping session its tick; ends those that say so.
-    /// Walks the slab by index: this runs every 100 ms and allocates nothing.
-    fn sweep_idle(&mut self) {
-        let now = self.now;
-        for index in 0..self.conns.capacity() {
-            let Some(generation) = self.conns.generation_at(index) else {
-                continue;
-            };
-            let Some(conn) = self.conns.get_mut(index, generation) else {
-                continue;
-            };
-            if conn.tick(now, &self.stats) {
-                self.progress(index, generation);
-            }
-        }
-    }
-
     /// Sends `self.replies` to `peer`, equal-sized runs as GSO trains.
     fn send_replies(&mut self, i: usize, peer: std::net::SocketAddr) {
         self.reply_lens.clear();
@@ -578,13 +546,15 @@ impl Worker {
             };
             let slot = &mut self.send_slots[slot_index as usize];
             slot.fill(&self.replies, first, count);
+            slot.socket = i;
             let msg = slot.prepare(peer, gso);
             let entry = opcode::SendMsg::new(types::Fd(self.udp[i].fd.as_raw_fd()), msg)
                 .build()
                 .user_data(Token::new(Op::UdpSend, slot_index, 0).encode());
-            // SAFETY (for `push`): the slot is boxed and stays off the free list
-            // (so unchanged) until this send completes.
-            self.push(entry);
+            // SAFETY: the slot is boxed and stays off the free list (so
+            // unchanged) until this send completes; the worker's Drop reaps
+            // it before the slots are freed.
+            unsafe { self.push(entry) };
         }
     }
 
@@ -599,10 +569,15 @@ impl Worker {
     ) {
         let slot = &mut self.overflow_slot;
         slot.fill(&self.replies, first, count);
-        let result = udp::send_now(self.udp[i].fd.as_raw_fd(), slot, peer, gso);
+        let fd = self.udp[i].fd.as_raw_fd();
+        let result = udp::send_now(fd, slot, peer, gso);
         self.stats.udp_direct_sends.inc();
         if udp::count_send(&self.stats, slot.segments, result) {
+            // The path refused the train: this socket sends no more, and
+            // this one goes out a datagram at a time.
             self.udp[i].gso = false;
+            let train = std::mem::replace(&mut self.overflow_slot, SendSlot::new());
+            udp::resend_singly(fd, &train, &mut self.overflow_slot, &self.stats);
         }
     }
 
@@ -616,9 +591,13 @@ impl Worker {
             Err(io::Error::from_raw_os_error(-res))
         };
         if udp::count_send(&self.stats, slot.segments, result) {
-            // The path refused GSO: send one datagram per call from now on.
-            for socket in &mut self.udp {
+            // The path refused GSO on this socket: resend this train one
+            // datagram at a time, and send no more trains there.
+            let i = slot.socket;
+            if let Some(socket) = self.udp.get_mut(i) {
                 socket.gso = false;
+                let fd = socket.fd.as_raw_fd();
+                udp::resend_singly(fd, slot, &mut self.overflow_slot, &self.stats);
             }
         }
         self.free_send_slots.push(slot_index);
@@ -627,18 +606,8 @@ impl Worker {
     // ----- accepting, timers and shutdown -----
 
     fn after_batch(&mut self) {
-        let now = Instant::now();
-        if self.timers.sweep_due(now) {
-            self.sweep_idle();
-        }
-        while let Some((index, generation)) = self.timers.expired_linger(now) {
-            if let Some(conn) = self.conns.get_mut(index, generation) {
-                // The peer never closed: close without waiting any longer.
-                conn.failed = true;
-                self.progress(index, generation);
-            }
-        }
-        let accept_paused = self.timers.accept_paused(now);
+        self.fire_deadlines();
+        let accept_paused = self.timers.accept_paused(self.now);
         self.update_accepting(accept_paused);
         if !self.timers.draining() {
             for i in 0..self.udp.len() {
@@ -688,7 +657,10 @@ impl Worker {
                     .flags(libc::SOCK_CLOEXEC)
                     .build()
             };
-            self.push(entry.user_data(Token::new(Op::Accept, i as u32, 0).encode()));
+            let entry = entry.user_data(Token::new(Op::Accept, i as u32, 0).encode());
+            // SAFETY: no address is asked for; the listening socket lives as
+            // long as the worker, whose Drop reaps this accept first.
+            unsafe { self.push(entry) };
         }
     }
 
@@ -703,7 +675,15 @@ impl Worker {
                 self.cancel(Token::new(Op::UdpRecv, i as u32, 0));
             }
         }
-        for (index, generation) in self.conns.keys() {
+        for index in 0..self.conns.capacity() {
+            let Some(generation) = self.conns.generation_at(index) else {
+                continue;
+            };
+            if let Some(c) = self.conns.get_mut(index, generation) {
+                // Answer what the kernel had already queued, then finish.
+                c.conn
+                    .on_shutdown(crate::socket::queued_input(c.fd.as_raw_fd()));
+            }
             self.progress(index, generation);
         }
     }
@@ -723,4 +703,47 @@ impl Worker {
         }
         flushed
     }
+
+    /// Cancels every operation and reaps until none is in flight (closing
+    /// connections accepted meanwhile); false if the kernel did not finish
+    /// within [`TEARDOWN_WAIT`].
+    fn quiesce(&mut self) -> bool {
+        let cancel = Token::new(Op::Cancel, 0, 0).encode();
+        self.uring.quiesce(cancel, TEARDOWN_WAIT, |cqe| {
+            let accepted = Token::decode(cqe.user_data()).is_some_and(|t| t.op == Op::Accept);
+            if accepted && cqe.result() >= 0 {
+                // SAFETY: a new descriptor nothing else owns; closed at once.
+                drop(unsafe { OwnedFd::from_raw_fd(cqe.result()) });
+            }
+        })
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if self.quiesce() {
+            return;
+        }
+        tracing::warn!(
+            worker = self.settings.id,
+            "{} io_uring operation(s) did not finish at teardown; leaking their memory",
+            self.uring.in_flight()
+        );
+        // The kernel may still read or write these: never free them.
+        std::mem::forget(std::mem::take(&mut self.conns));
+        std::mem::forget(std::mem::take(&mut self.send_slots));
+        std::mem::forget(std::mem::take(&mut self.udp));
+        std::mem::forget(std::mem::replace(&mut self.overflow_slot, SendSlot::new()));
+        std::mem::forget(std::mem::replace(
+            &mut self.wake_buf,
+            Box::new(UnsafeCell::new(0)),
+        ));
+    }
+}
+
+/// An entry that cancels the operation `target` names.
+fn cancel_entry(target: Token) -> squeue::Entry {
+    opcode::AsyncCancel::new(target.encode())
+        .build()
+        .user_data(Token::new(Op::Cancel, 0, 0).encode())
 }

@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use engine::bufring::BufRing;
 use engine::token::{Op, Token};
+use engine::uring::Uring;
 use hdrhistogram::Histogram;
-use io_uring::{cqueue, opcode, types, IoUring};
+use io_uring::{cqueue, opcode, types};
 use protocols::echo::EchoStream;
 use protocols::http::response::{Response, ResponseReader};
 use protocols::reverse::ReverseLines;
@@ -294,8 +295,9 @@ impl Client {
 }
 
 struct Worker<'a> {
-    ring: IoUring,
-    bufs: BufRing,
+    /// The ring and its receive buffers (buffer ring 0); dropped only after
+    /// every operation on the clients' buffers has been reaped (see Drop).
+    uring: Uring,
     plan: &'a TcpPlan,
     live: &'a Live,
     clients: Vec<Client>,
@@ -331,13 +333,13 @@ impl<'a> Worker<'a> {
         live: &'a Live,
     ) -> anyhow::Result<Self> {
         let entries = (connections * 2 + 64).next_power_of_two().min(4096) as u32;
-        let (ring, _) = engine::ring::create(entries)?;
+        let mut uring = Uring::new(entries)?;
         let bufs = BufRing::new(1024, 16 * 1024, 0).context("allocating receive buffers")?;
-        bufs.register(&ring)
+        uring
+            .add_buffers(bufs)
             .context("registering the receive buffer ring")?;
         let mut worker = Worker {
-            ring,
-            bufs,
+            uring,
             plan,
             live,
             clients: (0..connections)
@@ -395,12 +397,14 @@ impl<'a> Worker<'a> {
     fn arm_recv(&mut self, i: usize) {
         let c = &mut self.clients[i];
         c.recv_armed = true;
-        let entry = opcode::RecvMulti::new(types::Fd(c.fd()), self.bufs.group())
+        let group = self.uring.buffers(0).group();
+        let entry = opcode::RecvMulti::new(types::Fd(c.fd()), group)
             .build()
             .user_data(Token::new(Op::Recv, i as u32, c.generation).encode());
-        // SAFETY: the kernel writes only into the provided buffers, which live
-        // as long as this worker (declared after the ring, dropped after it).
-        push(&mut self.ring, &entry);
+        // SAFETY: the kernel writes only into the provided buffers, which the
+        // Uring owns; the worker's Drop reaps this receive before the socket
+        // is closed.
+        unsafe { self.uring.push(entry) };
     }
 
     fn may_issue(&self) -> bool {
@@ -465,9 +469,10 @@ impl<'a> Worker<'a> {
             .flags(libc::MSG_NOSIGNAL)
             .build()
             .user_data(Token::new(Op::Send, i as u32, c.generation).encode());
-        // SAFETY: `sending` is not touched while `send_busy`, and a client is
-        // not reconnected (its buffers reset) until its send has completed.
-        push(&mut self.ring, &entry);
+        // SAFETY: `sending` is not touched while `send_busy`, a client is
+        // not reconnected (its buffers reset) until its send has completed,
+        // and the worker's Drop reaps every send before the clients go.
+        unsafe { self.uring.push(entry) };
     }
 
     fn run(mut self, start: Instant) -> anyhow::Result<ThreadOutcome> {
@@ -522,24 +527,16 @@ impl<'a> Worker<'a> {
                 wake = wake.min(next_due);
             }
             let wait = wake.saturating_duration_since(Instant::now());
-            let ts = types::Timespec::from(wait.max(Duration::from_micros(1)));
-            let args = types::SubmitArgs::new().timespec(&ts);
-            match self.ring.submitter().submit_with_args(1, &args) {
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::ETIME | libc::EINTR | libc::EBUSY)
-                    ) => {}
-                Err(e) => return Err(e).context("io_uring_enter"),
-            }
+            self.uring
+                .enter(Some(wait.max(Duration::from_micros(1))))
+                .context("io_uring_enter")?;
             cqes.clear();
-            cqes.extend(self.ring.completion());
+            self.uring.reap(&mut cqes);
             let now = Instant::now();
             for cqe in &cqes {
                 self.complete(cqe, now);
             }
-            self.bufs.publish();
+            self.uring.publish_buffers();
             for i in std::mem::take(&mut self.rearm) {
                 if self.clients[i].stream.is_some()
                     && !self.clients[i].broken
@@ -555,7 +552,7 @@ impl<'a> Worker<'a> {
             bytes_received: self.bytes_received,
             elapsed: start.elapsed(),
             errors: self.errors,
-            latency: self.latency,
+            latency: std::mem::replace(&mut self.latency, latency::histogram()),
         })
     }
 
@@ -609,7 +606,7 @@ impl<'a> Worker<'a> {
                     if current && res > 0 && !self.clients[i].broken {
                         self.on_reply(i, bid, res as usize, now);
                     }
-                    self.bufs.recycle(bid);
+                    self.uring.buffers(0).recycle(bid);
                 }
                 if current && !self.clients[i].broken {
                     match res {
@@ -652,7 +649,7 @@ impl<'a> Worker<'a> {
     }
 
     fn on_reply(&mut self, i: usize, bid: u16, len: usize, now: Instant) {
-        let data = self.bufs.filled(bid, len);
+        let data = self.uring.buffers(0).filled(bid, len);
         let c = &mut self.clients[i];
         let completed = match &mut c.check {
             Check::Exact {
@@ -738,12 +735,15 @@ impl<'a> Worker<'a> {
     }
 }
 
-fn push(ring: &mut IoUring, entry: &io_uring::squeue::Entry) {
-    // SAFETY: the callers' entries point at memory that outlives the operation.
-    while unsafe { ring.submission().push(entry) }.is_err() {
-        // Full: hand the queue to the kernel to make room.
-        if ring.submit().is_err() {
-            break;
+impl Drop for Worker<'_> {
+    fn drop(&mut self) {
+        // The clients' send buffers and sockets must outlive every operation
+        // that points at them: cancel all and wait for the last completions.
+        let cancel = Token::new(Op::Cancel, 0, 0).encode();
+        if !self.uring.quiesce(cancel, Duration::from_secs(2), |_| {}) {
+            // The kernel still holds some: leak the clients rather than free
+            // memory it may read.
+            std::mem::forget(std::mem::take(&mut self.clients));
         }
     }
 }

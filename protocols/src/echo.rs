@@ -3,16 +3,18 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use crate::{DatagramHandler, Next, Replies, StreamSession};
+use crate::stream::prefix_for_room;
+use crate::{DatagramHandler, Fed, Replies, StreamSession};
 
 /// TCP echo: a zero-sized session, so a connection's session allocates nothing.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct EchoStream;
 
 impl StreamSession for EchoStream {
-    fn on_bytes(&mut self, input: &[u8], out: &mut Vec<u8>) -> Next {
-        out.extend_from_slice(input);
-        Next::Continue
+    fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>, room: usize) -> Fed {
+        let n = prefix_for_room(input, room);
+        out.extend_from_slice(&input[..n]);
+        Fed::all(n)
     }
 }
 
@@ -35,6 +37,7 @@ impl DatagramHandler for EchoDatagram {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Next;
     use proptest::prelude::*;
 
     proptest! {
@@ -46,6 +49,14 @@ mod tests {
                 prop_assert_eq!(session.on_bytes(chunk, &mut out), Next::Continue);
             }
             prop_assert_eq!(out, data);
+        }
+
+        #[test]
+        fn stream_echo_takes_no_more_than_room(data in proptest::collection::vec(any::<u8>(), 1..512), room in 0usize..600) {
+            let mut out = Vec::new();
+            let fed = EchoStream.on_input(&data, &mut out, room);
+            prop_assert_eq!(fed.consumed, data.len().min(room.max(1)));
+            prop_assert_eq!(&out[..], &data[..fed.consumed]);
         }
     }
 

@@ -11,7 +11,8 @@
 //! Reversal is by Unicode scalar value when the text is valid UTF-8 and byte
 //! by byte otherwise.
 
-use crate::{Next, StreamSession};
+use crate::stream::prefix_for_room;
+use crate::{Fed, Next, StreamSession};
 
 /// Longest line [`ReverseLines`] accepts by default.
 pub const DEFAULT_MAX_LINE: usize = 64 * 1024;
@@ -36,10 +37,21 @@ pub fn reverse_into(input: &[u8], out: &mut Vec<u8>) {
 pub struct ReverseChunks;
 
 impl StreamSession for ReverseChunks {
-    fn on_bytes(&mut self, input: &[u8], out: &mut Vec<u8>) -> Next {
-        reverse_into(input, out);
-        Next::Continue
+    fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>, room: usize) -> Fed {
+        // A chunk is cut only when the output is nearly full, and then at a
+        // character boundary, so UTF-8 text still reverses by character.
+        let mut n = prefix_for_room(input, room);
+        while n < input.len() && n > 1 && is_continuation(input[n]) {
+            n -= 1;
+        }
+        reverse_into(&input[..n], out);
+        Fed::all(n)
     }
+}
+
+/// True for the second and later bytes of a UTF-8 sequence.
+fn is_continuation(byte: u8) -> bool {
+    byte & 0b1100_0000 == 0b1000_0000
 }
 
 /// Line-framed reverse: each line is reversed and keeps its terminator (`\n`
@@ -79,13 +91,17 @@ impl ReverseLines {
         out.extend_from_slice(terminator);
     }
 
-    fn too_long(&mut self, out: &mut Vec<u8>) -> Next {
+    /// Answers a line over the bound and closes; the whole input is taken.
+    fn too_long(&mut self, consumed: usize, out: &mut Vec<u8>) -> Fed {
         self.closed = true;
         self.partial = Vec::new();
         out.extend_from_slice(
             format!("error: line longer than {} bytes\n", self.max_line).as_bytes(),
         );
-        Next::Close
+        Fed {
+            consumed,
+            next: Next::Close,
+        }
     }
 
     /// Length of a line's body, terminator excluded, for the bound check.
@@ -95,13 +111,22 @@ impl ReverseLines {
 }
 
 impl StreamSession for ReverseLines {
-    fn on_bytes(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Next {
+    fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>, room: usize) -> Fed {
         if self.closed {
-            return Next::Close;
+            return Fed {
+                consumed: input.len(),
+                next: Next::Close,
+            };
         }
-        while let Some(pos) = input.iter().position(|&b| b == b'\n') {
-            let (line, rest) = input.split_at(pos + 1);
-            input = rest;
+        let start = out.len();
+        let mut rest = input;
+        while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
+            if out.len() - start >= room {
+                // Out of room: the remaining lines wait for the output to drain.
+                return Fed::all(input.len() - rest.len());
+            }
+            let (line, after) = rest.split_at(pos + 1);
+            rest = after;
             let total = self.partial.len() + line.len();
             let ends_with_cr = match line {
                 [.., b'\r', b'\n'] => true,
@@ -109,7 +134,7 @@ impl StreamSession for ReverseLines {
                 _ => false,
             };
             if Self::body_len(total, ends_with_cr) > self.max_line {
-                return self.too_long(out);
+                return self.too_long(input.len(), out);
             }
             if self.partial.is_empty() {
                 Self::reply_line(line, out);
@@ -122,17 +147,17 @@ impl StreamSession for ReverseLines {
             }
         }
         // A pending '\r' may still become part of "\r\n", so it does not count yet.
-        let pending = self.partial.len() + input.len();
-        let pending_body = pending - usize::from(input.last() == Some(&b'\r'));
+        let pending = self.partial.len() + rest.len();
+        let pending_body = pending - usize::from(rest.last() == Some(&b'\r'));
         if pending_body > self.max_line {
-            return self.too_long(out);
+            return self.too_long(input.len(), out);
         }
-        self.partial.extend_from_slice(input);
+        self.partial.extend_from_slice(rest);
         if self.partial.is_empty() && self.partial.capacity() > 4096 {
             // Idle sessions give back the memory a long line borrowed.
             self.partial = Vec::new();
         }
-        Next::Continue
+        Fed::all(input.len())
     }
 
     fn on_eof(&mut self, out: &mut Vec<u8>) {

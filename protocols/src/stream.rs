@@ -11,15 +11,69 @@ pub enum Next {
     Close,
 }
 
+/// What a bounded feed ([`StreamSession::on_input`]) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fed {
+    /// How many bytes from the front of the input the session took. The
+    /// transport keeps the rest and offers it again later.
+    pub consumed: usize,
+    /// Keep reading, or close once the output is sent.
+    pub next: Next,
+}
+
+impl Fed {
+    /// All of `n` bytes taken, keep reading.
+    pub fn all(n: usize) -> Self {
+        Self {
+            consumed: n,
+            next: Next::Continue,
+        }
+    }
+}
+
 /// One conversation on a byte stream.
 ///
-/// The transport calls [`on_bytes`](Self::on_bytes) with each chunk in the order
-/// it arrived (chunk boundaries carry no meaning unless the protocol gives them
-/// one, as the chapter's `reverse` does) and sends whatever the session appended
-/// to `out`.
+/// The transport offers input with [`on_input`](Self::on_input) in the order
+/// it arrived, together with how much more output it is willing to hold
+/// (`room`). The session takes a prefix of the input, appends its replies to
+/// `out`, and stops taking input once it has appended `room` bytes or more:
+/// a reply is never cut, so one message's reply may pass `room`, but no
+/// second message is answered after that. This is what keeps a server's
+/// memory bounded whatever the protocol's reply-to-request ratio (a 2-byte
+/// request with a 400-byte answer cannot make a 16 KiB receive into 3 MB of
+/// output). Chunk boundaries carry no meaning unless the protocol gives them
+/// one, as the chapter's `reverse` does.
 pub trait StreamSession: Send {
-    /// Consumes `input`, appending any reply bytes to `out`.
-    fn on_bytes(&mut self, input: &[u8], out: &mut Vec<u8>) -> Next;
+    /// Takes a prefix of `input`, appending its replies to `out`, and stops
+    /// once it has appended at least `room` bytes (finishing the message it
+    /// is on). With `room > 0` it takes at least one byte, unless it has
+    /// output still to produce ([`has_more_output`](Self::has_more_output)):
+    /// a session writing a long body takes no new request until the body is
+    /// written.
+    fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>, room: usize) -> Fed;
+
+    /// Consumes all of `input`, appending every reply (long bodies included,
+    /// written whole) to `out`. For in-memory use, tests and verifiers: a
+    /// transport uses [`on_input`](Self::on_input), which keeps output bounded.
+    fn on_bytes(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Next {
+        loop {
+            let fed = self.on_input(input, out, usize::MAX);
+            input = &input[fed.consumed.min(input.len())..];
+            if fed.next == Next::Close {
+                return Next::Close;
+            }
+            let mut produced = false;
+            while self.has_more_output() {
+                produced = true;
+                if self.on_drained(out) == Next::Close {
+                    return Next::Close;
+                }
+            }
+            if input.is_empty() || (fed.consumed == 0 && !produced) {
+                return Next::Continue;
+            }
+        }
+    }
 
     /// The peer finished sending (half-close); the last chance to reply.
     fn on_eof(&mut self, _out: &mut Vec<u8>) {}
@@ -50,4 +104,11 @@ pub trait StreamSession: Send {
     fn on_drained(&mut self, _out: &mut Vec<u8>) -> Next {
         Next::Continue
     }
+}
+
+/// How much of `input` a session whose output is never longer than its
+/// input may take with `room` bytes of output left: at most `room`, at
+/// least one byte.
+pub fn prefix_for_room(input: &[u8], room: usize) -> usize {
+    input.len().min(room.max(1))
 }

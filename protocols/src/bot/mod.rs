@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 pub use script::{Kind, Outcome, Script, ScriptError};
 
 use crate::datagram::SessionStats;
-use crate::{DatagramHandler, Next, Replies, StreamSession};
+use crate::{DatagramHandler, Fed, Next, Replies, StreamSession};
 
 /// Settings shared by every bot session of a service.
 #[derive(Debug, Clone)]
@@ -286,30 +286,39 @@ impl StreamSession for BotStream {
         self.flush_text(out);
     }
 
-    fn on_bytes(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Next {
+    fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>, room: usize) -> Fed {
         let max = self.config.max_line;
-        while !input.is_empty() {
-            let Some(pos) = input.iter().position(|&b| b == b'\n') else {
-                if self.partial.len() + input.len() > max {
-                    out.extend_from_slice(
-                        format!("error: line longer than {max} bytes; goodbye\n").as_bytes(),
-                    );
-                    return Next::Close;
+        let start = out.len();
+        let mut rest = input;
+        let close = |out: &mut Vec<u8>| {
+            out.extend_from_slice(
+                format!("error: line longer than {max} bytes; goodbye\n").as_bytes(),
+            );
+            Fed {
+                consumed: input.len(),
+                next: Next::Close,
+            }
+        };
+        while !rest.is_empty() {
+            if out.len() - start >= room {
+                // Out of room: the next questions wait for the output to drain.
+                return Fed::all(input.len() - rest.len());
+            }
+            let Some(pos) = rest.iter().position(|&b| b == b'\n') else {
+                if self.partial.len() + rest.len() > max {
+                    return close(out);
                 }
-                self.partial.extend_from_slice(input);
+                self.partial.extend_from_slice(rest);
                 break;
             };
-            let (head, rest) = input.split_at(pos + 1);
-            input = rest;
+            let (head, after) = rest.split_at(pos + 1);
+            rest = after;
             self.partial.extend_from_slice(&head[..head.len() - 1]);
             if self.partial.last() == Some(&b'\r') {
                 self.partial.pop();
             }
             if self.partial.len() > max {
-                out.extend_from_slice(
-                    format!("error: line longer than {max} bytes; goodbye\n").as_bytes(),
-                );
-                return Next::Close;
+                return close(out);
             }
             let message = std::mem::take(&mut self.partial);
             let next = match message_text(&message) {
@@ -323,10 +332,13 @@ impl StreamSession for BotStream {
             self.partial.clear();
             self.flush_text(out);
             if next == Next::Close {
-                return Next::Close;
+                return Fed {
+                    consumed: input.len(),
+                    next: Next::Close,
+                };
             }
         }
-        Next::Continue
+        Fed::all(input.len())
     }
 
     fn wants_ticks(&self) -> bool {

@@ -14,7 +14,7 @@ pub mod response;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::{Next, StreamSession};
+use crate::{Fed, Next, StreamSession};
 
 /// Where `/metrics` gets its text; filled in once the server knows its counters.
 pub type MetricsSource = Arc<OnceLock<Box<dyn Fn() -> String + Send + Sync>>>;
@@ -64,8 +64,6 @@ pub const PAGE: &str = "<!doctype html>\n<html><head><title>ringcore</title></he
 const STEP: usize = 256 * 1024;
 /// Largest chunk of a chunked body.
 const CHUNK: usize = 64 * 1024;
-/// Unparsed (pipelined) input held while a long body is being written.
-const MAX_BUFFERED: usize = 1 << 20;
 
 /// The body byte at `offset`.
 pub fn body_byte(offset: u64) -> u8 {
@@ -95,6 +93,21 @@ pub struct HttpSession {
     head_started: Option<Instant>,
 }
 
+/// The outcome of parsing one request head.
+enum Head {
+    /// A whole head: the request, and how many bytes of the new input it used.
+    Complete(Request, usize),
+    /// Not all of it has arrived yet.
+    Partial,
+    /// It can never be answered: the status and why.
+    Failed(u16, String),
+}
+
+/// True when `bytes` holds an empty line (the end of a head).
+fn has_blank_line(bytes: &[u8]) -> bool {
+    bytes.windows(2).any(|w| w == b"\n\n" || w == b"\n\r")
+}
+
 /// What a parsed request asks for, owned (the parser borrows the input).
 struct Request {
     method: String,
@@ -116,47 +129,95 @@ impl HttpSession {
         }
     }
 
-    /// Answers every complete request in the input, in order, until one
-    /// needs a long body written first.
-    fn process(&mut self, out: &mut Vec<u8>) -> Next {
+    /// Answers the complete requests at the front of `input`, in order,
+    /// until `room` bytes of output are written, a long body must be
+    /// written first, or the connection must close. The scan is linear:
+    /// complete heads are parsed where they lie in `input`; only a head cut
+    /// by the end of `input` is copied, and it is bounded by `max_header`.
+    fn answer_requests(&mut self, input: &[u8], out: &mut Vec<u8>, room: usize) -> Fed {
+        let start = out.len();
+        let mut consumed = 0;
         loop {
             if self.closed {
-                return Next::Close;
+                // After a final response, whatever follows is not read.
+                return Fed {
+                    consumed: input.len(),
+                    next: Next::Close,
+                };
             }
-            if self.body.is_some() {
-                self.write_body(out);
-                if self.body.is_some() {
-                    return Next::Continue; // the rest as the connection drains
-                }
-                if self.close_after {
-                    self.closed = true;
-                    return Next::Close;
-                }
+            let rest = &input[consumed..];
+            if self.body.is_some() || rest.is_empty() || out.len() - start >= room {
+                return Fed::all(consumed);
             }
-            if self.input.is_empty() {
-                return Next::Continue;
-            }
-            let mut headers = [httparse::EMPTY_HEADER; 64];
-            let mut parsed = httparse::Request::new(&mut headers);
-            let (request, used) = match parsed.parse(&self.input) {
-                Ok(httparse::Status::Partial) => {
-                    if self.input.len() > self.config.max_header {
-                        return self.fail(431, "request head too large", out);
-                    }
-                    return Next::Continue;
-                }
-                Ok(httparse::Status::Complete(used)) if used > self.config.max_header => {
-                    return self.fail(431, "request head too large", out);
-                }
-                Ok(httparse::Status::Complete(used)) => (request_of(&parsed), used),
-                Err(httparse::Error::TooManyHeaders) => {
-                    return self.fail(431, "too many headers", out)
-                }
-                Err(e) => return self.fail(400, &format!("malformed request: {e}"), out),
+            let parsed = if self.input.is_empty() {
+                self.parse_head(rest, 0)
+            } else {
+                // A head began in an earlier input: complete it from this one,
+                // taking no more than the head limit allows.
+                let before = self.input.len();
+                let take = rest
+                    .len()
+                    .min(self.config.max_header + 1 - before.min(self.config.max_header));
+                let mut buffered = std::mem::take(&mut self.input);
+                buffered.extend_from_slice(&rest[..take]);
+                let parsed = self.parse_head(&buffered, before);
+                self.input = buffered;
+                parsed
             };
-            self.input.drain(..used);
-            self.head_started = None;
-            self.answer(request, out);
+            match parsed {
+                Head::Complete(request, used) => {
+                    consumed += used;
+                    self.input.clear();
+                    self.head_started = None;
+                    self.answer(request, out);
+                }
+                Head::Partial => {
+                    let held = if self.input.is_empty() {
+                        rest.len()
+                    } else {
+                        self.input.len()
+                    };
+                    if held > self.config.max_header {
+                        self.fail(431, "request head too large", out);
+                        continue;
+                    }
+                    if self.input.is_empty() {
+                        self.input.extend_from_slice(rest);
+                    }
+                    return Fed::all(input.len());
+                }
+                Head::Failed(status, message) => {
+                    self.fail(status, &message, out);
+                }
+            }
+        }
+    }
+
+    /// Parses one head from `bytes`, of which the first `buffered` were
+    /// taken from earlier inputs; a complete head's length is given in
+    /// bytes of the new input.
+    fn parse_head(&self, bytes: &[u8], buffered: usize) -> Head {
+        // A head ends with an empty line. A head's first bytes are parsed at
+        // once (garbage is refused early); after that, until the empty line
+        // has arrived, there is nothing new to learn, which keeps a head
+        // trickling in byte by byte from being parsed over and over.
+        let from = buffered.saturating_sub(3);
+        if buffered > 0 && !has_blank_line(&bytes[from..]) && bytes.len() <= self.config.max_header
+        {
+            return Head::Partial;
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut parsed = httparse::Request::new(&mut headers);
+        match parsed.parse(bytes) {
+            Ok(httparse::Status::Partial) => Head::Partial,
+            Ok(httparse::Status::Complete(used)) if used > self.config.max_header => {
+                Head::Failed(431, "request head too large".into())
+            }
+            Ok(httparse::Status::Complete(used)) => {
+                Head::Complete(request_of(&parsed), used - buffered)
+            }
+            Err(httparse::Error::TooManyHeaders) => Head::Failed(431, "too many headers".into()),
+            Err(e) => Head::Failed(400, format!("malformed request: {e}")),
         }
     }
 
@@ -372,16 +433,15 @@ fn reason(status: u16) -> &'static str {
 }
 
 impl StreamSession for HttpSession {
-    fn on_bytes(&mut self, input: &[u8], out: &mut Vec<u8>) -> Next {
+    fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>, room: usize) -> Fed {
+        let fed = self.answer_requests(input, out, room);
         if self.closed {
-            return Next::Close;
+            return Fed {
+                consumed: input.len(),
+                next: Next::Close,
+            };
         }
-        self.input.extend_from_slice(input);
-        if self.input.len() > MAX_BUFFERED {
-            // More pipelined requests than we hold while a body is written.
-            return self.fail(431, "too many pipelined requests waiting", out);
-        }
-        self.process(out)
+        fed
     }
 
     fn wants_ticks(&self) -> bool {
@@ -415,7 +475,15 @@ impl StreamSession for HttpSession {
     }
 
     fn on_drained(&mut self, out: &mut Vec<u8>) -> Next {
-        self.process(out)
+        self.write_body(out);
+        if self.body.is_none() && self.close_after {
+            self.closed = true;
+        }
+        if self.closed {
+            Next::Close
+        } else {
+            Next::Continue
+        }
     }
 }
 

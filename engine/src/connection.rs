@@ -1,0 +1,540 @@
+//! One TCP connection's life, without sockets (sans-IO, in the style of
+//! quinn-proto's `Connection`).
+//!
+//! A [`Connection`] owns the protocol session, the input received but not
+//! yet taken by it, the output not yet sent, and every deadline. A driver
+//! (the io_uring worker, the epoll worker) tells it what happened (bytes
+//! received, end of stream, an error, bytes sent, a deadline reached,
+//! shutdown) and asks it what to do next with [`Connection::poll_action`]
+//! until it answers `None`, and when to wake it with
+//! [`Connection::next_deadline`]. Every per-connection bound lives here
+//! once, whatever the I/O interface:
+//!
+//! - output: once unsent output reaches the limit the session is offered no
+//!   more input (what was received stays queued here) and the receive is
+//!   stopped until the output drains to half the limit; sessions stop
+//!   answering once their share of room is used, so no reply-to-request
+//!   ratio can multiply the bound;
+//! - send timeout: a peer that accepts no byte of pending output for that
+//!   long loses its connection;
+//! - every ending (protocol close, end of stream, error, timeout) reaches
+//!   [`Action::Close`] once no kernel operation refers to the connection.
+
+use std::time::{Duration, Instant};
+
+use protocols::{Next, StreamSession};
+
+use crate::stats::WorkerStats;
+
+/// How often a time-keeping session gets a tick.
+pub const TICK: Duration = Duration::from_millis(100);
+/// Output buffers above this capacity are released once empty, so a
+/// connection that once moved a lot of data does not keep the memory idle.
+const KEEP_CAPACITY: usize = 16 * 1024;
+
+/// The bounds every connection of a worker is held to.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Unsent output at which the session is offered no more input.
+    pub output_limit: usize,
+    /// A peer that accepts none of our pending output for this long is cut off.
+    pub send_timeout: Duration,
+    /// How long, after our FIN, to wait for the peer to close.
+    pub linger: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            output_limit: 1024 * 1024,
+            send_timeout: Duration::from_secs(60),
+            linger: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What a driver is asked to do; see [`Connection::poll_action`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Send [`Connection::send_buf`]; report with `on_sent` or `on_send_error`
+    /// (or `on_send_blocked` when the socket is full).
+    Send,
+    /// Start receiving (arm the multishot receive, or read while readable).
+    StartReceiving,
+    /// Stop receiving; report with `on_recv_ended` once it has stopped.
+    StopReceiving,
+    /// Cancel the send in flight; its completion still reports.
+    CancelSend,
+    /// Shut down our sending side (FIN): every reply has been sent.
+    ShutdownWrite,
+    /// Close the socket and forget the connection; nothing refers to it.
+    Close,
+}
+
+/// Where the receive stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recv {
+    Idle,
+    Active,
+    Stopping,
+}
+
+/// Whether the session is still fed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// Input is offered to the session.
+    Open,
+    /// The session is fed nothing more: it closed, the peer finished, or
+    /// shutdown's budget is spent. Its output is still sent.
+    Done,
+}
+
+/// The context a connection's events are handled in: the limits, the
+/// worker's counters and the time.
+#[derive(Clone, Copy)]
+pub struct Env<'a> {
+    /// The bounds.
+    pub limits: &'a Limits,
+    /// Counters only this worker writes.
+    pub stats: &'a WorkerStats,
+    /// When the event happened.
+    pub now: Instant,
+}
+
+/// A TCP connection's state; see the module docs.
+pub struct Connection {
+    session: Box<dyn StreamSession>,
+    /// Reply bytes not yet handed to the driver.
+    pending: Vec<u8>,
+    /// Bytes of the send in flight (or the rest of a short send).
+    sending: Vec<u8>,
+    /// How much of `sending` the kernel has taken.
+    sent: usize,
+    /// Input received but not yet taken by the session, from `held_from`.
+    held: Vec<u8>,
+    held_from: usize,
+    recv: Recv,
+    reading: Reading,
+    send_in_flight: bool,
+    /// The last send found the socket full (readiness drivers only).
+    send_blocked: bool,
+    cancel_requested: bool,
+    /// The peer's end of stream arrived (maybe not yet given to the session).
+    peer_closed: bool,
+    eof_delivered: bool,
+    /// Our FIN is sent; input is read and discarded until the peer closes.
+    fin_sent: bool,
+    /// An error or a timeout ended the connection: close once quiescent.
+    failed: bool,
+    closed: bool,
+    /// At shutdown: how much more input to answer (what the kernel had
+    /// queued when shutdown began).
+    drain_budget: Option<usize>,
+    /// Counted a backpressure pause for the current stop.
+    paused: bool,
+    ticks: bool,
+    last_active: Instant,
+    next_tick: Option<Instant>,
+    /// Since when pending output has waited for the peer without progress.
+    send_waiting_since: Option<Instant>,
+    linger_until: Option<Instant>,
+}
+
+impl Connection {
+    /// A freshly accepted connection speaking through `session`; a protocol
+    /// that speaks first (a greeting) does it now.
+    pub fn new(mut session: Box<dyn StreamSession>, now: Instant) -> Self {
+        let mut pending = Vec::new();
+        session.on_open(&mut pending);
+        let ticks = session.wants_ticks();
+        Self {
+            session,
+            pending,
+            sending: Vec::new(),
+            sent: 0,
+            held: Vec::new(),
+            held_from: 0,
+            recv: Recv::Idle,
+            reading: Reading::Open,
+            send_in_flight: false,
+            send_blocked: false,
+            cancel_requested: false,
+            peer_closed: false,
+            eof_delivered: false,
+            fin_sent: false,
+            failed: false,
+            closed: false,
+            drain_budget: None,
+            paused: false,
+            ticks,
+            last_active: now,
+            next_tick: ticks.then(|| now + TICK),
+            send_waiting_since: None,
+            linger_until: None,
+        }
+    }
+
+    // ----- events -----
+
+    /// Bytes arrived from the peer.
+    pub fn on_received(&mut self, data: &[u8], env: &Env) {
+        self.last_active = env.now;
+        if self.reading == Reading::Done || self.failed || self.fin_sent {
+            env.stats.bytes_discarded.add(data.len() as u64);
+            return;
+        }
+        let data = match &mut self.drain_budget {
+            Some(budget) => {
+                let take = data.len().min(*budget);
+                *budget -= take;
+                env.stats.bytes_discarded.add((data.len() - take) as u64);
+                &data[..take]
+            }
+            None => data,
+        };
+        env.stats.bytes_in.add(data.len() as u64);
+        env.stats.messages_in.inc();
+        if self.held_len() == 0 {
+            // The usual case: the session takes the bytes where they lie.
+            let taken = self.offer(data, env);
+            self.held.extend_from_slice(&data[taken..]);
+            self.held_from = 0;
+        } else {
+            self.held.extend_from_slice(data);
+        }
+    }
+
+    /// The peer closed its sending side.
+    pub fn on_eof(&mut self) {
+        self.peer_closed = true;
+    }
+
+    /// The receive failed: the connection is over.
+    pub fn on_recv_error(&mut self, env: &Env) {
+        self.fail(env);
+    }
+
+    /// The receive ended (cancelled, out of buffers, or the stream ended);
+    /// it may be started again.
+    pub fn on_recv_ended(&mut self) {
+        self.recv = Recv::Idle;
+    }
+
+    /// The kernel took `n` bytes of [`send_buf`](Self::send_buf).
+    pub fn on_sent(&mut self, n: usize, env: &Env) {
+        self.send_in_flight = false;
+        self.sent = (self.sent + n).min(self.sending.len());
+        env.stats.bytes_out.add(n as u64);
+        env.stats.messages_out.inc();
+        if n > 0 {
+            self.send_waiting_since = Some(env.now);
+        }
+    }
+
+    /// The socket was full: nothing was sent; wait for [`on_writable`](Self::on_writable).
+    pub fn on_send_blocked(&mut self) {
+        self.send_in_flight = false;
+        self.send_blocked = true;
+    }
+
+    /// The socket has room again (readiness drivers).
+    pub fn on_writable(&mut self) {
+        self.send_blocked = false;
+    }
+
+    /// The send failed (or was cancelled): the connection is over.
+    pub fn on_send_error(&mut self, env: &Env) {
+        self.send_in_flight = false;
+        self.fail(env);
+    }
+
+    /// A deadline may have passed: give ticks, end a stalled send or an
+    /// overlong linger.
+    pub fn on_deadline(&mut self, env: &Env) {
+        let now = env.now;
+        if self.failed {
+            return;
+        }
+        if let Some(since) = self.send_waiting_since {
+            if self.unsent() > 0 && now >= since + env.limits.send_timeout {
+                env.stats.send_timeouts.inc();
+                self.fail_quietly();
+                return;
+            }
+        }
+        if self.linger_until.is_some_and(|at| now >= at) {
+            // The peer never closed: close without waiting any longer.
+            self.fail_quietly();
+            return;
+        }
+        if let Some(at) = self.next_tick {
+            if now >= at {
+                self.next_tick = Some(now + TICK);
+                self.tick(env);
+            }
+        }
+    }
+
+    /// Shutdown began: answer what the kernel had already queued for us
+    /// (`queued` bytes), then finish.
+    pub fn on_shutdown(&mut self, queued: usize) {
+        if self.reading == Reading::Open && self.drain_budget.is_none() {
+            self.drain_budget = Some(queued);
+        }
+    }
+
+    // ----- answers -----
+
+    /// What the driver should do next; call until it answers `None`.
+    pub fn poll_action(&mut self, env: &Env) -> Option<Action> {
+        if self.closed {
+            return None;
+        }
+        if self.failed {
+            if self.send_in_flight && !self.cancel_requested {
+                self.cancel_requested = true;
+                return Some(Action::CancelSend);
+            }
+            if self.recv == Recv::Active {
+                self.recv = Recv::Stopping;
+                return Some(Action::StopReceiving);
+            }
+            return self.close_if_quiescent();
+        }
+        self.advance(env);
+        if !self.send_in_flight && !self.send_blocked && self.next_send() {
+            self.send_in_flight = true;
+            self.send_waiting_since.get_or_insert(env.now);
+            return Some(Action::Send);
+        }
+        if self.unsent() == 0 {
+            self.send_waiting_since = None;
+        }
+        if self.all_answered() && !self.fin_sent {
+            self.fin_sent = true;
+            if self.peer_closed {
+                return self.close_if_quiescent();
+            }
+            self.linger_until = Some(env.now + env.limits.linger);
+            return Some(Action::ShutdownWrite);
+        }
+        if self.fin_sent && self.peer_closed {
+            return self.close_if_quiescent();
+        }
+        let limit = env.limits.output_limit;
+        match self.recv {
+            Recv::Active if !self.wants_input(limit) => {
+                if self.reading == Reading::Open && !self.peer_closed && !self.paused {
+                    self.paused = true;
+                    env.stats.backpressure_pauses.inc();
+                }
+                self.recv = Recv::Stopping;
+                Some(Action::StopReceiving)
+            }
+            Recv::Idle if self.wants_input(limit / 2) => {
+                self.paused = false;
+                self.recv = Recv::Active;
+                Some(Action::StartReceiving)
+            }
+            _ => None,
+        }
+    }
+
+    /// The bytes to send for [`Action::Send`]; unchanged until the send
+    /// reports back.
+    pub fn send_buf(&self) -> &[u8] {
+        &self.sending[self.sent..]
+    }
+
+    /// When [`on_deadline`](Self::on_deadline) should next be called.
+    pub fn next_deadline(&self, limits: &Limits) -> Option<Instant> {
+        if self.failed || self.closed {
+            return None;
+        }
+        let stall = self
+            .send_waiting_since
+            .filter(|_| self.unsent() > 0)
+            .map(|since| since + limits.send_timeout);
+        let tick = self.next_tick.filter(|_| self.reading == Reading::Open);
+        [stall, self.linger_until, tick].into_iter().flatten().min()
+    }
+
+    /// Reply bytes produced but not yet taken by the kernel.
+    pub fn unsent(&self) -> usize {
+        self.pending.len() + self.sending.len() - self.sent
+    }
+
+    /// Input received but not yet taken by the session.
+    pub fn held_len(&self) -> usize {
+        self.held.len() - self.held_from
+    }
+
+    /// True once the driver was told to close.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// True when the session keeps time (the driver counts these).
+    pub fn keeps_time(&self) -> bool {
+        self.ticks
+    }
+
+    // ----- inside -----
+
+    /// Offers `input` to the session while output stays under the limit;
+    /// returns how much it took.
+    fn offer(&mut self, input: &[u8], env: &Env) -> usize {
+        let limit = env.limits.output_limit;
+        let mut taken = 0;
+        while taken < input.len() && self.reading == Reading::Open {
+            let unsent = self.unsent();
+            if unsent >= limit || self.session.has_more_output() {
+                break;
+            }
+            let fed = self
+                .session
+                .on_input(&input[taken..], &mut self.pending, limit - unsent);
+            taken += fed.consumed.min(input.len() - taken);
+            if fed.next == Next::Close {
+                self.reading = Reading::Done;
+                return input.len();
+            }
+            if fed.consumed == 0 {
+                break;
+            }
+        }
+        taken
+    }
+
+    /// Moves everything that can move without I/O: long bodies refilled,
+    /// held input offered, the end of stream and of shutdown's budget.
+    fn advance(&mut self, env: &Env) {
+        let limit = env.limits.output_limit;
+        if self.unsent() <= limit / 2
+            && self.session.has_more_output()
+            && self.session.on_drained(&mut self.pending) == Next::Close
+        {
+            self.reading = Reading::Done;
+        }
+        if self.held_len() > 0 {
+            let held = std::mem::take(&mut self.held);
+            let taken = self.offer(&held[self.held_from..], env);
+            self.held = held;
+            self.held_from += taken;
+            if self.reading == Reading::Done {
+                env.stats.bytes_discarded.add(self.held_len() as u64);
+                self.held_from = self.held.len();
+            }
+            if self.held_len() == 0 {
+                self.held = Vec::new();
+                self.held_from = 0;
+            } else if self.held_from > self.held.len() / 2 {
+                self.held.drain(..self.held_from);
+                self.held_from = 0;
+            }
+        }
+        let input_spent = self.held_len() == 0 && !self.session.has_more_output();
+        if self.reading == Reading::Open && input_spent {
+            if self.peer_closed && !self.eof_delivered {
+                self.eof_delivered = true;
+                self.session.on_eof(&mut self.pending);
+                self.reading = Reading::Done;
+            } else if self.drain_budget == Some(0) {
+                self.reading = Reading::Done;
+            }
+        }
+        if self.reading == Reading::Open
+            && self.held_len() > 0
+            && self.unsent() == 0
+            && !self.send_in_flight
+            && !self.session.has_more_output()
+        {
+            // The session refuses input with nothing left to write: it can
+            // never move again, so end the connection rather than hang.
+            tracing::debug!("a session took no input with room to spare; closing");
+            self.fail(env);
+        }
+    }
+
+    fn wants_input(&self, output_at_most: usize) -> bool {
+        if self.failed || self.peer_closed {
+            return false;
+        }
+        if self.fin_sent {
+            return true; // discard until the peer closes
+        }
+        self.reading == Reading::Open
+            && self.held_len() == 0
+            && self.drain_budget != Some(0)
+            && self.unsent() <= output_at_most
+    }
+
+    /// True once every reply the connection will ever make has been sent.
+    fn all_answered(&self) -> bool {
+        self.reading == Reading::Done
+            && self.unsent() == 0
+            && !self.send_in_flight
+            && !self.session.has_more_output()
+    }
+
+    /// Moves queued output into `sending` when the last send is done;
+    /// true when there is something to send.
+    fn next_send(&mut self) -> bool {
+        if self.sent == self.sending.len() {
+            self.sending.clear();
+            self.sent = 0;
+            std::mem::swap(&mut self.pending, &mut self.sending);
+        }
+        if self.sending.is_empty() {
+            self.release_idle_memory();
+            return false;
+        }
+        true
+    }
+
+    fn tick(&mut self, env: &Env) {
+        if self.reading == Reading::Done {
+            return;
+        }
+        let silent_for = env.now.duration_since(self.last_active);
+        if self.session.on_tick(env.now, silent_for, &mut self.pending) == Next::Close {
+            self.reading = Reading::Done;
+            env.stats.idle_timeouts.inc();
+        }
+    }
+
+    fn close_if_quiescent(&mut self) -> Option<Action> {
+        if self.recv == Recv::Idle && !self.send_in_flight {
+            self.closed = true;
+            Some(Action::Close)
+        } else {
+            None
+        }
+    }
+
+    fn fail(&mut self, env: &Env) {
+        if !self.failed {
+            env.stats.connection_errors.inc();
+        }
+        self.fail_quietly();
+    }
+
+    fn fail_quietly(&mut self) {
+        self.failed = true;
+        self.pending = Vec::new();
+        self.held = Vec::new();
+        self.held_from = 0;
+    }
+
+    fn release_idle_memory(&mut self) {
+        if self.pending.is_empty() && self.pending.capacity() > KEEP_CAPACITY {
+            self.pending = Vec::new();
+        }
+        if self.sending.is_empty() && self.sending.capacity() > KEEP_CAPACITY {
+            self.sending = Vec::new();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

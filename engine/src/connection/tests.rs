@@ -1,0 +1,329 @@
+//! The connection core in memory: a scripted driver plays the kernel and
+//! the peer, so every bound is checked without a socket.
+
+use std::sync::Arc;
+
+use protocols::bot::{BotConfig, BotStream, Script};
+use protocols::echo::EchoStream;
+use protocols::http::{HttpConfig, HttpSession};
+use protocols::reverse::ReverseLines;
+use protocols::{Fed, StreamSession};
+
+use super::*;
+
+/// A driver that does what it is told at once, like a readiness driver
+/// whose socket takes nothing until `accept` is called.
+struct Sim {
+    conn: Connection,
+    limits: Limits,
+    stats: WorkerStats,
+    now: Instant,
+    receiving: bool,
+    /// The send the kernel holds, if any.
+    in_flight: Option<Vec<u8>>,
+    /// What the peer has read.
+    delivered: Vec<u8>,
+    actions: Vec<Action>,
+}
+
+impl Sim {
+    fn new(session: Box<dyn StreamSession>, limits: Limits) -> Self {
+        let now = Instant::now();
+        let mut sim = Self {
+            conn: Connection::new(session, now),
+            limits,
+            stats: WorkerStats::default(),
+            now,
+            receiving: false,
+            in_flight: None,
+            delivered: Vec::new(),
+            actions: Vec::new(),
+        };
+        sim.poll();
+        sim
+    }
+
+    /// Runs `event` on the connection, then carries out what it asks for.
+    fn event(&mut self, event: impl FnOnce(&mut Connection, &Env)) {
+        let env = Env {
+            limits: &self.limits,
+            stats: &self.stats,
+            now: self.now,
+        };
+        event(&mut self.conn, &env);
+        self.poll();
+    }
+
+    /// Carries out every action the connection asks for.
+    fn poll(&mut self) {
+        for _ in 0..1000 {
+            let env = Env {
+                limits: &self.limits,
+                stats: &self.stats,
+                now: self.now,
+            };
+            let Some(action) = self.conn.poll_action(&env) else {
+                return;
+            };
+            self.actions.push(action);
+            match action {
+                Action::Send => {
+                    assert!(self.in_flight.is_none(), "one send at a time");
+                    self.in_flight = Some(self.conn.send_buf().to_vec());
+                }
+                Action::StartReceiving => self.receiving = true,
+                Action::StopReceiving => {
+                    self.receiving = false;
+                    self.conn.on_recv_ended();
+                }
+                Action::CancelSend => {
+                    self.in_flight = None;
+                    self.conn.on_send_error(&env);
+                }
+                Action::ShutdownWrite | Action::Close => {}
+            }
+        }
+        panic!("the connection never settles");
+    }
+
+    /// The peer sends `data`; only taken while receiving, as a kernel would.
+    fn peer_sends(&mut self, data: &[u8]) -> bool {
+        if !self.receiving {
+            return false;
+        }
+        self.event(|c, env| c.on_received(data, env));
+        true
+    }
+
+    /// The peer reads everything in flight.
+    fn peer_reads(&mut self) {
+        while let Some(bytes) = self.in_flight.take() {
+            self.delivered.extend_from_slice(&bytes);
+            self.event(|c, env| c.on_sent(bytes.len(), env));
+        }
+    }
+
+    fn peer_closes(&mut self) {
+        self.conn.on_eof();
+        self.conn.on_recv_ended();
+        self.receiving = false;
+        self.poll();
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        self.event(|c, env| c.on_deadline(env));
+    }
+
+    fn closed(&self) -> bool {
+        self.actions.last() == Some(&Action::Close)
+    }
+}
+
+fn bot_config() -> BotConfig {
+    BotConfig::with_script(Arc::new(Script::default_script()))
+}
+
+fn bot() -> Box<dyn StreamSession> {
+    Box::new(BotStream::new(Arc::new(bot_config()), 1))
+}
+
+fn limits(output_limit: usize) -> Limits {
+    Limits {
+        output_limit,
+        ..Limits::default()
+    }
+}
+
+#[test]
+fn echo_answers_then_closes_after_the_peer() {
+    let mut sim = Sim::new(Box::new(EchoStream), Limits::default());
+    assert_eq!(sim.actions, vec![Action::StartReceiving]);
+    assert!(sim.peer_sends(b"hello"));
+    assert_eq!(sim.in_flight.as_deref(), Some(&b"hello"[..]));
+    sim.peer_reads();
+    sim.peer_closes();
+    assert_eq!(sim.delivered, b"hello");
+    assert!(sim.closed());
+    assert_eq!(sim.stats.bytes_in.get(), 5);
+    assert_eq!(sim.stats.bytes_out.get(), 5);
+}
+
+#[test]
+fn amplifying_input_never_read_stays_within_the_output_limit() {
+    // `?` gets the bot's help text, hundreds of bytes for two: a peer that
+    // never reads must not turn its input into unbounded output.
+    let limit = 64 * 1024;
+    let mut sim = Sim::new(bot(), limits(limit));
+    let questions = b"?\n".repeat(8 * 1024);
+    let mut accepted = 0;
+    for _ in 0..100 {
+        if sim.peer_sends(&questions) {
+            accepted += 1;
+        }
+    }
+    assert!(accepted >= 1);
+    assert!(!sim.receiving, "reading stops while the output is full");
+    let reply = {
+        let mut one = bot();
+        let mut out = Vec::new();
+        one.on_bytes(b"?\n", &mut out);
+        out.len()
+    };
+    assert!(reply > 20, "the bot answers `?` with more than it was sent");
+    assert!(
+        sim.conn.unsent() <= limit + reply,
+        "unsent {} over the limit {limit} plus one reply {reply}",
+        sim.conn.unsent()
+    );
+    assert!(
+        sim.conn.held_len() <= questions.len(),
+        "held input is what arrived"
+    );
+    assert_eq!(sim.stats.backpressure_pauses.get(), 1);
+    // Once the peer reads, the held questions are answered in order.
+    for _ in 0..10_000 {
+        if sim.conn.held_len() == 0 {
+            break;
+        }
+        sim.peer_reads();
+    }
+    assert_eq!(sim.conn.held_len(), 0);
+    assert!(sim.receiving, "reading resumes once the output drains");
+}
+
+#[test]
+fn a_peer_that_accepts_nothing_is_cut_off_after_the_send_timeout() {
+    let limits = Limits {
+        send_timeout: Duration::from_secs(5),
+        ..Limits::default()
+    };
+    let mut sim = Sim::new(Box::new(EchoStream), limits);
+    sim.peer_sends(b"never read");
+    assert!(sim.in_flight.is_some());
+    let deadline = sim.conn.next_deadline(&sim.limits).expect("a send timeout");
+    assert_eq!(deadline, sim.now + Duration::from_secs(5));
+    sim.advance(Duration::from_secs(4));
+    assert!(!sim.closed());
+    sim.advance(Duration::from_secs(1));
+    assert!(sim.actions.contains(&Action::CancelSend));
+    assert!(sim.closed());
+    assert_eq!(sim.stats.send_timeouts.get(), 1);
+}
+
+#[test]
+fn progress_resets_the_send_timeout() {
+    let limits = Limits {
+        send_timeout: Duration::from_secs(5),
+        ..Limits::default()
+    };
+    let mut sim = Sim::new(Box::new(EchoStream), limits);
+    for _ in 0..5 {
+        sim.peer_sends(b"slow reader");
+        sim.advance(Duration::from_secs(4));
+        sim.peer_reads();
+    }
+    assert!(!sim.closed());
+    assert_eq!(sim.conn.next_deadline(&sim.limits), None, "nothing pending");
+}
+
+#[test]
+fn a_failed_session_always_finishes() {
+    // A line over the bound: an error line, our FIN, then the close once
+    // the peer closes, or the linger deadline if it never does.
+    let mut sim = Sim::new(Box::new(ReverseLines::new(8)), Limits::default());
+    sim.peer_sends(b"far too long a line\n");
+    sim.peer_reads();
+    assert!(sim.actions.contains(&Action::ShutdownWrite));
+    assert!(sim.delivered.starts_with(b"error"));
+    assert!(sim.receiving, "input is discarded until the peer closes");
+    assert!(sim.peer_sends(b"more"));
+    assert_eq!(sim.stats.bytes_discarded.get(), 4);
+    sim.advance(Limits::default().linger);
+    assert!(sim.closed(), "the linger deadline closes it");
+}
+
+#[test]
+fn pipelining_during_a_long_body_waits_and_is_answered_after_it() {
+    let limit = 1024 * 1024;
+    let mut sim = Sim::new(
+        Box::new(HttpSession::new(Arc::new(HttpConfig::default()))),
+        limits(limit),
+    );
+    sim.peer_sends(b"GET /bytes/4000000 HTTP/1.1\r\n\r\n");
+    let pipelined = b"GET / HTTP/1.1\r\n\r\n".repeat(100);
+    // Keep sending while the body is written: nothing may land inside it.
+    let mut sends = 0;
+    while sim.peer_sends(&pipelined) {
+        sends += 1;
+    }
+    assert_eq!(sends, 1, "held input stops the reading");
+    assert_eq!(sim.conn.held_len(), pipelined.len());
+    assert!(sim.conn.unsent() <= limit + 256 * 1024 + 512);
+    for _ in 0..100_000 {
+        if sim.conn.held_len() == 0 && sim.in_flight.is_none() {
+            break;
+        }
+        sim.peer_reads();
+    }
+    let text = &sim.delivered;
+    let head_end = text.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let body = &text[head_end..head_end + 4_000_000];
+    assert!(body.iter().all(u8::is_ascii_lowercase), "the body is whole");
+    let after = &text[head_end + 4_000_000..];
+    assert!(after.starts_with(b"HTTP/1.1 200 OK"));
+    assert_eq!(
+        after
+            .windows(15)
+            .filter(|w| w == b"HTTP/1.1 200 OK")
+            .count(),
+        100
+    );
+    assert!(!text.windows(3).any(|w| w == b"431"));
+}
+
+#[test]
+fn shutdown_answers_what_was_queued_then_finishes() {
+    let mut sim = Sim::new(Box::new(EchoStream), Limits::default());
+    sim.conn.on_shutdown(6);
+    sim.poll();
+    sim.peer_sends(b"abc");
+    sim.peer_sends(b"defghi");
+    sim.peer_reads();
+    assert_eq!(sim.delivered, b"abcdef");
+    assert!(sim.actions.contains(&Action::ShutdownWrite));
+    assert_eq!(sim.stats.bytes_discarded.get(), 3);
+}
+
+#[test]
+fn a_session_that_refuses_input_is_closed_not_left_hanging() {
+    struct Stubborn;
+    impl StreamSession for Stubborn {
+        fn on_input(&mut self, _input: &[u8], _out: &mut Vec<u8>, _room: usize) -> Fed {
+            Fed::all(0)
+        }
+    }
+    let mut sim = Sim::new(Box::new(Stubborn), Limits::default());
+    sim.peer_sends(b"x");
+    assert!(sim.closed());
+}
+
+#[test]
+fn ticks_come_from_the_deadline_and_end_idle_sessions() {
+    let mut config = bot_config();
+    config.idle = Duration::from_millis(300);
+    let mut sim = Sim::new(
+        Box::new(BotStream::new(Arc::new(config), 1)),
+        Limits::default(),
+    );
+    sim.peer_reads(); // the greeting
+    assert_eq!(sim.conn.next_deadline(&sim.limits), Some(sim.now + TICK));
+    for _ in 0..3 {
+        sim.advance(TICK);
+    }
+    sim.peer_reads();
+    assert_eq!(sim.stats.idle_timeouts.get(), 1);
+    assert!(sim.actions.contains(&Action::ShutdownWrite));
+    sim.peer_closes();
+    assert!(sim.closed());
+}
