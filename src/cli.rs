@@ -82,6 +82,11 @@ pub struct Cli {
     #[arg(long, default_value = "1M", value_parser = parse_size, value_name = "BYTES")]
     pub output_limit: u64,
 
+    /// A connection whose peer accepts none of its pending output for this
+    /// long is closed (as nginx's send_timeout); counted as send_timeouts.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    pub send_timeout: Duration,
+
     /// Most open TCP connections (default: what RLIMIT_NOFILE allows, up to 65536).
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
@@ -274,6 +279,7 @@ impl Cli {
             udp_buffers: self.udp_buffers,
             output_limit: usize::try_from(self.output_limit)
                 .context("--output-limit is too large")?,
+            send_timeout: self.send_timeout,
             max_connections,
             shutdown_deadline: self.shutdown_deadline,
             ..EngineConfig::default()

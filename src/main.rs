@@ -18,6 +18,7 @@ use cli::Cli;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_level);
+    fix_malloc_thresholds();
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -25,6 +26,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Output buffers of hundreds of KiB come and go with slow readers. glibc
+/// raises its mmap threshold each time such a buffer is freed, after which
+/// they come from the heap and stay resident once freed; a fixed threshold
+/// keeps them mmapped, so the server's memory follows the output it holds
+/// (what the README's bound promises) instead of its peak.
+fn fix_malloc_thresholds() {
+    // SAFETY: mallopt only changes allocator parameters; called before any
+    // other thread exists.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024) };
 }
 
 fn init_logging(level: &str) {

@@ -49,7 +49,10 @@ impl BufRing {
                 "buffer ring allocation failed",
             ));
         }
-        let memory_layout = Layout::from_size_align((usize::from(count) * size).max(1), 64)
+        // No stronger alignment than malloc's own: then alloc_zeroed is a
+        // calloc, whose fresh pages stay unresident until the kernel first
+        // writes a buffer (an over-aligned zeroed allocation is memset).
+        let memory_layout = Layout::from_size_align((usize::from(count) * size).max(1), 16)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         // SAFETY: the layout has a non-zero size and a valid alignment.
         let memory = unsafe { alloc_zeroed(memory_layout) };

@@ -31,6 +31,11 @@ pub const TICK: Duration = Duration::from_millis(100);
 /// Output buffers above this capacity are released once empty, so a
 /// connection that once moved a lot of data does not keep the memory idle.
 const KEEP_CAPACITY: usize = 16 * 1024;
+/// The most input one [`Action::StartReceiving`] may bring in before the
+/// connection decides again (a multishot receive ends after this many
+/// bytes). Input the session cannot take yet is held here, so this bounds
+/// what a connection holds beyond its output limit.
+pub const RECEIVE_WINDOW: usize = 32 * 1024;
 
 /// The bounds every connection of a worker is held to.
 #[derive(Debug, Clone, Copy)]
@@ -130,7 +135,7 @@ pub struct Connection {
     /// At shutdown: how much more input to answer (what the kernel had
     /// queued when shutdown began).
     drain_budget: Option<usize>,
-    /// Counted a backpressure pause for the current stop.
+    /// Reading is held back by the output (counted once per pause).
     paused: bool,
     ticks: bool,
     last_active: Instant,
@@ -197,10 +202,9 @@ impl Connection {
         if self.held_len() == 0 {
             // The usual case: the session takes the bytes where they lie.
             let taken = self.offer(data, env);
-            self.held.extend_from_slice(&data[taken..]);
-            self.held_from = 0;
+            self.hold(&data[taken..]);
         } else {
-            self.held.extend_from_slice(data);
+            self.hold(data);
         }
     }
 
@@ -321,18 +325,27 @@ impl Connection {
         if self.fin_sent && self.peer_closed {
             return self.close_if_quiescent();
         }
+        // Hysteresis: reading stops above the limit and resumes at half of it.
         let limit = env.limits.output_limit;
+        let wanted = match self.recv {
+            Recv::Active => self.wants_input(limit),
+            _ => self.wants_input(limit / 2),
+        };
+        let held_back = !wanted
+            && self.reading == Reading::Open
+            && !self.peer_closed
+            && !self.fin_sent
+            && self.drain_budget.is_none();
+        if held_back && !self.paused {
+            env.stats.backpressure_pauses.inc();
+        }
+        self.paused = held_back;
         match self.recv {
-            Recv::Active if !self.wants_input(limit) => {
-                if self.reading == Reading::Open && !self.peer_closed && !self.paused {
-                    self.paused = true;
-                    env.stats.backpressure_pauses.inc();
-                }
+            Recv::Active if !wanted => {
                 self.recv = Recv::Stopping;
                 Some(Action::StopReceiving)
             }
-            Recv::Idle if self.wants_input(limit / 2) => {
-                self.paused = false;
+            Recv::Idle if wanted => {
                 self.recv = Recv::Active;
                 Some(Action::StartReceiving)
             }
@@ -364,6 +377,19 @@ impl Connection {
         self.pending.len() + self.sending.len() - self.sent
     }
 
+    /// Memory held for output: what is queued, plus the whole buffer of a
+    /// send under way (the kernel may have taken part of it, but it stays
+    /// allocated until the send reports). The output bound counts this, so
+    /// it bounds memory, not just bytes owed.
+    pub fn output_held(&self) -> usize {
+        let in_flight = if self.sent < self.sending.len() {
+            self.sending.len()
+        } else {
+            0
+        };
+        self.pending.len() + in_flight
+    }
+
     /// Input received but not yet taken by the session.
     pub fn held_len(&self) -> usize {
         self.held.len() - self.held_from
@@ -381,19 +407,32 @@ impl Connection {
 
     // ----- inside -----
 
+    /// Keeps input the session could not take yet, with no slack capacity.
+    fn hold(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        if self.held_len() == 0 {
+            self.held = Vec::new();
+            self.held_from = 0;
+        }
+        self.held.reserve_exact(data.len());
+        self.held.extend_from_slice(data);
+    }
+
     /// Offers `input` to the session while output stays under the limit;
     /// returns how much it took.
     fn offer(&mut self, input: &[u8], env: &Env) -> usize {
         let limit = env.limits.output_limit;
         let mut taken = 0;
         while taken < input.len() && self.reading == Reading::Open {
-            let unsent = self.unsent();
-            if unsent >= limit || self.session.has_more_output() {
+            let held = self.output_held();
+            if held >= limit || self.session.has_more_output() {
                 break;
             }
             let fed = self
                 .session
-                .on_input(&input[taken..], &mut self.pending, limit - unsent);
+                .on_input(&input[taken..], &mut self.pending, limit - held);
             taken += fed.consumed.min(input.len() - taken);
             if fed.next == Next::Close {
                 self.reading = Reading::Done;
@@ -410,7 +449,7 @@ impl Connection {
     /// held input offered, the end of stream and of shutdown's budget.
     fn advance(&mut self, env: &Env) {
         let limit = env.limits.output_limit;
-        if self.unsent() <= limit / 2
+        if self.output_held() <= limit / 2
             && self.session.has_more_output()
             && self.session.on_drained(&mut self.pending) == Next::Close
         {
@@ -466,7 +505,7 @@ impl Connection {
         self.reading == Reading::Open
             && self.held_len() == 0
             && self.drain_budget != Some(0)
-            && self.unsent() <= output_at_most
+            && self.output_held() <= output_at_most
     }
 
     /// True once every reply the connection will ever make has been sent.
@@ -481,6 +520,11 @@ impl Connection {
     /// true when there is something to send.
     fn next_send(&mut self) -> bool {
         if self.sent == self.sending.len() {
+            // A large buffer is given back rather than reused: a connection
+            // holds about as much memory as it has output, never twice it.
+            if self.sending.capacity() > KEEP_CAPACITY {
+                self.sending = Vec::new();
+            }
             self.sending.clear();
             self.sent = 0;
             std::mem::swap(&mut self.pending, &mut self.sending);

@@ -185,6 +185,30 @@ impl Uring {
     }
 }
 
+/// Byte offset of `optlen` (shared with `file_index`) in an SQE: the
+/// kernel's ABI, `struct io_uring_sqe`.
+const SQE_OPTLEN_OFFSET: usize = 44;
+
+/// Caps a multishot receive (`opcode::RecvMulti`) at `total` bytes: the
+/// kernel ends it, without `IORING_CQE_F_MORE`, once that much has been
+/// received (Linux 6.16+; older kernels refuse it with EINVAL). The io-uring
+/// crate has no setter for this field (`sqe->optlen`), so it is written at
+/// its ABI offset.
+pub fn cap_multishot_recv(mut entry: squeue::Entry, total: u32) -> squeue::Entry {
+    const _: () = assert!(std::mem::size_of::<squeue::Entry>() == 64);
+    // SAFETY: `Entry` is `#[repr(C)]` around the kernel's 64-byte SQE (the
+    // size is asserted above), whose bytes 44..48 are the u32 `optlen`; the
+    // write stays inside the entry and an SQE has no invalid bit patterns.
+    unsafe {
+        (&mut entry as *mut squeue::Entry)
+            .cast::<u8>()
+            .add(SQE_OPTLEN_OFFSET)
+            .cast::<u32>()
+            .write_unaligned(total);
+    }
+    entry
+}
+
 impl Drop for Uring {
     fn drop(&mut self) {
         // SAFETY: each field is taken exactly once, here.
@@ -202,5 +226,82 @@ impl Drop for Uring {
             );
             std::mem::forget(bufs);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads the `optlen`/`file_index` word of an entry.
+    fn optlen(entry: &squeue::Entry) -> u32 {
+        // SAFETY: reads 4 bytes inside the 64-byte entry.
+        unsafe {
+            (entry as *const squeue::Entry)
+                .cast::<u8>()
+                .add(SQE_OPTLEN_OFFSET)
+                .cast::<u32>()
+                .read_unaligned()
+        }
+    }
+
+    #[test]
+    fn the_cap_lands_where_the_crate_puts_file_index() {
+        // The crate writes `file_index` (the same word) for a direct accept:
+        // slot 5 is stored as 6. That pins the offset the cap relies on.
+        let slot = types::DestinationSlot::try_from_slot_target(5).unwrap();
+        let accept = opcode::Accept::new(types::Fd(0), std::ptr::null_mut(), std::ptr::null_mut())
+            .file_index(Some(slot))
+            .build();
+        assert_eq!(optlen(&accept), 6);
+        let recv = opcode::RecvMulti::new(types::Fd(0), 0).build();
+        assert_eq!(optlen(&recv), 0);
+        assert_eq!(optlen(&cap_multishot_recv(recv, 32 * 1024)), 32 * 1024);
+    }
+
+    #[test]
+    fn a_capped_multishot_receive_ends_after_its_cap() {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let mut uring = Uring::new(8).unwrap();
+        let bufs = uring.add_buffers(BufRing::new(8, 64, 3).unwrap()).unwrap();
+        let recv = opcode::RecvMulti::new(types::Fd(std::os::fd::AsRawFd::as_raw_fd(&server)), 3)
+            .build()
+            .user_data(1);
+        // SAFETY: the kernel writes only into the buffer ring the Uring owns;
+        // the socket outlives the test's waits, and the receive ends (cap)
+        // or is cancelled below before anything is dropped.
+        unsafe { uring.push(cap_multishot_recv(recv, 100)) };
+        client.write_all(&[7u8; 300]).unwrap();
+        let mut cqes = Vec::new();
+        let mut received = 0;
+        let mut ended = false;
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while !ended && std::time::Instant::now() < until {
+            uring.enter(Some(Duration::from_millis(100))).unwrap();
+            uring.reap(&mut cqes);
+            for cqe in cqes.drain(..) {
+                if cqe.result() == -libc::EINVAL {
+                    eprintln!("this kernel takes no cap on multishot receives");
+                    return;
+                }
+                assert!(cqe.result() > 0, "{}", cqe.result());
+                received += cqe.result();
+                if let Some(bid) = cqueue::buffer_select(cqe.flags()) {
+                    uring.buffers(bufs).recycle(bid);
+                }
+                ended |= !cqueue::more(cqe.flags());
+            }
+            uring.publish_buffers();
+        }
+        assert!(ended, "the receive ended on its own");
+        // The kernel checks the cap after each buffer it fills.
+        assert!(
+            (100..100 + 64).contains(&received),
+            "{received} bytes for a cap of 100"
+        );
+        assert_eq!(uring.in_flight(), 0);
     }
 }

@@ -15,7 +15,7 @@ use io_uring::{cqueue, opcode, squeue, types};
 use protocols::{DatagramHandler, Replies};
 
 use crate::bufring::BufRing;
-use crate::connection::{Action, Connection, Env, Limits};
+use crate::connection::{Action, Connection, Env, Limits, RECEIVE_WINDOW};
 use crate::deadlines::{self, Deadlines, Scheduled};
 use crate::error::EngineError;
 use crate::per_core::{CoreWorker, TcpService, WorkerParts, WorkerSettings};
@@ -95,6 +95,9 @@ pub struct Worker {
     reply_lens: Vec<usize>,
     send_plan: Vec<udp::PlannedSend>,
     timers: Timers,
+    /// The kernel caps a multishot receive at a byte count (Linux 6.16+);
+    /// cleared when it refuses the cap, after which receives are uncapped.
+    recv_window: bool,
     /// The time this batch of completions is handled at.
     now: Instant,
 }
@@ -185,6 +188,7 @@ impl Worker {
             reply_lens: Vec::new(),
             send_plan: Vec::new(),
             timers: Timers::default(),
+            recv_window: true,
             now: Instant::now(),
             settings,
         };
@@ -363,6 +367,13 @@ impl Worker {
             _ => match -res {
                 libc::ENOBUFS => self.stats.multishot_rearms.inc(),
                 libc::ECANCELED => {}
+                libc::EINVAL if self.recv_window => {
+                    // An older kernel: multishot receives take no byte cap.
+                    tracing::debug!(
+                        "this kernel does not cap multishot receives; receiving uncapped"
+                    );
+                    self.recv_window = false;
+                }
                 _ => c.conn.on_recv_error(&env),
             },
         }
@@ -414,9 +425,19 @@ impl Worker {
                         .build()
                         .user_data(Token::new(Op::Send, index, generation).encode())
                 }
-                Action::StartReceiving => opcode::RecvMulti::new(fd, group)
-                    .build()
-                    .user_data(Token::new(Op::Recv, index, generation).encode()),
+                Action::StartReceiving => {
+                    // The kernel ends the multishot receive after this many
+                    // bytes (Linux 6.16+), so input the session cannot take
+                    // yet never piles up past the window.
+                    let recv = opcode::RecvMulti::new(fd, group)
+                        .build()
+                        .user_data(Token::new(Op::Recv, index, generation).encode());
+                    if self.recv_window {
+                        crate::uring::cap_multishot_recv(recv, RECEIVE_WINDOW as u32)
+                    } else {
+                        recv
+                    }
+                }
                 Action::StopReceiving => cancel_entry(Token::new(Op::Recv, index, generation)),
                 Action::CancelSend => cancel_entry(Token::new(Op::Send, index, generation)),
                 Action::ShutdownWrite => {

@@ -1,0 +1,335 @@
+//! Hostile clients against every TCP protocol, on the models built on the
+//! engine's connection core (`--io uring` and `--io epoll`): input that
+//! amplifies and is never read, pipelining during a long body, readers that
+//! stall past the send timeout, resets mid-reply, half-closes, and a SIGTERM
+//! while all of them are connected. Each test waits on the server's own
+//! counters, never on a sleep.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::{connect, Server, PATIENCE};
+
+/// Output limit in these tests: small, so the bound is quick to reach.
+const LIMIT: u64 = 256 * 1024;
+/// Connections per protocol in the flood.
+const PER_PROTOCOL: usize = 12;
+
+/// What each protocol is fed: a request that is answered with more than
+/// itself where the protocol allows (the bot's help, HTTP's metrics page).
+const PROTOCOLS: [(&str, &[u8]); 5] = [
+    ("echo", b"0123456789abcdef"),
+    ("reverse", b"0123456789abcdef"),
+    ("reverse-lines", b"0123456789abcde\n"),
+    ("bot", b"?\n"),
+    ("http", b"GET /metrics HTTP/1.1\r\n\r\n"),
+];
+
+fn start(io: &str, send_timeout: &str) -> Server {
+    let limit = LIMIT.to_string();
+    let mut args = vec![
+        "--io",
+        io,
+        "--threads",
+        "1",
+        "--output-limit",
+        &limit,
+        "--send-timeout",
+        send_timeout,
+        "--shutdown-deadline",
+        "3s",
+    ];
+    let specs: Vec<String> = PROTOCOLS
+        .iter()
+        .map(|(p, _)| format!("tcp:0={p}"))
+        .collect();
+    for spec in &specs {
+        args.extend(["--serve", spec]);
+    }
+    Server::start(&args)
+}
+
+/// Writes `pattern` repeated, without blocking, until the socket takes no
+/// more; the bytes written.
+fn write_nonblocking(stream: &mut TcpStream, block: &[u8]) -> u64 {
+    stream.set_nonblocking(true).unwrap();
+    let mut written = 0u64;
+    loop {
+        match stream.write(block) {
+            Ok(n) => written += n as u64,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            // The server gave up on us (the send timeout): nothing more to do.
+            Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe) => {
+                break
+            }
+            Err(e) => panic!("write failed: {e}"),
+        }
+    }
+    stream.set_nonblocking(false).unwrap();
+    written
+}
+
+/// Opens `PER_PROTOCOL` connections to every protocol, each writing its
+/// request over and over and never reading, until the server has stopped
+/// reading every one of them (its backpressure counter says so).
+fn flood_never_reading(server: &Server) -> Vec<TcpStream> {
+    let mut streams = Vec::new();
+    for (protocol, request) in PROTOCOLS {
+        let addr = server.addr("tcp", protocol);
+        let block = request.repeat(64 * 1024 / request.len());
+        for _ in 0..PER_PROTOCOL {
+            let mut s = connect(addr);
+            write_nonblocking(&mut s, &block);
+            streams.push((s, block.clone()));
+        }
+    }
+    let n = streams.len() as u64;
+    // Keep the pressure on until every connection has been paused once:
+    // the server stopped reading it because its output reached the limit.
+    let deadline = Instant::now() + PATIENCE;
+    while server.counter("backpressure_pauses") < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} connections were paused; {:?}",
+            server.counter("backpressure_pauses"),
+            server.metrics()
+        );
+        for (s, block) in &mut streams {
+            write_nonblocking(s, block);
+        }
+    }
+    streams.into_iter().map(|(s, _)| s).collect()
+}
+
+fn amplifying_input_never_read_stays_within_the_bound(io: &str) {
+    let server = start(io, "60s");
+    let baseline = server.rss_kib();
+    let streams = flood_never_reading(&server);
+    let n = streams.len() as u64;
+    eprintln!("{io}: baseline RSS {baseline} KiB");
+    // Everything the server will ever hold for them is now held: reading
+    // stopped, and output stopped growing at the limit.
+    let rss = server.rss_kib() * 1024;
+    let bound = n * (LIMIT + 64 * 1024) + 16 * 1024 * 1024;
+    assert!(
+        rss <= bound,
+        "{io}: server RSS {} KiB over the bound {} KiB for {n} non-reading clients",
+        rss / 1024,
+        bound / 1024
+    );
+    eprintln!(
+        "{io}: RSS {} KiB with {n} non-reading clients (bound {} KiB)",
+        rss / 1024,
+        bound / 1024
+    );
+    // Others are still served.
+    let mut other = connect(server.addr("tcp", "echo"));
+    other.write_all(b"still here").unwrap();
+    let mut back = [0u8; 10];
+    other.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"still here");
+    drop(streams);
+}
+
+fn never_reading_clients_are_cut_off_after_the_send_timeout(io: &str) {
+    let server = start(io, "1s");
+    let streams = flood_never_reading(&server);
+    let n = streams.len() as u64;
+    let timeouts = server.wait_counter("send_timeouts", |t| t >= n);
+    assert_eq!(timeouts, n);
+    // Their descriptors and their share of --max-connections are released.
+    server.wait_counter("connections_closed", |c| c >= n);
+    for mut s in streams {
+        // What the server had sent arrives, then the close (or a reset,
+        // since our own unread input makes the close abortive).
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut sink = vec![0u8; 1 << 16];
+        loop {
+            match s.read(&mut sink) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
+                Err(e) => panic!("{io}: the connection was not closed: {e}"),
+            }
+        }
+    }
+}
+
+fn pipelining_during_a_long_body_is_answered_in_order(io: &str) {
+    let server = start(io, "60s");
+    let addr = server.addr("tcp", "http");
+    let body = 16u64 << 20;
+    let requests = 50_000;
+    let mut s = connect(addr);
+    let mut writer = s.try_clone().unwrap();
+    let send = std::thread::spawn(move || {
+        writer
+            .write_all(format!("GET /bytes/{body} HTTP/1.1\r\n\r\n").as_bytes())
+            .unwrap();
+        let small = b"GET /bytes/1 HTTP/1.1\r\n\r\n".repeat(1000);
+        for _ in 0..requests / 1000 {
+            writer.write_all(&small).unwrap();
+        }
+        writer
+            .write_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .unwrap();
+    });
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap();
+    send.join().unwrap();
+    let head_end = find(&all, b"\r\n\r\n").expect("a head") + 4;
+    assert!(all.starts_with(b"HTTP/1.1 200 OK"));
+    let payload = &all[head_end..head_end + body as usize];
+    assert!(
+        payload
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b == protocols::http::body_byte(i as u64)),
+        "{io}: the body arrived whole, nothing written inside it"
+    );
+    let rest = &all[head_end + body as usize..];
+    let one = b"HTTP/1.1 200 OK";
+    let answered = rest.windows(one.len()).filter(|w| w == one).count();
+    assert_eq!(
+        answered,
+        requests + 1,
+        "{io}: every pipelined request answered"
+    );
+    assert!(find(rest, b" 431 ").is_none());
+    assert!(rest.ends_with(protocols::http::PAGE.as_bytes()));
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Sets SO_LINGER to zero so that closing sends a reset.
+fn reset_on_close(s: &TcpStream) {
+    socket2::SockRef::from(s)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+}
+
+fn a_reset_mid_reply_frees_the_connection(io: &str) {
+    let server = start(io, "60s");
+    let mut clients = Vec::new();
+    for (protocol, request) in PROTOCOLS {
+        let mut s = connect(server.addr("tcp", protocol));
+        let big = if protocol == "http" {
+            b"GET /bytes/104857600 HTTP/1.1\r\n\r\n".to_vec()
+        } else {
+            request.repeat(4 << 20 >> 4)
+        };
+        let mut w = s.try_clone().unwrap();
+        let writer = std::thread::spawn(move || {
+            let _ = w.write_all(&big); // the reset may cut it short
+        });
+        let mut first = [0u8; 1024];
+        s.read_exact(&mut first).unwrap();
+        clients.push((s, writer));
+    }
+    let opened = server.counter("connections_accepted");
+    for (s, writer) in clients {
+        reset_on_close(&s);
+        let _ = s.shutdown(Shutdown::Read);
+        drop(s);
+        writer.join().unwrap();
+    }
+    server.wait_counter("connections_closed", |c| c >= opened);
+    let mut other = connect(server.addr("tcp", "reverse-lines"));
+    other.write_all(b"abc\n").unwrap();
+    let mut back = [0u8; 4];
+    other.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"cba\n");
+}
+
+fn half_closed_requests_are_answered_whole(io: &str) {
+    let server = start(io, "60s");
+    let cases: [(&str, &[u8], &[u8]); 4] = [
+        ("echo", b"one way", b"one way"),
+        ("reverse-lines", b"ab\ncd", b"ba\ndc"),
+        (
+            "http",
+            b"GET /bytes/300000 HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+            protocols::http::PAGE.as_bytes(),
+        ),
+        ("bot", b"quit\n", b""),
+    ];
+    for (protocol, request, ending) in cases {
+        let mut s = connect(server.addr("tcp", protocol));
+        s.write_all(request).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let mut back = Vec::new();
+        s.read_to_end(&mut back).unwrap();
+        assert!(
+            back.ends_with(ending),
+            "{io} {protocol}: {:?}",
+            String::from_utf8_lossy(&back[back.len().saturating_sub(200)..])
+        );
+        if protocol == "http" {
+            assert!(back.len() > 300_000);
+        }
+        if protocol == "bot" {
+            assert!(!back.is_empty(), "{io}: the bot says goodbye");
+        }
+    }
+}
+
+fn sigterm_with_every_hostile_client_connected_exits_in_time(io: &str) {
+    let server = start(io, "60s");
+    let ports: Vec<SocketAddr> = PROTOCOLS
+        .iter()
+        .map(|(p, _)| server.addr("tcp", p))
+        .collect();
+    let flood = flood_never_reading(&server);
+    // A pipeliner behind a long body, a silent one, a half-closed one.
+    let mut pipeliner = connect(server.addr("tcp", "http"));
+    pipeliner
+        .write_all(b"GET /bytes/1073741824 HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n")
+        .unwrap();
+    let _silent = connect(server.addr("tcp", "bot"));
+    let half = connect(server.addr("tcp", "echo"));
+    half.shutdown(Shutdown::Write).unwrap();
+    let total = flood.len() as u64 + 3;
+    server.wait_counter("connections_accepted", |c| c >= total);
+    let started = Instant::now();
+    server.signal(libc::SIGTERM);
+    let (status, _) = server.wait_exit();
+    let took = started.elapsed();
+    assert_eq!(status.code(), Some(0), "{io}: a clean exit");
+    assert!(
+        took < Duration::from_secs(3) + Duration::from_secs(2),
+        "{io}: exit took {took:?}, past the 3 s deadline"
+    );
+    // Once it has exited, nothing of it accepts any more.
+    for addr in ports {
+        assert!(
+            TcpStream::connect(addr).is_err(),
+            "{io}: {addr} still accepts after exit"
+        );
+    }
+    drop(flood);
+}
+
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod uring {
+            $(#[test] fn $name() { super::$name("uring") })*
+        }
+        mod epoll {
+            $(#[test] fn $name() { super::$name("epoll") })*
+        }
+    };
+}
+
+suite!(
+    amplifying_input_never_read_stays_within_the_bound,
+    never_reading_clients_are_cut_off_after_the_send_timeout,
+    pipelining_during_a_long_body_is_answered_in_order,
+    a_reset_mid_reply_frees_the_connection,
+    half_closed_requests_are_answered_whole,
+    sigterm_with_every_hostile_client_connected_exits_in_time,
+);
