@@ -4,7 +4,6 @@ mod cli;
 mod limits;
 mod model;
 mod signals;
-mod tokio_uring_model;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};

@@ -3,10 +3,8 @@
 use std::sync::Arc;
 
 use clap::ValueEnum;
-use engine::{
-    BoundService, Engine, EngineConfig, EngineError, PerCore, ThreadsServer, TokioServer,
-    WorkerStats,
-};
+use engine::{BoundService, Engine, EngineConfig, EngineError, PerCore, WorkerStats};
+use models::{ThreadsServer, TokioServer};
 
 /// How the server does its I/O.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -45,7 +43,7 @@ impl Running {
             IoModel::Epoll => Running::Epoll(engine::start_epoll(config)?),
             IoModel::Threads => Running::Threads(ThreadsServer::start(config)?),
             IoModel::Tokio => Running::Tokio(TokioServer::start(config)?),
-            IoModel::TokioUring => Running::TokioUring(crate::tokio_uring_model::start(config)?),
+            IoModel::TokioUring => Running::TokioUring(models::tokio_uring_model::start(config)?),
         })
     }
 

@@ -1,12 +1,13 @@
 //! The epoll model: the engine's thread-per-core layout (one pinned worker
 //! per CPU, its own SO_REUSEPORT sockets, nothing shared on the hot path)
-//! with readiness I/O in place of io_uring. The same sessions, counters,
-//! backpressure, lingering close, ticks and shutdown drain as the io_uring
-//! worker; UDP uses GRO and GSO as the engine does. Only the I/O interface
-//! differs, which is the point: the comparison isolates it.
+//! with readiness I/O in place of io_uring. Connections run on the same
+//! core ([`crate::connection`]) as the io_uring worker's, so the sessions,
+//! counters and every bound are the same; UDP uses GRO and GSO as the
+//! engine does. Only the I/O interface differs, which is the point: the
+//! comparison isolates it.
 //!
-//! epoll (through mio) is edge-triggered: an event says "something changed",
-//! so a worker reads until the socket is empty (a short read says so) and
+//! epoll is used directly (no wrapper crate), edge-triggered: an event says
+//! "something changed", so a worker reads until the socket is empty (a short read says so) and
 //! remembers, per socket, whether it stopped early with data left. Sockets
 //! left with data (a visit's budget spent, or output full) are revisited
 //! without waiting, since no new edge will come for them.

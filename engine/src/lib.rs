@@ -8,9 +8,12 @@
 //! the counters that only they write. The engine knows nothing of any protocol:
 //! services bring their own [`StreamFactory`] or [`DatagramFactory`].
 //!
-//! For comparison the crate also holds the other server models: [`start_epoll`]
-//! (the same [`PerCore`] layout with epoll), [`ThreadsServer`] (the chapter's
-//! thread per connection) and [`TokioServer`] (tokio's work-stealing runtime).
+//! The crate also holds [`start_epoll`]: the same [`PerCore`] layout and the
+//! same connection core ([`connection`]) driven by epoll, so that a
+//! comparison isolates the I/O interface. The other server models
+//! (threads, tokio, tokio-uring) live in the `models` crate; the io_uring
+//! building blocks loadgen shares ([`uring`], [`bufring`], [`ring`],
+//! [`token`], [`socket`], [`udp`]) live here.
 
 pub mod bufring;
 pub mod config;
@@ -24,10 +27,8 @@ pub mod ring;
 pub mod slab;
 pub mod socket;
 pub mod stats;
-pub mod threads;
 pub mod timers;
 pub mod token;
-pub mod tokio_model;
 pub mod udp;
 pub mod uring;
 pub mod worker;
@@ -42,8 +43,6 @@ pub use per_core::{PerCore, ShutdownHandle};
 pub use protocols::Transport;
 pub use ring::RingMode;
 pub use stats::{StatsSnapshot, WorkerStats};
-pub use threads::ThreadsServer;
-pub use tokio_model::TokioServer;
 
 /// A service as it was actually bound.
 #[derive(Debug, Clone)]

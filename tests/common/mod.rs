@@ -207,19 +207,24 @@ impl Server {
     }
 
     /// Waits for the server to exit; its status and the rest of its stdout.
+    /// Returns the moment the process is reaped (a blocking wait, not a
+    /// poll), so a test can check what is left of it right after.
     pub fn wait_exit(mut self) -> (ExitStatus, String) {
         let mut child = self.child.take().expect("running");
-        let deadline = Instant::now() + PATIENCE;
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("ringcore did not exit; stderr:\n{}", self.stderr());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let pid = child.id() as i32;
+        let (tx, rx) = mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let status = child.wait();
+            let _ = tx.send(());
+            status
+        });
+        if rx.recv_timeout(PATIENCE).is_err() {
+            // SAFETY: kill(2) on our own child, not yet reaped.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = waiter.join();
+            panic!("ringcore did not exit; stderr:\n{}", self.stderr());
+        }
+        let status = waiter.join().unwrap().unwrap();
         let rest: Vec<String> = self.lines.try_iter().collect();
         (status, rest.join("\n"))
     }

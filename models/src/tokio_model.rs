@@ -12,10 +12,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::watch;
 
-use crate::config::{EngineConfig, Handler, StreamFactory};
-use crate::error::EngineError;
-use crate::stats::WorkerStats;
-use crate::BoundService;
+use engine::config::{EngineConfig, Handler, StreamFactory};
+use engine::error::EngineError;
+use engine::stats::WorkerStats;
+use engine::BoundService;
 
 const TICK: Duration = Duration::from_millis(100);
 const LINGER: Duration = Duration::from_secs(2);
@@ -67,7 +67,7 @@ impl TokioServer {
         let mut tasks = Vec::new();
         let _guard = runtime.enter();
         for service in &config.services {
-            let (mut sockets, addr) = crate::socket::bind_group(service, 1, false)?;
+            let (mut sockets, addr) = engine::socket::bind_group(service, 1, false)?;
             let fd = sockets.remove(0);
             services.push(BoundService {
                 transport: service.transport(),
@@ -224,10 +224,13 @@ async fn serve(
             _ = stop.changed() => {
                 // Answer what the peer had already sent (what the kernel had
                 // queued now), a chunk at a time, without waiting for more.
-                let mut budget = crate::socket::queued_input(std::os::fd::AsRawFd::as_raw_fd(&stream));
+                let mut budget = engine::socket::queued_input(std::os::fd::AsRawFd::as_raw_fd(&stream));
                 while budget > 0 {
                     let want = budget.min(buf.len());
-                    let Ok(n) = stream.try_read(&mut buf[..want]) else { break };
+                    // The kernel holds these bytes, so this read does not
+                    // wait for the peer; try_read would give up whenever
+                    // the reactor had not seen their edge yet.
+                    let Ok(n) = stream.read(&mut buf[..want]).await else { break };
                     if n == 0 {
                         break;
                     }

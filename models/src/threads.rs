@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 
 use protocols::{DatagramHandler, Next, Replies, StreamSession};
 
-use crate::config::{EngineConfig, Handler};
-use crate::error::EngineError;
-use crate::stats::WorkerStats;
-use crate::BoundService;
+use engine::config::{EngineConfig, Handler};
+use engine::error::EngineError;
+use engine::stats::WorkerStats;
+use engine::BoundService;
 
 /// How often blocked threads look up (ticks, shutdown).
 const TICK: Duration = Duration::from_millis(100);
@@ -91,7 +91,7 @@ impl ThreadsServer {
         let mut services = Vec::new();
         let mut threads = Vec::new();
         for service in &config.services {
-            let (mut sockets, addr) = crate::socket::bind_group(service, 1, false)?;
+            let (mut sockets, addr) = engine::socket::bind_group(service, 1, false)?;
             let fd: OwnedFd = sockets.remove(0);
             services.push(BoundService {
                 transport: service.transport(),
@@ -167,7 +167,7 @@ impl ThreadsServer {
     }
 }
 
-fn accept_loop(listener: TcpListener, factory: crate::config::StreamFactory, shared: Arc<Shared>) {
+fn accept_loop(listener: TcpListener, factory: engine::config::StreamFactory, shared: Arc<Shared>) {
     // Connection threads inherit this thread's CPUs.
     pin_to(&shared.cpus);
     // Non-blocking accept polled every tick, so shutdown is noticed.
@@ -240,7 +240,7 @@ fn serve(mut stream: TcpStream, mut session: Box<dyn StreamSession>, shared: &Sh
         if shared.stopping.load(Ordering::SeqCst) {
             // Answer what the peer had already sent (what the kernel had
             // queued now), a chunk at a time, without waiting for more.
-            let mut budget = crate::socket::queued_input(stream.as_raw_fd());
+            let mut budget = engine::socket::queued_input(stream.as_raw_fd());
             while budget > 0 {
                 let want = budget.min(buf.len());
                 let Ok(n) = stream.read(&mut buf[..want]) else {

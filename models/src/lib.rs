@@ -1,0 +1,13 @@
+//! The server models ringcore's engine is compared with, on the same
+//! protocols and counters: [`ThreadsServer`] (the chapter's blocking thread
+//! per connection), [`TokioServer`] (tokio's work-stealing runtime, a task
+//! per connection) and [`tokio_uring_model`] (the tokio-uring crate, one
+//! runtime per pinned worker). They are baselines: the engine crate holds
+//! only the io_uring engine and the epoll driver that shares its layout.
+
+pub mod threads;
+pub mod tokio_model;
+pub mod tokio_uring_model;
+
+pub use threads::ThreadsServer;
+pub use tokio_model::TokioServer;
