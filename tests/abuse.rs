@@ -76,7 +76,9 @@ fn write_nonblocking(stream: &mut TcpStream, block: &[u8]) -> u64 {
 /// request over and over and never reading, until the server has stopped
 /// reading every one of them (its backpressure counter says so).
 fn flood_never_reading(server: &Server) -> Vec<TcpStream> {
-    flood_until(server, |server, n| server.counter("backpressure_pauses") >= n)
+    flood_until(server, |server, n| {
+        server.counter("backpressure_pauses") >= n
+    })
 }
 
 /// The flood, until `done(server, connections)`.

@@ -90,6 +90,11 @@ pub trait CoreWorker: Sized {
     fn run(self) -> Result<(), EngineError>;
 }
 
+/// What a worker thread runs.
+type WorkerBody = Box<dyn FnOnce() -> Result<(), EngineError> + Send>;
+/// A worker thread.
+type WorkerHandle = JoinHandle<Result<(), EngineError>>;
+
 /// Wakes every worker to begin a graceful shutdown. Cheap to clone.
 #[derive(Clone)]
 pub struct ShutdownHandle {
@@ -112,7 +117,7 @@ impl ShutdownHandle {
 
 /// Running pinned workers of one model.
 pub struct PerCore {
-    workers: Vec<JoinHandle<Result<(), EngineError>>>,
+    workers: Vec<WorkerHandle>,
     stats: Vec<Arc<WorkerStats>>,
     services: Vec<BoundService>,
     shutdown: ShutdownHandle,
@@ -125,6 +130,17 @@ impl PerCore {
     pub fn start<W: CoreWorker + 'static>(
         config: &EngineConfig,
         udp_gro: bool,
+    ) -> Result<(PerCore, W::Ready), EngineError> {
+        Self::start_with::<W>(config, udp_gro, |builder, body| builder.spawn(body))
+    }
+
+    /// [`start`](Self::start) with the thread spawner given (tests make it
+    /// fail): if a worker cannot be started, the ones already started are
+    /// stopped and joined, and the error is returned.
+    fn start_with<W: CoreWorker + 'static>(
+        config: &EngineConfig,
+        udp_gro: bool,
+        mut spawn: impl FnMut(std::thread::Builder, WorkerBody) -> io::Result<WorkerHandle>,
     ) -> Result<(PerCore, W::Ready), EngineError> {
         let n = config.cpus.len();
         let mut tcp: Vec<Vec<TcpService>> = (0..n).map(|_| Vec::new()).collect();
@@ -170,6 +186,7 @@ impl PerCore {
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut handles = Vec::with_capacity(n);
         let mut stats = Vec::with_capacity(n);
+        let mut spawn_error = None;
         let parts = tcp.into_iter().zip(udp).zip(worker_wakes);
         for (id, ((tcp, udp), wake)) in parts.enumerate() {
             let worker_stats = Arc::new(WorkerStats::default());
@@ -193,35 +210,40 @@ impl PerCore {
             };
             let cpu = config.cpus[id];
             let ready = ready_tx.clone();
-            let handle = std::thread::Builder::new()
-                .name(format!("ringcore-w{id}"))
-                .spawn(move || {
-                    if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
-                        tracing::warn!(worker = id, cpu, "could not pin the worker to its CPU");
+            let builder = std::thread::Builder::new().name(format!("ringcore-w{id}"));
+            let body: WorkerBody = Box::new(move || {
+                if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+                    tracing::warn!(worker = id, cpu, "could not pin the worker to its CPU");
+                }
+                match W::new(parts) {
+                    Ok((worker, report)) => {
+                        let _ = ready.send(Ok(report));
+                        worker.run()
                     }
-                    match W::new(parts) {
-                        Ok((worker, report)) => {
-                            let _ = ready.send(Ok(report));
-                            worker.run()
-                        }
-                        Err(e) => {
-                            let _ = ready.send(Err(e));
-                            Ok(())
-                        }
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        Ok(())
                     }
-                })
-                .map_err(|e| EngineError::Worker {
-                    worker: id,
-                    context: "spawning the worker thread",
-                    source: e,
-                })?;
-            handles.push(handle);
+                }
+            });
+            match spawn(builder, body) {
+                Ok(handle) => handles.push(handle),
+                Err(e) => {
+                    spawn_error = Some(EngineError::Worker {
+                        worker: id,
+                        context: "spawning the worker thread",
+                        source: e,
+                    });
+                    break;
+                }
+            }
         }
         drop(ready_tx);
 
         let mut report = None;
-        let mut first_error = None;
-        for _ in 0..n {
+        let mut first_error = spawn_error;
+        // Every started worker reports once it is set up (or failed to be).
+        for _ in 0..handles.len() {
             match ready_rx.recv() {
                 Ok(Ok(r)) => report = Some(r),
                 Ok(Err(e)) => {
@@ -301,4 +323,65 @@ fn eventfd_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     let ours = unsafe { OwnedFd::from_raw_fd(fd) };
     let theirs = ours.try_clone()?;
     Ok((ours, theirs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Workers that are running right now.
+    static RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+    /// A worker that runs until its shutdown eventfd is written.
+    struct Waiter(OwnedFd);
+
+    impl CoreWorker for Waiter {
+        type Ready = ();
+
+        fn new(parts: WorkerParts) -> Result<(Self, ()), EngineError> {
+            RUNNING.fetch_add(1, Ordering::SeqCst);
+            Ok((Waiter(parts.wake), ()))
+        }
+
+        fn run(self) -> Result<(), EngineError> {
+            let mut value = 0u64;
+            // SAFETY: reads 8 bytes into a live u64 from an eventfd we own;
+            // blocks until shutdown writes it.
+            unsafe { libc::read(self.0.as_raw_fd(), (&mut value as *mut u64).cast(), 8) };
+            RUNNING.fetch_sub(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_worker_that_cannot_start_stops_the_started_ones() {
+        let config = EngineConfig {
+            services: vec![crate::ServiceConfig {
+                addr: "127.0.0.1:0".parse().unwrap(),
+                protocol: "echo".into(),
+                handler: Handler::Stream(Arc::new(|| Box::new(protocols::echo::EchoStream))),
+            }],
+            cpus: vec![0, 0, 0],
+            ..EngineConfig::default()
+        };
+        let mut spawned = 0;
+        let result = PerCore::start_with::<Waiter>(&config, false, |builder, body| {
+            spawned += 1;
+            if spawned == 3 {
+                return Err(io::Error::from_raw_os_error(libc::EAGAIN));
+            }
+            builder.spawn(body)
+        });
+        let Err(error) = result else {
+            panic!("the start should fail");
+        };
+        let message = error.to_string();
+        assert!(message.contains("spawning the worker thread"), "{message}");
+        assert_eq!(
+            RUNNING.load(Ordering::SeqCst),
+            0,
+            "the two workers already started were stopped and joined"
+        );
+    }
 }

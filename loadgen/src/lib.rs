@@ -4,6 +4,7 @@
 pub mod bot;
 pub mod cli;
 pub mod client;
+pub mod commands;
 pub mod hdr_log;
 pub mod http;
 pub mod kernel;

@@ -7,7 +7,7 @@ use loadgen::cli::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match loadgen::report::run(&cli) {
+    match loadgen::commands::run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("loadgen: error: {e:#}");

@@ -1,18 +1,17 @@
-//! Runs what the command line asks for and prints the result: a table for
-//! people, or one JSON object (`--json`) for scripts.
+//! The reports of each mode and how they are shown: a table for people, or
+//! one JSON object (`--json`) for scripts. The modes are run from
+//! [`crate::commands`]; the lab and the plots build on these reports
+//! without importing the command runner.
 
 use std::net::SocketAddr;
 
-use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::cli::{parse_cpus, Cli, ClientTransport, Command, Rate, TcpProtocol};
 use crate::kernel::{socket_drops, ServerUdp, UdpSnmp};
-use crate::lab::{self, LabPlan};
 use crate::latency::Percentiles;
 use crate::progress::Live;
-use crate::tcp::{self, TcpErrors, TcpOutcome, TcpPlan, Workload};
+use crate::tcp::{TcpErrors, TcpOutcome, TcpPlan, Workload};
 use crate::udp::{self, UdpOutcome, UdpPlan};
 
 /// Where the datagrams that did not come back died.
@@ -130,149 +129,6 @@ pub struct TcpReport {
     pub latency: Histogram<u64>,
 }
 
-/// Runs the mode the command line selects and prints its report.
-pub fn run(cli: &Cli) -> anyhow::Result<()> {
-    if let Some(Command::Client {
-        transport,
-        addr,
-        script,
-        reply_timeout,
-    }) = &cli.command
-    {
-        return match transport {
-            ClientTransport::Tcp => crate::client::tcp(*addr, script.as_deref(), *reply_timeout),
-            ClientTransport::Udp => crate::client::udp(*addr, script.as_deref(), *reply_timeout),
-        };
-    }
-    if let Some(Command::Report { files }) = &cli.command {
-        let merged = crate::merge::merge(files)?;
-        if cli.json {
-            println!("{}", serde_json::to_string(&merged)?);
-        } else {
-            crate::merge::print(&merged);
-        }
-        return Ok(());
-    }
-    if let Some(Command::Lab {
-        link,
-        size,
-        duration,
-        paced,
-        sweep,
-        plot,
-    }) = &cli.command
-    {
-        let plan = LabPlan {
-            link: link.clone(),
-            size: usize::try_from(*size)?,
-            duration: *duration,
-            paced_pps: *paced,
-            sweep: sweep.map(|s| s.rates()),
-            quiet: cli.quiet,
-        };
-        let report = lab::run(&plan)?;
-        let steps: Vec<&UdpReport> = report.runs.iter().map(|r| &r.udp).collect();
-        if cli.json {
-            println!("{}", serde_json::to_string(&report)?);
-        } else if plan.sweep.is_some() {
-            print_sweep(&steps);
-        } else {
-            lab::print(&report);
-        }
-        if let Some(path) = plot {
-            crate::plot::sweep_svg(&steps, path)?;
-            if !cli.json {
-                println!("plot: {}", path.display());
-            }
-        }
-        return Ok(());
-    }
-    let cpus = match &cli.cpus {
-        Some(list) => parse_cpus(list).map_err(anyhow::Error::msg)?,
-        None => Vec::new(),
-    };
-    if cli.duration.is_zero() {
-        bail!("--duration must be above zero");
-    }
-    if cli.bot {
-        return run_bot(cli, cpus);
-    }
-    if let Some(url) = &cli.http {
-        return run_http(cli, url, cpus);
-    }
-    if let Some(addr) = cli.tcp {
-        let connections = cli.connections.unwrap_or(50);
-        let plan = tcp_plan(cli, addr, Workload::Stream(cli.protocol), connections, cpus)?;
-        let live = Live::default();
-        let started = std::time::SystemTime::now();
-        let outcome = tcp::run(&plan, &live, cli.quiet)?;
-        let protocol = match cli.protocol {
-            TcpProtocol::Echo => "echo",
-            TcpProtocol::Reverse => "reverse",
-        };
-        let report = TcpReport::new("tcp", protocol, addr.to_string(), &plan, outcome);
-        return emit_tcp(cli, report, started);
-    }
-    if let Some(addr) = cli.udp {
-        if cli.size.lo != cli.size.hi {
-            bail!("UDP datagrams are all one size (GSO needs equal segments): give --size a single value");
-        }
-        let plan = UdpPlan {
-            addr,
-            rate: match cli.rate {
-                Some(Rate::PerSecond(r)) => Some(r),
-                Some(Rate::Max) => None,
-                None => Some(100_000.0),
-            },
-            size: cli.size.lo,
-            duration: cli.duration,
-            threads: cli.threads,
-            cpus,
-            replies: !cli.no_reply,
-            run_id: std::process::id() ^ (crate::pacer::now_ns() as u32),
-        };
-        if let Some(sweep) = cli.sweep {
-            let mut steps = Vec::new();
-            for rate in sweep.rates() {
-                let step = UdpPlan {
-                    rate: Some(rate),
-                    ..plan.clone()
-                };
-                steps.push(run_udp(&step, cli.server_metrics, cli.quiet)?);
-            }
-            let steps: Vec<&UdpReport> = steps.iter().collect();
-            if cli.json {
-                println!(
-                    "{}",
-                    serde_json::json!({"mode": "udp-sweep", "steps": steps})
-                );
-            } else {
-                print_sweep(&steps);
-            }
-            if let Some(path) = &cli.plot {
-                crate::plot::sweep_svg(&steps, path)?;
-                if !cli.json {
-                    println!("plot: {}", path.display());
-                }
-            }
-            return Ok(());
-        }
-        let started = std::time::SystemTime::now();
-        let report = run_udp(&plan, cli.server_metrics, cli.quiet)?;
-        if let Some(path) = &cli.hdr_log {
-            let duration = std::time::Duration::from_secs_f64(report.duration_s);
-            crate::hdr_log::write(path, "rtt", &report.rtt, started, duration)?;
-        }
-        if cli.json {
-            println!("{}", serde_json::to_string(&report)?);
-        } else {
-            print_udp(&report);
-        }
-        return Ok(());
-    }
-    bail!("choose a mode: --tcp [ADDR] or --udp [ADDR] (see --help)")
-}
-
 /// Runs a UDP plan between two readings of the kernel's (and the server's)
 /// counters, and works out where the lost datagrams died.
 pub fn run_udp(
@@ -364,7 +220,7 @@ pub fn delivered_pps(r: &UdpReport) -> f64 {
     delivered as f64 / r.duration_s
 }
 
-fn print_sweep(steps: &[&UdpReport]) {
+pub fn print_sweep(steps: &[&UdpReport]) {
     if let Some(first) = steps.first() {
         println!(
             "UDP sweep -> {}: {} B datagrams, {:.2} s per step",
@@ -388,7 +244,7 @@ fn print_sweep(steps: &[&UdpReport]) {
     }
 }
 
-fn print_udp(r: &UdpReport) {
+pub fn print_udp(r: &UdpReport) {
     let pacing = match (r.requested_pps, r.accuracy_pct) {
         (Some(want), Some(acc)) => format!(
             "paced at {want:.0}/s: achieved {:.0}/s ({acc:.2} %)",
@@ -459,140 +315,9 @@ pub struct BotReport {
     pub turn_latency_us: Percentiles,
 }
 
-fn run_bot(cli: &Cli, cpus: Vec<usize>) -> anyhow::Result<()> {
-    let (addr, udp) = match (cli.tcp, cli.udp) {
-        (Some(a), _) => (a, false),
-        (None, Some(a)) => (a, true),
-        (None, None) => bail!("--bot needs the bot's address: --tcp ADDR or --udp ADDR (ringcore serves it on port 5555)"),
-    };
-    let script = match &cli.bot_script {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            protocols::bot::Script::parse(&text)
-                .with_context(|| format!("bot script {}", path.display()))?
-        }
-        None => protocols::bot::Script::default_script(),
-    };
-    let concurrent = cli.connections.unwrap_or(50);
-    if concurrent == 0 {
-        bail!("--connections must be at least 1");
-    }
-    let plan = crate::bot::BotPlan {
-        addr,
-        udp,
-        concurrent,
-        duration: cli.duration,
-        conversations: cli.requests,
-        script: std::sync::Arc::new(script),
-        timeout: cli.timeout,
-        cpus,
-    };
-    let o = crate::bot::run(&plan, &Live::default(), cli.quiet)?;
-    let seconds = o.elapsed.as_secs_f64();
-    let r = BotReport {
-        mode: "bot",
-        transport: if udp { "udp" } else { "tcp" },
-        target: addr.to_string(),
-        concurrent: plan.concurrent,
-        duration_s: seconds,
-        conversations: o.conversations,
-        conversations_per_sec: o.conversations as f64 / seconds,
-        turns: o.turns,
-        outcomes: o.outcomes,
-        errors: o.errors,
-        turn_latency_us: Percentiles::of(&o.turn_latency),
-    };
-    if cli.json {
-        println!("{}", serde_json::to_string(&r)?);
-    } else {
-        println!(
-            "bot over {} -> {}: {} conversations at once, {:.2} s",
-            r.transport, r.target, r.concurrent, r.duration_s
-        );
-        println!(
-            "  conversations {} ({:.0}/s), {} turns; resolved {}, ticket {}, quit {}",
-            r.conversations,
-            r.conversations_per_sec,
-            r.turns,
-            r.outcomes.resolved,
-            r.outcomes.ticket,
-            r.outcomes.quit
-        );
-        let e = &r.errors;
-        println!(
-            "  errors       {} (refused {}, reset {}, closed {}, timeout {}, mismatch {})",
-            e.total(),
-            e.refused,
-            e.reset,
-            e.closed,
-            e.timeout,
-            e.mismatch
-        );
-        println!("  per turn     {}", r.turn_latency_us.row());
-    }
-    if r.conversations == 0 {
-        bail!("no conversation completed ({} errors)", r.errors.total());
-    }
-    Ok(())
-}
-
-/// A TCP (or HTTP) load plan from the command line.
-fn tcp_plan(
-    cli: &Cli,
-    addr: std::net::SocketAddr,
-    workload: Workload,
-    connections: usize,
-    cpus: Vec<usize>,
-) -> anyhow::Result<TcpPlan> {
-    let rate = match cli.rate {
-        Some(Rate::PerSecond(r)) => Some(r),
-        Some(Rate::Max) => bail!("--rate max is for UDP floods; TCP and HTTP load without --rate already go as fast as replies come"),
-        None => None,
-    };
-    Ok(TcpPlan {
-        addr,
-        workload,
-        connections,
-        threads: cli.threads,
-        cpus,
-        duration: cli.duration,
-        requests: cli.requests,
-        size: cli.size,
-        pipeline: cli.pipeline,
-        rate,
-        timeout: cli.timeout,
-    })
-}
-
-fn run_http(cli: &Cli, url: &str, cpus: Vec<usize>) -> anyhow::Result<()> {
-    let url = crate::http::Url::parse(url)?;
-    let Some(connections) = cli.connections else {
-        let report = crate::http::fetch(&url, cli.follow, cli.timeout)?;
-        if cli.json {
-            println!("{}", serde_json::to_string(&report)?);
-        } else {
-            crate::http::print(&report);
-        }
-        return Ok(());
-    };
-    let workload = Workload::Http {
-        request: url.request(true),
-    };
-    let plan = tcp_plan(cli, url.resolve()?, workload, connections, cpus)?;
-    let started = std::time::SystemTime::now();
-    let outcome = tcp::run(&plan, &Live::default(), cli.quiet)?;
-    let target = format!("http://{}{}", url.host_header(), url.path);
-    emit_tcp(
-        cli,
-        TcpReport::new("http", "http", target, &plan, outcome),
-        started,
-    )
-}
-
 impl TcpReport {
     /// The report of a finished TCP (or HTTP) run.
-    fn new(
+    pub fn new(
         mode: &'static str,
         protocol: &'static str,
         target: String,
@@ -627,25 +352,7 @@ impl TcpReport {
     }
 }
 
-/// Writes the histogram log if asked, prints the report, and fails a run
-/// that answered nothing.
-fn emit_tcp(cli: &Cli, report: TcpReport, started: std::time::SystemTime) -> anyhow::Result<()> {
-    if let Some(path) = &cli.hdr_log {
-        let elapsed = std::time::Duration::from_secs_f64(report.duration_s);
-        crate::hdr_log::write(path, "latency", &report.latency, started, elapsed)?;
-    }
-    if cli.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print_tcp(&report);
-    }
-    if report.requests == 0 {
-        bail!("no request was answered ({} errors)", report.errors.total());
-    }
-    Ok(())
-}
-
-fn print_tcp(r: &TcpReport) {
+pub fn print_tcp(r: &TcpReport) {
     let mode = match r.requested_rate {
         Some(rate) => format!("open loop at {rate:.0} req/s"),
         None => "closed loop".to_string(),
