@@ -112,3 +112,58 @@ pub trait StreamSession: Send {
 pub fn prefix_for_room(input: &[u8], room: usize) -> usize {
     input.len().min(room.max(1))
 }
+
+/// Test helpers shared by the protocols' tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// Feeds `chunks` the way a transport with a small output bound does:
+    /// held input is offered with `room` bytes of room at a time, the output
+    /// is "sent" (moved to the result) between offers, and long bodies are
+    /// written as the output drains. Returns everything written, and the
+    /// most one `on_input` call appended beyond its room.
+    pub(crate) fn drive(
+        session: &mut dyn StreamSession,
+        chunks: &[&[u8]],
+        room: usize,
+    ) -> (Vec<u8>, usize) {
+        let mut written = Vec::new();
+        let mut held: Vec<u8> = Vec::new();
+        let mut worst = 0;
+        let mut out = Vec::new();
+        for chunk in chunks {
+            held.extend_from_slice(chunk);
+            loop {
+                while session.has_more_output() {
+                    if session.on_drained(&mut out) == Next::Close {
+                        written.append(&mut out);
+                        return (written, worst);
+                    }
+                    written.append(&mut out);
+                }
+                if held.is_empty() {
+                    break;
+                }
+                let fed = session.on_input(&held, &mut out, room);
+                worst = worst.max(out.len().saturating_sub(room));
+                written.append(&mut out);
+                held.drain(..fed.consumed);
+                if fed.next == Next::Close {
+                    while session.has_more_output()
+                        && session.on_drained(&mut out) == Next::Continue
+                    {
+                        written.append(&mut out);
+                    }
+                    written.append(&mut out);
+                    return (written, worst);
+                }
+                assert!(
+                    fed.consumed > 0 || session.has_more_output(),
+                    "a session took nothing with room to spare"
+                );
+            }
+        }
+        (written, worst)
+    }
+}

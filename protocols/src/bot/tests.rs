@@ -207,3 +207,58 @@ fn udp_replies_fit_in_datagrams() {
         Some(&b"error: message longer than 4096 bytes\n"[..])
     );
 }
+
+mod bounded_feeding {
+    use super::*;
+    use crate::reverse::tests::split_at_cuts;
+    use crate::stream::testing::drive;
+    use proptest::prelude::*;
+
+    fn stream() -> BotStream {
+        BotStream::new(config(), 7)
+    }
+
+    /// The longest single answer among those the test input provokes.
+    const ONE_ANSWER: usize = 2048;
+
+    #[test]
+    fn amplifying_questions_stop_at_the_room() {
+        // `?` is answered with the help text: far more than two bytes.
+        let questions = b"?\n".repeat(10_000);
+        let mut s = stream();
+        let mut out = Vec::new();
+        let fed = s.on_input(&questions, &mut out, 4096);
+        assert!(
+            fed.consumed < questions.len(),
+            "not every question answered"
+        );
+        assert!(
+            out.len() >= 4096 && out.len() <= 4096 + ONE_ANSWER,
+            "{}",
+            out.len()
+        );
+        assert_eq!(fed.consumed % 2, 0, "whole lines only");
+    }
+
+    proptest! {
+        #[test]
+        fn any_split_and_any_room_give_the_same_conversation(
+            cuts in proptest::collection::vec(any::<usize>(), 0..8),
+            room in 0usize..3000,
+        ) {
+            let input = b"?\n1\nhelp\n\xff\xfe\nback\nrestart\n2\n?\nquit\nignored\n";
+            let mut whole = stream();
+            let mut expected = Vec::new();
+            whole.on_open(&mut expected);
+            whole.on_bytes(input, &mut expected);
+            let mut split = stream();
+            let mut got = Vec::new();
+            split.on_open(&mut got);
+            let chunks = split_at_cuts(input, &cuts);
+            let (written, worst) = drive(&mut split, &chunks, room);
+            got.extend_from_slice(&written);
+            prop_assert_eq!(got, expected);
+            prop_assert!(worst <= ONE_ANSWER, "one call went {} past its room", worst);
+        }
+    }
+}

@@ -287,3 +287,58 @@ fn metrics_come_from_the_server_once_it_provides_them() {
         (200, &b"ringcore_up 1\n"[..])
     );
 }
+
+mod bounded_feeding {
+    use super::*;
+    use crate::reverse::tests::split_at_cuts;
+    use crate::stream::testing::drive;
+    use proptest::prelude::*;
+
+    #[test]
+    fn pipelined_requests_stop_at_the_room_and_a_body_takes_no_input() {
+        let requests = b"GET / HTTP/1.1\r\n\r\n".repeat(1000);
+        let mut s = session();
+        let mut out = Vec::new();
+        let fed = s.on_input(&requests, &mut out, 10_000);
+        assert!(fed.consumed < requests.len());
+        assert_eq!(fed.consumed % 18, 0, "whole requests only");
+        let one = out.len() / (fed.consumed / 18);
+        assert!(out.len() >= 10_000 && out.len() < 10_000 + one);
+        // Behind a long body, nothing more is taken until it is written.
+        let mut s = session();
+        let mut out = Vec::new();
+        let body = b"GET /bytes/10000000 HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n";
+        let fed = s.on_input(body, &mut out, usize::MAX);
+        assert_eq!(fed.consumed, 32, "the second request waits");
+        assert!(s.has_more_output());
+        assert_eq!(s.on_input(&body[32..], &mut out, usize::MAX).consumed, 0);
+    }
+
+    #[test]
+    fn a_failed_session_has_no_more_output() {
+        let mut s = session();
+        let mut out = Vec::new();
+        let fed = s.on_input(b"\x00\x01garbage\r\n\r\n", &mut out, usize::MAX);
+        assert_eq!(fed.next, Next::Close);
+        assert!(!s.has_more_output());
+        assert!(out.starts_with(b"HTTP/1.1 400"));
+    }
+
+    proptest! {
+        #[test]
+        fn any_split_and_any_room_give_the_same_responses(
+            cuts in proptest::collection::vec(any::<usize>(), 0..8),
+            room in 0usize..2000,
+        ) {
+            let input: &[u8] = b"GET / HTTP/1.1\r\n\r\nGET /bytes/70000 HTTP/1.1\r\n\r\nHEAD /chunked/100 HTTP/1.1\r\n\r\nGET /nope HTTP/1.1\r\n\r\nGET /chunked/300000 HTTP/1.1\r\n\r\nGET / HTTP/1.0\r\n\r\nGET / HTTP/1.1\r\n\r\n";
+            let mut whole = session();
+            let mut expected = Vec::new();
+            whole.on_bytes(input, &mut expected);
+            let mut split = session();
+            let chunks = split_at_cuts(input, &cuts);
+            let (got, worst) = drive(&mut split, &chunks, room);
+            prop_assert_eq!(got, expected);
+            prop_assert!(worst <= 1024, "one call went {} past its room", worst);
+        }
+    }
+}
