@@ -320,6 +320,34 @@ fn counters_tell_what_the_kernel_did(io: &str) {
     }
 }
 
+fn a_long_body_streams_in_bounded_memory(io: &str) {
+    // Every model writes a long body as the connection drains, step by
+    // step: a body built whole in memory would show in the peak.
+    const SIZE: usize = 128 << 20;
+    let server = start(io, &["tcp:0=http"]);
+    let mut s = connect(server.addr("tcp", "http"));
+    s.write_all(format!("GET /bytes/{SIZE} HTTP/1.1\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut received = 0usize;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        received += n;
+    }
+    assert!(
+        received > SIZE && received < SIZE + 512,
+        "{io}: {received} bytes"
+    );
+    let peak = server.peak_rss_kib();
+    assert!(
+        peak < 64 * 1024,
+        "{io}: peak RSS {peak} KiB for a {SIZE}-byte body"
+    );
+}
+
 macro_rules! for_every_model {
     ($($name:ident),* $(,)?) => {
         mod uring {
@@ -352,4 +380,5 @@ for_every_model!(
     gso_trains_are_answered_datagram_by_datagram,
     sigterm_at_the_connection_limit_still_stops,
     counters_tell_what_the_kernel_did,
+    a_long_body_streams_in_bounded_memory,
 );

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use protocols::{DatagramHandler, Next, Replies, StreamSession};
+use protocols::{feed_in_steps, DatagramHandler, Next, Replies, StreamSession, STEP_ROOM};
 
 use engine::config::{EngineConfig, Handler};
 use engine::error::EngineError;
@@ -252,10 +252,10 @@ fn serve(mut stream: TcpStream, mut session: Box<dyn StreamSession>, shared: &Sh
                 budget -= n;
                 stats.bytes_in.add_shared(n as u64);
                 stats.messages_in.add_shared(1);
-                let next = session.on_bytes(&buf[..n], &mut out);
-                if write_out(&mut stream, &mut out, &mut *session, shared).is_err()
-                    || next == Next::Close
-                {
+                let fed = feed_in_steps(&mut *session, &buf[..n], &mut out, STEP_ROOM, |s, out| {
+                    write_out(&mut stream, out, s, shared)
+                });
+                if !matches!(fed, Ok(Next::Continue)) {
                     break;
                 }
             }
@@ -271,10 +271,12 @@ fn serve(mut stream: TcpStream, mut session: Box<dyn StreamSession>, shared: &Sh
                 last_active = Instant::now();
                 stats.bytes_in.add_shared(n as u64);
                 stats.messages_in.add_shared(1);
-                let next = session.on_bytes(&buf[..n], &mut out);
-                match write_out(&mut stream, &mut out, &mut *session, shared) {
-                    Ok(after) if next == Next::Close || after == Next::Close => break,
-                    Ok(_) => {}
+                let fed = feed_in_steps(&mut *session, &buf[..n], &mut out, STEP_ROOM, |s, out| {
+                    write_out(&mut stream, out, s, shared)
+                });
+                match fed {
+                    Ok(Next::Close) => break,
+                    Ok(Next::Continue) => {}
                     Err(_) => {
                         stats.connection_errors.add_shared(1);
                         return;

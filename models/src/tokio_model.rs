@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use protocols::{DatagramHandler, Next, Replies, StreamSession};
+use protocols::{DatagramHandler, Next, Replies, StreamSession, STEP_ROOM};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::watch;
@@ -237,8 +237,8 @@ async fn serve(
                     budget -= n;
                     stats.bytes_in.add_shared(n as u64);
                     stats.messages_in.add_shared(1);
-                    let next = session.on_bytes(&buf[..n], &mut out);
-                    if write_out(&mut stream, &mut out, &mut *session, stats).await.is_err() || next == Next::Close {
+                    let fed = feed(&mut stream, &mut *session, &buf[..n], &mut out, stats).await;
+                    if !matches!(fed, Ok(Next::Continue)) {
                         break;
                     }
                 }
@@ -255,10 +255,9 @@ async fn serve(
                 last_active = Instant::now();
                 stats.bytes_in.add_shared(n as u64);
                 stats.messages_in.add_shared(1);
-                let next = session.on_bytes(&buf[..n], &mut out);
-                match write_out(&mut stream, &mut out, &mut *session, stats).await {
-                    Ok(after) if next == Next::Close || after == Next::Close => break,
-                    Ok(_) => {}
+                match feed(&mut stream, &mut *session, &buf[..n], &mut out, stats).await {
+                    Ok(Next::Close) => break,
+                    Ok(Next::Continue) => {}
                     Err(_) => {
                         stats.connection_errors.add_shared(1);
                         return;
@@ -282,6 +281,30 @@ async fn serve(
         }
     })
     .await;
+}
+
+/// Feeds all of `input` in steps of bounded output, writing each step (and
+/// any long body) before the next, as `protocols::feed_in_steps` does for
+/// blocking writers.
+async fn feed(
+    stream: &mut TcpStream,
+    session: &mut dyn StreamSession,
+    mut input: &[u8],
+    out: &mut Vec<u8>,
+    stats: &WorkerStats,
+) -> std::io::Result<Next> {
+    loop {
+        let fed = session.on_input(input, out, STEP_ROOM);
+        input = &input[fed.consumed.min(input.len())..];
+        let busy = session.has_more_output();
+        let after = write_out(stream, out, session, stats).await?;
+        if fed.next == Next::Close || after == Next::Close {
+            return Ok(Next::Close);
+        }
+        if input.is_empty() || (fed.consumed == 0 && !busy) {
+            return Ok(Next::Continue);
+        }
+    }
 }
 
 async fn write_out(

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use engine::per_core::{CoreWorker, TcpService, UdpService, WorkerParts};
 use engine::{EngineError, WorkerStats};
-use protocols::{DatagramHandler, Next, Replies, StreamSession};
+use protocols::{DatagramHandler, Next, Replies, StreamSession, STEP_ROOM};
 use tokio::sync::watch;
 use tokio_uring::net::{TcpListener, TcpStream, UdpSocket};
 
@@ -185,8 +185,13 @@ async fn serve_connection(stream: TcpStream, mut session: Box<dyn StreamSession>
                 last_active = Instant::now();
                 stats.bytes_in.add(n as u64);
                 stats.messages_in.inc();
-                let next = session.on_bytes(&buf[..n], &mut out);
+                let fed = feed(&stream, &mut *session, &buf[..n], out, stats).await;
                 reading.set(stream.read(buf));
+                let Ok((next, spare)) = fed else {
+                    stats.connection_errors.inc();
+                    return;
+                };
+                out = spare;
                 next
             }
             Woke::Read(Err(_), _) => {
@@ -214,10 +219,10 @@ async fn serve_connection(stream: TcpStream, mut session: Box<dyn StreamSession>
                     budget = budget.saturating_sub(n);
                     stats.bytes_in.add(n as u64);
                     stats.messages_in.inc();
-                    let next = session.on_bytes(&buf[..n], &mut out);
+                    let fed = feed(&stream, &mut *session, &buf[..n], out, stats).await;
                     reading.set(stream.read(buf));
-                    match write_out(&stream, out, &mut *session, stats).await {
-                        Ok((Next::Continue, spare)) if next == Next::Continue => out = spare,
+                    match fed {
+                        Ok((Next::Continue, spare)) => out = spare,
                         _ => break,
                     }
                 }
@@ -255,6 +260,31 @@ async fn finish(stream: TcpStream, stats: &WorkerStats) {
         }
     })
     .await;
+}
+
+/// Feeds all of `input` in steps of bounded output, writing each step (and
+/// any long body) before the next, as `protocols::feed_in_steps` does for
+/// blocking writers; gives `out` back for reuse.
+async fn feed(
+    stream: &TcpStream,
+    session: &mut dyn StreamSession,
+    mut input: &[u8],
+    mut out: Vec<u8>,
+    stats: &WorkerStats,
+) -> std::io::Result<(Next, Vec<u8>)> {
+    loop {
+        let fed = session.on_input(input, &mut out, STEP_ROOM);
+        input = &input[fed.consumed.min(input.len())..];
+        let busy = session.has_more_output();
+        let (after, spare) = write_out(stream, out, session, stats).await?;
+        out = spare;
+        if fed.next == Next::Close || after == Next::Close {
+            return Ok((Next::Close, out));
+        }
+        if input.is_empty() || (fed.consumed == 0 && !busy) {
+            return Ok((Next::Continue, out));
+        }
+    }
 }
 
 /// Writes `out` and whatever long body the session still has; returns the

@@ -19,4 +19,4 @@ pub mod units;
 
 pub use datagram::{DatagramHandler, Replies, SessionStats};
 pub use registry::{Options, Protocol, Transport, UnknownProtocol};
-pub use stream::{Fed, Next, StreamSession};
+pub use stream::{feed_in_steps, Fed, Next, StreamSession, STEP_ROOM};

@@ -106,6 +106,37 @@ pub trait StreamSession: Send {
     }
 }
 
+/// Output a blocking transport lets one step produce before it writes it:
+/// with [`feed_in_steps`], a connection never holds much more than this.
+pub const STEP_ROOM: usize = 256 * 1024;
+
+/// Feeds all of `input` to `session` as a blocking transport does: in steps
+/// that each answer about `room` bytes, calling `flush` after each (which
+/// writes `out`, and any long body the session then has, and says whether
+/// the session closed while writing it). Returns `Close` as soon as the
+/// session or `flush` says so; the rest of the input is then not read.
+pub fn feed_in_steps<E>(
+    session: &mut dyn StreamSession,
+    mut input: &[u8],
+    out: &mut Vec<u8>,
+    room: usize,
+    mut flush: impl FnMut(&mut dyn StreamSession, &mut Vec<u8>) -> Result<Next, E>,
+) -> Result<Next, E> {
+    loop {
+        let fed = session.on_input(input, out, room);
+        input = &input[fed.consumed.min(input.len())..];
+        // A session writing a body takes nothing until the body is written.
+        let busy = session.has_more_output();
+        let after = flush(session, out)?;
+        if fed.next == Next::Close || after == Next::Close {
+            return Ok(Next::Close);
+        }
+        if input.is_empty() || (fed.consumed == 0 && !busy) {
+            return Ok(Next::Continue);
+        }
+    }
+}
+
 /// How much of `input` a session whose output is never longer than its
 /// input may take with `room` bytes of output left: at most `room`, at
 /// least one byte.
@@ -114,6 +145,38 @@ pub fn prefix_for_room(input: &[u8], room: usize) -> usize {
 }
 
 /// Test helpers shared by the protocols' tests.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::{HttpConfig, HttpSession};
+    use std::sync::Arc;
+
+    #[test]
+    fn feeding_in_steps_writes_bodies_between_and_loses_no_request() {
+        let mut s = HttpSession::new(Arc::new(HttpConfig::default()));
+        let input = b"GET /bytes/600000 HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n".repeat(3);
+        let mut written = Vec::new();
+        let mut largest = 0;
+        let mut out = Vec::new();
+        let next = feed_in_steps(&mut s, &input, &mut out, STEP_ROOM, |session, out| loop {
+            largest = largest.max(out.len());
+            written.append(out);
+            if !session.has_more_output() {
+                return Ok::<_, ()>(Next::Continue);
+            }
+            session.on_drained(out);
+        });
+        assert_eq!(next, Ok(Next::Continue));
+        let mut expected = Vec::new();
+        HttpSession::new(Arc::new(HttpConfig::default())).on_bytes(&input, &mut expected);
+        assert!(written == expected, "every response, in order");
+        assert!(
+            largest <= STEP_ROOM + 1024,
+            "no step holds a whole body: {largest}"
+        );
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod testing {
     use super::*;
