@@ -115,9 +115,8 @@ pub struct Connection {
     sending: Vec<u8>,
     /// How much of `sending` the kernel has taken.
     sent: usize,
-    /// Input received but not yet taken by the session, from `held_from`.
-    held: Vec<u8>,
-    held_from: usize,
+    /// Input received but not yet taken by the session.
+    held: HeldInput,
     recv: Recv,
     reading: Reading,
     send_in_flight: bool,
@@ -134,15 +133,16 @@ pub struct Connection {
     closed: bool,
     /// At shutdown: how much more input to answer (what the kernel had
     /// queued when shutdown began).
-    drain_budget: Option<usize>,
+    drain_budget: Option<u32>,
     /// Reading is held back by the output (counted once per pause).
     paused: bool,
     ticks: bool,
     last_active: Instant,
-    next_tick: Option<Instant>,
+    /// The next tick while the session is fed (if it keeps time); after
+    /// our FIN, when to stop waiting for the peer to close.
+    timer: Option<Instant>,
     /// Since when pending output has waited for the peer without progress.
     send_waiting_since: Option<Instant>,
-    linger_until: Option<Instant>,
 }
 
 impl Connection {
@@ -157,8 +157,7 @@ impl Connection {
             pending,
             sending: Vec::new(),
             sent: 0,
-            held: Vec::new(),
-            held_from: 0,
+            held: HeldInput::default(),
             recv: Recv::Idle,
             reading: Reading::Open,
             send_in_flight: false,
@@ -173,9 +172,8 @@ impl Connection {
             paused: false,
             ticks,
             last_active: now,
-            next_tick: ticks.then(|| now + TICK),
+            timer: ticks.then(|| now + TICK),
             send_waiting_since: None,
-            linger_until: None,
         }
     }
 
@@ -190,8 +188,8 @@ impl Connection {
         }
         let data = match &mut self.drain_budget {
             Some(budget) => {
-                let take = data.len().min(*budget);
-                *budget -= take;
+                let take = data.len().min(*budget as usize);
+                *budget -= take as u32;
                 env.stats.bytes_discarded.add((data.len() - take) as u64);
                 &data[..take]
             }
@@ -202,9 +200,9 @@ impl Connection {
         if self.held_len() == 0 {
             // The usual case: the session takes the bytes where they lie.
             let taken = self.offer(data, env);
-            self.hold(&data[taken..]);
+            self.held.push(&data[taken..]);
         } else {
-            self.hold(data);
+            self.held.push(data);
         }
     }
 
@@ -266,16 +264,13 @@ impl Connection {
                 return;
             }
         }
-        if self.linger_until.is_some_and(|at| now >= at) {
+        let due = self.timer.is_some_and(|at| now >= at);
+        if due && self.fin_sent {
             // The peer never closed: close without waiting any longer.
             self.fail_quietly();
-            return;
-        }
-        if let Some(at) = self.next_tick {
-            if now >= at {
-                self.next_tick = Some(now + TICK);
-                self.tick(env);
-            }
+        } else if due && self.ticking() {
+            self.timer = Some(now + TICK);
+            self.tick(env);
         }
     }
 
@@ -283,7 +278,7 @@ impl Connection {
     /// (`queued` bytes), then finish.
     pub fn on_shutdown(&mut self, queued: usize) {
         if self.reading == Reading::Open && self.drain_budget.is_none() {
-            self.drain_budget = Some(queued);
+            self.drain_budget = Some(u32::try_from(queued).unwrap_or(u32::MAX));
         }
     }
 
@@ -319,7 +314,7 @@ impl Connection {
             if self.peer_closed {
                 return self.close_if_quiescent();
             }
-            self.linger_until = Some(env.now + env.limits.linger);
+            self.timer = Some(env.now + env.limits.linger);
             return Some(Action::ShutdownWrite);
         }
         if self.fin_sent && self.peer_closed {
@@ -368,8 +363,8 @@ impl Connection {
             .send_waiting_since
             .filter(|_| self.unsent() > 0)
             .map(|since| since + limits.send_timeout);
-        let tick = self.next_tick.filter(|_| self.reading == Reading::Open);
-        [stall, self.linger_until, tick].into_iter().flatten().min()
+        let timer = self.timer.filter(|_| self.fin_sent || self.ticking());
+        [stall, timer].into_iter().flatten().min()
     }
 
     /// Reply bytes produced but not yet taken by the kernel.
@@ -392,7 +387,7 @@ impl Connection {
 
     /// Input received but not yet taken by the session.
     pub fn held_len(&self) -> usize {
-        self.held.len() - self.held_from
+        self.held.len()
     }
 
     /// True once the driver was told to close.
@@ -406,19 +401,6 @@ impl Connection {
     }
 
     // ----- inside -----
-
-    /// Keeps input the session could not take yet, with no slack capacity.
-    fn hold(&mut self, data: &[u8]) {
-        if data.is_empty() {
-            return;
-        }
-        if self.held_len() == 0 {
-            self.held = Vec::new();
-            self.held_from = 0;
-        }
-        self.held.reserve_exact(data.len());
-        self.held.extend_from_slice(data);
-    }
 
     /// Offers `input` to the session while output stays under the limit;
     /// returns how much it took.
@@ -456,20 +438,13 @@ impl Connection {
             self.reading = Reading::Done;
         }
         if self.held_len() > 0 {
-            let held = std::mem::take(&mut self.held);
-            let taken = self.offer(&held[self.held_from..], env);
+            let mut held = std::mem::take(&mut self.held);
+            let taken = self.offer(held.as_slice(), env);
+            held.consume(taken);
             self.held = held;
-            self.held_from += taken;
             if self.reading == Reading::Done {
                 env.stats.bytes_discarded.add(self.held_len() as u64);
-                self.held_from = self.held.len();
-            }
-            if self.held_len() == 0 {
-                self.held = Vec::new();
-                self.held_from = 0;
-            } else if self.held_from > self.held.len() / 2 {
-                self.held.drain(..self.held_from);
-                self.held_from = 0;
+                self.held = HeldInput::default();
             }
         }
         let input_spent = self.held_len() == 0 && !self.session.has_more_output();
@@ -536,6 +511,11 @@ impl Connection {
         true
     }
 
+    /// True while the session gets ticks: it keeps time and is still fed.
+    fn ticking(&self) -> bool {
+        self.ticks && self.reading == Reading::Open && !self.fin_sent
+    }
+
     fn tick(&mut self, env: &Env) {
         if self.reading == Reading::Done {
             return;
@@ -566,8 +546,7 @@ impl Connection {
     fn fail_quietly(&mut self) {
         self.failed = true;
         self.pending = Vec::new();
-        self.held = Vec::new();
-        self.held_from = 0;
+        self.held = HeldInput::default();
     }
 
     fn release_idle_memory(&mut self) {
@@ -576,6 +555,56 @@ impl Connection {
         }
         if self.sending.is_empty() && self.sending.capacity() > KEEP_CAPACITY {
             self.sending = Vec::new();
+        }
+    }
+}
+
+/// Input received but not yet taken by the session. Absent while empty,
+/// which is nearly always, so an idle connection pays one pointer for it.
+#[derive(Default)]
+struct HeldInput(Option<Box<Held>>);
+
+struct Held {
+    bytes: Vec<u8>,
+    /// How much of `bytes` the session has taken.
+    from: usize,
+}
+
+impl HeldInput {
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |h| h.bytes.len() - h.from)
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        self.0.as_ref().map_or(&[], |h| &h.bytes[h.from..])
+    }
+
+    /// Keeps `data` after what is held, with no slack capacity.
+    fn push(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        let held = self.0.get_or_insert_with(|| {
+            Box::new(Held {
+                bytes: Vec::new(),
+                from: 0,
+            })
+        });
+        held.bytes.reserve_exact(data.len());
+        held.bytes.extend_from_slice(data);
+    }
+
+    /// The session took `n` bytes from the front.
+    fn consume(&mut self, n: usize) {
+        let Some(held) = self.0.as_mut() else {
+            return;
+        };
+        held.from = (held.from + n).min(held.bytes.len());
+        if held.from == held.bytes.len() {
+            self.0 = None;
+        } else if held.from > held.bytes.len() / 2 {
+            held.bytes.drain(..held.from);
+            held.from = 0;
         }
     }
 }

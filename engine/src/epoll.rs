@@ -20,10 +20,9 @@ use std::time::{Duration, Instant};
 use protocols::{DatagramHandler, Replies};
 
 use crate::connection::{Action, Connection, Env, Limits};
-use crate::deadlines::{self, Deadlines, Scheduled};
+use crate::conns::{Conns, Tracked};
 use crate::error::EngineError;
 use crate::per_core::{CoreWorker, TcpService, WorkerParts, WorkerSettings};
-use crate::slab::Slab;
 use crate::stats::WorkerStats;
 use crate::timers::Timers;
 use crate::token::{Op, Token};
@@ -52,11 +51,8 @@ struct DatagramSocket {
     gso: bool,
 }
 
-/// A connection, its socket, and what epoll last said of the socket.
-struct EpollConn {
-    fd: OwnedFd,
-    conn: Connection,
-    scheduled: Scheduled,
+/// What epoll last said of a connection's socket.
+struct Readiness {
     /// The socket may hold unread input (an edge was reported and it has
     /// not been read empty since).
     unread: bool,
@@ -78,8 +74,9 @@ pub struct EpollWorker {
     stats: Arc<WorkerStats>,
     listeners: Vec<Listener>,
     udp: Vec<DatagramSocket>,
-    conns: Slab<EpollConn>,
-    deadlines: Deadlines,
+    conns: Conns<Readiness>,
+    /// Reused: connections to move after deadlines or at shutdown.
+    due: Vec<(u32, u32)>,
     /// The shutdown eventfd, in the epoll set; held so it stays open.
     _wake: OwnedFd,
     /// Receive buffer shared by every connection: idle connections hold none.
@@ -231,8 +228,8 @@ impl CoreWorker for EpollWorker {
                     gso: true,
                 })
                 .collect(),
-            conns: Slab::default(),
-            deadlines: Deadlines::default(),
+            conns: Conns::default(),
+            due: Vec::new(),
             _wake: wake,
             scratch: vec![0; settings.tcp_buffers.1 as usize],
             datagram: vec![0; udp::MAX_PAYLOAD],
@@ -307,7 +304,8 @@ impl EpollWorker {
         if leftover {
             return Some(Duration::ZERO);
         }
-        self.timers.next_wait(Instant::now(), self.deadlines.next())
+        self.timers
+            .next_wait(Instant::now(), self.conns.next_deadline())
     }
 
     // ----- connections -----
@@ -319,10 +317,10 @@ impl EpollWorker {
         };
         let hung_up = bits & (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0;
         // Readable (data, EOF or an error) wants a read; writable a flush.
-        c.unread |= hung_up || bits & libc::EPOLLIN as u32 != 0;
-        c.hung_up |= hung_up;
+        c.io.unread |= hung_up || bits & libc::EPOLLIN as u32 != 0;
+        c.io.hung_up |= hung_up;
         if bits & (libc::EPOLLOUT | libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0 {
-            c.writable = true;
+            c.io.writable = true;
             c.conn.on_writable();
         }
         self.progress(index, generation);
@@ -345,9 +343,9 @@ impl EpollWorker {
             while let Some(action) = c.conn.poll_action(&env) {
                 match action {
                     Action::Send => send_once(c, &env),
-                    Action::StartReceiving => c.receiving = true,
+                    Action::StartReceiving => c.io.receiving = true,
                     Action::StopReceiving => {
-                        c.receiving = false;
+                        c.io.receiving = false;
                         c.conn.on_recv_ended();
                     }
                     // A readiness send never stays in flight.
@@ -365,39 +363,33 @@ impl EpollWorker {
                     }
                 }
             }
-            if !(c.receiving && c.unread) || reads >= VISIT_BUDGET {
+            if !(c.io.receiving && c.io.unread) || reads >= VISIT_BUDGET {
                 break;
             }
             reads += 1;
             read_once(c, &mut self.scratch, &env);
         }
-        if c.receiving && c.unread {
+        if c.io.receiving && c.io.unread {
             // Budget spent with input left: no new edge will come for it.
             self.revisit.push((index, generation));
         }
-        let at = c.conn.next_deadline(&self.limits);
-        self.deadlines
-            .schedule(at, index, generation, &mut c.scheduled);
+        self.conns.reschedule(index, generation, &self.limits);
     }
 
     /// Hands connections whose deadline has come their `on_deadline`.
     fn fire_deadlines(&mut self) {
-        let now = Instant::now();
-        self.now = now;
-        while let Some((at, index, generation)) = self.deadlines.pop_due(now) {
-            let env = Env {
-                limits: &self.limits,
-                stats: &self.stats,
-                now,
-            };
-            let Some(c) = self.conns.get_mut(index, generation) else {
-                continue;
-            };
-            if deadlines::claim(at, &mut c.scheduled) {
-                c.conn.on_deadline(&env);
-                self.progress(index, generation);
-            }
+        self.now = Instant::now();
+        let env = Env {
+            limits: &self.limits,
+            stats: &self.stats,
+            now: self.now,
+        };
+        let mut due = std::mem::take(&mut self.due);
+        self.conns.fire_deadlines(&env, &mut due);
+        for &(index, generation) in &due {
+            self.progress(index, generation);
         }
+        self.due = due;
     }
 
     fn accept(&mut self, i: usize) {
@@ -441,15 +433,15 @@ impl EpollWorker {
     fn open(&mut self, listener: usize, fd: OwnedFd) {
         let raw = fd.as_raw_fd();
         let session = (self.listeners[listener].service.factory)();
-        let (index, generation) = self.conns.insert(EpollConn {
-            fd,
-            conn: Connection::new(session, self.now),
-            scheduled: None,
+        let io = Readiness {
             unread: false,
             hung_up: false,
             writable: true,
             receiving: false,
-        });
+        };
+        let (index, generation) = self
+            .conns
+            .insert(fd, Connection::new(session, self.now), io);
         // Both directions, edge-triggered, once: no epoll_ctl per send.
         let events = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP) as u32;
         if let Err(e) = self
@@ -591,17 +583,12 @@ impl EpollWorker {
             return;
         }
         self.timers.drain_deadline = Some(self.now + self.settings.shutdown_deadline);
-        for index in 0..self.conns.capacity() {
-            let Some(generation) = self.conns.generation_at(index) else {
-                continue;
-            };
-            if let Some(c) = self.conns.get_mut(index, generation) {
-                // Answer what the kernel had already queued, then finish.
-                c.conn
-                    .on_shutdown(crate::socket::queued_input(c.fd.as_raw_fd()));
-            }
+        let mut all = std::mem::take(&mut self.due);
+        self.conns.begin_shutdown(&mut all);
+        for &(index, generation) in &all {
             self.progress(index, generation);
         }
+        self.due = all;
     }
 
     fn finished(&mut self) -> bool {
@@ -622,7 +609,7 @@ impl EpollWorker {
 
 /// One non-blocking read into `scratch`, handed to the core. A short read
 /// means the socket is empty.
-fn read_once(c: &mut EpollConn, scratch: &mut [u8], env: &Env) {
+fn read_once(c: &mut Tracked<Readiness>, scratch: &mut [u8], env: &Env) {
     // SAFETY: `scratch` is a live, writable buffer of `scratch.len()` bytes.
     let n = unsafe {
         libc::recv(
@@ -635,25 +622,25 @@ fn read_once(c: &mut EpollConn, scratch: &mut [u8], env: &Env) {
     env.stats.io_syscalls.inc();
     match n {
         n if n > 0 => {
-            if (n as usize) < scratch.len() && !c.hung_up {
-                c.unread = false; // read empty: the next arrival brings a new edge
+            if (n as usize) < scratch.len() && !c.io.hung_up {
+                c.io.unread = false; // read empty: the next arrival brings a new edge
             }
             c.conn.on_received(&scratch[..n as usize], env);
         }
         0 => {
-            c.unread = false;
-            c.receiving = false;
+            c.io.unread = false;
+            c.io.receiving = false;
             c.conn.on_eof();
             c.conn.on_recv_ended();
         }
         _ => {
-            c.unread = false;
+            c.io.unread = false;
             let e = io::Error::last_os_error();
             if !matches!(
                 e.kind(),
                 io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
             ) {
-                c.receiving = false;
+                c.io.receiving = false;
                 c.conn.on_recv_error(env);
                 c.conn.on_recv_ended();
             }
@@ -662,8 +649,8 @@ fn read_once(c: &mut EpollConn, scratch: &mut [u8], env: &Env) {
 }
 
 /// One non-blocking send of what the core asks to send.
-fn send_once(c: &mut EpollConn, env: &Env) {
-    if !c.writable {
+fn send_once(c: &mut Tracked<Readiness>, env: &Env) {
+    if !c.io.writable {
         c.conn.on_send_blocked();
         return;
     }
@@ -685,7 +672,7 @@ fn send_once(c: &mut EpollConn, env: &Env) {
     let e = io::Error::last_os_error();
     match e.kind() {
         io::ErrorKind::WouldBlock => {
-            c.writable = false; // the writable edge resumes it
+            c.io.writable = false; // the writable edge resumes it
             c.conn.on_send_blocked();
         }
         io::ErrorKind::Interrupted => c.conn.on_sent(0, env),

@@ -18,6 +18,7 @@
 pub mod bufring;
 pub mod config;
 pub mod connection;
+pub mod conns;
 pub mod deadlines;
 pub mod epoll;
 pub mod error;

@@ -16,11 +16,10 @@ use protocols::{DatagramHandler, Replies};
 
 use crate::bufring::BufRing;
 use crate::connection::{Action, Connection, Env, Limits, RECEIVE_WINDOW};
-use crate::deadlines::{self, Deadlines, Scheduled};
+use crate::conns::Conns;
 use crate::error::EngineError;
 use crate::per_core::{CoreWorker, TcpService, WorkerParts, WorkerSettings};
 use crate::ring::RingMode;
-use crate::slab::Slab;
 use crate::stats::WorkerStats;
 use crate::timers::Timers;
 use crate::token::{Op, Token};
@@ -42,13 +41,6 @@ struct Listener {
     /// The outstanding accept is multishot (single-shot near the limit).
     multishot: bool,
     cancelling: bool,
-}
-
-/// A TCP connection: its socket, its core, and its place in the deadlines.
-struct TcpConn {
-    fd: OwnedFd,
-    conn: Connection,
-    scheduled: Scheduled,
 }
 
 struct UdpSocket {
@@ -76,8 +68,10 @@ pub struct Worker {
     stats: Arc<WorkerStats>,
     listeners: Vec<Listener>,
     udp: Vec<UdpSocket>,
-    conns: Slab<TcpConn>,
-    deadlines: Deadlines,
+    /// The io_uring driver keeps no I/O state of its own per connection.
+    conns: Conns<()>,
+    /// Reused: connections to move after deadlines or at shutdown.
+    due: Vec<(u32, u32)>,
     // Boxed: a slot's msghdr points into the slot itself, so it must never
     // move, even if this Vec ever grew.
     #[allow(clippy::vec_box)]
@@ -176,8 +170,8 @@ impl Worker {
                     gso: true,
                 })
                 .collect(),
-            conns: Slab::default(),
-            deadlines: Deadlines::default(),
+            conns: Conns::default(),
+            due: Vec::new(),
             send_slots: (0..slots).map(|_| SendSlot::new()).collect(),
             free_send_slots: (0..slots as u32).rev().collect(),
             overflow_slot: SendSlot::new(),
@@ -234,7 +228,9 @@ impl Worker {
     }
 
     fn enter(&mut self) -> Result<(), EngineError> {
-        let wait = self.timers.next_wait(Instant::now(), self.deadlines.next());
+        let wait = self
+            .timers
+            .next_wait(Instant::now(), self.conns.next_deadline());
         let submitted = self
             .uring
             .enter(wait)
@@ -330,11 +326,7 @@ impl Worker {
         self.stats.connections_accepted.inc();
         let session = (self.listeners[listener].service.factory)();
         let conn = Connection::new(session, self.now);
-        let (index, generation) = self.conns.insert(TcpConn {
-            fd,
-            conn,
-            scheduled: None,
-        });
+        let (index, generation) = self.conns.insert(fd, conn, ());
         self.progress(index, generation);
     }
 
@@ -462,9 +454,7 @@ impl Worker {
             self.conns.remove(index);
             self.stats.connections_closed.inc();
         } else {
-            let at = c.conn.next_deadline(&self.limits);
-            self.deadlines
-                .schedule(at, index, generation, &mut c.scheduled);
+            self.conns.reschedule(index, generation, &self.limits);
         }
         for entry in entries.into_iter().flatten() {
             // SAFETY: a send points into the connection's `sending` buffer,
@@ -481,22 +471,18 @@ impl Worker {
 
     /// Hands connections whose deadline has come their `on_deadline`.
     fn fire_deadlines(&mut self) {
-        let now = Instant::now();
-        self.now = now;
-        while let Some((at, index, generation)) = self.deadlines.pop_due(now) {
-            let env = Env {
-                limits: &self.limits,
-                stats: &self.stats,
-                now,
-            };
-            let Some(c) = self.conns.get_mut(index, generation) else {
-                continue;
-            };
-            if deadlines::claim(at, &mut c.scheduled) {
-                c.conn.on_deadline(&env);
-                self.progress(index, generation);
-            }
+        self.now = Instant::now();
+        let env = Env {
+            limits: &self.limits,
+            stats: &self.stats,
+            now: self.now,
+        };
+        let mut due = std::mem::take(&mut self.due);
+        self.conns.fire_deadlines(&env, &mut due);
+        for &(index, generation) in &due {
+            self.progress(index, generation);
         }
+        self.due = due;
     }
 
     fn on_udp_recv(&mut self, i: usize, res: i32, flags: u32) {
@@ -696,17 +682,12 @@ impl Worker {
                 self.cancel(Token::new(Op::UdpRecv, i as u32, 0));
             }
         }
-        for index in 0..self.conns.capacity() {
-            let Some(generation) = self.conns.generation_at(index) else {
-                continue;
-            };
-            if let Some(c) = self.conns.get_mut(index, generation) {
-                // Answer what the kernel had already queued, then finish.
-                c.conn
-                    .on_shutdown(crate::socket::queued_input(c.fd.as_raw_fd()));
-            }
+        let mut all = std::mem::take(&mut self.due);
+        self.conns.begin_shutdown(&mut all);
+        for &(index, generation) in &all {
             self.progress(index, generation);
         }
+        self.due = all;
     }
 
     fn finished(&mut self) -> bool {
