@@ -191,6 +191,7 @@ pub(crate) mod testing {
         chunks: &[&[u8]],
         room: usize,
     ) -> (Vec<u8>, usize) {
+        assert!(room > 0, "a transport offers input only with room to spare");
         let mut written = Vec::new();
         let mut held: Vec<u8> = Vec::new();
         let mut worst = 0;
