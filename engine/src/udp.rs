@@ -129,12 +129,13 @@ pub fn count_send(stats: &WorkerStats, segments: u32, result: io::Result<usize>)
     }
 }
 
-/// The errors a GSO send fails with when the path cannot take the train
-/// (a segment over the path MTU, a device without the offload).
+/// The errors a GSO send fails with when the path cannot take the train:
+/// a segment over the path MTU (EMSGSIZE on current kernels, EINVAL on
+/// older ones), a device without checksum offload (EIO), no offload at all.
 fn gso_refused(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(libc::EIO | libc::EINVAL | libc::EOPNOTSUPP)
+        Some(libc::EIO | libc::EINVAL | libc::EMSGSIZE | libc::EOPNOTSUPP)
     )
 }
 

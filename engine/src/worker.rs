@@ -405,8 +405,6 @@ impl Worker {
             return;
         };
         let fd = types::Fd(c.fd.as_raw_fd());
-        let mut entries: [Option<squeue::Entry>; 4] = Default::default();
-        let mut queued = 0;
         let mut close = false;
         while let Some(action) = c.conn.poll_action(&env) {
             let entry = match action {
@@ -442,21 +440,6 @@ impl Worker {
                     break;
                 }
             };
-            // A connection asks for at most one of each per round.
-            if queued < entries.len() {
-                entries[queued] = Some(entry);
-                queued += 1;
-            }
-        }
-        if close {
-            // Nothing in flight refers to it any more (the core waits for
-            // that): closing the descriptor and freeing the output is safe.
-            self.conns.remove(index);
-            self.stats.connections_closed.inc();
-        } else {
-            self.conns.reschedule(index, generation, &self.limits);
-        }
-        for entry in entries.into_iter().flatten() {
             // SAFETY: a send points into the connection's `sending` buffer,
             // which the core leaves untouched until the send reports back,
             // and the connection (with its heap buffer and descriptor) is
@@ -465,7 +448,15 @@ impl Worker {
             // the slab does not move that buffer. Receives write only into
             // provided buffers, which the Uring owns. At teardown the
             // worker's Drop reaps every operation first.
-            unsafe { self.push(entry) };
+            unsafe { self.uring.push(entry) };
+        }
+        if close {
+            // Nothing in flight refers to it any more (the core waits for
+            // that): closing the descriptor and freeing the output is safe.
+            self.conns.remove(index);
+            self.stats.connections_closed.inc();
+        } else {
+            self.conns.reschedule(index, generation, &self.limits);
         }
     }
 
