@@ -171,6 +171,31 @@ fn bot_over_tcp_and_udp(io: &str) {
     assert_eq!(rest, "", "the bot closes after its goodbye");
 }
 
+fn session_counters_sum_over_udp_services(io: &str) {
+    // Two UDP bot services: their session tables add up in the counters,
+    // whichever service published last.
+    let server = start(io, &["udp:0=bot", "udp:0=bot"]);
+    let services: Vec<_> = server
+        .services
+        .iter()
+        .filter(|(t, p, _)| t == "udp" && p == "bot")
+        .map(|(_, _, addr)| *addr)
+        .collect();
+    assert_eq!(services.len(), 2);
+    let mut peers = Vec::new();
+    for (i, to) in services.iter().enumerate() {
+        for _ in 0..(3 - i) {
+            let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+            peer.set_read_timeout(Some(PATIENCE)).unwrap();
+            peer.send_to(b"hi", to).unwrap();
+            let mut buf = [0u8; 2048];
+            peer.recv_from(&mut buf).expect("a greeting");
+            peers.push(peer);
+        }
+    }
+    server.wait_counter("sessions_open", |n| n == 5);
+}
+
 fn http_pipelining_errors_and_long_bodies(io: &str) {
     let server = start(io, &["tcp:0=http"]);
     let addr = server.addr("tcp", "http");
@@ -381,4 +406,5 @@ for_every_model!(
     sigterm_at_the_connection_limit_still_stops,
     counters_tell_what_the_kernel_did,
     a_long_body_streams_in_bounded_memory,
+    session_counters_sum_over_udp_services,
 );

@@ -460,9 +460,10 @@ impl EpollWorker {
     // ----- UDP -----
 
     fn receive_datagrams(&mut self, i: usize) {
+        let mut any = false;
         for _ in 0..VISIT_BUDGET {
             if !self.udp[i].pending {
-                return;
+                break;
             }
             let mut name: libc::sockaddr_storage =
                 // SAFETY: plain old data; all-zero is a valid value.
@@ -523,8 +524,11 @@ impl EpollWorker {
             );
             self.send_replies(i, peer);
             self.replies.clear();
+            any = true;
         }
-        self.publish_sessions();
+        if any {
+            self.publish_sessions();
+        }
     }
 
     /// Copies the session tables' state, summed over this worker's UDP

@@ -149,8 +149,36 @@ counters! {
     io_syscalls,
 }
 
+/// One datagram handler's share of session counters that several handlers
+/// (several UDP services, or the threads of a shared-counter model) publish
+/// into: it adds the change since its last publication, so the counters
+/// hold the sum over handlers instead of the last one's figures.
+#[derive(Debug, Default)]
+pub struct SessionShare {
+    last: protocols::SessionStats,
+}
+
+impl SessionShare {
+    /// Adds what changed in `now` since the last call to the shared counters
+    /// (any thread: atomic adds; a shrinking table adds a wrapped negative
+    /// change, which the sum absorbs exactly).
+    pub fn publish(&mut self, stats: &WorkerStats, now: protocols::SessionStats) {
+        stats
+            .sessions_open
+            .add_shared(now.open.wrapping_sub(self.last.open));
+        stats
+            .sessions_evicted
+            .add_shared(now.evicted.wrapping_sub(self.last.evicted));
+        stats
+            .sessions_expired
+            .add_shared(now.expired.wrapping_sub(self.last.expired));
+        self.last = now;
+    }
+}
+
 impl WorkerStats {
-    /// Records the state of a datagram handler's session table.
+    /// Records the state of a worker's session tables (the sum over its
+    /// handlers: see [`SessionShare`] where several handlers share counters).
     pub fn publish_sessions(&self, sessions: protocols::SessionStats) {
         self.sessions_open.set(sessions.open);
         self.sessions_evicted.set(sessions.evicted);
@@ -217,6 +245,23 @@ impl StatsSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shares_of_several_handlers_sum() {
+        let stats = WorkerStats::default();
+        let (mut a, mut b) = (SessionShare::default(), SessionShare::default());
+        let table = |open, evicted| protocols::SessionStats {
+            open,
+            evicted,
+            expired: 0,
+        };
+        a.publish(&stats, table(3, 1));
+        b.publish(&stats, table(5, 0));
+        assert_eq!(stats.sessions_open.get(), 8);
+        a.publish(&stats, table(1, 2)); // a's table shrank
+        assert_eq!(stats.sessions_open.get(), 6);
+        assert_eq!(stats.sessions_evicted.get(), 2);
+    }
 
     #[test]
     fn snapshots_sum_and_name_every_counter() {

@@ -374,6 +374,8 @@ fn udp_loop(socket: UdpSocket, mut handler: Box<dyn DatagramHandler>, shared: Ar
     let _ = socket.set_read_timeout(Some(TICK));
     let mut buf = vec![0u8; 65_536];
     let mut replies = Replies::new();
+    // Several UDP services share these counters: each adds its own changes.
+    let mut sessions = engine::stats::SessionShare::default();
     while !shared.stopping.load(Ordering::SeqCst) {
         let (n, peer): (usize, SocketAddr) = match socket.recv_from(&mut buf) {
             Ok(got) => got,
@@ -392,6 +394,6 @@ fn udp_loop(socket: UdpSocket, mut handler: Box<dyn DatagramHandler>, shared: Ar
                 Err(_) => stats.udp_replies_dropped.add_shared(1),
             }
         }
-        stats.publish_sessions(handler.sessions());
+        sessions.publish(stats, handler.sessions());
     }
 }

@@ -339,6 +339,8 @@ async fn udp_loop(
     let stats = &shared.stats;
     let mut buf = vec![0u8; 65_536];
     let mut replies = Replies::new();
+    // Several UDP services share these counters: each adds its own changes.
+    let mut sessions = engine::stats::SessionShare::default();
     loop {
         let (n, peer): (usize, SocketAddr) = tokio::select! {
             r = socket.recv_from(&mut buf) => match r {
@@ -360,6 +362,6 @@ async fn udp_loop(
                 Err(_) => stats.udp_replies_dropped.add_shared(1),
             }
         }
-        stats.publish_sessions(handler.sessions());
+        sessions.publish(stats, handler.sessions());
     }
 }

@@ -323,6 +323,8 @@ async fn udp_loop(service: UdpService, shared: Rc<Shared>) {
     let mut stop = shared.stop.clone();
     let mut buf = vec![0u8; 65_536];
     let mut replies = Replies::new();
+    // Several UDP services share these counters: each adds its own changes.
+    let mut sessions = engine::stats::SessionShare::default();
     let mut reply = Vec::new();
     loop {
         let (result, back) = tokio::select! {
@@ -351,7 +353,7 @@ async fn udp_loop(service: UdpService, shared: Rc<Shared>) {
                 Err(_) => stats.udp_replies_dropped.inc(),
             }
         }
-        stats.publish_sessions(handler.sessions());
+        sessions.publish(stats, handler.sessions());
     }
 }
 
