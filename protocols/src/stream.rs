@@ -145,6 +145,60 @@ pub fn prefix_for_room(input: &[u8], room: usize) -> usize {
 }
 
 /// Test helpers shared by the protocols' tests.
+/// Feeds `chunks` to `session` the way a transport with an output bound
+/// does, in memory (for tests and fuzzing): held input is offered with
+/// `room` bytes of room at a time, the output is "sent" (moved to the
+/// result) between offers, and long bodies are written as the output
+/// drains. Returns everything written and the most one `on_input` call
+/// appended beyond its room. Panics when the session breaks its contract:
+/// takes more than offered, or nothing with room to spare and nothing left
+/// to write.
+pub fn drive_bounded(
+    session: &mut dyn StreamSession,
+    chunks: &[&[u8]],
+    room: usize,
+) -> (Vec<u8>, usize) {
+    assert!(room > 0, "a transport offers input only with room to spare");
+    let mut written = Vec::new();
+    let mut held: Vec<u8> = Vec::new();
+    let mut worst = 0;
+    let mut out = Vec::new();
+    for chunk in chunks {
+        held.extend_from_slice(chunk);
+        let mut from = 0;
+        loop {
+            while session.has_more_output() {
+                let next = session.on_drained(&mut out);
+                written.append(&mut out);
+                if next == Next::Close {
+                    return (written, worst);
+                }
+            }
+            if from == held.len() {
+                break;
+            }
+            let fed = session.on_input(&held[from..], &mut out, room);
+            worst = worst.max(out.len().saturating_sub(room));
+            written.append(&mut out);
+            assert!(fed.consumed <= held.len() - from, "took more than offered");
+            from += fed.consumed;
+            if fed.next == Next::Close {
+                while session.has_more_output() && session.on_drained(&mut out) == Next::Continue {
+                    written.append(&mut out);
+                }
+                written.append(&mut out);
+                return (written, worst);
+            }
+            assert!(
+                fed.consumed > 0 || session.has_more_output(),
+                "a session took nothing with room to spare"
+            );
+        }
+        held.clear();
+    }
+    (written, worst)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,60 +228,5 @@ mod tests {
             largest <= STEP_ROOM + 1024,
             "no step holds a whole body: {largest}"
         );
-    }
-}
-
-#[cfg(test)]
-pub(crate) mod testing {
-    use super::*;
-
-    /// Feeds `chunks` the way a transport with a small output bound does:
-    /// held input is offered with `room` bytes of room at a time, the output
-    /// is "sent" (moved to the result) between offers, and long bodies are
-    /// written as the output drains. Returns everything written, and the
-    /// most one `on_input` call appended beyond its room.
-    pub(crate) fn drive(
-        session: &mut dyn StreamSession,
-        chunks: &[&[u8]],
-        room: usize,
-    ) -> (Vec<u8>, usize) {
-        assert!(room > 0, "a transport offers input only with room to spare");
-        let mut written = Vec::new();
-        let mut held: Vec<u8> = Vec::new();
-        let mut worst = 0;
-        let mut out = Vec::new();
-        for chunk in chunks {
-            held.extend_from_slice(chunk);
-            loop {
-                while session.has_more_output() {
-                    if session.on_drained(&mut out) == Next::Close {
-                        written.append(&mut out);
-                        return (written, worst);
-                    }
-                    written.append(&mut out);
-                }
-                if held.is_empty() {
-                    break;
-                }
-                let fed = session.on_input(&held, &mut out, room);
-                worst = worst.max(out.len().saturating_sub(room));
-                written.append(&mut out);
-                held.drain(..fed.consumed);
-                if fed.next == Next::Close {
-                    while session.has_more_output()
-                        && session.on_drained(&mut out) == Next::Continue
-                    {
-                        written.append(&mut out);
-                    }
-                    written.append(&mut out);
-                    return (written, worst);
-                }
-                assert!(
-                    fed.consumed > 0 || session.has_more_output(),
-                    "a session took nothing with room to spare"
-                );
-            }
-        }
-        (written, worst)
     }
 }

@@ -82,21 +82,36 @@ pub fn parse_rate(text: &str) -> Result<f64, String> {
     Ok(rate)
 }
 
+/// The most CPUs Linux supports (NR_CPUS at its largest): no CPU id is
+/// this large, and no list is longer.
+pub const MAX_CPUS: usize = 8192;
+
 /// Parses a CPU list like `0,2-3` into `[0, 2, 3]`.
 pub fn parse_cpu_list(text: &str) -> Result<Vec<usize>, String> {
     let mut cpus = Vec::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let bad = || format!("'{part}' in '{text}' is not a CPU or a range like 2-3");
+        let cpu = |id: &str| -> Result<usize, String> {
+            let id: usize = id.trim().parse().map_err(|_| bad())?;
+            if id >= MAX_CPUS {
+                return Err(format!(
+                    "CPU {id} in '{text}' does not exist (Linux numbers CPUs below {MAX_CPUS})"
+                ));
+            }
+            Ok(id)
+        };
         match part.split_once('-') {
             Some((a, b)) => {
-                let a: usize = a.parse().map_err(|_| bad())?;
-                let b: usize = b.parse().map_err(|_| bad())?;
+                let (a, b) = (cpu(a)?, cpu(b)?);
                 if a > b {
                     return Err(bad());
                 }
                 cpus.extend(a..=b);
             }
-            None => cpus.push(part.parse().map_err(|_| bad())?),
+            None => cpus.push(cpu(part)?),
+        }
+        if cpus.len() > MAX_CPUS {
+            return Err(format!("'{text}' names more than {MAX_CPUS} CPUs"));
         }
     }
     if cpus.is_empty() {
@@ -118,6 +133,19 @@ mod tests {
         assert!(parse_size("12Q").unwrap_err().contains("suffix"));
         assert!(parse_size("lots").is_err());
         assert!(parse_size("99999999999999G").is_err());
+    }
+
+    #[test]
+    fn cpu_ids_past_what_linux_numbers_are_refused() {
+        // Found by the fuzzer: `0-4233` was a list of 4,234 CPUs, and a
+        // range up to usize::MAX would have tried to allocate them all.
+        assert_eq!(parse_cpu_list("0-4233").map(|c| c.len()), Ok(4234));
+        let huge = parse_cpu_list("0-18446744073709551615").unwrap_err();
+        assert!(huge.contains("does not exist"), "{huge}");
+        assert!(parse_cpu_list("8192").is_err());
+        assert!(parse_cpu_list("0-8191,0-8191")
+            .unwrap_err()
+            .contains("more than"));
     }
 
     #[test]

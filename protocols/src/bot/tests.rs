@@ -211,7 +211,7 @@ fn udp_replies_fit_in_datagrams() {
 mod bounded_feeding {
     use super::*;
     use crate::reverse::tests::split_at_cuts;
-    use crate::stream::testing::drive;
+    use crate::stream::drive_bounded as drive;
     use proptest::prelude::*;
 
     fn stream() -> BotStream {

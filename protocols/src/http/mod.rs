@@ -103,11 +103,6 @@ enum Head {
     Failed(u16, String),
 }
 
-/// True when `bytes` holds an empty line (the end of a head).
-fn has_blank_line(bytes: &[u8]) -> bool {
-    bytes.windows(2).any(|w| w == b"\n\n" || w == b"\n\r")
-}
-
 /// What a parsed request asks for, owned (the parser borrows the input).
 struct Request {
     method: String,
@@ -197,15 +192,10 @@ impl HttpSession {
     /// taken from earlier inputs; a complete head's length is given in
     /// bytes of the new input.
     fn parse_head(&self, bytes: &[u8], buffered: usize) -> Head {
-        // A head ends with an empty line. A head's first bytes are parsed at
-        // once (garbage is refused early); after that, until the empty line
-        // has arrived, there is nothing new to learn, which keeps a head
-        // trickling in byte by byte from being parsed over and over.
-        let from = buffered.saturating_sub(3);
-        if buffered > 0 && !has_blank_line(&bytes[from..]) && bytes.len() <= self.config.max_header
-        {
-            return Head::Partial;
-        }
+        // Parsed again as each piece arrives, so a head is judged the same
+        // however it is split (the parser finds errors in a prefix the
+        // moment it sees them); a head is at most `max_header` bytes, which
+        // bounds the work a head trickling in byte by byte can cost.
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut parsed = httparse::Request::new(&mut headers);
         match parsed.parse(bytes) {

@@ -291,7 +291,7 @@ fn metrics_come_from_the_server_once_it_provides_them() {
 mod bounded_feeding {
     use super::*;
     use crate::reverse::tests::split_at_cuts;
-    use crate::stream::testing::drive;
+    use crate::stream::drive_bounded as drive;
     use proptest::prelude::*;
 
     #[test]

@@ -1,0 +1,34 @@
+//! Bot scripts: any TOML either loads as a valid script or is refused, and
+//! a conversation on a valid one never panics, whatever the answers.
+#![no_main]
+
+use std::sync::Arc;
+
+use libfuzzer_sys::fuzz_target;
+use protocols::bot::{Conversation, Script};
+use protocols::Next;
+
+fuzz_target!(|data: &[u8]| {
+    // The script, then answers after a NUL, one per line.
+    let (script, answers) = match data.iter().position(|&b| b == 0) {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &[][..]),
+    };
+    let Ok(text) = std::str::from_utf8(script) else {
+        return;
+    };
+    let Ok(script) = Script::parse(text) else {
+        return;
+    };
+    if script.validate().is_err() {
+        return;
+    }
+    let mut conversation = Conversation::new(Arc::new(script), 1);
+    let mut out = String::new();
+    conversation.open(&mut out);
+    for answer in String::from_utf8_lossy(answers).lines().take(64) {
+        if conversation.answer(answer, &mut out) == Next::Close {
+            break;
+        }
+    }
+});

@@ -1,0 +1,24 @@
+//! Flag values: sizes, durations, rates and CPU lists parse or refuse any
+//! text without panicking.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use protocols::units::{parse_cpu_list, parse_duration, parse_rate, parse_size};
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let _ = parse_size(text);
+    let _ = parse_duration(text);
+    if let Ok(rate) = parse_rate(text) {
+        assert!(rate.is_finite() && rate >= 0.0, "rate {rate} from {text:?}");
+    }
+    if let Ok(cpus) = parse_cpu_list(text) {
+        assert!(
+            cpus.len() <= protocols::units::MAX_CPUS,
+            "a CPU list of {} entries",
+            cpus.len()
+        );
+    }
+});
