@@ -540,6 +540,7 @@ impl EpollWorker {
             total.open += s.open;
             total.evicted += s.evicted;
             total.expired += s.expired;
+            total.capped += s.capped;
         }
         self.stats.publish_sessions(total);
     }

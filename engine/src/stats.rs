@@ -133,6 +133,10 @@ counters! {
     sessions_evicted,
     /// UDP sessions that ended because their peer went silent.
     sessions_expired,
+    /// UDP replies withheld or cut: to an address not yet heard from twice,
+    /// more than three times what it sent (anti-amplification), or past
+    /// what one datagram carries.
+    udp_replies_capped,
     /// io_uring_enter system calls.
     io_uring_enter_calls,
     /// Submission queue entries handed to the kernel.
@@ -172,6 +176,9 @@ impl SessionShare {
         stats
             .sessions_expired
             .add_shared(now.expired.wrapping_sub(self.last.expired));
+        stats
+            .udp_replies_capped
+            .add_shared(now.capped.wrapping_sub(self.last.capped));
         self.last = now;
     }
 }
@@ -183,6 +190,7 @@ impl WorkerStats {
         self.sessions_open.set(sessions.open);
         self.sessions_evicted.set(sessions.evicted);
         self.sessions_expired.set(sessions.expired);
+        self.udp_replies_capped.set(sessions.capped);
     }
 }
 
@@ -253,7 +261,7 @@ mod tests {
         let table = |open, evicted| protocols::SessionStats {
             open,
             evicted,
-            expired: 0,
+            ..protocols::SessionStats::default()
         };
         a.publish(&stats, table(3, 1));
         b.publish(&stats, table(5, 0));

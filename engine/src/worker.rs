@@ -524,6 +524,7 @@ impl Worker {
             total.open += s.open;
             total.evicted += s.evicted;
             total.expired += s.expired;
+            total.capped += s.capped;
         }
         self.stats.publish_sessions(total);
     }

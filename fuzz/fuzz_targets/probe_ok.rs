@@ -20,7 +20,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = Probe::parse_reply(data);
     let mut replies = Replies::new();
     let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
-    OkDatagram.on_datagram(Instant::now(), peer, data, &mut replies);
+    let mut ok = OkDatagram::default();
+    ok.on_datagram(Instant::now(), peer, data, &mut replies);
     let reply = replies.get(0).expect("a reply");
     assert_eq!(&reply[..OK_PREFIX.len()], OK_PREFIX);
     assert_eq!(&reply[OK_PREFIX.len()..], data);

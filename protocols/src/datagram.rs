@@ -54,6 +54,10 @@ impl Replies {
     }
 }
 
+/// The largest payload one UDP datagram carries over IPv4 (65,535 minus the
+/// IP and UDP headers): no reply may be longer.
+pub const MAX_DATAGRAM: usize = 65_507;
+
 /// The state of a handler's per-peer session table, for the counters.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SessionStats {
@@ -63,6 +67,10 @@ pub struct SessionStats {
     pub evicted: u64,
     /// Sessions that ended because their peer went silent.
     pub expired: u64,
+    /// Replies withheld or cut: to an address not yet heard from twice,
+    /// more than three times what it sent (anti-amplification), or past
+    /// what one datagram can carry.
+    pub capped: u64,
 }
 
 /// A datagram service: one value per socket, owned by the worker that reads it.

@@ -146,7 +146,7 @@ impl Protocol {
     pub fn datagram_handler(self, options: &Options) -> Option<Box<dyn DatagramHandler>> {
         match self {
             Protocol::Echo => Some(Box::new(EchoDatagram)),
-            Protocol::Ok => Some(Box::new(OkDatagram)),
+            Protocol::Ok => Some(Box::new(OkDatagram::default())),
             Protocol::Bot => Some(Box::new(BotDatagram::new(options.bot.clone()))),
             Protocol::Reverse | Protocol::ReverseLines | Protocol::Http => None,
         }

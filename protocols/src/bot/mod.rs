@@ -367,11 +367,40 @@ struct PeerSession {
     touch: u64,
 }
 
+/// An address heard from once: it may be spoofed, so it gets no more than
+/// three times what it sent until it is heard from again.
+struct Probation {
+    /// The greeting went out already (its first datagram was large enough).
+    greeted: bool,
+    first_seen: Instant,
+    touch: u64,
+}
+
+/// How much more than it sent an address not yet heard from twice may be
+/// sent (QUIC's anti-amplification limit, RFC 9000 section 8).
+pub const AMPLIFICATION_LIMIT: usize = 3;
+
+/// The answer to an unverified address when the greeting does not fit its
+/// allowance: a prompt to send again, if it fits.
+const NUDGE: &str = "Say again to start.\n";
+
 /// The bot over UDP: one datagram per message, one conversation per peer
 /// address, at most `max_sessions` of them (least recently used evicted).
+///
+/// An address is trusted with a conversation only from its second datagram
+/// on: its first goes to a probation table of its own (bounded the same way),
+/// so a flood of spoofed addresses churns that table and never evicts a
+/// conversation. Until then it is sent at most [`AMPLIFICATION_LIMIT`] times
+/// the bytes it sent: the greeting if that fits (a client that wants it at
+/// once pads its first datagram to a third of the greeting, as QUIC clients
+/// pad their first packet), else a short prompt, else nothing.
 pub struct BotDatagram {
     config: Arc<BotConfig>,
     sessions: HashMap<SocketAddr, PeerSession>,
+    probation: HashMap<SocketAddr, Probation>,
+    /// Probation entries in arrival order (stale ones skipped lazily).
+    probation_order: VecDeque<(SocketAddr, u64)>,
+    capped: u64,
     /// Peers in the order they were last seen; stale entries (an older
     /// touch than the session's) are skipped and dropped lazily.
     recency: VecDeque<(SocketAddr, u64)>,
@@ -387,6 +416,9 @@ impl BotDatagram {
         Self {
             config,
             sessions: HashMap::new(),
+            probation: HashMap::new(),
+            probation_order: VecDeque::new(),
+            capped: 0,
             recency: VecDeque::new(),
             touches: 0,
             evicted: 0,
@@ -424,6 +456,53 @@ impl BotDatagram {
                 }
             }
         }
+    }
+
+    /// A datagram from an address with no conversation, whose greeting is
+    /// in `self.text`. Heard from before (in time): the conversation may
+    /// start; `Some(greeted)` says whether the greeting went out already.
+    /// Otherwise the address goes on probation and `self.text` is cut to
+    /// what its allowance covers; `None`.
+    fn admit(&mut self, now: Instant, peer: SocketAddr, received: usize) -> Option<bool> {
+        let idle = self.config.idle;
+        if let Some(p) = self.probation.remove(&peer) {
+            if now.duration_since(p.first_seen) <= idle {
+                return Some(p.greeted);
+            }
+        }
+        let allowance = received.saturating_mul(AMPLIFICATION_LIMIT);
+        let greeted = self.text.len() <= allowance;
+        if !greeted {
+            self.capped += 1;
+            self.text.clear();
+            if NUDGE.len() <= allowance {
+                self.text.push_str(NUDGE);
+            }
+        }
+        self.touches += 1;
+        self.probation.insert(
+            peer,
+            Probation {
+                greeted,
+                first_seen: now,
+                touch: self.touches,
+            },
+        );
+        self.probation_order.push_back((peer, self.touches));
+        while self.probation.len() > self.config.max_sessions {
+            let Some((old, touch)) = self.probation_order.pop_front() else {
+                break;
+            };
+            if self.probation.get(&old).is_some_and(|p| p.touch == touch) {
+                self.probation.remove(&old);
+            }
+        }
+        if self.probation_order.len() > 4 * self.probation.len().max(16) {
+            let probation = &self.probation;
+            self.probation_order
+                .retain(|(p, t)| probation.get(p).is_some_and(|e| e.touch == *t));
+        }
+        None
     }
 
     fn reply(&mut self, replies: &mut Replies) {
@@ -493,12 +572,27 @@ impl DatagramHandler for BotDatagram {
                 }
             }
             None => {
-                // A new peer: whatever it said opens the conversation.
                 let mut conversation = Conversation::new(
                     self.config.script.clone(),
                     self.touches ^ u64::from(peer.port()),
                 );
                 conversation.open(&mut self.text);
+                // A peer whose conversation just expired was heard from
+                // many times: it starts over at once.
+                let greeted = if expired {
+                    false
+                } else {
+                    match self.admit(now, peer, input.len()) {
+                        Some(greeted) => greeted,
+                        None => return self.reply(replies),
+                    }
+                };
+                if greeted {
+                    // The greeting went out on the first datagram: this one
+                    // is the first answer.
+                    self.text.clear();
+                    conversation.answer(text, &mut self.text);
+                }
                 self.sessions.insert(
                     peer,
                     PeerSession {
@@ -519,6 +613,7 @@ impl DatagramHandler for BotDatagram {
             open: self.sessions.len() as u64,
             evicted: self.evicted,
             expired: self.expired,
+            capped: self.capped,
         }
     }
 }

@@ -131,6 +131,11 @@ fn say(bot: &mut BotDatagram, now: Instant, port: u16, text: &str) -> String {
         .collect()
 }
 
+/// A first datagram padded so that the greeting fits three times it.
+fn opener() -> String {
+    format!("hi{}", " ".repeat(400))
+}
+
 #[test]
 fn udp_sessions_are_per_peer_and_bounded() {
     let mut bot = BotDatagram::new(Arc::new(BotConfig {
@@ -139,36 +144,34 @@ fn udp_sessions_are_per_peer_and_bounded() {
     }));
     let t0 = Instant::now();
     for port in 1..=3 {
-        assert!(say(&mut bot, t0, port, "hi").starts_with("Hello! I'm Rita"));
+        assert!(say(&mut bot, t0, port, &opener()).starts_with("Hello! I'm Rita"));
     }
-    // Peers keep their own place.
+    // Peers keep their own place (and are trusted from this, their second
+    // datagram, on).
     assert!(say(&mut bot, t0, 1, "1").contains("router on?"));
     assert!(say(&mut bot, t0, 2, "4").contains("network's name"));
-    // A fourth peer evicts the least recently used (3).
-    say(&mut bot, t0, 4, "hi");
-    assert_eq!(
-        bot.sessions(),
-        SessionStats {
-            open: 3,
-            evicted: 1,
-            expired: 0
-        }
-    );
-    // Peer 3 starts over, and so evicts the next least recently used (1).
+    assert!(say(&mut bot, t0, 3, "1").contains("router on?"));
+    // A fourth peer, once trusted, evicts the least recently used (1).
+    say(&mut bot, t0, 4, &opener());
+    assert_eq!(bot.sessions().open, 3, "a first datagram evicts nobody");
+    say(&mut bot, t0, 4, "1");
+    let stats = |open, evicted, expired, capped| SessionStats {
+        open,
+        evicted,
+        expired,
+        capped,
+    };
+    assert_eq!(bot.sessions(), stats(3, 1, 0, 0));
+    // Peer 1 starts over: a one-byte datagram gets no greeting (it would
+    // amplify), its next one does, and that evicts the next (2).
+    assert_eq!(say(&mut bot, t0, 1, "1"), "");
     assert!(
-        say(&mut bot, t0, 3, "1").starts_with("Hello! I'm Rita"),
-        "peer 3 starts over"
+        say(&mut bot, t0, 1, "1").starts_with("Hello! I'm Rita"),
+        "peer 1 starts over"
     );
-    assert_eq!(
-        bot.sessions(),
-        SessionStats {
-            open: 3,
-            evicted: 2,
-            expired: 0
-        }
-    );
+    assert_eq!(bot.sessions(), stats(3, 2, 0, 1));
     // A finished conversation leaves the table.
-    assert!(say(&mut bot, t0, 2, "quit").starts_with("Goodbye!"));
+    assert!(say(&mut bot, t0, 3, "quit").starts_with("Goodbye!"));
     assert_eq!(bot.sessions().open, 2);
     // Silence past the idle time: the peer starts fresh and is told so.
     let later = t0 + Duration::from_secs(301);
@@ -179,21 +182,38 @@ fn udp_sessions_are_per_peer_and_bounded() {
         ),
         "{reply}"
     );
-    assert_eq!(
-        bot.sessions(),
-        SessionStats {
-            open: 2,
-            evicted: 2,
-            expired: 1
-        }
-    );
+    assert_eq!(bot.sessions(), stats(2, 2, 1, 1));
+}
+
+#[test]
+fn a_new_address_gets_at_most_three_times_what_it_sent() {
+    let mut bot = BotDatagram::new(config());
+    let t0 = Instant::now();
+    // An ongoing conversation.
+    say(&mut bot, t0, 1, "hello there");
+    assert!(say(&mut bot, t0, 1, "hi").starts_with("Hello! I'm Rita"));
+    assert!(say(&mut bot, t0, 1, "1").contains("router on?"));
+    // A flood of (spoofable) new addresses, one byte each.
+    for port in 1000..31_000 {
+        let reply = say(&mut bot, t0, port, "x");
+        assert!(reply.len() <= 3, "{} bytes for 1", reply.len());
+    }
+    for port in [40_000, 40_001] {
+        let reply = say(&mut bot, t0, port, "hello!!");
+        assert_eq!(reply, "Say again to start.\n", "20 bytes for 7");
+    }
+    assert_eq!(bot.sessions().open, 1, "only the trusted conversation");
+    assert_eq!(bot.sessions().evicted, 0, "the flood evicted nobody");
+    assert!(bot.sessions().capped >= 30_000);
+    // The conversation goes on where it was.
+    assert!(say(&mut bot, t0, 1, "yes").contains('?'));
 }
 
 #[test]
 fn udp_replies_fit_in_datagrams() {
     let mut bot = BotDatagram::new(config());
     let mut replies = Replies::new();
-    bot.on_datagram(Instant::now(), peer(9), b"hello\n", &mut replies);
+    bot.on_datagram(Instant::now(), peer(9), opener().as_bytes(), &mut replies);
     assert!(replies.iter().all(|r| r.len() <= MAX_REPLY_DATAGRAM));
     let text: Vec<u8> = replies.iter().flatten().copied().collect();
     assert!(String::from_utf8(text)

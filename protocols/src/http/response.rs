@@ -108,6 +108,10 @@ impl ResponseReader {
                         return Ok(());
                     };
                     let head_len = search_from + end + 4;
+                    if head_len > MAX_HEAD {
+                        // The same verdict however the head was cut.
+                        return Err(malformed("response head over 64 KiB", &self.line));
+                    }
                     let consumed = head_len - before;
                     data = &data[consumed..];
                     let head = std::mem::take(&mut self.line);
@@ -139,6 +143,10 @@ impl ResponseReader {
                     };
                     self.line.extend_from_slice(&data[..=pos]);
                     data = &data[pos + 1..];
+                    if self.line.len() > 1024 {
+                        // The same verdict however the line was cut.
+                        return Err(malformed("a chunk line over 1 KiB", &self.line));
+                    }
                     let line = std::mem::take(&mut self.line);
                     let text = String::from_utf8_lossy(&line);
                     let text = text.trim_end_matches(['\r', '\n']);
@@ -319,6 +327,23 @@ mod tests {
             assert_eq!(done[1].framing, Framing::Chunked);
             assert_eq!(done[4].framing, Framing::Close);
         }
+    }
+
+    #[test]
+    fn an_overlong_line_gets_one_verdict_however_it_is_cut() {
+        // Found by the fuzzer: a chunk's trailing line over 1 KiB was "over
+        // 1 KiB" when cut before its newline and "no CRLF" when whole.
+        let mut stream =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r".to_vec();
+        stream.extend_from_slice(&[0x80; 1100]);
+        stream.push(b'\n');
+        let whole = read_all(&[&stream], false).unwrap_err().to_string();
+        for cut in [60, 500, stream.len() - 1] {
+            let (a, b) = stream.split_at(cut);
+            let split = read_all(&[a, b], false).unwrap_err().to_string();
+            assert_eq!(split, whole, "cut at {cut}");
+        }
+        assert!(whole.contains("over 1 KiB"), "{whole}");
     }
 
     #[test]
