@@ -170,6 +170,32 @@ fn http(c: &mut Criterion) {
             session.on_bytes(black_box(&pipelined), &mut out)
         })
     });
+    // Pipelined requests waiting behind a long body, answered through the
+    // bounded path a transport uses (1 MiB of output room): the time per
+    // request must not grow with how many wait (no rescan, no shifting of
+    // the whole buffer per request).
+    let small = b"GET /bytes/1 HTTP/1.1\r\n\r\n";
+    for waiting in [10_000usize, 50_000, 200_000] {
+        let mut input = b"GET /bytes/4194304 HTTP/1.1\r\n\r\n".to_vec();
+        input.extend(small.repeat(waiting));
+        group.throughput(criterion::Throughput::Elements(waiting as u64));
+        group.sample_size(10);
+        group.bench_with_input(
+            BenchmarkId::new("pipelined-behind-a-body", waiting),
+            &input,
+            |b, input| {
+                b.iter(|| {
+                    let mut session = HttpSession::new(config.clone());
+                    let (written, _) = protocols::stream::drive_bounded(
+                        &mut session,
+                        &[black_box(input)],
+                        1 << 20,
+                    );
+                    written.len()
+                })
+            },
+        );
+    }
     group.finish();
 }
 

@@ -383,3 +383,22 @@ fn a_bad_script_fails_startup_naming_the_node() {
         "the file is named: {stderr}"
     );
 }
+
+#[test]
+fn a_new_address_is_no_reflection_amplifier() {
+    let server = Server::start(&["--serve", "udp:0=bot", "--threads", "1"]);
+    let chat = UdpChat::open(server.addr("udp", "bot"));
+    // One byte from a new (possibly spoofed) address: at most three back,
+    // so nothing; the next datagram starts the conversation. Loopback keeps
+    // order, so a reply to the first would arrive before the greeting.
+    chat.send(b"x");
+    chat.send(b"hi");
+    let greeting = expected_turns(&[]).remove(0);
+    assert_eq!(chat.read_like(&greeting), greeting);
+    assert_eq!(server.counter("udp_replies_capped"), 1);
+    assert_eq!(server.counter("sessions_open"), 1);
+    // The conversation goes on as usual.
+    chat.send(b"1");
+    let next = expected_turns(&["1"]).remove(1);
+    assert_eq!(chat.read_like(&next), next);
+}
