@@ -252,7 +252,9 @@ impl<'a> Walker<'a> {
                 break;
             }
         }
-        let node = &self.plan.script.nodes[model.node()];
+        let Some(node) = self.plan.script.node(model.node()) else {
+            return Err(Failure::Mismatch);
+        };
         match node.kind() {
             Kind::End(Outcome::Resolved) => self.outcomes.resolved += 1,
             Kind::End(Outcome::Ticket) => self.outcomes.ticket += 1,
@@ -273,7 +275,9 @@ impl<'a> Walker<'a> {
 
     /// A random valid answer at the model's current node.
     fn choose(&mut self, model: &Conversation) -> String {
-        let node = &self.plan.script.nodes[model.node()];
+        let Some(node) = self.plan.script.node(model.node()) else {
+            return "quit".to_string(); // a checked script has every node
+        };
         match node.kind() {
             Kind::YesNo => if self.rng.range(0, 1) == 0 {
                 "yes"

@@ -47,6 +47,12 @@ impl BotConfig {
     }
 }
 
+/// How many steps `back` can undo: a looping script cannot grow a
+/// conversation's memory past this.
+pub const MAX_HISTORY: usize = 256;
+/// How many checked answers the summary records, at most.
+pub const MAX_CHECKS: usize = 64;
+
 const HELP: &str = "You can answer the question, or type: back (the previous question), restart (start over), quit (end the chat).";
 
 /// One conversation with one user.
@@ -54,8 +60,9 @@ const HELP: &str = "You can answer the question, or type: back (the previous que
 pub struct Conversation {
     script: Arc<Script>,
     node: String,
-    /// Earlier nodes, and how many checks were recorded when we left each.
-    history: Vec<(String, usize)>,
+    /// Earlier nodes (the last [`MAX_HISTORY`]), and how many checks were
+    /// recorded when we left each.
+    history: VecDeque<(String, usize)>,
     /// (what was checked, the user's answer), in order.
     checks: Vec<(String, String)>,
     ticket_seed: u64,
@@ -66,11 +73,11 @@ impl Conversation {
     /// A conversation at the script's start; `ticket_seed` makes its ticket
     /// number differ from other conversations'.
     pub fn new(script: Arc<Script>, ticket_seed: u64) -> Self {
-        let node = script.start.clone();
+        let node = script.start().to_string();
         Self {
             script,
             node,
-            history: Vec::new(),
+            history: VecDeque::new(),
             checks: Vec::new(),
             ticket_seed,
             finished: false,
@@ -79,7 +86,7 @@ impl Conversation {
 
     /// The bot's opening: its greeting and first question.
     pub fn open(&mut self, out: &mut String) {
-        line(out, &self.script.greeting);
+        line(out, self.script.greeting());
         self.ask(out);
     }
 
@@ -106,7 +113,7 @@ impl Conversation {
                 return Next::Continue;
             }
             "back" => {
-                match self.history.pop() {
+                match self.history.pop_back() {
                     Some((node, checks)) => {
                         self.node = node;
                         self.checks.truncate(checks);
@@ -119,7 +126,7 @@ impl Conversation {
             "restart" => {
                 self.history.clear();
                 self.checks.clear();
-                self.node = self.script.start.clone();
+                self.node = self.script.start().to_string();
                 line(out, "Let's start over.");
                 self.ask(out);
                 return Next::Continue;
@@ -131,7 +138,9 @@ impl Conversation {
             }
             _ => {}
         }
-        let node = &self.script.nodes[&self.node];
+        let Some(node) = self.script.node(&self.node) else {
+            return self.lost(out);
+        };
         let chosen = match node.kind() {
             Kind::YesNo => yes_no(&text).map(|yes| {
                 let (target, said) = if yes {
@@ -156,9 +165,16 @@ impl Conversation {
             self.ask(out);
             return Next::Continue;
         };
-        self.history.push((self.node.clone(), self.checks.len()));
+        // A script may loop: keep the memory of the path bounded.
+        if self.history.len() == MAX_HISTORY {
+            self.history.pop_front();
+        }
+        self.history
+            .push_back((self.node.clone(), self.checks.len()));
         if let Some(check) = &node.check {
-            self.checks.push((check.clone(), said));
+            if self.checks.len() < MAX_CHECKS {
+                self.checks.push((check.clone(), said));
+            }
         }
         self.node = target;
         self.ask(out);
@@ -169,10 +185,19 @@ impl Conversation {
         }
     }
 
+    /// How many steps and checks the conversation holds (bounded by
+    /// [`MAX_HISTORY`] and [`MAX_CHECKS`] whatever the script).
+    pub fn remembered(&self) -> usize {
+        self.history.len() + self.checks.len()
+    }
+
     /// Says the current node: a question with its answers, or an ending with
     /// the summary.
     fn ask(&mut self, out: &mut String) {
-        let node = &self.script.nodes[&self.node];
+        let Some(node) = self.script.node(&self.node) else {
+            self.lost(out);
+            return;
+        };
         match node.kind() {
             Kind::YesNo => line(out, &format!("{} (yes/no)", node.say)),
             Kind::Choice => {
@@ -196,6 +221,15 @@ impl Conversation {
                 self.finished = true;
             }
         }
+    }
+
+    /// Where a script could lead to a missing node. A checked [`Script`]
+    /// cannot (every target exists), so this is never reached; it ends the
+    /// conversation politely rather than panic.
+    fn lost(&mut self, out: &mut String) -> Next {
+        line(out, "Sorry, something went wrong on my side. Goodbye!");
+        self.finished = true;
+        Next::Close
     }
 
     /// RC- and six digits, from the seed and the path taken.

@@ -89,18 +89,25 @@ impl Node {
     }
 }
 
-/// A whole dialogue.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+/// A script as written, before it is checked.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawScript {
+    name: String,
+    greeting: String,
+    start: String,
+    nodes: BTreeMap<String, Node>,
+}
+
+/// A whole dialogue, checked: it can only be made by [`Script::parse`], so
+/// every node id it hands out (the start, every answer's target) exists, and
+/// a conversation on it can never look up a missing node.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Script {
-    /// The bot's name, used in its introduction.
-    pub name: String,
-    /// The first thing the bot says.
-    pub greeting: String,
-    /// The first node.
-    pub start: String,
-    /// Every node by id.
-    pub nodes: BTreeMap<String, Node>,
+    name: String,
+    greeting: String,
+    start: String,
+    nodes: BTreeMap<String, Node>,
 }
 
 /// Why a script was rejected; always names the node at fault.
@@ -136,9 +143,44 @@ pub enum ScriptError {
 impl Script {
     /// Parses and validates a TOML script.
     pub fn parse(text: &str) -> Result<Script, ScriptError> {
-        let script: Script = toml::from_str(text).map_err(|e| ScriptError::Parse(e.to_string()))?;
-        script.validate()?;
-        Ok(script)
+        let raw: RawScript = toml::from_str(text).map_err(|e| ScriptError::Parse(e.to_string()))?;
+        raw.validate()?;
+        Ok(Script {
+            name: raw.name,
+            greeting: raw.greeting,
+            start: raw.start,
+            nodes: raw.nodes,
+        })
+    }
+
+    /// The bot's name, used in its introduction.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The first thing the bot says.
+    pub fn greeting(&self) -> &str {
+        &self.greeting
+    }
+
+    /// The first node's id.
+    pub fn start(&self) -> &str {
+        &self.start
+    }
+
+    /// The node `id`; every id the script hands out has one.
+    pub fn node(&self, id: &str) -> Option<&Node> {
+        self.nodes.get(id)
+    }
+
+    /// How many nodes the script has.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// True for a script without nodes (a checked script never is).
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
     }
 
     /// The built-in script.
@@ -146,10 +188,12 @@ impl Script {
         // Checked by a unit test; a failure here is a bug in the shipped file.
         Script::parse(DEFAULT_SCRIPT).expect("the built-in bot script is valid")
     }
+}
 
+impl RawScript {
     /// Checks every node's shape and targets, that every node is reachable,
     /// and that every node can reach an end.
-    pub fn validate(&self) -> Result<(), ScriptError> {
+    fn validate(&self) -> Result<(), ScriptError> {
         if !self.nodes.contains_key(&self.start) {
             return Err(ScriptError::MissingStart(self.start.clone()));
         }
@@ -215,7 +259,7 @@ mod tests {
     #[test]
     fn the_built_in_script_is_valid() {
         let s = Script::default_script();
-        assert!(s.nodes.len() > 10);
+        assert!(s.len() > 10);
     }
 
     fn script(nodes: &str) -> Result<Script, ScriptError> {

@@ -282,3 +282,25 @@ mod bounded_feeding {
         }
     }
 }
+
+#[test]
+fn a_looping_script_cannot_grow_a_conversation() {
+    // Valid (an end stays reachable), but "yes" loops on the same question.
+    let script = Script::parse(
+        "name = \"t\"\ngreeting = \"hi\"\nstart = \"a\"\n\
+         [nodes.a]\nsay = \"again?\"\ncheck = \"loop\"\nyes = \"a\"\nno = \"b\"\n\
+         [nodes.b]\nsay = \"done\"\nend = \"resolved\"\n",
+    )
+    .unwrap();
+    let mut c = Conversation::new(Arc::new(script), 1);
+    let mut out = String::new();
+    c.open(&mut out);
+    for _ in 0..100_000 {
+        out.clear();
+        assert_eq!(c.answer("yes", &mut out), Next::Continue);
+    }
+    assert!(c.remembered() <= MAX_HISTORY + MAX_CHECKS);
+    out.clear();
+    assert_eq!(c.answer("no", &mut out), Next::Close);
+    assert!(out.lines().count() < MAX_CHECKS + 10, "a bounded summary");
+}
