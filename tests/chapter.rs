@@ -6,7 +6,10 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use common::Server;
+use common::{own_network_namespace, port_holder, Server};
+
+/// The chapter's ports, which this test must use.
+const CHAPTER_PORTS: [u16; 5] = [65432, 12345, 8888, 5555, 8080];
 
 fn run_client(script: &str, input: &str) -> String {
     let path = format!("{}/tests/chapter/{script}", env!("CARGO_MANIFEST_DIR"));
@@ -38,6 +41,23 @@ fn the_chapters_clients_work_unchanged_against_the_defaults() {
     if Command::new("python3").arg("--version").output().is_err() {
         println!("SKIPPED: python3 is not installed, the chapter's clients cannot run");
         return;
+    }
+    // The chapter's fixed ports, in a network namespace of the test's own:
+    // a server the user is running on them (`cargo run --release`) cannot
+    // make this test fail. Without a namespace, the test runs on the
+    // machine's ports if they are free, and skips naming the holder if not.
+    if let Err(why) = own_network_namespace() {
+        for port in CHAPTER_PORTS {
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_err()
+                || std::net::UdpSocket::bind(("127.0.0.1", port)).is_err()
+            {
+                println!(
+                    "SKIPPED: port {port} is held by {} and {why}",
+                    port_holder(port)
+                );
+                return;
+            }
+        }
     }
     // No --serve: the chapter's default ports.
     let server = Server::start(&[]);

@@ -305,3 +305,78 @@ pub fn write_until_stalled(stream: &mut TcpStream, limit: u64) -> u64 {
     }
     written
 }
+
+/// Moves the calling test's thread, and every process it starts from now
+/// on, into a network namespace of its own with loopback up: fixed ports
+/// (the chapter's) are then free whatever runs on the machine, and nothing
+/// the test does is seen outside. libtest runs each test on a thread of its
+/// own that ends with it. `Err` says why not (not root, say).
+pub fn own_network_namespace() -> Result<(), String> {
+    // SAFETY: unshare(2) moves only the calling thread.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return Err(format!(
+            "no network namespace of our own: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let up = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .map_err(|e| format!("cannot run ip (iproute2): {e}"))?;
+    if !up.success() {
+        return Err("ip link set lo up failed".into());
+    }
+    Ok(())
+}
+
+/// Who holds TCP or UDP `port` on this machine, as far as /proc tells:
+/// "pid 123 (ringcore)", or a plain description when it cannot tell.
+pub fn port_holder(port: u16) -> String {
+    let hex = format!(":{port:04X} ");
+    let mut inodes = Vec::new();
+    for table in [
+        "/proc/net/tcp",
+        "/proc/net/tcp6",
+        "/proc/net/udp",
+        "/proc/net/udp6",
+    ] {
+        for line in std::fs::read_to_string(table)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+        {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields
+                .get(1)
+                .is_some_and(|local| format!("{local} ").contains(&hex))
+            {
+                if let Some(inode) = fields.get(9) {
+                    inodes.push(format!("socket:[{inode}]"));
+                }
+            }
+        }
+    }
+    let procs = std::fs::read_dir("/proc").into_iter().flatten().flatten();
+    for entry in procs {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let fds = std::fs::read_dir(entry.path().join("fd"))
+            .into_iter()
+            .flatten()
+            .flatten();
+        for fd in fds {
+            let target = std::fs::read_link(fd.path()).unwrap_or_default();
+            if inodes.iter().any(|i| target.to_string_lossy() == *i) {
+                let name = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+                return format!("pid {pid} ({})", name.trim());
+            }
+        }
+    }
+    if inodes.is_empty() {
+        "nothing that /proc shows".into()
+    } else {
+        "a process this user cannot see".into()
+    }
+}
