@@ -10,10 +10,10 @@ targets=(${TARGETS:-http_request http_response bot_tcp bot_udp reverse probe_ok 
 # Inputs longer than this teach the bot targets nothing new (a conversation
 # is short) and make each run slower; the others take libFuzzer's default.
 max_len() { case $1 in bot_tcp|bot_udp) echo "-max_len=256" ;; *) echo "" ;; esac; }
-# The protocols crate has no unsafe code, so the bot targets (the slowest)
+# The protocols crate has no unsafe code, so the three bot targets (the slowest)
 # run with LeakSanitizer alone, about twice as fast as under AddressSanitizer;
 # the others keep AddressSanitizer (which includes LeakSanitizer).
-sanitizer() { case $1 in bot_tcp|bot_udp) echo "leak" ;; *) echo "address" ;; esac; }
+sanitizer() { case $1 in bot_tcp|bot_udp|bot_script) echo "leak" ;; *) echo "address" ;; esac; }
 # One build directory per sanitizer, so the builds never replace each
 # other's binaries (or one that is running).
 build() { cargo +nightly fuzz build -O -s "$1" --target-dir "target/$1"; }
