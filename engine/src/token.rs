@@ -20,8 +20,11 @@ pub enum Op {
     UdpSend = 5,
     /// The shutdown eventfd became readable.
     Wake = 6,
-    /// An async cancel request; its own result is ignored.
+    /// An async cancel request (or a linked timeout); its own result is
+    /// ignored.
     Cancel = 7,
+    /// Connect on client connection `index` (loadgen).
+    Connect = 8,
 }
 
 /// A decoded `user_data`.
@@ -62,6 +65,7 @@ impl Token {
             5 => Op::UdpSend,
             6 => Op::Wake,
             7 => Op::Cancel,
+            8 => Op::Connect,
             _ => return None,
         };
         Some(Self {
@@ -86,6 +90,7 @@ mod tests {
             Op::UdpSend,
             Op::Wake,
             Op::Cancel,
+            Op::Connect,
         ] {
             let t = Token::new(op, u32::MAX, 0x1ab_cdef);
             let back = Token::decode(t.encode()).unwrap();

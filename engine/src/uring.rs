@@ -23,8 +23,9 @@ use crate::ring::RingMode;
 pub struct Uring {
     ring: ManuallyDrop<IoUring>,
     bufs: ManuallyDrop<Vec<BufRing>>,
-    /// Entries that did not fit the submission queue, in order.
-    backlog: VecDeque<squeue::Entry>,
+    /// Entries that did not fit the submission queue, in order; a linked
+    /// pair stays one element so it is submitted together.
+    backlog: VecDeque<Queued>,
     /// Operations pushed whose final completion has not been reaped.
     in_flight: usize,
     mode: RingMode,
@@ -81,26 +82,55 @@ impl Uring {
     /// without `IORING_CQE_F_MORE`) has been reaped, including when it is
     /// cancelled; or be deliberately leaked.
     pub unsafe fn push(&mut self, entry: squeue::Entry) {
-        self.in_flight += 1;
-        if self.backlog.is_empty() {
-            // SAFETY: the caller keeps what the entry points at alive.
-            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
-                return;
-            }
+        // SAFETY: the caller's contract is this function's.
+        unsafe { self.queue(Queued::One(entry)) }
+    }
+
+    /// Queues `first` linked to `second` (`first` gets `IOSQE_IO_LINK`):
+    /// an operation and its linked timeout, say. The two always reach the
+    /// kernel in one submission, as a link needs.
+    ///
+    /// # Safety
+    ///
+    /// As for [`push`](Self::push), for both entries.
+    pub unsafe fn push_linked(&mut self, first: squeue::Entry, second: squeue::Entry) {
+        let first = first.flags(squeue::Flags::IO_LINK);
+        // SAFETY: the caller's contract is this function's.
+        unsafe { self.queue(Queued::Linked([first, second])) }
+    }
+
+    /// # Safety
+    ///
+    /// As for [`push`](Self::push), for every entry of `queued`.
+    unsafe fn queue(&mut self, queued: Queued) {
+        self.in_flight += queued.entries().len();
+        // SAFETY: the caller keeps what the entries point at alive.
+        if self.backlog.is_empty() && unsafe { self.submit_queued(&queued) } {
+            return;
         }
-        self.backlog.push_back(entry);
+        self.backlog.push_back(queued);
+    }
+
+    /// Puts `queued` in the submission queue whole; false if it has no room.
+    ///
+    /// # Safety
+    ///
+    /// As for [`push`](Self::push), for every entry of `queued`.
+    unsafe fn submit_queued(&mut self, queued: &Queued) -> bool {
+        // SAFETY: the caller keeps what the entries point at alive.
+        unsafe { self.ring.submission().push_multiple(queued.entries()) }.is_ok()
     }
 
     /// Submits everything queued and waits for at least one completion
     /// (for at most `wait`, if given); returns how many entries it handed
     /// to the kernel. EINTR, ETIME and EBUSY are not errors.
     pub fn enter(&mut self, wait: Option<Duration>) -> io::Result<u64> {
-        while let Some(entry) = self.backlog.front() {
-            // SAFETY: pushed through `push`, whose caller vouched for it.
-            if unsafe { self.ring.submission().push(entry) }.is_err() {
+        while let Some(queued) = self.backlog.pop_front() {
+            // SAFETY: queued through `push`, whose caller vouched for it.
+            if !unsafe { self.submit_queued(&queued) } {
+                self.backlog.push_front(queued);
                 break;
             }
-            self.backlog.pop_front();
         }
         let queued = self.ring.submission().len() as u64;
         // With a backlog, only submit; the wait happens once it is all in.
@@ -175,13 +205,29 @@ impl Uring {
     /// Asks the kernel to cancel every operation in flight (and drops what
     /// was never submitted). Completions still arrive, as ECANCELED.
     pub fn cancel_all(&mut self, user_data: u64) {
-        self.in_flight -= self.backlog.len();
+        let never_submitted: usize = self.backlog.iter().map(|q| q.entries().len()).sum();
+        self.in_flight -= never_submitted;
         self.backlog.clear();
         let entry = opcode::AsyncCancel2::new(types::CancelBuilder::any())
             .build()
             .user_data(user_data);
         // SAFETY: a cancel request points at no memory.
         unsafe { self.push(entry) };
+    }
+}
+
+/// Entries waiting for room in the submission queue.
+enum Queued {
+    One(squeue::Entry),
+    Linked([squeue::Entry; 2]),
+}
+
+impl Queued {
+    fn entries(&self) -> &[squeue::Entry] {
+        match self {
+            Queued::One(entry) => std::slice::from_ref(entry),
+            Queued::Linked(pair) => pair,
+        }
     }
 }
 

@@ -290,7 +290,8 @@ impl Worker {
             Op::UdpRecv => self.on_udp_recv(token.index as usize, res, flags),
             Op::UdpSend => self.on_udp_send(token.index, res),
             Op::Wake => self.begin_shutdown(),
-            Op::Cancel => {}
+            // The server submits no connects.
+            Op::Cancel | Op::Connect => {}
         }
     }
 

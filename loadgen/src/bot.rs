@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::latency;
 use crate::progress::Live;
 use crate::rng::Rng;
-use crate::tcp::{connect_error, TcpErrors};
+use crate::tcp::connect_error;
 
 /// A walk this long ends with `quit` (scripts may loop).
 const MAX_TURNS: usize = 40;
@@ -44,6 +44,28 @@ pub struct BotPlan {
     pub cpus: Vec<usize>,
 }
 
+/// Conversations that ended in an error, by kind.
+#[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct ConversationErrors {
+    /// Connection refused (no server listening).
+    pub refused: u64,
+    /// Connection reset or broken pipe.
+    pub reset: u64,
+    /// The server closed the connection mid-conversation.
+    pub closed: u64,
+    /// A reply not complete within `--timeout`.
+    pub timeout: u64,
+    /// A reply that differed from the script's.
+    pub mismatch: u64,
+}
+
+impl ConversationErrors {
+    /// All failed conversations.
+    pub fn total(&self) -> u64 {
+        self.refused + self.reset + self.closed + self.timeout + self.mismatch
+    }
+}
+
 /// How conversations ended.
 #[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
 pub struct Outcomes {
@@ -62,7 +84,7 @@ pub struct BotOutcome {
     /// Turns (messages answered) in them.
     pub turns: u64,
     /// Errors by kind.
-    pub errors: TcpErrors,
+    pub errors: ConversationErrors,
     /// How they ended.
     pub outcomes: Outcomes,
     /// Per-turn latency, nanoseconds.
@@ -101,7 +123,7 @@ pub fn run(plan: &BotPlan, live: &Live, quiet: bool) -> anyhow::Result<BotOutcom
     let mut total = BotOutcome {
         conversations: 0,
         turns: 0,
-        errors: TcpErrors::default(),
+        errors: ConversationErrors::default(),
         outcomes: Outcomes::default(),
         turn_latency: latency::histogram(),
         elapsed: start.elapsed(),
@@ -152,7 +174,7 @@ struct Walker<'a> {
     conversations: u64,
     failed: u64,
     turns: u64,
-    errors: TcpErrors,
+    errors: ConversationErrors,
     outcomes: Outcomes,
     latency: Histogram<u64>,
 }
@@ -180,7 +202,7 @@ impl<'a> Walker<'a> {
             conversations: 0,
             failed: 0,
             turns: 0,
-            errors: TcpErrors::default(),
+            errors: ConversationErrors::default(),
             outcomes: Outcomes::default(),
             latency: latency::histogram(),
         })

@@ -127,6 +127,11 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub hdr_log: Option<std::path::PathBuf>,
 
+    /// Length of each interval of --hdr-log (one histogram per interval,
+    /// as HdrHistogram's log tools plot a run over time).
+    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
+    pub hdr_interval: Duration,
+
     /// No progress line on stderr.
     #[arg(long, global = true)]
     pub quiet: bool,

@@ -86,14 +86,13 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         let connections = cli.connections.unwrap_or(50);
         let plan = tcp_plan(cli, addr, Workload::Stream(cli.protocol), connections, cpus)?;
         let live = Live::default();
-        let started = std::time::SystemTime::now();
         let outcome = tcp::run(&plan, &live, cli.quiet)?;
         let protocol = match cli.protocol {
             TcpProtocol::Echo => "echo",
             TcpProtocol::Reverse => "reverse",
         };
         let report = TcpReport::new("tcp", protocol, addr.to_string(), &plan, outcome);
-        return emit_tcp(cli, report, started);
+        return emit_tcp(cli, report);
     }
     if let Some(addr) = cli.udp {
         if cli.size.lo != cli.size.hi {
@@ -258,6 +257,7 @@ fn tcp_plan(
         pipeline: cli.pipeline,
         rate,
         timeout: cli.timeout,
+        interval: cli.hdr_log.as_ref().map(|_| cli.hdr_interval),
     })
 }
 
@@ -276,30 +276,36 @@ fn run_http(cli: &Cli, url: &str, cpus: Vec<usize>) -> anyhow::Result<()> {
         request: url.request(true),
     };
     let plan = tcp_plan(cli, url.resolve()?, workload, connections, cpus)?;
-    let started = std::time::SystemTime::now();
     let outcome = tcp::run(&plan, &Live::default(), cli.quiet)?;
     let target = format!("http://{}{}", url.host_header(), url.path);
-    emit_tcp(
-        cli,
-        TcpReport::new("http", "http", target, &plan, outcome),
-        started,
-    )
+    emit_tcp(cli, TcpReport::new("http", "http", target, &plan, outcome))
 }
 
 /// Writes the histogram log if asked, prints the report, and fails a run
 /// that answered nothing.
-fn emit_tcp(cli: &Cli, report: TcpReport, started: std::time::SystemTime) -> anyhow::Result<()> {
+fn emit_tcp(cli: &Cli, report: TcpReport) -> anyhow::Result<()> {
+    let started = report.started;
     if let Some(path) = &cli.hdr_log {
-        let elapsed = std::time::Duration::from_secs_f64(report.duration_s);
-        crate::hdr_log::write(path, "latency", &report.latency, started, elapsed)?;
+        match &report.series {
+            Some(series) => crate::hdr_log::write_series(path, "latency", series, started)?,
+            None => {
+                let elapsed = std::time::Duration::from_secs_f64(report.duration_s);
+                crate::hdr_log::write(path, "latency", &report.latency, started, elapsed)?;
+            }
+        }
     }
     if cli.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         print_tcp(&report);
     }
-    if report.requests == 0 {
-        bail!("no request was answered ({} errors)", report.errors.total());
+    // Error statuses are answers too: only a run with no answer at all fails.
+    if report.completed + report.errors.status == 0 {
+        bail!(
+            "no request was answered ({} errors, {} timeouts)",
+            report.errors.total(),
+            report.timeouts
+        );
     }
     Ok(())
 }

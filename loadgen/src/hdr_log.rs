@@ -15,13 +15,40 @@ use hdrhistogram::serialization::interval_log::{
 use hdrhistogram::serialization::{Deserializer, V2DeflateSerializer};
 use hdrhistogram::Histogram;
 
-/// Writes one interval per histogram, covering the whole run, tagged `tag`.
+use crate::latency::Series;
+
+/// Writes the run's intervals, each tagged `tag`: one histogram per
+/// interval of `series` (empty intervals included, so a plot over time shows
+/// the gaps).
+pub fn write_series(
+    path: &Path,
+    tag: &str,
+    series: &Series,
+    started: SystemTime,
+) -> anyhow::Result<()> {
+    let every = series.every();
+    let intervals: Vec<(Duration, Duration, &Histogram<u64>)> =
+        series.intervals().map(|(at, h)| (at, every, h)).collect();
+    write_intervals(path, tag, &intervals, started)
+}
+
+/// Writes one interval covering the whole run, tagged `tag`.
 pub fn write(
     path: &Path,
     tag: &str,
     histogram: &Histogram<u64>,
     started: SystemTime,
     duration: Duration,
+) -> anyhow::Result<()> {
+    write_intervals(path, tag, &[(Duration::ZERO, duration, histogram)], started)
+}
+
+/// Writes `(offset from started, length, histogram)` intervals.
+pub fn write_intervals(
+    path: &Path,
+    tag: &str,
+    intervals: &[(Duration, Duration, &Histogram<u64>)],
+    started: SystemTime,
 ) -> anyhow::Result<()> {
     let mut out = Vec::new();
     let mut serializer = V2DeflateSerializer::new();
@@ -32,8 +59,10 @@ pub fn write(
         .with_max_value_divisor(1000.0)
         .begin_log_with(&mut out, &mut serializer)
         .map_err(|e| anyhow::anyhow!("starting the log: {e}"))?;
-    log.write_histogram(histogram, Duration::ZERO, duration, Tag::new(tag))
-        .map_err(|e| anyhow::anyhow!("writing the histogram: {e}"))?;
+    for &(offset, length, histogram) in intervals {
+        log.write_histogram(histogram, offset, length, Tag::new(tag))
+            .map_err(|e| anyhow::anyhow!("writing a histogram: {e}"))?;
+    }
     drop(log);
     std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))
 }

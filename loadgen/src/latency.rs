@@ -1,4 +1,7 @@
-//! Latency recording with exact percentiles (HdrHistogram, 3 significant digits).
+//! Latency recording with exact percentiles (HdrHistogram, 3 significant
+//! digits), for the whole run and, for `--hdr-log`, per interval.
+
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -62,9 +65,80 @@ impl Percentiles {
     }
 }
 
+/// A run's samples cut into intervals of equal length from a common start
+/// (the time series an HdrHistogram interval log holds).
+#[derive(Debug, Clone)]
+pub struct Series {
+    start: Instant,
+    every: Duration,
+    bins: Vec<Histogram<u64>>,
+}
+
+impl Series {
+    /// An empty series of intervals of `every` (at least 1 ms) from `start`.
+    pub fn new(start: Instant, every: Duration) -> Self {
+        Self {
+            start,
+            every: every.max(Duration::from_millis(1)),
+            bins: Vec::new(),
+        }
+    }
+
+    /// Records `ns` in the interval holding instant `at`.
+    pub fn record(&mut self, at: Instant, ns: u64) {
+        let i =
+            (at.saturating_duration_since(self.start).as_nanos() / self.every.as_nanos()) as usize;
+        if self.bins.len() <= i {
+            self.bins.resize_with(i + 1, histogram);
+        }
+        self.bins[i].saturating_record(ns);
+    }
+
+    /// Adds `other`'s samples (same start and interval), interval by interval.
+    pub fn merge(&mut self, other: &Series) -> Result<(), hdrhistogram::AdditionError> {
+        if self.bins.len() < other.bins.len() {
+            self.bins.resize_with(other.bins.len(), histogram);
+        }
+        for (into, from) in self.bins.iter_mut().zip(&other.bins) {
+            into.add(from)?;
+        }
+        Ok(())
+    }
+
+    /// Length of each interval.
+    pub fn every(&self) -> Duration {
+        self.every
+    }
+
+    /// The intervals in order, each with its offset from the start.
+    pub fn intervals(&self) -> impl Iterator<Item = (Duration, &Histogram<u64>)> {
+        let every = self.every;
+        self.bins
+            .iter()
+            .enumerate()
+            .map(move |(i, h)| (every * i as u32, h))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn series_cut_samples_by_their_instant() {
+        let start = Instant::now();
+        let mut a = Series::new(start, Duration::from_secs(1));
+        a.record(start, 5_000);
+        a.record(start + Duration::from_millis(2_500), 7_000);
+        let mut b = Series::new(start, Duration::from_secs(1));
+        b.record(start + Duration::from_millis(999), 9_000);
+        a.merge(&b).unwrap();
+        let counts: Vec<(u64, u64)> = a
+            .intervals()
+            .map(|(at, h)| (at.as_secs(), h.len()))
+            .collect();
+        assert_eq!(counts, vec![(0, 2), (1, 0), (2, 1)]);
+    }
 
     #[test]
     fn percentiles_are_exact_to_three_digits() {

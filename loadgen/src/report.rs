@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::kernel::{socket_drops, ServerUdp, UdpSnmp};
 use crate::latency::Percentiles;
 use crate::progress::Live;
-use crate::tcp::{TcpErrors, TcpOutcome, TcpPlan, Workload};
+use crate::tcp::{Connects, RequestErrors, TcpOutcome, TcpPlan, Workload};
 use crate::udp::{self, UdpOutcome, UdpPlan};
 
 /// Where the datagrams that did not come back died.
@@ -108,25 +108,51 @@ pub struct TcpReport {
     pub size_max: usize,
     /// Open-loop target, requests/s (null: closed loop).
     pub requested_rate: Option<f64>,
-    /// Seconds from the first request to the end.
+    /// A request unanswered this long after it was sent timed out.
+    pub timeout_s: f64,
+    /// Wall time from the first request sent to the last reply received,
+    /// over all threads, in seconds.
     pub duration_s: f64,
-    /// Requests answered and verified.
+    /// Requests answered and verified (the same as `completed`).
     pub requests: u64,
-    /// Requests answered per second.
+    /// Requests answered per second of `duration_s`.
     pub requests_per_sec: f64,
+    /// Requests scheduled: `completed + timeouts + errors + unsent`.
+    pub scheduled: u64,
+    /// Requests answered and verified.
+    pub completed: u64,
+    /// Requests unanswered `timeout_s` after they were sent.
+    pub timeouts: u64,
+    /// Open loop: requests that fell due but were never sent before the
+    /// run ended (the server could not keep up).
+    pub unsent: u64,
+    /// Percentage of scheduled requests never sent.
+    pub unsent_pct: f64,
     /// Request bytes sent.
     pub bytes_sent: u64,
     /// Reply bytes received (all verified).
     pub bytes_received: u64,
     /// Megabytes (10^6) per second, both directions.
     pub mb_per_sec: f64,
-    /// Errors by kind.
-    pub errors: TcpErrors,
-    /// Latency percentiles in microseconds.
+    /// Requests that ended in an error, by kind.
+    pub errors: RequestErrors,
+    /// Connections opened, reconnected and failed.
+    pub connects: Connects,
+    /// Latency percentiles in microseconds: completed requests and
+    /// timeouts (each taken when loadgen gave up).
     pub latency_us: Percentiles,
+    /// Open loop: how long the unsent requests had been due when the run
+    /// ended, in microseconds.
+    pub backlog_us: Percentiles,
     /// The latency histogram itself (nanoseconds), for --hdr-log.
     #[serde(skip)]
     pub latency: Histogram<u64>,
+    /// The latency per interval, for --hdr-log.
+    #[serde(skip)]
+    pub series: Option<crate::latency::Series>,
+    /// When the run started (the log's start time).
+    #[serde(skip)]
+    pub started: std::time::SystemTime,
 }
 
 /// Runs a UDP plan between two readings of the kernel's (and the server's)
@@ -310,7 +336,7 @@ pub struct BotReport {
     /// How the conversations ended.
     pub outcomes: crate::bot::Outcomes,
     /// Errors by kind (a reply from the wrong node is a mismatch).
-    pub errors: TcpErrors,
+    pub errors: crate::bot::ConversationErrors,
     /// Per-turn latency in microseconds.
     pub turn_latency_us: Percentiles,
 }
@@ -325,6 +351,7 @@ impl TcpReport {
         outcome: TcpOutcome,
     ) -> Self {
         let seconds = outcome.elapsed.as_secs_f64();
+        let fates = outcome.fates;
         let (size_min, size_max) = match plan.workload {
             Workload::Stream(_) => (plan.size.lo, plan.size.hi),
             Workload::Http { .. } => (0, 0),
@@ -339,15 +366,29 @@ impl TcpReport {
             size_min,
             size_max,
             requested_rate: plan.rate,
+            timeout_s: plan.timeout.as_secs_f64(),
             duration_s: seconds,
-            requests: outcome.requests,
-            requests_per_sec: outcome.requests as f64 / seconds,
+            requests: fates.completed,
+            requests_per_sec: fates.completed as f64 / seconds,
+            scheduled: fates.scheduled,
+            completed: fates.completed,
+            timeouts: fates.timeouts,
+            unsent: fates.unsent,
+            unsent_pct: if fates.scheduled == 0 {
+                0.0
+            } else {
+                fates.unsent as f64 * 100.0 / fates.scheduled as f64
+            },
             bytes_sent: outcome.bytes_sent,
             bytes_received: outcome.bytes_received,
             mb_per_sec: (outcome.bytes_sent + outcome.bytes_received) as f64 / seconds / 1e6,
             errors: outcome.errors,
+            connects: outcome.connects,
             latency_us: Percentiles::of(&outcome.latency),
+            backlog_us: Percentiles::of(&outcome.backlog),
             latency: outcome.latency,
+            series: outcome.series,
+            started: outcome.started,
         }
     }
 }
@@ -369,23 +410,53 @@ pub fn print_tcp(r: &TcpReport) {
         );
     }
     println!(
-        "  requests     {} in {:.2} s = {:.0} req/s",
+        "  requests     {} in {:.2} s = {:.0} req/s (wall time, first send to last reply)",
         r.requests, r.duration_s, r.requests_per_sec
     );
+    println!(
+        "  scheduled    {} = completed {} + timeouts {} + errors {} + unsent {}",
+        r.scheduled,
+        r.completed,
+        r.timeouts,
+        r.errors.total(),
+        r.unsent
+    );
+    if let Some(line) = shortfall(r) {
+        println!("  !            {line}");
+    }
     println!(
         "  throughput   {:.2} MB/s (sent {} B, received and verified {} B)",
         r.mb_per_sec, r.bytes_sent, r.bytes_received
     );
     let e = &r.errors;
     println!(
-        "  errors       {} (refused {}, reset {}, closed {}, timeout {}, mismatch {}, status {})",
+        "  errors       {} requests (reset {}, closed {}, mismatch {}, status {}, aborted {})",
         e.total(),
-        e.refused,
         e.reset,
         e.closed,
-        e.timeout,
         e.mismatch,
-        e.status
+        e.status,
+        e.aborted
+    );
+    let c = &r.connects;
+    println!(
+        "  connections  opened {} (reconnects {}); connects refused {}, timed out {}, failed {}",
+        c.opened, c.reconnects, c.refused, c.timed_out, c.failed
     );
     println!("  latency      {}", r.latency_us.row());
+    if r.unsent > 0 {
+        println!("  backlog      {}", r.backlog_us.row());
+    }
+}
+
+/// The line that says an open-loop run did not reach its target rate.
+pub fn shortfall(r: &TcpReport) -> Option<String> {
+    let asked = r.requested_rate?;
+    if r.unsent == 0 && r.requests_per_sec >= asked * 0.99 {
+        return None;
+    }
+    Some(format!(
+        "asked {asked:.0}/s, the server answered {:.0}/s: {:.0} % of scheduled requests were never sent",
+        r.requests_per_sec, r.unsent_pct
+    ))
 }

@@ -1,35 +1,31 @@
 //! TCP load: every thread drives its share of the connections through its
-//! own io_uring, verifies every reply byte for byte against the protocol's
+//! own io_uring (connects included, so a reconnect never stalls the other
+//! connections), verifies every reply byte for byte against the protocol's
 //! own state machine, and records each request's latency.
 //!
 //! Closed loop (default): each connection keeps `pipeline` requests in
 //! flight. Open loop (`--rate`): requests fall due on a fixed schedule and
 //! latency counts from the due time, so a stalled server cannot hide behind
 //! requests that were never sent (coordinated omission, as wrk2 corrects it).
+//!
+//! Every scheduled request ends as exactly one of: a latency sample
+//! (`completed`), a timeout (also a sample, taken when loadgen gave up), an
+//! error by kind, or `unsent` when the run ended before a connection was
+//! free to carry it. [`Fates::balanced`] checks the sum.
 
-use std::collections::VecDeque;
+mod worker;
+
 use std::io;
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
-use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context};
-use engine::bufring::BufRing;
-use engine::token::{Op, Token};
-use engine::uring::Uring;
 use hdrhistogram::Histogram;
-use io_uring::{cqueue, opcode, types};
-use protocols::echo::EchoStream;
-use protocols::http::response::{Response, ResponseReader};
-use protocols::reverse::ReverseLines;
-use protocols::StreamSession;
 use serde::Serialize;
 
 use crate::cli::{SizeRange, TcpProtocol};
-use crate::latency;
+use crate::latency::{self, Series};
 use crate::progress::Live;
-use crate::rng::Rng;
 
 /// What a TCP run does.
 #[derive(Debug, Clone)]
@@ -44,7 +40,7 @@ pub struct TcpPlan {
     pub threads: usize,
     /// CPUs to pin the threads to, round-robin (empty: no pinning).
     pub cpus: Vec<usize>,
-    /// How long to run (ignored when `requests` is set).
+    /// How long to schedule requests (ignored when `requests` is set).
     pub duration: Duration,
     /// Stop after this many requests.
     pub requests: Option<u64>,
@@ -54,8 +50,11 @@ pub struct TcpPlan {
     pub pipeline: usize,
     /// Open-loop rate for the whole run, requests per second.
     pub rate: Option<f64>,
-    /// A request unanswered this long is a timeout.
+    /// A request unanswered this long after it was sent is a timeout (and
+    /// a connect that takes this long has failed).
     pub timeout: Duration,
+    /// Also keep the latency per interval of this length (for `--hdr-log`).
+    pub interval: Option<Duration>,
 }
 
 /// What a TCP run's connections say, and how their replies are checked.
@@ -72,54 +71,123 @@ pub enum Workload {
     },
 }
 
-/// Errors by kind. Every one is counted; none is ignored.
+/// How the scheduled requests ended. Each ends as exactly one of
+/// `completed`, `timeouts`, an error (counted in [`RequestErrors`]) or
+/// `unsent`.
 #[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
-pub struct TcpErrors {
-    /// Connection refused (no server listening).
-    pub refused: u64,
-    /// Connection reset or broken pipe.
+pub struct Fates {
+    /// Requests the run asked for: closed loop, those put on the wire;
+    /// open loop, those that fell due.
+    pub scheduled: u64,
+    /// Answered correctly: each is a latency sample.
+    pub completed: u64,
+    /// Unanswered `--timeout` after they were sent: each is also a latency
+    /// sample, taken when loadgen gave up. A late reply is awaited (and
+    /// then discarded) so the connection can be reused.
+    pub timeouts: u64,
+    /// Fell due but the run ended before a connection was free to carry
+    /// them (open loop past capacity).
+    pub unsent: u64,
+}
+
+impl Fates {
+    fn add(&mut self, other: &Fates) {
+        self.scheduled += other.scheduled;
+        self.completed += other.completed;
+        self.timeouts += other.timeouts;
+        self.unsent += other.unsent;
+    }
+
+    /// True when every scheduled request is accounted for exactly once.
+    pub fn balanced(&self, errors: &RequestErrors) -> bool {
+        self.scheduled == self.completed + self.timeouts + errors.total() + self.unsent
+    }
+}
+
+/// Requests that ended in an error, by kind. A connection that fails ends
+/// every request in flight on it with its failure's kind.
+#[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct RequestErrors {
+    /// The connection was reset (or a send failed).
     pub reset: u64,
-    /// The server closed the connection with requests outstanding.
+    /// The server closed the connection with the request outstanding.
     pub closed: u64,
-    /// A request unanswered within `--timeout`.
-    pub timeout: u64,
-    /// A reply that differed from the expected bytes (or, over HTTP, a
-    /// response that could not be read).
+    /// A reply differed from the expected bytes (or, over HTTP, a response
+    /// could not be read).
     pub mismatch: u64,
     /// An HTTP response whose status was not 2xx.
     pub status: u64,
+    /// In flight on a connection loadgen gave up on: a request ahead of it
+    /// stayed unanswered for twice `--timeout`.
+    pub aborted: u64,
 }
 
-impl TcpErrors {
-    fn add(&mut self, other: &TcpErrors) {
-        self.refused += other.refused;
+impl RequestErrors {
+    fn add(&mut self, other: &RequestErrors) {
         self.reset += other.reset;
         self.closed += other.closed;
-        self.timeout += other.timeout;
         self.mismatch += other.mismatch;
         self.status += other.status;
+        self.aborted += other.aborted;
     }
 
-    /// All errors.
+    /// All requests that ended in an error.
     pub fn total(&self) -> u64 {
-        self.refused + self.reset + self.closed + self.timeout + self.mismatch + self.status
+        self.reset + self.closed + self.mismatch + self.status + self.aborted
+    }
+}
+
+/// What the connections themselves went through.
+#[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct Connects {
+    /// Connections established, first ones and reconnects.
+    pub opened: u64,
+    /// Connections established after an earlier one of the same slot failed.
+    pub reconnects: u64,
+    /// Connects refused (nobody listening).
+    pub refused: u64,
+    /// Connects that took longer than `--timeout`.
+    pub timed_out: u64,
+    /// Connects that failed otherwise.
+    pub failed: u64,
+}
+
+impl Connects {
+    fn add(&mut self, other: &Connects) {
+        self.opened += other.opened;
+        self.reconnects += other.reconnects;
+        self.refused += other.refused;
+        self.timed_out += other.timed_out;
+        self.failed += other.failed;
     }
 }
 
 /// What a TCP run measured.
 pub struct TcpOutcome {
-    /// Requests answered correctly.
-    pub requests: u64,
+    /// How every scheduled request ended.
+    pub fates: Fates,
+    /// Requests that ended in an error, by kind.
+    pub errors: RequestErrors,
+    /// What the connections went through.
+    pub connects: Connects,
     /// Request bytes sent.
     pub bytes_sent: u64,
     /// Reply bytes received and verified.
     pub bytes_received: u64,
-    /// From the first request to the end of the run.
+    /// Wall time from the first request sent (by any thread) to the last
+    /// reply received (by any thread), or to the end of the schedule when
+    /// that came later.
     pub elapsed: Duration,
-    /// Errors by kind.
-    pub errors: TcpErrors,
-    /// Request latency in nanoseconds.
+    /// Latency in nanoseconds: one sample per completed request and per
+    /// timeout, from its due time (open loop) or its send (closed loop).
     pub latency: Histogram<u64>,
+    /// Open loop: for each unsent request, how long it had been due when
+    /// the run ended (nanoseconds).
+    pub backlog: Histogram<u64>,
+    /// `latency` per interval, when the plan asked for intervals.
+    pub series: Option<Series>,
+    /// The wall-clock time the run (and its first interval) started.
+    pub started: SystemTime,
 }
 
 /// Runs the plan, publishing progress to `live` (and to stderr unless `quiet`).
@@ -140,6 +208,7 @@ pub fn run(plan: &TcpPlan, live: &Live, quiet: bool) -> anyhow::Result<TcpOutcom
     drop(probe);
 
     let start = Instant::now();
+    let started = SystemTime::now();
     let outcomes = crate::progress::run_threads(
         vec![(); plan.threads],
         &plan.cpus,
@@ -147,31 +216,73 @@ pub fn run(plan: &TcpPlan, live: &Live, quiet: bool) -> anyhow::Result<TcpOutcom
         "requests",
         quiet,
         |t, ()| {
-            let connections = share(plan.connections, plan.threads, t);
-            let quota = plan.requests.map(|n| share_u64(n, plan.threads, t));
-            let rate = plan.rate.map(|r| r / plan.threads as f64);
-            Worker::new(plan, connections, quota, rate, t as u64, live)?.run(start)
+            let share = worker::Share {
+                connections: share(plan.connections, plan.threads, t),
+                quota: plan.requests.map(|n| share_u64(n, plan.threads, t)),
+                rate: plan.rate.map(|r| r / plan.threads as f64),
+                seed: t as u64,
+            };
+            worker::Worker::new(plan, share, live, start)?.run()
         },
     )?;
+    let mut total = merge(outcomes, start, plan.interval)?;
+    total.started = started;
+    Ok(total)
+}
+
+/// Adds the threads' outcomes up; the elapsed time is the whole run's wall
+/// time, from the earliest first send to the latest last reply.
+fn merge(
+    outcomes: Vec<worker::ThreadOutcome>,
+    start: Instant,
+    interval: Option<Duration>,
+) -> anyhow::Result<TcpOutcome> {
     let mut total = TcpOutcome {
-        requests: 0,
+        fates: Fates::default(),
+        errors: RequestErrors::default(),
+        connects: Connects::default(),
         bytes_sent: 0,
         bytes_received: 0,
-        elapsed: start.elapsed(),
-        errors: TcpErrors::default(),
+        elapsed: Duration::ZERO,
         latency: latency::histogram(),
+        backlog: latency::histogram(),
+        series: interval.map(|every| Series::new(start, every)),
+        started: SystemTime::now(),
     };
-    for o in outcomes {
-        total.requests += o.requests;
+    // The run lasts until its last reply, or until its schedule ended if
+    // the server answered nothing after that (a stalled server answers
+    // slowly, not quickly over a shorter run).
+    let first_send = outcomes.iter().filter_map(|o| o.first_send).min();
+    let last_reply = outcomes
+        .iter()
+        .flat_map(|o| [o.last_reply, o.last_scheduled])
+        .flatten()
+        .max();
+    let ended = outcomes.iter().map(|o| o.ended).max().unwrap_or(start);
+    for o in &outcomes {
+        total.fates.add(&o.fates);
+        total.errors.add(&o.errors);
+        total.connects.add(&o.connects);
         total.bytes_sent += o.bytes_sent;
         total.bytes_received += o.bytes_received;
-        total.errors.add(&o.errors);
-        total.elapsed = total.elapsed.min(o.elapsed.max(Duration::from_micros(1)));
         total
             .latency
             .add(&o.latency)
             .context("merging latency histograms")?;
+        total
+            .backlog
+            .add(&o.backlog)
+            .context("merging backlog histograms")?;
+        if let (Some(into), Some(from)) = (&mut total.series, &o.series) {
+            into.merge(from).context("merging interval histograms")?;
+        }
     }
+    total.elapsed = match (first_send, last_reply) {
+        (Some(first), Some(last)) if last > first => last - first,
+        (Some(first), _) => ended.saturating_duration_since(first),
+        _ => ended.saturating_duration_since(start),
+    }
+    .max(Duration::from_micros(1));
     Ok(total)
 }
 
@@ -192,558 +303,71 @@ fn share(total: usize, parts: usize, i: usize) -> usize {
     total / parts + usize::from(i < total % parts)
 }
 
-fn share_u64(total: u64, parts: usize, i: usize) -> u64 {
+/// Thread `i`'s part of `total` split over `parts`: the parts sum to `total`.
+pub fn share_u64(total: u64, parts: usize, i: usize) -> u64 {
     total / parts as u64 + u64::from((i as u64) < total % parts as u64)
 }
 
-struct ThreadOutcome {
-    requests: u64,
-    bytes_sent: u64,
-    bytes_received: u64,
-    elapsed: Duration,
-    errors: TcpErrors,
-    latency: Histogram<u64>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// A request on the wire: where its reply ends in the connection's reply
-/// stream, and the instant its latency counts from.
-struct InFlight {
-    reply_end: u64,
-    since: Instant,
-}
-
-/// How a connection's replies are checked.
-enum Check {
-    /// Against the bytes the protocol's own state machine says must come.
-    Exact {
-        model: Box<dyn StreamSession>,
-        expected: Vec<u8>,
-        offset: usize,
-        /// Reply bytes received so far (where `InFlight::reply_end` points).
-        received: u64,
-    },
-    /// Whole HTTP responses, counted as they complete.
-    Http {
-        reader: ResponseReader,
-        done: Vec<Response>,
-    },
-}
-
-impl Check {
-    fn new(workload: &Workload) -> Self {
-        match workload {
-            Workload::Stream(protocol) => Check::Exact {
-                model: match protocol {
-                    TcpProtocol::Echo => Box::new(EchoStream),
-                    TcpProtocol::Reverse => Box::new(ReverseLines::new(usize::MAX)),
-                },
-                expected: Vec::new(),
-                offset: 0,
-                received: 0,
-            },
-            Workload::Http { .. } => Check::Http {
-                reader: ResponseReader::new(),
-                done: Vec::new(),
-            },
-        }
+    fn thread(
+        first_ms: u64,
+        last_ms: u64,
+        completed: u64,
+        start: Instant,
+    ) -> worker::ThreadOutcome {
+        let mut o = worker::ThreadOutcome::empty(start);
+        o.first_send = Some(start + Duration::from_millis(first_ms));
+        o.last_reply = Some(start + Duration::from_millis(last_ms));
+        o.fates.scheduled = completed;
+        o.fates.completed = completed;
+        o
     }
-}
 
-/// One connection and everything needed to verify its replies.
-struct Client {
-    stream: Option<TcpStream>,
-    generation: u32,
-    check: Check,
-    inflight: VecDeque<InFlight>,
-    queued: Vec<u8>,
-    sending: Vec<u8>,
-    sent: usize,
-    send_busy: bool,
-    recv_armed: bool,
-    /// Failed: waiting for the kernel to finish with it before reconnecting.
-    broken: bool,
-}
+    #[test]
+    fn the_rate_spans_the_whole_run_not_the_fastest_thread() {
+        let start = Instant::now();
+        // One thread finished its share in 1 s, the other in 2 s.
+        let total = merge(
+            vec![
+                thread(0, 1_000, 1_000, start),
+                thread(10, 2_000, 1_000, start),
+            ],
+            start,
+            None,
+        )
+        .unwrap();
+        assert_eq!(total.fates.completed, 2_000);
+        assert_eq!(total.elapsed, Duration::from_millis(2_000));
+    }
 
-impl Client {
-    fn new(workload: &Workload) -> Self {
-        Self {
-            stream: None,
-            generation: 0,
-            check: Check::new(workload),
-            inflight: VecDeque::new(),
-            queued: Vec::new(),
-            sending: Vec::new(),
-            sent: 0,
-            send_busy: false,
-            recv_armed: false,
-            broken: false,
+    #[test]
+    fn shares_add_up() {
+        for total in [0u64, 1, 7, 1_000_003] {
+            for parts in 1..6 {
+                let sum: u64 = (0..parts).map(|i| share_u64(total, parts, i)).sum();
+                assert_eq!(sum, total);
+            }
         }
     }
 
-    fn fd(&self) -> i32 {
-        self.stream.as_ref().map_or(-1, |s| s.as_raw_fd())
-    }
-
-    fn reset_state(&mut self, workload: &Workload) {
-        self.check = Check::new(workload);
-        self.inflight.clear();
-        self.queued.clear();
-        self.sending.clear();
-        self.sent = 0;
-        self.broken = false;
-    }
-}
-
-struct Worker<'a> {
-    /// The ring and its receive buffers (buffer ring 0); dropped only after
-    /// every operation on the clients' buffers has been reaped (see Drop).
-    uring: Uring,
-    plan: &'a TcpPlan,
-    live: &'a Live,
-    clients: Vec<Client>,
-    rng: Rng,
-    quota: Option<u64>,
-    rate: Option<f64>,
-    /// Requests put on the wire.
-    issued: u64,
-    /// Open loop: requests that have fallen due (sent or waiting).
-    scheduled: u64,
-    /// Requests answered or lost to an error.
-    finished: u64,
-    errors: TcpErrors,
-    bytes_sent: u64,
-    bytes_received: u64,
-    latency: Histogram<u64>,
-    interval: Histogram<u64>,
-    /// Open loop: requests that fell due but found no connection free.
-    waiting: VecDeque<Instant>,
-    /// Open loop: a free pipeline slot per entry, as (client, generation).
-    free: VecDeque<(usize, u32)>,
-    rearm: Vec<usize>,
-    payload: Vec<u8>,
-}
-
-impl<'a> Worker<'a> {
-    fn new(
-        plan: &'a TcpPlan,
-        connections: usize,
-        quota: Option<u64>,
-        rate: Option<f64>,
-        seed: u64,
-        live: &'a Live,
-    ) -> anyhow::Result<Self> {
-        let entries = (connections * 2 + 64).next_power_of_two().min(4096) as u32;
-        let mut uring = Uring::new(entries)?;
-        let bufs = BufRing::new(1024, 16 * 1024, 0).context("allocating receive buffers")?;
-        uring
-            .add_buffers(bufs)
-            .context("registering the receive buffer ring")?;
-        let mut worker = Worker {
-            uring,
-            plan,
-            live,
-            clients: (0..connections)
-                .map(|_| Client::new(&plan.workload))
-                .collect(),
-            rng: Rng::new(seed + 1),
-            quota,
-            rate,
-            issued: 0,
-            scheduled: 0,
-            finished: 0,
-            errors: TcpErrors::default(),
-            bytes_sent: 0,
-            bytes_received: 0,
-            latency: latency::histogram(),
-            interval: latency::histogram(),
-            waiting: VecDeque::new(),
-            free: VecDeque::new(),
-            rearm: Vec::new(),
-            payload: Vec::new(),
+    #[test]
+    fn fates_balance_only_when_every_request_is_counted() {
+        let fates = Fates {
+            scheduled: 10,
+            completed: 5,
+            timeouts: 2,
+            unsent: 1,
         };
-        for i in 0..connections {
-            worker.connect(i);
-        }
-        Ok(worker)
-    }
-
-    fn connect(&mut self, i: usize) {
-        match TcpStream::connect_timeout(&self.plan.addr, self.plan.timeout) {
-            Ok(stream) => {
-                let _ = stream.set_nodelay(true);
-                let c = &mut self.clients[i];
-                c.stream = Some(stream);
-                c.generation = c.generation.wrapping_add(1);
-                c.reset_state(&self.plan.workload);
-                self.arm_recv(i);
-                if self.rate.is_some() {
-                    let generation = self.clients[i].generation;
-                    for _ in 0..self.plan.pipeline {
-                        self.free.push_back((i, generation));
-                    }
-                }
-            }
-            Err(e) => {
-                if e.kind() == io::ErrorKind::ConnectionRefused {
-                    self.errors.refused += 1;
-                } else {
-                    self.errors.reset += 1;
-                }
-                self.clients[i].stream = None;
-            }
-        }
-    }
-
-    fn arm_recv(&mut self, i: usize) {
-        let c = &mut self.clients[i];
-        c.recv_armed = true;
-        let group = self.uring.buffers(0).group();
-        let entry = opcode::RecvMulti::new(types::Fd(c.fd()), group)
-            .build()
-            .user_data(Token::new(Op::Recv, i as u32, c.generation).encode());
-        // SAFETY: the kernel writes only into the provided buffers, which the
-        // Uring owns; the worker's Drop reaps this receive before the socket
-        // is closed.
-        unsafe { self.uring.push(entry) };
-    }
-
-    fn may_issue(&self) -> bool {
-        self.quota.is_none_or(|q| self.issued < q)
-    }
-
-    /// Queues one request on client `i`, counting latency from `since`.
-    fn issue(&mut self, i: usize, since: Instant) {
-        self.payload.clear();
-        match &self.plan.workload {
-            Workload::Stream(TcpProtocol::Echo) => {
-                let SizeRange { lo, hi } = self.plan.size;
-                self.payload.resize(self.rng.range(lo, hi), 0);
-                self.rng.fill(&mut self.payload);
-            }
-            Workload::Stream(TcpProtocol::Reverse) => {
-                const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-                let SizeRange { lo, hi } = self.plan.size;
-                for _ in 1..self.rng.range(lo, hi) {
-                    self.payload
-                        .push(ALPHABET[self.rng.range(0, ALPHABET.len() - 1)]);
-                }
-                self.payload.push(b'\n');
-            }
-            Workload::Http { request } => self.payload.extend_from_slice(request),
-        }
-        let c = &mut self.clients[i];
-        let reply_end = match &mut c.check {
-            Check::Exact {
-                model,
-                expected,
-                offset,
-                received,
-            } => {
-                model.on_bytes(&self.payload, expected);
-                *received + (expected.len() - *offset) as u64
-            }
-            Check::Http { .. } => 0,
+        let mut errors = RequestErrors {
+            reset: 1,
+            aborted: 1,
+            ..RequestErrors::default()
         };
-        c.inflight.push_back(InFlight { reply_end, since });
-        c.queued.extend_from_slice(&self.payload);
-        self.issued += 1;
-        self.flush(i);
-    }
-
-    fn flush(&mut self, i: usize) {
-        let c = &mut self.clients[i];
-        if c.send_busy || c.broken || c.stream.is_none() {
-            return;
-        }
-        if c.sent == c.sending.len() {
-            c.sending.clear();
-            c.sent = 0;
-            std::mem::swap(&mut c.queued, &mut c.sending);
-        }
-        if c.sending.is_empty() {
-            return;
-        }
-        c.send_busy = true;
-        let rest = &c.sending[c.sent..];
-        let entry = opcode::Send::new(types::Fd(c.fd()), rest.as_ptr(), rest.len() as u32)
-            .flags(libc::MSG_NOSIGNAL)
-            .build()
-            .user_data(Token::new(Op::Send, i as u32, c.generation).encode());
-        // SAFETY: `sending` is not touched while `send_busy`, a client is
-        // not reconnected (its buffers reset) until its send has completed,
-        // and the worker's Drop reaps every send before the clients go.
-        unsafe { self.uring.push(entry) };
-    }
-
-    fn run(mut self, start: Instant) -> anyhow::Result<ThreadOutcome> {
-        let deadline = start + self.plan.duration;
-        let mut next_due = start;
-        let interval = self.rate.map(|r| Duration::from_secs_f64(1.0 / r));
-        if self.rate.is_none() {
-            for i in 0..self.clients.len() {
-                for _ in 0..self.plan.pipeline {
-                    if self.clients[i].stream.is_some() && self.may_issue() {
-                        self.issue(i, Instant::now());
-                    }
-                }
-            }
-        }
-        let mut next_tick = start + Duration::from_millis(100);
-        let mut cqes = Vec::new();
-        loop {
-            let now = Instant::now();
-            if self.plan.requests.is_none() && now >= deadline {
-                break;
-            }
-            if let Some(q) = self.quota {
-                if self.finished >= q {
-                    break;
-                }
-            }
-            if let Some(step) = interval {
-                while next_due <= now && self.quota.is_none_or(|q| self.scheduled < q) {
-                    self.waiting.push_back(next_due);
-                    self.scheduled += 1;
-                    next_due += step;
-                }
-                while let Some(&due) = self.waiting.front() {
-                    let Some((i, generation)) = self.free.pop_front() else {
-                        break;
-                    };
-                    let c = &self.clients[i];
-                    if c.broken || c.stream.is_none() || c.generation != generation {
-                        continue; // a slot of a connection that has since failed
-                    }
-                    self.waiting.pop_front();
-                    self.issue(i, due);
-                }
-            }
-            if now >= next_tick {
-                self.tick(now);
-                next_tick = now + Duration::from_millis(100);
-            }
-            let mut wake = next_tick.min(deadline);
-            if interval.is_some() && self.waiting.is_empty() {
-                wake = wake.min(next_due);
-            }
-            let wait = wake.saturating_duration_since(Instant::now());
-            self.uring
-                .enter(Some(wait.max(Duration::from_micros(1))))
-                .context("io_uring_enter")?;
-            cqes.clear();
-            self.uring.reap(&mut cqes);
-            let now = Instant::now();
-            for cqe in &cqes {
-                self.complete(cqe, now);
-            }
-            self.uring.publish_buffers();
-            for i in std::mem::take(&mut self.rearm) {
-                if self.clients[i].stream.is_some()
-                    && !self.clients[i].broken
-                    && !self.clients[i].recv_armed
-                {
-                    self.arm_recv(i);
-                }
-            }
-        }
-        Ok(ThreadOutcome {
-            requests: self.latency.len(),
-            bytes_sent: self.bytes_sent,
-            bytes_received: self.bytes_received,
-            elapsed: start.elapsed(),
-            errors: self.errors,
-            latency: std::mem::replace(&mut self.latency, latency::histogram()),
-        })
-    }
-
-    /// Every 100 ms: timeouts, reconnects, progress.
-    fn tick(&mut self, now: Instant) {
-        for i in 0..self.clients.len() {
-            let c = &self.clients[i];
-            if c.stream.is_none() {
-                self.connect(i);
-                if self.rate.is_none() && self.clients[i].stream.is_some() {
-                    self.refill(i, now);
-                }
-            } else if !c.broken
-                && c.inflight
-                    .front()
-                    .is_some_and(|f| now.duration_since(f.since) > self.plan.timeout)
-            {
-                self.errors.timeout += 1;
-                self.fail(i);
-            }
-        }
-        self.live.errors.store(self.errors.total(), Relaxed);
-        if !self.interval.is_empty() {
-            self.live
-                .p99_ns
-                .fetch_max(self.interval.value_at_quantile(0.99), Relaxed);
-            self.interval.reset();
-        }
-    }
-
-    fn refill(&mut self, i: usize, now: Instant) {
-        while self.clients[i].inflight.len() < self.plan.pipeline && self.may_issue() {
-            self.issue(i, now);
-        }
-    }
-
-    fn complete(&mut self, cqe: &cqueue::Entry, now: Instant) {
-        let Some(token) = Token::decode(cqe.user_data()) else {
-            return;
-        };
-        let i = token.index as usize;
-        let (res, flags) = (cqe.result(), cqe.flags());
-        let buffer = cqueue::buffer_select(flags);
-        let current = self.clients[i].generation & 0xff_ffff == token.generation;
-        match token.op {
-            Op::Recv => {
-                if !cqueue::more(flags) && current {
-                    self.clients[i].recv_armed = false;
-                }
-                if let Some(bid) = buffer {
-                    if current && res > 0 && !self.clients[i].broken {
-                        self.on_reply(i, bid, res as usize, now);
-                    }
-                    self.uring.buffers(0).recycle(bid);
-                }
-                if current && !self.clients[i].broken {
-                    match res {
-                        0 => {
-                            self.errors.closed += 1;
-                            self.fail(i);
-                        }
-                        r if r == -libc::ENOBUFS => self.rearm.push(i),
-                        r if r < 0 => {
-                            self.errors.reset += 1;
-                            self.fail(i);
-                        }
-                        _ if !cqueue::more(flags) => self.rearm.push(i),
-                        _ => {}
-                    }
-                }
-            }
-            Op::Send => {
-                if !current {
-                    return;
-                }
-                let c = &mut self.clients[i];
-                c.send_busy = false;
-                if res < 0 {
-                    if !c.broken {
-                        self.errors.reset += 1;
-                        self.fail(i);
-                    }
-                } else {
-                    c.sent += res as usize;
-                    self.bytes_sent += res as u64;
-                    self.flush(i);
-                }
-            }
-            _ => {}
-        }
-        if current {
-            self.reconnect_if_quiet(i);
-        }
-    }
-
-    fn on_reply(&mut self, i: usize, bid: u16, len: usize, now: Instant) {
-        let data = self.uring.buffers(0).filled(bid, len);
-        let c = &mut self.clients[i];
-        let completed = match &mut c.check {
-            Check::Exact {
-                expected,
-                offset,
-                received,
-                ..
-            } => {
-                let want = &expected[*offset..];
-                if data.len() > want.len() || data != &want[..data.len()] {
-                    self.errors.mismatch += 1;
-                    self.fail(i);
-                    return;
-                }
-                *offset += data.len();
-                *received += data.len() as u64;
-                if *offset > 64 * 1024 {
-                    expected.drain(..*offset);
-                    *offset = 0;
-                }
-                let received = *received;
-                c.inflight
-                    .iter()
-                    .take_while(|f| f.reply_end <= received)
-                    .count()
-            }
-            Check::Http { reader, done } => {
-                done.clear();
-                if reader.feed(data, done).is_err() {
-                    self.errors.mismatch += 1;
-                    self.fail(i);
-                    return;
-                }
-                let bad = done
-                    .iter()
-                    .filter(|r| !(200..300).contains(&r.status))
-                    .count() as u64;
-                self.errors.status += bad;
-                done.len()
-            }
-        };
-        self.bytes_received += data.len() as u64;
-        let c = &mut self.clients[i];
-        for f in c.inflight.drain(..completed.min(c.inflight.len())) {
-            let ns = now.duration_since(f.since).as_nanos() as u64;
-            self.latency.saturating_record(ns);
-            self.interval.saturating_record(ns);
-        }
-        let completed = completed as u64;
-        self.finished += completed;
-        self.live.done.fetch_add(completed, Relaxed);
-        let generation = c.generation;
-        for _ in 0..completed {
-            match self.rate {
-                Some(_) => self.free.push_back((i, generation)),
-                None if self.may_issue() => self.issue(i, now),
-                None => {}
-            }
-        }
-    }
-
-    /// Stops using a connection after an error; it reconnects once the
-    /// kernel has finished every operation on it.
-    fn fail(&mut self, i: usize) {
-        let c = &mut self.clients[i];
-        if c.broken {
-            return;
-        }
-        c.broken = true;
-        // Its requests will never be answered: they end here.
-        self.finished += c.inflight.len() as u64;
-        c.inflight.clear();
-        // Wakes the outstanding receive and send with an error or EOF.
-        // SAFETY: plain syscall on a descriptor this client owns.
-        unsafe { libc::shutdown(c.fd(), libc::SHUT_RDWR) };
-    }
-
-    fn reconnect_if_quiet(&mut self, i: usize) {
-        let c = &self.clients[i];
-        if c.broken && !c.recv_armed && !c.send_busy {
-            self.clients[i].stream = None; // closes it; the next tick reconnects
-        }
-    }
-}
-
-impl Drop for Worker<'_> {
-    fn drop(&mut self) {
-        // The clients' send buffers and sockets must outlive every operation
-        // that points at them: cancel all and wait for the last completions.
-        let cancel = Token::new(Op::Cancel, 0, 0).encode();
-        if !self.uring.quiesce(cancel, Duration::from_secs(2), |_| {}) {
-            // The kernel still holds some: leak the clients rather than free
-            // memory it may read.
-            std::mem::forget(std::mem::take(&mut self.clients));
-        }
+        assert!(fates.balanced(&errors));
+        errors.status = 1;
+        assert!(!fates.balanced(&errors));
     }
 }

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::process::{Command, Output};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use engine::{Engine, EngineConfig, Handler, ServiceConfig};
 use protocols::{Options, Protocol, Transport};
@@ -102,4 +103,96 @@ pub fn assert_fails_with(args: &[&str], expected: &str) {
         "{args:?}: expected '{expected}' in {stderr}"
     );
     assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+}
+
+/// An echo server with a thread per connection that can be made slow on
+/// purpose: it sleeps `per_read` before answering each read, and, from
+/// `stall_after` after the first request arrives, answers nothing for
+/// `stall_for` (every connection waits out the same window). The window
+/// it really kept is readable afterwards, so a test compares loadgen's
+/// figures with what theory predicts for that stall.
+pub struct SlowEcho {
+    addr: SocketAddr,
+    window: Arc<std::sync::Mutex<Option<(Instant, Instant)>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// How a [`SlowEcho`] misbehaves.
+#[derive(Clone, Copy)]
+pub struct Slowness {
+    /// Sleep this long before answering each read.
+    pub per_read: Duration,
+    /// Stall this long after the first request arrives...
+    pub stall_after: Duration,
+    /// ...for this long (zero: never).
+    pub stall_for: Duration,
+}
+
+impl SlowEcho {
+    /// Starts the server on an ephemeral loopback port.
+    pub fn start(slowness: Slowness) -> SlowEcho {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let window = Arc::new(std::sync::Mutex::new(None::<(Instant, Instant)>));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (w, s) = (window.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if s.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(stream) = stream else { continue };
+                let w = w.clone();
+                std::thread::spawn(move || serve_slowly(stream, slowness, &w));
+            }
+        });
+        SlowEcho { addr, window, stop }
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The stall window it kept (start, end), once the first request came.
+    pub fn window(&self) -> Option<(Instant, Instant)> {
+        *self.window.lock().unwrap()
+    }
+}
+
+impl Drop for SlowEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = std::net::TcpStream::connect(self.addr); // wakes the accept loop
+    }
+}
+
+fn serve_slowly(
+    mut stream: std::net::TcpStream,
+    slowness: Slowness,
+    window: &std::sync::Mutex<Option<(Instant, Instant)>>,
+) {
+    use std::io::{Read, Write};
+    let _ = stream.set_nodelay(true);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let (from, until) = *window.lock().unwrap().get_or_insert_with(|| {
+            let from = Instant::now() + slowness.stall_after;
+            (from, from + slowness.stall_for)
+        });
+        let now = Instant::now();
+        if now >= from && now < until {
+            std::thread::sleep(until - now);
+        }
+        if !slowness.per_read.is_zero() {
+            std::thread::sleep(slowness.per_read);
+        }
+        if stream.write_all(&buf[..n]).is_err() {
+            return;
+        }
+    }
 }

@@ -1,0 +1,833 @@
+//! One load thread: its connections, its io_uring, and the bookkeeping that
+//! gives every scheduled request exactly one fate.
+//!
+//! A connection's requests are answered in order, so its in-flight queue is
+//! FIFO. A request that times out stays at the front, flagged, until its late
+//! reply arrives (then it is discarded: it was already counted as a timeout)
+//! so the connection is reused instead of torn down; only when a flagged
+//! request stays unanswered for twice the timeout is the connection given up.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use engine::bufring::BufRing;
+use engine::token::{Op, Token};
+use engine::uring::Uring;
+use hdrhistogram::Histogram;
+use io_uring::{cqueue, opcode, types};
+use protocols::echo::EchoStream;
+use protocols::http::response::{Response, ResponseReader};
+use protocols::reverse::ReverseLines;
+use protocols::StreamSession;
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use super::{Connects, Fates, RequestErrors, TcpPlan, Workload};
+use crate::cli::{SizeRange, TcpProtocol};
+use crate::latency::{self, Series};
+use crate::progress::Live;
+use crate::rng::Rng;
+
+/// A slot whose connect failed tries again after this long.
+const RETRY_AFTER: Duration = Duration::from_millis(100);
+
+/// A thread's part of the plan.
+pub struct Share {
+    /// Connections this thread drives.
+    pub connections: usize,
+    /// Requests this thread issues (`--requests`), if bounded.
+    pub quota: Option<u64>,
+    /// This thread's open-loop rate.
+    pub rate: Option<f64>,
+    /// Seeds the payloads.
+    pub seed: u64,
+}
+
+/// What one thread measured (the fields as in [`super::TcpOutcome`]).
+pub struct ThreadOutcome {
+    /// How this thread's scheduled requests ended.
+    pub fates: Fates,
+    /// Requests that ended in an error.
+    pub errors: RequestErrors,
+    /// What this thread's connections went through.
+    pub connects: Connects,
+    /// Request bytes sent.
+    pub bytes_sent: u64,
+    /// Reply bytes received and verified.
+    pub bytes_received: u64,
+    /// When this thread put its first request on the wire.
+    pub first_send: Option<Instant>,
+    /// When this thread received its last answer.
+    pub last_reply: Option<Instant>,
+    /// When its last request fell due (open loop) or was sent (closed).
+    pub last_scheduled: Option<Instant>,
+    /// When the thread stopped.
+    pub ended: Instant,
+    /// Latency samples (completed and timed out), nanoseconds.
+    pub latency: Histogram<u64>,
+    /// How long each unsent request had been due at the end, nanoseconds.
+    pub backlog: Histogram<u64>,
+    /// Latency per interval, when asked for.
+    pub series: Option<Series>,
+}
+
+impl ThreadOutcome {
+    /// Nothing measured yet.
+    pub fn empty(start: Instant) -> Self {
+        Self {
+            fates: Fates::default(),
+            errors: RequestErrors::default(),
+            connects: Connects::default(),
+            bytes_sent: 0,
+            bytes_received: 0,
+            first_send: None,
+            last_reply: None,
+            last_scheduled: None,
+            ended: start,
+            latency: latency::histogram(),
+            backlog: latency::histogram(),
+            series: None,
+        }
+    }
+}
+
+/// A request on the wire: where its reply ends in the connection's reply
+/// stream, the instant its latency counts from, and when it was sent.
+struct InFlight {
+    reply_end: u64,
+    since: Instant,
+    sent: Instant,
+}
+
+/// How a connection's replies are checked.
+enum Check {
+    /// Against the bytes the protocol's own state machine says must come.
+    Exact {
+        model: Box<dyn StreamSession>,
+        expected: Vec<u8>,
+        offset: usize,
+        /// Reply bytes received so far (where `InFlight::reply_end` points).
+        received: u64,
+    },
+    /// Whole HTTP responses, counted as they complete.
+    Http {
+        reader: ResponseReader,
+        done: Vec<Response>,
+    },
+}
+
+impl Check {
+    fn new(workload: &Workload) -> Self {
+        match workload {
+            Workload::Stream(protocol) => Check::Exact {
+                model: match protocol {
+                    TcpProtocol::Echo => Box::new(EchoStream),
+                    TcpProtocol::Reverse => Box::new(ReverseLines::new(usize::MAX)),
+                },
+                expected: Vec::new(),
+                offset: 0,
+                received: 0,
+            },
+            Workload::Http { .. } => Check::Http {
+                reader: ResponseReader::new(),
+                done: Vec::new(),
+            },
+        }
+    }
+}
+
+/// Where a connection slot is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    /// No socket; a connect starts at `retry_at`.
+    Down { retry_at: Instant },
+    /// A connect (with its linked timeout) is in flight.
+    Connecting,
+    /// Connected and carrying requests.
+    Up,
+    /// Failed: waiting for the kernel to finish with the socket.
+    Broken,
+}
+
+/// Why a connection failed; its in-flight requests end with this kind.
+#[derive(Debug, Clone, Copy)]
+enum Failure {
+    Reset,
+    Closed,
+    Mismatch,
+    Aborted,
+}
+
+/// One connection slot and everything needed to verify its replies.
+struct Client {
+    socket: Option<Socket>,
+    link: Link,
+    generation: u32,
+    check: Check,
+    inflight: VecDeque<InFlight>,
+    /// The first `timed_out` requests of `inflight` were already counted as
+    /// timeouts and await only their late reply.
+    timed_out: usize,
+    queued: Vec<u8>,
+    sending: Vec<u8>,
+    sent: usize,
+    send_busy: bool,
+    recv_armed: bool,
+    /// Connections this slot has had.
+    opened: u64,
+}
+
+impl Client {
+    fn new(workload: &Workload, now: Instant) -> Self {
+        Self {
+            socket: None,
+            link: Link::Down { retry_at: now },
+            generation: 0,
+            check: Check::new(workload),
+            inflight: VecDeque::new(),
+            timed_out: 0,
+            queued: Vec::new(),
+            sending: Vec::new(),
+            sent: 0,
+            send_busy: false,
+            recv_armed: false,
+            opened: 0,
+        }
+    }
+
+    fn fd(&self) -> i32 {
+        self.socket.as_ref().map_or(-1, |s| s.as_raw_fd())
+    }
+
+    /// Requests in flight not yet counted as timeouts.
+    fn outstanding(&self) -> usize {
+        self.inflight.len() - self.timed_out
+    }
+}
+
+/// The target's address and the connect timeout, at addresses that stay put
+/// while the kernel reads them.
+struct ConnectArgs {
+    addr: SockAddr,
+    timeout: types::Timespec,
+}
+
+pub struct Worker<'a> {
+    /// The ring and its receive buffers (buffer ring 0); dropped only after
+    /// every operation on the clients' buffers has been reaped (see Drop).
+    uring: Uring,
+    plan: &'a TcpPlan,
+    live: &'a Live,
+    share: Share,
+    /// Boxed: connect submissions point into it.
+    connect_args: Box<ConnectArgs>,
+    clients: Vec<Client>,
+    rng: Rng,
+    start: Instant,
+    /// New requests may still be issued.
+    running: bool,
+    /// Requests put on the wire.
+    issued: u64,
+    /// Requests in flight and not yet counted as timeouts, over all clients.
+    outstanding: usize,
+    out: ThreadOutcome,
+    /// Latency samples since the last progress tick.
+    interval: Histogram<u64>,
+    /// Open loop: due times of requests that found no connection free.
+    waiting: VecDeque<Instant>,
+    /// Open loop: a free pipeline slot per entry, as (client, generation).
+    free: VecDeque<(usize, u32)>,
+    rearm: Vec<usize>,
+    payload: Vec<u8>,
+    /// Per response completed by one read: whether its status was bad.
+    bad_status: Vec<bool>,
+    /// The last connect or reply: a run that cannot progress for long ends.
+    last_progress: Instant,
+}
+
+impl<'a> Worker<'a> {
+    pub fn new(
+        plan: &'a TcpPlan,
+        share: Share,
+        live: &'a Live,
+        start: Instant,
+    ) -> anyhow::Result<Self> {
+        let entries = (share.connections * 3 + 64).next_power_of_two().min(4096) as u32;
+        let mut uring = Uring::new(entries)?;
+        let bufs = BufRing::new(1024, 16 * 1024, 0).context("allocating receive buffers")?;
+        uring
+            .add_buffers(bufs)
+            .context("registering the receive buffer ring")?;
+        let mut out = ThreadOutcome::empty(start);
+        out.series = plan.interval.map(|every| Series::new(start, every));
+        Ok(Worker {
+            uring,
+            plan,
+            live,
+            connect_args: Box::new(ConnectArgs {
+                addr: SockAddr::from(plan.addr),
+                timeout: types::Timespec::from(plan.timeout),
+            }),
+            clients: (0..share.connections)
+                .map(|_| Client::new(&plan.workload, start))
+                .collect(),
+            rng: Rng::new(share.seed + 1),
+            share,
+            start,
+            running: true,
+            issued: 0,
+            outstanding: 0,
+            out,
+            interval: latency::histogram(),
+            waiting: VecDeque::new(),
+            free: VecDeque::new(),
+            rearm: Vec::new(),
+            payload: Vec::new(),
+            bad_status: Vec::new(),
+            last_progress: start,
+        })
+    }
+
+    /// Starts a connect on slot `i` through the ring, bounded by a linked
+    /// timeout, so no load thread ever blocks on a connect.
+    fn connect(&mut self, i: usize) {
+        let socket = match Socket::new(
+            Domain::for_address(self.plan.addr),
+            Type::STREAM.cloexec(),
+            None,
+        ) {
+            Ok(socket) => socket,
+            Err(_) => {
+                // Out of descriptors, say: count it and try again later.
+                self.out.connects.failed += 1;
+                self.clients[i].link = Link::Down {
+                    retry_at: Instant::now() + RETRY_AFTER,
+                };
+                return;
+            }
+        };
+        let _ = socket.set_nodelay(true);
+        let c = &mut self.clients[i];
+        c.generation = c.generation.wrapping_add(1);
+        c.link = Link::Connecting;
+        c.check = Check::new(&self.plan.workload);
+        c.inflight.clear();
+        c.timed_out = 0;
+        c.queued.clear();
+        c.sending.clear();
+        c.sent = 0;
+        let connect = opcode::Connect::new(
+            types::Fd(socket.as_raw_fd()),
+            self.connect_args.addr.as_ptr().cast(),
+            self.connect_args.addr.len(),
+        )
+        .build()
+        .user_data(Token::new(Op::Connect, i as u32, c.generation).encode());
+        let timeout = opcode::LinkTimeout::new(&self.connect_args.timeout)
+            .build()
+            .user_data(Token::new(Op::Cancel, 0, 0).encode());
+        c.socket = Some(socket);
+        // SAFETY: the address and timespec live in `connect_args`, boxed and
+        // owned by the worker, whose Drop reaps every operation before they
+        // are freed; the socket is closed only once its connect completed.
+        unsafe { self.uring.push_linked(connect, timeout) };
+    }
+
+    fn on_connect(&mut self, i: usize, res: i32, now: Instant) {
+        if res < 0 {
+            match -res {
+                libc::ECONNREFUSED => self.out.connects.refused += 1,
+                libc::ECANCELED | libc::ETIME => self.out.connects.timed_out += 1,
+                _ => self.out.connects.failed += 1,
+            }
+            let c = &mut self.clients[i];
+            c.socket = None;
+            c.link = Link::Down {
+                retry_at: now + RETRY_AFTER,
+            };
+            return;
+        }
+        self.last_progress = now;
+        let c = &mut self.clients[i];
+        c.link = Link::Up;
+        c.opened += 1;
+        self.out.connects.opened += 1;
+        if c.opened > 1 {
+            self.out.connects.reconnects += 1;
+        }
+        let generation = c.generation;
+        self.arm_recv(i);
+        match self.share.rate {
+            Some(_) => {
+                for _ in 0..self.plan.pipeline {
+                    self.free.push_back((i, generation));
+                }
+            }
+            None => self.refill(i, now),
+        }
+    }
+
+    fn arm_recv(&mut self, i: usize) {
+        let c = &mut self.clients[i];
+        c.recv_armed = true;
+        let group = self.uring.buffers(0).group();
+        let entry = opcode::RecvMulti::new(types::Fd(c.fd()), group)
+            .build()
+            .user_data(Token::new(Op::Recv, i as u32, c.generation).encode());
+        // SAFETY: the kernel writes only into the provided buffers, which the
+        // Uring owns; the socket is closed only after this receive ended, and
+        // the worker's Drop reaps it before the clients go.
+        unsafe { self.uring.push(entry) };
+    }
+
+    fn may_issue(&self) -> bool {
+        self.running && self.share.quota.is_none_or(|q| self.issued < q)
+    }
+
+    /// Queues one request on client `i`, counting latency from `since`.
+    fn issue(&mut self, i: usize, since: Instant, now: Instant) {
+        self.payload.clear();
+        match &self.plan.workload {
+            Workload::Stream(TcpProtocol::Echo) => {
+                let SizeRange { lo, hi } = self.plan.size;
+                self.payload.resize(self.rng.range(lo, hi), 0);
+                self.rng.fill(&mut self.payload);
+            }
+            Workload::Stream(TcpProtocol::Reverse) => {
+                const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+                let SizeRange { lo, hi } = self.plan.size;
+                for _ in 1..self.rng.range(lo, hi) {
+                    self.payload
+                        .push(ALPHABET[self.rng.range(0, ALPHABET.len() - 1)]);
+                }
+                self.payload.push(b'\n');
+            }
+            Workload::Http { request } => self.payload.extend_from_slice(request),
+        }
+        let c = &mut self.clients[i];
+        let reply_end = match &mut c.check {
+            Check::Exact {
+                model,
+                expected,
+                offset,
+                received,
+            } => {
+                model.on_bytes(&self.payload, expected);
+                *received + (expected.len() - *offset) as u64
+            }
+            Check::Http { .. } => 0,
+        };
+        c.inflight.push_back(InFlight {
+            reply_end,
+            since,
+            sent: now,
+        });
+        c.queued.extend_from_slice(&self.payload);
+        self.issued += 1;
+        self.outstanding += 1;
+        if self.share.rate.is_none() {
+            self.out.fates.scheduled += 1;
+            self.out.last_scheduled = Some(now);
+        }
+        self.out.first_send.get_or_insert(now);
+        if self.share.quota.is_some_and(|q| self.issued >= q) {
+            self.running = false;
+        }
+        self.flush(i);
+    }
+
+    fn flush(&mut self, i: usize) {
+        let c = &mut self.clients[i];
+        if c.send_busy || c.link != Link::Up {
+            return;
+        }
+        if c.sent == c.sending.len() {
+            c.sending.clear();
+            c.sent = 0;
+            std::mem::swap(&mut c.queued, &mut c.sending);
+        }
+        if c.sending.is_empty() {
+            return;
+        }
+        c.send_busy = true;
+        let rest = &c.sending[c.sent..];
+        let entry = opcode::Send::new(types::Fd(c.fd()), rest.as_ptr(), rest.len() as u32)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(Token::new(Op::Send, i as u32, c.generation).encode());
+        // SAFETY: `sending` is not touched while `send_busy`, a client is
+        // not reconnected (its buffers reset) until its send has completed,
+        // and the worker's Drop reaps every send before the clients go.
+        unsafe { self.uring.push(entry) };
+    }
+
+    pub fn run(mut self) -> anyhow::Result<ThreadOutcome> {
+        let start = self.start;
+        let deadline = start + self.plan.duration;
+        let step = self.share.rate.map(|r| Duration::from_secs_f64(1.0 / r));
+        let mut next_due = start;
+        // Timeouts are noticed within a quarter of the timeout.
+        let tick_every =
+            (self.plan.timeout / 4).clamp(Duration::from_millis(1), Duration::from_millis(100));
+        let mut next_tick = start;
+        let mut cqes = Vec::new();
+        loop {
+            let now = Instant::now();
+
+            // A --requests run ends once nothing connected or answered for
+            // this long (the server is gone); otherwise it would never end.
+            let stalled = self.plan.timeout * 2 + Duration::from_secs(1);
+            if self.running
+                && self.plan.requests.is_some()
+                && self.outstanding == 0
+                && now.saturating_duration_since(self.last_progress) > stalled
+            {
+                self.running = false;
+            }
+            let timed = self.plan.requests.is_none();
+            if let Some(step) = step {
+                // Everything due up to now (and before the end) falls due.
+                while self.running
+                    && next_due <= now
+                    && !(timed && next_due >= deadline)
+                    && self
+                        .share
+                        .quota
+                        .is_none_or(|q| self.out.fates.scheduled < q)
+                {
+                    self.waiting.push_back(next_due);
+                    self.out.fates.scheduled += 1;
+                    self.out.last_scheduled = Some(next_due);
+                    next_due += step;
+                }
+                if self
+                    .share
+                    .quota
+                    .is_some_and(|q| self.out.fates.scheduled >= q)
+                    && self.waiting.is_empty()
+                {
+                    self.running = false;
+                }
+                self.send_waiting(now);
+            }
+            if self.running && timed && now >= deadline {
+                self.running = false;
+            }
+            if !self.running {
+                self.end_backlog(now);
+                if self.outstanding == 0 {
+                    break;
+                }
+            }
+            if now >= next_tick {
+                self.tick(now);
+                next_tick = now + tick_every;
+            }
+            let mut wake = next_tick;
+            if self.running {
+                wake = wake.min(deadline.max(now));
+                if step.is_some() && self.waiting.is_empty() {
+                    wake = wake.min(next_due);
+                }
+            }
+            let wait = wake.saturating_duration_since(Instant::now());
+            self.uring
+                .enter(Some(wait.max(Duration::from_micros(1))))
+                .context("io_uring_enter")?;
+            cqes.clear();
+            self.uring.reap(&mut cqes);
+            let now = Instant::now();
+            for cqe in &cqes {
+                self.complete(cqe, now);
+            }
+            self.uring.publish_buffers();
+            for i in std::mem::take(&mut self.rearm) {
+                let c = &self.clients[i];
+                if c.link == Link::Up && !c.recv_armed {
+                    self.arm_recv(i);
+                }
+            }
+        }
+        self.out.ended = Instant::now();
+        let mut out = std::mem::replace(&mut self.out, ThreadOutcome::empty(start));
+        out.latency
+            .add(&self.interval)
+            .context("merging the last interval")?;
+        Ok(out)
+    }
+
+    /// Open loop: puts waiting requests on free pipeline slots, oldest first.
+    fn send_waiting(&mut self, now: Instant) {
+        while let Some(&due) = self.waiting.front() {
+            let Some((i, generation)) = self.free.pop_front() else {
+                return;
+            };
+            let c = &self.clients[i];
+            if c.link != Link::Up || c.generation != generation {
+                continue; // a slot of a connection that has since failed
+            }
+            self.waiting.pop_front();
+            self.issue(i, due, now);
+        }
+    }
+
+    /// The run is over: requests that fell due but were never sent end as
+    /// `unsent`, each with how long it had been due.
+    fn end_backlog(&mut self, now: Instant) {
+        for due in self.waiting.drain(..) {
+            self.out.fates.unsent += 1;
+            self.out
+                .backlog
+                .saturating_record(now.saturating_duration_since(due).as_nanos() as u64);
+        }
+    }
+
+    /// Every tick: connects due, timeouts, progress.
+    fn tick(&mut self, now: Instant) {
+        let timeout = self.plan.timeout;
+        for i in 0..self.clients.len() {
+            match self.clients[i].link {
+                Link::Down { retry_at } if retry_at <= now && self.running => self.connect(i),
+                Link::Up => {
+                    while let Some(f) = self.clients[i].inflight.get(self.clients[i].timed_out) {
+                        if now.saturating_duration_since(f.sent) < timeout {
+                            break;
+                        }
+                        let since = f.since;
+                        self.clients[i].timed_out += 1;
+                        self.outstanding -= 1;
+                        self.out.fates.timeouts += 1;
+                        record_sample(&mut self.interval, &mut self.out.series, now, since);
+                    }
+                    let stuck = self.clients[i]
+                        .inflight
+                        .front()
+                        .is_some_and(|f| now.saturating_duration_since(f.sent) >= timeout * 2);
+                    if self.clients[i].timed_out > 0 && stuck {
+                        self.fail(i, Failure::Aborted, now);
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.live
+            .errors
+            .store(self.out.errors.total() + self.out.fates.timeouts, Relaxed);
+        if !self.interval.is_empty() {
+            self.live
+                .p99_ns
+                .fetch_max(self.interval.value_at_quantile(0.99), Relaxed);
+            self.out
+                .latency
+                .add(&self.interval)
+                .unwrap_or_else(|_| unreachable!("histograms of the same bounds add"));
+            self.interval.reset();
+        }
+    }
+
+    fn refill(&mut self, i: usize, now: Instant) {
+        while self.clients[i].inflight.len() < self.plan.pipeline && self.may_issue() {
+            self.issue(i, now, now);
+        }
+    }
+
+    fn complete(&mut self, cqe: &cqueue::Entry, now: Instant) {
+        let Some(token) = Token::decode(cqe.user_data()) else {
+            return;
+        };
+        let i = token.index as usize;
+        let (res, flags) = (cqe.result(), cqe.flags());
+        let buffer = cqueue::buffer_select(flags);
+        let Some(c) = self.clients.get_mut(i) else {
+            return;
+        };
+        let current = c.generation & 0xff_ffff == token.generation;
+        match token.op {
+            Op::Connect if current => self.on_connect(i, res, now),
+            Op::Recv => {
+                if !cqueue::more(flags) && current {
+                    c.recv_armed = false;
+                }
+                let up = current && c.link == Link::Up;
+                if let Some(bid) = buffer {
+                    if up && res > 0 {
+                        self.on_reply(i, bid, res as usize, now);
+                    }
+                    self.uring.buffers(0).recycle(bid);
+                }
+                if up && self.clients[i].link == Link::Up {
+                    match res {
+                        0 => self.fail(i, Failure::Closed, now),
+                        r if r == -libc::ENOBUFS => self.rearm.push(i),
+                        r if r < 0 => self.fail(i, Failure::Reset, now),
+                        _ if !cqueue::more(flags) => self.rearm.push(i),
+                        _ => {}
+                    }
+                }
+            }
+            Op::Send if current => {
+                c.send_busy = false;
+                if res < 0 {
+                    self.fail(i, Failure::Reset, now);
+                } else {
+                    c.sent += res as usize;
+                    self.out.bytes_sent += res as u64;
+                    self.flush(i);
+                }
+            }
+            _ => {}
+        }
+        if current {
+            self.close_if_quiet(i, now);
+        }
+    }
+
+    fn on_reply(&mut self, i: usize, bid: u16, len: usize, now: Instant) {
+        let data = self.uring.buffers(0).filled(bid, len);
+        let c = &mut self.clients[i];
+        // How many requests at the front this data completed (and, over
+        // HTTP, which of them were answered with a bad status).
+        self.bad_status.clear();
+        let completed = match &mut c.check {
+            Check::Exact {
+                expected,
+                offset,
+                received,
+                ..
+            } => {
+                let want = &expected[*offset..];
+                if data.len() > want.len() || data != &want[..data.len()] {
+                    self.fail(i, Failure::Mismatch, now);
+                    return;
+                }
+                *offset += data.len();
+                *received += data.len() as u64;
+                if *offset > 64 * 1024 {
+                    expected.drain(..*offset);
+                    *offset = 0;
+                }
+                let received = *received;
+                c.inflight
+                    .iter()
+                    .take_while(|f| f.reply_end <= received)
+                    .count()
+            }
+            Check::Http { reader, done } => {
+                done.clear();
+                if reader.feed(data, done).is_err() {
+                    self.fail(i, Failure::Mismatch, now);
+                    return;
+                }
+                self.bad_status
+                    .extend(done.iter().map(|r| !(200..300).contains(&r.status)));
+                done.len()
+            }
+        };
+        self.out.bytes_received += data.len() as u64;
+        let completed = completed.min(c.inflight.len());
+        let mut answered = 0u64;
+        for (k, f) in c.inflight.drain(..completed).enumerate() {
+            if c.timed_out > 0 {
+                // Already counted as a timeout: its late reply frees the slot.
+                c.timed_out -= 1;
+                continue;
+            }
+            self.outstanding -= 1;
+            if self.bad_status.get(k).copied().unwrap_or(false) {
+                self.out.errors.status += 1;
+                continue;
+            }
+            answered += 1;
+            record_sample(&mut self.interval, &mut self.out.series, now, f.since);
+        }
+        if completed > 0 {
+            self.out.last_reply = Some(now);
+            self.last_progress = now;
+        }
+        self.out.fates.completed += answered;
+        self.live.done.fetch_add(answered, Relaxed);
+        let generation = c.generation;
+        for _ in 0..completed {
+            match self.share.rate {
+                Some(_) => self.free.push_back((i, generation)),
+                None if self.may_issue() => self.issue(i, now, now),
+                None => {}
+            }
+        }
+    }
+
+    /// Stops using a connection after a failure: every request in flight on
+    /// it (not already a timeout) ends with the failure's kind. It is closed
+    /// once the kernel has finished every operation on it, then reconnected.
+    fn fail(&mut self, i: usize, failure: Failure, now: Instant) {
+        let c = &mut self.clients[i];
+        if c.link != Link::Up {
+            return;
+        }
+        c.link = Link::Broken;
+        let lost = c.outstanding() as u64;
+        self.outstanding -= c.outstanding();
+        c.inflight.clear();
+        c.timed_out = 0;
+        let errors = &mut self.out.errors;
+        match failure {
+            Failure::Reset => errors.reset += lost,
+            Failure::Closed => errors.closed += lost,
+            Failure::Mismatch => errors.mismatch += lost,
+            Failure::Aborted => errors.aborted += lost,
+        }
+        // Wakes the outstanding receive and send with an error or EOF.
+        // SAFETY: plain syscall on a descriptor this client owns.
+        unsafe { libc::shutdown(c.fd(), libc::SHUT_RDWR) };
+        self.close_if_quiet(i, now);
+    }
+
+    /// Closes a broken connection once nothing of the kernel's points at it;
+    /// the slot reconnects at once.
+    fn close_if_quiet(&mut self, i: usize, now: Instant) {
+        let c = &mut self.clients[i];
+        if c.link == Link::Broken && !c.recv_armed && !c.send_busy {
+            c.socket = None;
+            c.link = Link::Down { retry_at: now };
+        }
+    }
+}
+
+/// One latency sample, from `since` to `at`, into the progress interval and
+/// (when kept) the interval series.
+fn record_sample(
+    interval: &mut Histogram<u64>,
+    series: &mut Option<Series>,
+    at: Instant,
+    since: Instant,
+) {
+    let ns = at.saturating_duration_since(since).as_nanos() as u64;
+    interval.saturating_record(ns);
+    if let Some(series) = series {
+        series.record(at, ns);
+    }
+}
+
+impl Drop for Worker<'_> {
+    fn drop(&mut self) {
+        // The clients' send buffers, their sockets and the connect arguments
+        // must outlive every operation that points at them: cancel all and
+        // wait for the last completions.
+        let cancel = Token::new(Op::Cancel, 0, 0).encode();
+        if !self.uring.quiesce(cancel, Duration::from_secs(2), |_| {}) {
+            // The kernel still holds some: leak them rather than free memory
+            // it may read.
+            std::mem::forget(std::mem::take(&mut self.clients));
+            std::mem::forget(std::mem::replace(
+                &mut self.connect_args,
+                Box::new(ConnectArgs {
+                    addr: SockAddr::from(SocketAddr::from(([0, 0, 0, 0], 0))),
+                    timeout: types::Timespec::new(),
+                }),
+            ));
+        }
+    }
+}

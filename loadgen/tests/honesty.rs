@@ -1,0 +1,185 @@
+//! Known-answer tests: loadgen's figures against what theory predicts for a
+//! server that misbehaves in a known way (a stall of a known length, a fixed
+//! service time), and the accounting that gives every scheduled request
+//! exactly one fate.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{loadgen, loadgen_json, num, SlowEcho, Slowness};
+
+fn assert_balanced(r: &serde_json::Value) {
+    let errors = ["reset", "closed", "mismatch", "status", "aborted"]
+        .iter()
+        .map(|k| num(r, &format!("errors.{k}")))
+        .sum::<f64>();
+    assert_eq!(
+        num(r, "scheduled"),
+        num(r, "completed") + num(r, "timeouts") + errors + num(r, "unsent"),
+        "every scheduled request has exactly one fate: {r}"
+    );
+    assert_eq!(
+        num(r, "latency_us.count"),
+        num(r, "completed") + num(r, "timeouts"),
+        "one latency sample per answer and per timeout: {r}"
+    );
+}
+
+/// Open loop at rate R for D seconds against a server that stops for S
+/// seconds in the middle: the requests due during the stall wait for its
+/// end, so a fraction (S - L) / D of all requests take longer than L, and
+/// the q-quantile is S - (1 - q) D (for q above 1 - S / D).
+#[test]
+fn a_stall_gives_the_percentiles_theory_predicts() {
+    let server = SlowEcho::start(Slowness {
+        per_read: Duration::ZERO,
+        stall_after: Duration::from_secs(1),
+        stall_for: Duration::from_secs(1),
+    });
+    let r = loadgen_json(&[
+        "--tcp",
+        &server.addr().to_string(),
+        "--rate",
+        "2000",
+        "--duration",
+        "3s",
+        "--connections",
+        "20",
+    ]);
+    let (from, until) = server.window().expect("requests arrived");
+    let stall = (until - from).as_secs_f64();
+    let d = 3.0;
+    let predicted = |q: f64| (stall - (1.0 - q) * d) * 1e6;
+    for (key, q) in [("latency_us.p90", 0.90), ("latency_us.p99", 0.99)] {
+        let measured = num(&r, key);
+        assert!(
+            (measured - predicted(q)).abs() < 80_000.0,
+            "{key}: measured {measured:.0} us, theory {:.0} us: {r}",
+            predicted(q)
+        );
+    }
+    assert!(num(&r, "latency_us.p50") < 100_000.0, "{r}");
+    assert!(num(&r, "latency_us.max") < stall * 1e6 + 150_000.0, "{r}");
+    assert_eq!(num(&r, "scheduled"), 6000.0);
+    assert_eq!(num(&r, "completed"), 6000.0);
+    assert_balanced(&r);
+}
+
+/// A reply later than --timeout but not lost: the request counts as a
+/// timeout once, its late reply frees the slot, and the connection is kept.
+#[test]
+fn a_timeout_keeps_the_connection_when_the_late_reply_comes() {
+    let server = SlowEcho::start(Slowness {
+        per_read: Duration::ZERO,
+        stall_after: Duration::from_millis(300),
+        stall_for: Duration::from_millis(650),
+    });
+    let r = loadgen_json(&[
+        "--tcp",
+        &server.addr().to_string(),
+        "--connections",
+        "2",
+        "--duration",
+        "1.5s",
+        "--timeout",
+        "400ms",
+    ]);
+    // Closed loop, pipeline 1: one request per connection was waiting
+    // through the stall, and each timed out once.
+    assert_eq!(num(&r, "timeouts"), 2.0, "{r}");
+    assert_eq!(num(&r, "connects.opened"), 2.0, "{r}");
+    assert_eq!(num(&r, "connects.reconnects"), 0.0, "{r}");
+    assert_eq!(
+        num(&r, "errors.aborted") + num(&r, "errors.reset"),
+        0.0,
+        "{r}"
+    );
+    assert!(num(&r, "completed") > 100.0, "{r}");
+    assert_balanced(&r);
+}
+
+/// Past capacity (here: a server that stops answering for good), requests
+/// that fall due but never find a free connection end as `unsent`, those
+/// on the wire as timeouts, and the sum is exact.
+#[test]
+fn overload_accounts_for_every_scheduled_request() {
+    let server = SlowEcho::start(Slowness {
+        per_read: Duration::ZERO,
+        stall_after: Duration::from_millis(500),
+        stall_for: Duration::from_secs(30),
+    });
+    let addr = server.addr().to_string();
+    let args = [
+        "--tcp",
+        &addr,
+        "--rate",
+        "2000",
+        "--duration",
+        "2s",
+        "--connections",
+        "4",
+        "--timeout",
+        "300ms",
+    ];
+    let r = loadgen_json(&args);
+    assert_eq!(num(&r, "scheduled"), 4000.0, "{r}");
+    assert!(num(&r, "completed") > 500.0, "{r}");
+    assert!(num(&r, "timeouts") >= 4.0, "{r}");
+    assert!(num(&r, "unsent") > 2000.0, "{r}");
+    assert_eq!(num(&r, "backlog_us.count"), num(&r, "unsent"), "{r}");
+    assert!(
+        num(&r, "connects.reconnects") >= 1.0,
+        "connections stuck for twice the timeout were replaced: {r}"
+    );
+    assert_balanced(&r);
+
+    let text = loadgen(&args);
+    let out = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        out.contains("asked 2000/s") && out.contains("of scheduled requests were never sent"),
+        "{out}"
+    );
+}
+
+/// With a fixed service time per request, the rate is known: two
+/// connections answering 1 ms apart each give at most 2000 requests/s, and
+/// the rate spans the whole run, not the thread that finished first (here
+/// one thread drives two connections and the other one, so the first
+/// finishes in half the time).
+#[test]
+fn the_rate_of_uneven_threads_is_the_whole_runs() {
+    let server = SlowEcho::start(Slowness {
+        per_read: Duration::from_millis(1),
+        stall_after: Duration::ZERO,
+        stall_for: Duration::ZERO,
+    });
+    let addr = server.addr().to_string();
+    let one = loadgen_json(&[
+        "--tcp",
+        &addr,
+        "--connections",
+        "2",
+        "--threads",
+        "1",
+        "--requests",
+        "2000",
+    ]);
+    let two = loadgen_json(&[
+        "--tcp",
+        &addr,
+        "--connections",
+        "3",
+        "--threads",
+        "2",
+        "--requests",
+        "2000",
+    ]);
+    for r in [&one, &two] {
+        assert_eq!(num(r, "completed"), 2000.0);
+        let rate = num(r, "requests_per_sec");
+        assert!((900.0..=2100.0).contains(&rate), "rate {rate:.0}/s: {r}");
+        assert!(num(r, "duration_s") >= 0.95, "{r}");
+        assert_balanced(r);
+    }
+}
