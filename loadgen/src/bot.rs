@@ -100,9 +100,6 @@ pub fn run(plan: &BotPlan, live: &Live, quiet: bool) -> anyhow::Result<BotOutcom
             .map_err(|e| connect_error(plan.addr, &e))?;
     }
     let start = Instant::now();
-    let quota = plan
-        .conversations
-        .map(|n| n.div_ceil(plan.concurrent as u64));
     let results = crate::progress::run_threads(
         vec![(); plan.concurrent],
         &plan.cpus,
@@ -110,7 +107,11 @@ pub fn run(plan: &BotPlan, live: &Live, quiet: bool) -> anyhow::Result<BotOutcom
         "conversations",
         quiet,
         |t, ()| {
-            let mut walker = Walker::new(plan, t as u64, live)?;
+            // Each thread runs its exact share of `--requests` conversations.
+            let quota = plan
+                .conversations
+                .map(|n| crate::tcp::share_u64(n, plan.concurrent, t));
+            let mut walker = Walker::new(plan, t as u64, live);
             while start.elapsed() < plan.duration || plan.conversations.is_some() {
                 if quota.is_some_and(|q| walker.conversations + walker.failed >= q) {
                     break;
@@ -161,9 +162,12 @@ fn mask(text: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The conversation's connection, or (over UDP) its own socket: each
+/// conversation comes from a fresh source port, as a real client's would,
+/// so a datagram lost in one cannot put a later one out of step.
 enum Transport {
     Tcp(Option<TcpStream>),
-    Udp(UdpSocket),
+    Udp(Option<UdpSocket>),
 }
 
 struct Walker<'a> {
@@ -180,32 +184,23 @@ struct Walker<'a> {
 }
 
 impl<'a> Walker<'a> {
-    fn new(plan: &'a BotPlan, seed: u64, live: &'a Live) -> anyhow::Result<Self> {
-        let transport = if plan.udp {
-            let bind = if plan.addr.is_ipv6() {
-                "[::]:0"
-            } else {
-                "0.0.0.0:0"
-            };
-            let socket = UdpSocket::bind(bind)?;
-            socket.connect(plan.addr)?;
-            socket.set_read_timeout(Some(plan.timeout))?;
-            Transport::Udp(socket)
-        } else {
-            Transport::Tcp(None)
-        };
-        Ok(Self {
+    fn new(plan: &'a BotPlan, seed: u64, live: &'a Live) -> Self {
+        Self {
             plan,
             live,
             rng: Rng::new(seed + 11),
-            transport,
+            transport: if plan.udp {
+                Transport::Udp(None)
+            } else {
+                Transport::Tcp(None)
+            },
             conversations: 0,
             failed: 0,
             turns: 0,
             errors: ConversationErrors::default(),
             outcomes: Outcomes::default(),
             latency: latency::histogram(),
-        })
+        }
     }
 
     /// One whole conversation; counts it, or the error that ended it.
@@ -225,8 +220,9 @@ impl<'a> Walker<'a> {
                     Failure::Mismatch => self.errors.mismatch += 1,
                 }
                 self.live.errors.fetch_add(1, Relaxed);
-                if let Transport::Tcp(stream) = &mut self.transport {
-                    *stream = None;
+                match &mut self.transport {
+                    Transport::Tcp(stream) => *stream = None,
+                    Transport::Udp(socket) => *socket = None,
                 }
             }
         }
@@ -246,11 +242,14 @@ impl<'a> Walker<'a> {
                 *stream = Some(s);
             }
             Transport::Udp(socket) => {
+                let s = udp_socket(self.plan.addr, self.plan.timeout)
+                    .map_err(|e| Failure::from_io(&e))?;
                 // The bot sends a new address at most three times what it
                 // sent (anti-amplification): pad the opener so the greeting
                 // fits, as QUIC clients pad their first packet.
                 let opener = opener_for(expected.len());
-                socket.send(&opener).map_err(|e| Failure::from_io(&e))?;
+                s.send(&opener).map_err(|e| Failure::from_io(&e))?;
+                *socket = Some(s);
             }
         }
         self.expect(expected.as_bytes())?;
@@ -282,15 +281,18 @@ impl<'a> Walker<'a> {
             Kind::End(Outcome::Ticket) => self.outcomes.ticket += 1,
             _ => self.outcomes.quit += 1,
         }
-        if let Transport::Tcp(stream) = &mut self.transport {
-            // The bot closes after its goodbye: read to the end.
-            let mut rest = Vec::new();
-            let s = stream.as_mut().ok_or(Failure::Closed)?;
-            s.read_to_end(&mut rest).map_err(|e| Failure::from_io(&e))?;
-            if !rest.is_empty() {
-                return Err(Failure::Mismatch);
+        match &mut self.transport {
+            Transport::Tcp(stream) => {
+                // The bot closes after its goodbye: read to the end.
+                let mut rest = Vec::new();
+                let s = stream.as_mut().ok_or(Failure::Closed)?;
+                s.read_to_end(&mut rest).map_err(|e| Failure::from_io(&e))?;
+                if !rest.is_empty() {
+                    return Err(Failure::Mismatch);
+                }
+                *stream = None;
             }
-            *stream = None;
+            Transport::Udp(socket) => *socket = None,
         }
         Ok(())
     }
@@ -320,6 +322,8 @@ impl<'a> Walker<'a> {
                     .map_err(|e| Failure::from_io(&e))
             }
             Transport::Udp(socket) => socket
+                .as_ref()
+                .ok_or(Failure::Closed)?
                 .send(message.as_bytes())
                 .map(drop)
                 .map_err(|e| Failure::from_io(&e)),
@@ -335,6 +339,7 @@ impl<'a> Walker<'a> {
                 s.read_exact(&mut got).map_err(|e| Failure::from_io(&e))?;
             }
             Transport::Udp(socket) => {
+                let socket = socket.as_ref().ok_or(Failure::Closed)?;
                 let mut filled = 0;
                 let mut buf = [0u8; 2048];
                 while filled < got.len() {
@@ -353,6 +358,19 @@ impl<'a> Walker<'a> {
             Err(Failure::Mismatch)
         }
     }
+}
+
+/// A fresh UDP socket connected to the bot: a new source port.
+fn udp_socket(addr: SocketAddr, timeout: Duration) -> std::io::Result<UdpSocket> {
+    let bind = if addr.is_ipv6() {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    };
+    let socket = UdpSocket::bind(bind)?;
+    socket.connect(addr)?;
+    socket.set_read_timeout(Some(timeout))?;
+    Ok(socket)
 }
 
 /// A first datagram long enough that a greeting of `greeting` bytes is

@@ -113,6 +113,12 @@ pub struct Cli {
     #[arg(long, value_name = "FILE.svg", requires = "sweep")]
     pub plot: Option<std::path::PathBuf>,
 
+    /// UDP: how long to keep receiving after the last send before an
+    /// unanswered datagram counts as lost (default: twice the slowest round
+    /// trip seen, between 50 ms and 2 s).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub drain: Option<Duration>,
+
     /// UDP: do not expect replies (one-way flood).
     #[arg(long)]
     pub no_reply: bool,
@@ -166,6 +172,9 @@ pub enum Command {
         /// `--json` outputs and `--hdr-log` files, in any mix.
         #[arg(required = true, value_name = "FILE")]
         files: Vec<std::path::PathBuf>,
+        /// Also write the merged intervals as one HdrHistogram log.
+        #[arg(long = "hdr-log", value_name = "FILE")]
+        merged_log: Option<std::path::PathBuf>,
     },
     /// The network lab (needs root): ringcore and loadgen in two network
     /// namespaces joined by a veth pair shaped with `tc tbf`; a paced run

@@ -26,8 +26,11 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             ClientTransport::Udp => crate::client::udp(*addr, script.as_deref(), *reply_timeout),
         };
     }
-    if let Some(Command::Report { files }) = &cli.command {
+    if let Some(Command::Report { files, merged_log }) = &cli.command {
         let merged = crate::merge::merge(files)?;
+        if let Some(path) = merged_log {
+            crate::merge::write_log(&merged, path)?;
+        }
         if cli.json {
             println!("{}", serde_json::to_string(&merged)?);
         } else {
@@ -111,6 +114,8 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             cpus,
             replies: !cli.no_reply,
             run_id: std::process::id() ^ (crate::pacer::now_ns() as u32),
+            drain: cli.drain,
+            interval: cli.hdr_log.as_ref().map(|_| cli.hdr_interval),
         };
         if let Some(sweep) = cli.sweep {
             let mut steps = Vec::new();
@@ -138,16 +143,20 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             }
             return Ok(());
         }
-        let started = std::time::SystemTime::now();
         let report = run_udp(&plan, cli.server_metrics, cli.quiet)?;
-        if let Some(path) = &cli.hdr_log {
-            let duration = std::time::Duration::from_secs_f64(report.duration_s);
-            crate::hdr_log::write(path, "rtt", &report.rtt, started, duration)?;
+        if let (Some(path), Some(series)) = (&cli.hdr_log, &report.series) {
+            crate::hdr_log::write_series(path, "rtt", series, report.started)?;
         }
         if cli.json {
             println!("{}", serde_json::to_string(&report)?);
         } else {
             print_udp(&report);
+        }
+        if report.received == Some(0) && (report.refused > 0 || report.icmp_errors > 0) {
+            bail!(
+                "nothing listens on UDP {} (ICMP port unreachable): start ringcore (`cargo run --release`) or check the address",
+                plan.addr
+            );
         }
         return Ok(());
     }

@@ -43,11 +43,25 @@ pub fn write(
     write_intervals(path, tag, &[(Duration::ZERO, duration, histogram)], started)
 }
 
-/// Writes `(offset from started, length, histogram)` intervals.
+/// Writes `(offset from started, length, histogram)` intervals, all tagged
+/// `tag`.
 pub fn write_intervals(
     path: &Path,
     tag: &str,
     intervals: &[(Duration, Duration, &Histogram<u64>)],
+    started: SystemTime,
+) -> anyhow::Result<()> {
+    let rows: Vec<_> = intervals
+        .iter()
+        .map(|&(offset, length, h)| (tag, offset, length, h))
+        .collect();
+    write_tagged(path, &rows, started)
+}
+
+/// Writes `(tag, offset from started, length, histogram)` intervals.
+pub fn write_tagged(
+    path: &Path,
+    intervals: &[(&str, Duration, Duration, &Histogram<u64>)],
     started: SystemTime,
 ) -> anyhow::Result<()> {
     let mut out = Vec::new();
@@ -59,7 +73,7 @@ pub fn write_intervals(
         .with_max_value_divisor(1000.0)
         .begin_log_with(&mut out, &mut serializer)
         .map_err(|e| anyhow::anyhow!("starting the log: {e}"))?;
-    for &(offset, length, histogram) in intervals {
+    for &(tag, offset, length, histogram) in intervals {
         log.write_histogram(histogram, offset, length, Tag::new(tag))
             .map_err(|e| anyhow::anyhow!("writing a histogram: {e}"))?;
     }
@@ -67,23 +81,54 @@ pub fn write_intervals(
     std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))
 }
 
-/// Reads every interval histogram of a log, with its tag.
-pub fn read(path: &Path) -> anyhow::Result<Vec<(Option<String>, Histogram<u64>)>> {
+/// One interval of a log: its tag, when it began (seconds since the Unix
+/// epoch when the log has a BaseTime or StartTime, else since the log's
+/// own zero), how long it lasted, and its histogram.
+#[derive(Debug)]
+pub struct Interval {
+    /// The tag (`latency`, `rtt`), if any.
+    pub tag: Option<String>,
+    /// Start, in seconds.
+    pub start_s: f64,
+    /// Length, in seconds.
+    pub length_s: f64,
+    /// The histogram.
+    pub histogram: Histogram<u64>,
+}
+
+/// Reads every interval histogram of a log.
+pub fn read(path: &Path) -> anyhow::Result<Vec<Interval>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let mut found = Vec::new();
+    // Interval timestamps count from BaseTime when there is one; a log
+    // without one holds absolute timestamps (or ones from its own zero).
+    let mut base = None;
+    let mut start_time = None;
     for entry in IntervalLogIterator::new(&bytes) {
         let entry = entry
             .map_err(|e| anyhow::anyhow!("{} is not an HdrHistogram log: {e:?}", path.display()))?;
-        if let LogEntry::Interval(interval) = entry {
-            let encoded = base64::engine::general_purpose::STANDARD
-                .decode(interval.encoded_histogram())
-                .with_context(|| format!("{}: a histogram is not valid base64", path.display()))?;
-            let histogram: Histogram<u64> = Deserializer::new()
-                .deserialize(&mut encoded.as_slice())
-                .map_err(|e| {
-                    anyhow::anyhow!("{}: a histogram does not decode: {e:?}", path.display())
-                })?;
-            found.push((interval.tag().map(|t| t.as_str().to_string()), histogram));
+        match entry {
+            LogEntry::BaseTime(t) => base = Some(t.as_secs_f64()),
+            LogEntry::StartTime(t) => start_time = Some(t.as_secs_f64()),
+            LogEntry::Interval(interval) => {
+                let encoded = base64::engine::general_purpose::STANDARD
+                    .decode(interval.encoded_histogram())
+                    .with_context(|| {
+                        format!("{}: a histogram is not valid base64", path.display())
+                    })?;
+                let histogram: Histogram<u64> = Deserializer::new()
+                    .deserialize(&mut encoded.as_slice())
+                    .map_err(|e| {
+                        anyhow::anyhow!("{}: a histogram does not decode: {e:?}", path.display())
+                    })?;
+                let offset = interval.start_timestamp().as_secs_f64();
+                found.push(Interval {
+                    tag: interval.tag().map(|t| t.as_str().to_string()),
+                    start_s: base.or(start_time).map_or(offset, |b| b + offset),
+                    length_s: interval.duration().as_secs_f64(),
+                    histogram,
+                });
+            }
         }
     }
     if found.is_empty() {
@@ -114,7 +159,8 @@ mod tests {
         let back = read(&path).unwrap();
         let _ = std::fs::remove_file(&path);
         assert_eq!(back.len(), 1);
-        assert_eq!(back[0].0.as_deref(), Some("latency"));
-        assert_eq!(back[0].1, h);
+        assert_eq!(back[0].tag.as_deref(), Some("latency"));
+        assert_eq!(back[0].histogram, h);
+        assert_eq!(back[0].length_s, 2.0);
     }
 }

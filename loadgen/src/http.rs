@@ -14,6 +14,12 @@ use serde::Serialize;
 
 /// Redirects followed at most (with `--follow`).
 const MAX_REDIRECTS: usize = 5;
+/// A body smaller than this, or one that arrives faster than
+/// [`MIN_TRANSFER`], has no measurable throughput: it came in one or two
+/// reads, and dividing by a few microseconds would give a figure of noise.
+pub const MIN_MEASURED_BODY: u64 = 64 * 1024;
+/// See [`MIN_MEASURED_BODY`].
+pub const MIN_TRANSFER: Duration = Duration::from_millis(1);
 
 /// An `http://` URL, taken apart.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,10 +140,11 @@ pub struct FetchReport {
     pub transfer_ms: f64,
     /// Everything.
     pub total_ms: f64,
-    /// Body megabytes (10^6) per second of transfer.
-    pub mb_per_sec: f64,
-    /// Body megabits per second of transfer.
-    pub mbit_per_sec: f64,
+    /// Body megabytes (10^6) per second of transfer; null when the body
+    /// is under 64 KiB or took under 1 ms (too small to measure).
+    pub mb_per_sec: Option<f64>,
+    /// Body megabits per second of transfer (null as `mb_per_sec`).
+    pub mbit_per_sec: Option<f64>,
     /// A redirect that was not followed (without --follow).
     pub redirect: Option<String>,
     /// Redirects followed (with --follow).
@@ -214,7 +221,9 @@ fn fetch_once(url: &Url, timeout: Duration) -> anyhow::Result<FetchReport> {
     let response = done.remove(0);
     let first_byte = first_byte.unwrap_or(end);
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let transfer = end.duration_since(first_byte).as_secs_f64().max(1e-9);
+    let transfer_time = end.duration_since(first_byte);
+    let transfer = transfer_time.as_secs_f64().max(1e-9);
+    let measurable = response.body_bytes >= MIN_MEASURED_BODY && transfer_time >= MIN_TRANSFER;
     let redirect = if (300..400).contains(&response.status) {
         response.location.clone()
     } else {
@@ -238,8 +247,8 @@ fn fetch_once(url: &Url, timeout: Duration) -> anyhow::Result<FetchReport> {
         ttfb_ms: ms(first_byte.saturating_duration_since(sent)),
         transfer_ms: transfer * 1000.0,
         total_ms: ms(end - start),
-        mb_per_sec: response.body_bytes as f64 / transfer / 1e6,
-        mbit_per_sec: response.body_bytes as f64 * 8.0 / transfer / 1e6,
+        mb_per_sec: measurable.then(|| response.body_bytes as f64 / transfer / 1e6),
+        mbit_per_sec: measurable.then(|| response.body_bytes as f64 * 8.0 / transfer / 1e6),
         redirect,
         followed: Vec::new(),
     })
@@ -261,10 +270,15 @@ pub fn print(r: &FetchReport) {
         "  dns {:.3} ms + connect {:.3} ms + first byte {:.3} ms + transfer {:.3} ms = {:.3} ms",
         r.dns_ms, r.connect_ms, r.ttfb_ms, r.transfer_ms, r.total_ms
     );
-    println!(
-        "  throughput   {:.2} MB/s = {:.1} Mbit/s over the transfer",
-        r.mb_per_sec, r.mbit_per_sec
-    );
+    match (r.mb_per_sec, r.mbit_per_sec) {
+        (Some(mb), Some(mbit)) => println!(
+            "  throughput   {mb:.2} MB/s = {mbit:.1} Mbit/s over the transfer"
+        ),
+        _ => println!(
+            "  throughput   n/a: {} B in {:.3} ms is too little to measure (it needs 64 KiB and 1 ms); time to first byte and total are the figures",
+            r.body_bytes, r.transfer_ms
+        ),
+    }
 }
 
 #[cfg(test)]

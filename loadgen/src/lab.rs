@@ -141,6 +141,8 @@ pub fn run(plan: &LabPlan) -> anyhow::Result<LabReport> {
                 cpus: Vec::new(),
                 replies: true,
                 run_id: std::process::id() ^ runs.len() as u32,
+                drain: None,
+                interval: None,
             };
             let before = qdisc_counts(&client_ns, &veth)?;
             let udp = run_udp(&udp_plan, Some(metrics), plan.quiet)?;

@@ -1,7 +1,7 @@
 //! Latency recording with exact percentiles (HdrHistogram, 3 significant
 //! digits), for the whole run and, for `--hdr-log`, per interval.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -65,29 +65,26 @@ impl Percentiles {
     }
 }
 
-/// A run's samples cut into intervals of equal length from a common start
+/// A run's samples cut into intervals of equal length from the run's start
 /// (the time series an HdrHistogram interval log holds).
 #[derive(Debug, Clone)]
 pub struct Series {
-    start: Instant,
     every: Duration,
     bins: Vec<Histogram<u64>>,
 }
 
 impl Series {
-    /// An empty series of intervals of `every` (at least 1 ms) from `start`.
-    pub fn new(start: Instant, every: Duration) -> Self {
+    /// An empty series of intervals of `every` (at least 1 ms).
+    pub fn new(every: Duration) -> Self {
         Self {
-            start,
             every: every.max(Duration::from_millis(1)),
             bins: Vec::new(),
         }
     }
 
-    /// Records `ns` in the interval holding instant `at`.
-    pub fn record(&mut self, at: Instant, ns: u64) {
-        let i =
-            (at.saturating_duration_since(self.start).as_nanos() / self.every.as_nanos()) as usize;
+    /// Records `ns` in the interval holding the instant `after` the start.
+    pub fn record_after(&mut self, after: Duration, ns: u64) {
+        let i = (after.as_nanos() / self.every.as_nanos()) as usize;
         if self.bins.len() <= i {
             self.bins.resize_with(i + 1, histogram);
         }
@@ -126,12 +123,11 @@ mod tests {
 
     #[test]
     fn series_cut_samples_by_their_instant() {
-        let start = Instant::now();
-        let mut a = Series::new(start, Duration::from_secs(1));
-        a.record(start, 5_000);
-        a.record(start + Duration::from_millis(2_500), 7_000);
-        let mut b = Series::new(start, Duration::from_secs(1));
-        b.record(start + Duration::from_millis(999), 9_000);
+        let mut a = Series::new(Duration::from_secs(1));
+        a.record_after(Duration::ZERO, 5_000);
+        a.record_after(Duration::from_millis(2_500), 7_000);
+        let mut b = Series::new(Duration::from_secs(1));
+        b.record_after(Duration::from_millis(999), 9_000);
         a.merge(&b).unwrap();
         let counts: Vec<(u64, u64)> = a
             .intervals()

@@ -1,35 +1,44 @@
 //! `loadgen report FILE...`: one report from many runs or machines.
 //!
-//! JSON results add up (requests, datagrams, bytes, errors, and rates, as
-//! concurrent runs on several machines offer their sum). Percentiles do not
-//! add up, so latency comes only from HdrHistogram logs (`--hdr-log`), which
-//! merge exactly.
+//! JSON results add up (requests and their fates, datagrams, bytes, errors,
+//! and rates, as concurrent runs on several machines offer their sum).
+//! Percentiles do not add up, so latency comes only from HdrHistogram logs
+//! (`--hdr-log`), which merge exactly: in all, and interval by interval,
+//! with intervals of different files aligned by their start times.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::hdr_log::Interval;
 use crate::latency::{self, Percentiles};
 
-/// TCP results added up.
+/// TCP or HTTP load results added up.
 #[derive(Debug, Default, Serialize)]
-pub struct TcpTotals {
+pub struct LoadTotals {
     /// Results merged.
     pub runs: u64,
-    /// Requests answered.
+    /// Requests scheduled.
+    pub scheduled: u64,
+    /// Requests answered (`requests` in each result).
     pub requests: u64,
+    /// Requests that timed out.
+    pub timeouts: u64,
+    /// Requests never sent (open loop past capacity).
+    pub unsent: u64,
+    /// Requests that ended in an error.
+    pub errors: u64,
     /// Sum of the runs' requests/s.
     pub requests_per_sec: f64,
     /// Request bytes sent.
     pub bytes_sent: u64,
     /// Reply bytes received.
     pub bytes_received: u64,
-    /// Errors of every kind.
-    pub errors: u64,
 }
 
 /// UDP results added up.
@@ -37,14 +46,42 @@ pub struct TcpTotals {
 pub struct UdpTotals {
     /// Results merged.
     pub runs: u64,
+    /// Datagrams offered: sent, plus those the send path refused.
+    pub offered: u64,
     /// Datagrams sent.
     pub sent: u64,
     /// Replies received.
     pub received: u64,
-    /// Datagrams lost.
+    /// Datagrams lost (of those offered).
     pub lost: u64,
+    /// `lost` as a percentage of `offered`.
+    pub loss_pct: f64,
     /// Sum of the runs' achieved datagrams/s.
     pub achieved_pps: f64,
+}
+
+/// Single HTTP fetches added up.
+#[derive(Debug, Default, Serialize)]
+pub struct FetchTotals {
+    /// Fetches merged.
+    pub runs: u64,
+    /// Body bytes received.
+    pub body_bytes: u64,
+    /// Fetches whose status was not 2xx.
+    pub not_ok: u64,
+}
+
+/// One interval of the merged time series.
+#[derive(Debug, Serialize)]
+pub struct MergedInterval {
+    /// Start, in seconds from the earliest interval of any file.
+    pub start_s: f64,
+    /// Length, in seconds.
+    pub length_s: f64,
+    /// Files that had samples or an interval here.
+    pub sources: usize,
+    /// Percentiles of everything recorded in the interval, microseconds.
+    pub latency_us: Percentiles,
 }
 
 /// The merged report.
@@ -55,11 +92,30 @@ pub struct Merged {
     /// Files read.
     pub files: usize,
     /// TCP totals, if any TCP result was given.
-    pub tcp: Option<TcpTotals>,
+    pub tcp: Option<LoadTotals>,
+    /// HTTP load totals, if any HTTP load result was given.
+    pub http: Option<LoadTotals>,
+    /// Single-fetch totals, if any fetch result was given.
+    pub fetches: Option<FetchTotals>,
     /// UDP totals, if any UDP result was given.
     pub udp: Option<UdpTotals>,
     /// Exact percentiles (microseconds) per histogram tag, from the logs.
     pub histograms: BTreeMap<String, Percentiles>,
+    /// Per tag, the intervals of all logs merged by start time.
+    pub intervals: BTreeMap<String, Vec<MergedInterval>>,
+    /// The merged histograms, per tag and interval, for `--hdr-log`.
+    #[serde(skip)]
+    series: BTreeMap<String, Timeline>,
+    /// The earliest interval start (Unix seconds), for `--hdr-log`.
+    #[serde(skip)]
+    origin_s: f64,
+}
+
+/// One tag's merged intervals.
+#[derive(Debug, Default)]
+struct Timeline {
+    length_s: f64,
+    bins: BTreeMap<u64, (Histogram<u64>, usize)>,
 }
 
 /// Reads and merges `files`.
@@ -69,60 +125,165 @@ pub fn merge(files: &[PathBuf]) -> anyhow::Result<Merged> {
         files: files.len(),
         ..Merged::default()
     };
-    let mut histograms: BTreeMap<String, Histogram<u64>> = BTreeMap::new();
-    for path in files {
+    let mut logged: Vec<(usize, Interval)> = Vec::new();
+    for (file, path) in files.iter().enumerate() {
         let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         if text.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
             let json: Value = serde_json::from_slice(&text)
                 .with_context(|| format!("{} is not a loadgen JSON result", path.display()))?;
             add_json(&mut merged, &json).with_context(|| format!("in {}", path.display()))?;
         } else {
-            let logged = crate::hdr_log::read(path).with_context(|| {
+            let intervals = crate::hdr_log::read(path).with_context(|| {
                 format!(
                     "{} is neither a loadgen --json result nor an --hdr-log file",
                     path.display()
                 )
             })?;
-            for (tag, h) in logged {
-                let into = histograms
-                    .entry(tag.unwrap_or_else(|| "latency".into()))
-                    .or_insert_with(latency::histogram);
-                into.add(&h)
-                    .with_context(|| format!("merging {}", path.display()))?;
-            }
+            logged.extend(intervals.into_iter().map(|i| (file, i)));
         }
     }
-    merged.histograms = histograms
+    if let Some(u) = &mut merged.udp {
+        u.loss_pct = if u.offered == 0 {
+            0.0
+        } else {
+            u.lost as f64 * 100.0 / u.offered as f64
+        };
+    }
+    merge_logs(&mut merged, logged)?;
+    Ok(merged)
+}
+
+/// Adds every logged interval to its tag's total and to the interval of
+/// the merged timeline its start falls in.
+fn merge_logs(merged: &mut Merged, logged: Vec<(usize, Interval)>) -> anyhow::Result<()> {
+    let tag_of = |i: &Interval| i.tag.clone().unwrap_or_else(|| "latency".into());
+    merged.origin_s = logged
+        .iter()
+        .map(|(_, i)| i.start_s)
+        .fold(f64::INFINITY, f64::min);
+    let mut totals: BTreeMap<String, Histogram<u64>> = BTreeMap::new();
+    for (_, interval) in &logged {
+        let tag = tag_of(interval);
+        totals
+            .entry(tag.clone())
+            .or_insert_with(latency::histogram)
+            .add(&interval.histogram)
+            .context("merging histograms")?;
+        // The timeline's step is the shortest interval of the tag.
+        let timeline = merged.series.entry(tag).or_default();
+        if timeline.length_s == 0.0 || interval.length_s < timeline.length_s {
+            timeline.length_s = interval.length_s.max(1e-3);
+        }
+    }
+    let mut seen: BTreeMap<(String, u64), Vec<usize>> = BTreeMap::new();
+    for (file, interval) in &logged {
+        let tag = tag_of(interval);
+        let timeline = merged
+            .series
+            .get_mut(&tag)
+            .context("a tag without a timeline")?;
+        let slot = ((interval.start_s - merged.origin_s) / timeline.length_s).round() as u64;
+        let (histogram, _) = timeline
+            .bins
+            .entry(slot)
+            .or_insert_with(|| (latency::histogram(), 0));
+        histogram
+            .add(&interval.histogram)
+            .context("merging interval histograms")?;
+        let files = seen.entry((tag, slot)).or_default();
+        if !files.contains(file) {
+            files.push(*file);
+        }
+    }
+    for ((tag, slot), files) in seen {
+        if let Some((_, sources)) = merged
+            .series
+            .get_mut(&tag)
+            .and_then(|t| t.bins.get_mut(&slot))
+        {
+            *sources = files.len();
+        }
+    }
+    merged.histograms = totals
         .iter()
         .map(|(tag, h)| (tag.clone(), Percentiles::of(h)))
         .collect();
-    Ok(merged)
+    merged.intervals = merged
+        .series
+        .iter()
+        .map(|(tag, t)| {
+            let rows = t
+                .bins
+                .iter()
+                .map(|(&slot, (h, sources))| MergedInterval {
+                    start_s: slot as f64 * t.length_s,
+                    length_s: t.length_s,
+                    sources: *sources,
+                    latency_us: Percentiles::of(h),
+                })
+                .collect();
+            (tag.clone(), rows)
+        })
+        .collect();
+    Ok(())
+}
+
+/// Writes the merged intervals as one HdrHistogram interval log.
+pub fn write_log(merged: &Merged, path: &Path) -> anyhow::Result<()> {
+    if merged.series.is_empty() {
+        bail!("no --hdr-log file was given, so there is no merged log to write");
+    }
+    let started = UNIX_EPOCH + Duration::from_secs_f64(merged.origin_s.max(0.0));
+    let mut rows: Vec<(&str, Duration, Duration, &Histogram<u64>)> = Vec::new();
+    for (tag, t) in &merged.series {
+        let length = Duration::from_secs_f64(t.length_s);
+        for (&slot, (h, _)) in &t.bins {
+            rows.push((tag, length * slot as u32, length, h));
+        }
+    }
+    rows.sort_by_key(|r| r.1);
+    crate::hdr_log::write_tagged(path, &rows, started)
 }
 
 fn add_json(merged: &mut Merged, json: &Value) -> anyhow::Result<()> {
     let n = |key: &str| json[key].as_f64().unwrap_or(0.0);
+    let sum = |key: &str| {
+        json[key]
+            .as_object()
+            .map_or(0.0, |e| e.values().filter_map(Value::as_f64).sum())
+    };
+    let load = |t: &mut LoadTotals| {
+        t.runs += 1;
+        t.scheduled += n("scheduled") as u64;
+        t.requests += n("requests") as u64;
+        t.timeouts += n("timeouts") as u64;
+        t.unsent += n("unsent") as u64;
+        t.errors += sum("errors") as u64;
+        t.requests_per_sec += n("requests_per_sec");
+        t.bytes_sent += n("bytes_sent") as u64;
+        t.bytes_received += n("bytes_received") as u64;
+    };
     match json["mode"].as_str() {
-        Some("tcp") => {
-            let t = merged.tcp.get_or_insert_with(TcpTotals::default);
-            t.runs += 1;
-            t.requests += n("requests") as u64;
-            t.requests_per_sec += n("requests_per_sec");
-            t.bytes_sent += n("bytes_sent") as u64;
-            t.bytes_received += n("bytes_received") as u64;
-            t.errors += json["errors"]
-                .as_object()
-                .map_or(0.0, |e| e.values().filter_map(Value::as_f64).sum())
-                as u64;
+        Some("tcp") => load(merged.tcp.get_or_insert_with(LoadTotals::default)),
+        Some("http") => load(merged.http.get_or_insert_with(LoadTotals::default)),
+        Some("http-fetch") => {
+            let f = merged.fetches.get_or_insert_with(FetchTotals::default);
+            f.runs += 1;
+            f.body_bytes += n("body_bytes") as u64;
+            f.not_ok += u64::from(!(200.0..300.0).contains(&n("status")));
         }
         Some("udp") => {
             let u = merged.udp.get_or_insert_with(UdpTotals::default);
             u.runs += 1;
+            let never_left = json["loss"]["not_sent"].as_f64().unwrap_or(0.0)
+                + json["loss"]["refused"].as_f64().unwrap_or(0.0);
+            u.offered += (n("sent") + never_left) as u64;
             u.sent += n("sent") as u64;
             u.received += n("received") as u64;
             u.lost += n("lost") as u64;
             u.achieved_pps += n("achieved_pps");
         }
-        other => bail!("a result of mode {other:?}; only tcp and udp results merge"),
+        other => bail!("a result of mode {other:?}; tcp, http, http-fetch and udp results merge"),
     }
     Ok(())
 }
@@ -130,25 +291,41 @@ fn add_json(merged: &mut Merged, json: &Value) -> anyhow::Result<()> {
 /// Prints the merged report.
 pub fn print(m: &Merged) {
     println!("merged {} file(s)", m.files);
-    if let Some(t) = &m.tcp {
+    for (name, t) in [("tcp", &m.tcp), ("http", &m.http)] {
+        if let Some(t) = t {
+            println!(
+                "  {name:<9} {} run(s): {} requests, {:.0} req/s together; scheduled {}, timeouts {}, errors {}, unsent {}; {} B sent, {} B received",
+                t.runs, t.requests, t.requests_per_sec, t.scheduled, t.timeouts, t.errors, t.unsent, t.bytes_sent, t.bytes_received
+            );
+        }
+    }
+    if let Some(f) = &m.fetches {
         println!(
-            "  tcp       {} run(s): {} requests, {:.0} req/s together, {} B sent, {} B received, {} errors",
-            t.runs, t.requests, t.requests_per_sec, t.bytes_sent, t.bytes_received, t.errors
+            "  fetches   {}: {} B of bodies, {} not 2xx",
+            f.runs, f.body_bytes, f.not_ok
         );
     }
     if let Some(u) = &m.udp {
-        let pct = if u.sent == 0 {
-            0.0
-        } else {
-            u.lost as f64 * 100.0 / u.sent as f64
-        };
         println!(
-            "  udp       {} run(s): sent {}, received {}, lost {} ({pct:.3} %), {:.0} datagrams/s together",
-            u.runs, u.sent, u.received, u.lost, u.achieved_pps
+            "  udp       {} run(s): offered {}, sent {}, received {}, lost {} ({:.3} % of offered), {:.0} datagrams/s together",
+            u.runs, u.offered, u.sent, u.received, u.lost, u.loss_pct, u.achieved_pps
         );
     }
     for (tag, p) in &m.histograms {
         println!("  {tag:<9} {}", p.row());
+    }
+    for (tag, rows) in &m.intervals {
+        if rows.len() < 2 {
+            continue;
+        }
+        println!("  {tag} over time (start s, files, p50 / p99 / max us, samples):");
+        for r in rows {
+            let p = &r.latency_us;
+            println!(
+                "    {:>8.3}  {}  {:.1} / {:.1} / {:.1}  {}",
+                r.start_s, r.sources, p.p50, p.p99, p.max, p.count
+            );
+        }
     }
     if m.histograms.is_empty() {
         println!("  (no --hdr-log files given: percentiles cannot be averaged, so none are shown)");

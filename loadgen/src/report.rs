@@ -12,13 +12,19 @@ use crate::kernel::{socket_drops, ServerUdp, UdpSnmp};
 use crate::latency::Percentiles;
 use crate::progress::Live;
 use crate::tcp::{Connects, RequestErrors, TcpOutcome, TcpPlan, Workload};
-use crate::udp::{self, UdpOutcome, UdpPlan};
+use crate::udp::{self, LossShape, UdpOutcome, UdpPlan};
 
-/// Where the datagrams that did not come back died.
+/// Where the datagrams that did not come back died. The parts add up to
+/// `lost`. The kernel's counters count a GSO train that stayed whole as one
+/// drop; they are converted to datagrams with `datagrams_per_drop`.
 #[derive(Debug, Default, Serialize, PartialEq, Eq)]
 pub struct LossSplit {
     /// Refused by loadgen's own send path (ENOBUFS/EAGAIN): never left.
     pub not_sent: u64,
+    /// Refused on send because an ICMP error had come back: never left.
+    pub refused: u64,
+    /// Reached a port nobody listens on (the kernel's NoPorts counter).
+    pub no_listener: u64,
     /// Dropped at the target's receive queue (its sockets' drop counters).
     pub at_target_queue: u64,
     /// Received by the server but not answered (needs --server-metrics).
@@ -68,16 +74,29 @@ pub struct UdpReport {
     pub duplicated: u64,
     /// Replies that came after a later-sent one.
     pub reordered: u64,
-    /// Sends refused after ICMP port unreachable.
-    pub icmp_unreachable: u64,
+    /// Datagrams refused on send because an ICMP error came back first.
+    pub refused: u64,
+    /// ICMP errors read from the error queue (rate-limited by the kernel).
+    pub icmp_errors: u64,
     /// Where the lost datagrams died.
     pub loss: LossSplit,
+    /// How the datagrams that left and never came back were grouped.
+    pub loss_shape: LossShape,
+    /// Datagrams per drop the kernel counted (a GSO train that stayed
+    /// whole is one drop); 1 for one-way runs, which cannot tell.
+    pub datagrams_per_drop: f64,
+    /// How long replies were awaited after the last send, milliseconds.
+    pub drain_ms: f64,
+    /// Replies that came back during that drain.
+    pub drained: u64,
     /// /proc/net/snmp Udp: RcvbufErrors during the run (whole namespace).
     pub rcvbuf_errors_delta: u64,
     /// /proc/net/snmp Udp: SndbufErrors during the run.
     pub sndbuf_errors_delta: u64,
     /// /proc/net/snmp Udp: InErrors during the run.
     pub in_errors_delta: u64,
+    /// /proc/net/snmp Udp: NoPorts during the run.
+    pub no_ports_delta: u64,
     /// The server's own counts during the run, with --server-metrics.
     pub server: Option<ServerUdp>,
     /// Round trip from each datagram's due time, microseconds.
@@ -85,6 +104,12 @@ pub struct UdpReport {
     /// The round-trip histogram itself (nanoseconds), for --hdr-log.
     #[serde(skip)]
     pub rtt: Histogram<u64>,
+    /// The round trips per interval, for --hdr-log.
+    #[serde(skip)]
+    pub series: Option<crate::latency::Series>,
+    /// When the run started (the log's start time).
+    #[serde(skip)]
+    pub started: std::time::SystemTime,
 }
 
 /// The result of a TCP run, as printed by `--json`.
@@ -175,36 +200,51 @@ pub fn run_udp(
         _ => None,
     };
     let seconds = o.counts.send_elapsed.as_secs_f64();
-    let offered = o.counts.sent + o.counts.not_sent + o.counts.icmp_unreachable;
-    let achieved_pps = o.counts.sent as f64 / seconds;
-    let by_server = server.map(|s| s.datagrams_in.saturating_sub(s.datagrams_out));
-    let (received, lost) = if plan.replies {
-        (
-            Some(o.counts.received),
-            offered.saturating_sub(o.counts.received),
-        )
+    let c = &o.counts;
+    let offered = c.sent + c.not_sent + c.refused;
+    let achieved_pps = c.sent as f64 / seconds;
+    let per_drop = if plan.replies {
+        c.shape.datagrams_per_drop()
     } else {
-        // One-way: what is seen lost is what the send path and the target's
-        // queue dropped (and, with server metrics, what the server never got).
-        let unseen = server.map_or(0, |s| {
-            o.counts
-                .sent
-                .saturating_sub(s.datagrams_in)
-                .saturating_sub(target_drops)
-        });
-        (None, o.counts.not_sent + target_drops + unseen)
+        1.0
     };
-    let explained = o.counts.not_sent
-        + target_drops
-        + by_server.unwrap_or(0)
-        + if plan.replies { our_drops } else { 0 };
+    let never_left = c.not_sent + c.refused;
+    // What left and never came back, as the kernel's counters explain it,
+    // in order along the path; what no counter explains is "elsewhere".
+    let left_lost = if plan.replies {
+        c.sent.saturating_sub(c.received)
+    } else {
+        let counted = ((target_drops + snmp.no_ports) as f64 * per_drop).round() as u64;
+        // One-way: what the counters saw, and what the server says never
+        // reached it.
+        let unseen = server.map_or(0, |s| c.sent.saturating_sub(s.datagrams_in));
+        counted.max(unseen).min(c.sent)
+    };
+    let mut rest = left_lost;
+    let mut take = |drops: f64| {
+        let n = (drops.round() as u64).min(rest);
+        rest -= n;
+        n
+    };
+    let no_listener = take(snmp.no_ports as f64 * per_drop);
+    let at_target_queue = take(target_drops as f64 * per_drop);
+    let by_server = server.map(|s| take(s.datagrams_in.saturating_sub(s.datagrams_out) as f64));
+    let at_our_queue = if plan.replies {
+        take(our_drops as f64 * per_drop)
+    } else {
+        0
+    };
     let loss = LossSplit {
-        not_sent: o.counts.not_sent,
-        at_target_queue: target_drops,
+        not_sent: c.not_sent,
+        refused: c.refused,
+        no_listener,
+        at_target_queue,
         by_server,
-        at_our_queue: if plan.replies { our_drops } else { 0 },
-        elsewhere: lost.saturating_sub(explained),
+        at_our_queue,
+        elsewhere: rest,
     };
+    let lost = never_left + left_lost;
+    let received = plan.replies.then_some(c.received);
     Ok(UdpReport {
         mode: "udp",
         target: plan.addr.to_string(),
@@ -228,14 +268,22 @@ pub fn run_udp(
         },
         duplicated: o.counts.duplicated,
         reordered: o.counts.reordered,
-        icmp_unreachable: o.counts.icmp_unreachable,
+        refused: o.counts.refused,
+        icmp_errors: o.counts.icmp_errors,
         loss,
+        loss_shape: o.counts.shape,
+        datagrams_per_drop: per_drop,
+        drain_ms: o.counts.drain.as_secs_f64() * 1e3,
+        drained: o.counts.drained,
         rcvbuf_errors_delta: snmp.rcvbuf_errors,
         sndbuf_errors_delta: snmp.sndbuf_errors,
         in_errors_delta: snmp.in_errors,
+        no_ports_delta: snmp.no_ports,
         server,
         rtt_us: Percentiles::of(&o.counts.rtt),
         rtt: o.counts.rtt,
+        series: o.counts.series,
+        started: o.started,
     })
 }
 
@@ -302,15 +350,30 @@ pub fn print_udp(r: &UdpReport) {
         .by_server
         .map_or("? (give --server-metrics)".to_string(), |n| n.to_string());
     println!(
-        "  lost where   not sent {}  | target's receive queue {}  | by the server {by_server}  | our receive queue {}  | elsewhere {}",
-        l.not_sent, l.at_target_queue, l.at_our_queue, l.elsewhere
-    );
-    println!(
-        "  kernel       Udp RcvbufErrors +{}  SndbufErrors +{}  InErrors +{}  ICMP unreachable {}",
-        r.rcvbuf_errors_delta, r.sndbuf_errors_delta, r.in_errors_delta, r.icmp_unreachable
+        "  lost where   not sent {}  | refused after ICMP {}  | no listener {}  | target's receive queue {}  | by the server {by_server}  | our receive queue {}  | elsewhere {}",
+        l.not_sent, l.refused, l.no_listener, l.at_target_queue, l.at_our_queue, l.elsewhere
     );
     if r.received.is_some() {
-        println!("  round trip   {}", r.rtt_us.row());
+        let s = &r.loss_shape;
+        println!(
+            "  loss shape   {} of {} trains lost whole ({} datagrams), {} datagrams lost singly: {:.1} datagrams per kernel drop; drain {:.0} ms ({} replies)",
+            s.whole_trains_lost,
+            s.trains,
+            s.datagrams_in_whole_trains,
+            s.datagrams_lost_singly,
+            r.datagrams_per_drop,
+            r.drain_ms,
+            r.drained
+        );
+    }
+    println!(
+        "  kernel       Udp RcvbufErrors +{}  SndbufErrors +{}  InErrors +{}  NoPorts +{}  ICMP errors {}",
+        r.rcvbuf_errors_delta, r.sndbuf_errors_delta, r.in_errors_delta, r.no_ports_delta, r.icmp_errors
+    );
+    match r.received {
+        Some(0) => println!("  round trip   no reply came back"),
+        Some(_) => println!("  round trip   {}", r.rtt_us.row()),
+        None => {}
     }
 }
 

@@ -246,7 +246,7 @@ fn merge(
         elapsed: Duration::ZERO,
         latency: latency::histogram(),
         backlog: latency::histogram(),
-        series: interval.map(|every| Series::new(start, every)),
+        series: interval.map(Series::new),
         started: SystemTime::now(),
     };
     // The run lasts until its last reply, or until its schedule ended if

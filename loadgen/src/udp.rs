@@ -20,7 +20,7 @@ use hdrhistogram::Histogram;
 use protocols::probe::{Probe, PROBE_LEN};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::latency;
+use crate::latency::{self, Series};
 use crate::pacer::{now_ns, sleep_until, Pacer};
 use crate::progress::Live;
 
@@ -29,9 +29,8 @@ use crate::progress::Live;
 const BATCH_NS: u64 = 16_000;
 /// The last stretch before a release is spun, not slept, to be on time.
 const SPIN_NS: u64 = 30_000;
-/// After sending stops, replies are awaited until none came for this long.
-const QUIET_AFTER: Duration = Duration::from_millis(200);
-/// ...but no longer than this.
+/// The automatic drain: twice the slowest round trip seen, within these.
+const MIN_DRAIN: Duration = Duration::from_millis(50);
 const MAX_DRAIN: Duration = Duration::from_secs(2);
 
 /// What a UDP run does.
@@ -53,6 +52,12 @@ pub struct UdpPlan {
     pub replies: bool,
     /// Tags this run's probes; replies of other runs are ignored.
     pub run_id: u32,
+    /// How long to keep receiving after the last send before a datagram
+    /// still unanswered counts as lost; `None`: twice the slowest round
+    /// trip seen, between 50 ms and 2 s.
+    pub drain: Option<Duration>,
+    /// Also keep the round trips per interval of this length (--hdr-log).
+    pub interval: Option<Duration>,
 }
 
 /// What one UDP run measured (summed over threads).
@@ -63,6 +68,8 @@ pub struct UdpOutcome {
     pub send_path: &'static str,
     /// The local ports of loadgen's sockets (for their drop counters).
     pub local_ports: Vec<u16>,
+    /// The wall-clock time of the first send's tick.
+    pub started: std::time::SystemTime,
 }
 
 /// Runs the plan, publishing progress to `live`.
@@ -88,6 +95,7 @@ pub fn run(plan: &UdpPlan, live: &Live, quiet: bool) -> anyhow::Result<UdpOutcom
         .map(|a| a.port())
         .collect();
     let start = now_ns() + 1_000_000; // every thread starts on the same tick
+    let started = std::time::SystemTime::now() + Duration::from_millis(1);
     let results = crate::progress::run_threads(
         sockets,
         &plan.cpus,
@@ -104,14 +112,8 @@ pub fn run(plan: &UdpPlan, live: &Live, quiet: bool) -> anyhow::Result<UdpOutcom
         send_path: if counts.gso { "gso" } else { "sendmmsg" },
         counts,
         local_ports,
+        started,
     };
-    // ICMP port unreachable and not one reply: nobody listens there.
-    if out.counts.icmp_unreachable > 0 && out.counts.received == 0 {
-        bail!(
-            "nothing listens on UDP {} (ICMP port unreachable): start ringcore (`cargo run --release`) or check the address",
-            plan.addr
-        );
-    }
     Ok(out)
 }
 
@@ -150,10 +152,14 @@ fn open_socket(addr: SocketAddr) -> anyhow::Result<Socket> {
 pub struct UdpCounts {
     /// Datagrams handed to the kernel.
     pub sent: u64,
-    /// Datagrams the send path refused (ENOBUFS/EAGAIN).
+    /// Datagrams the send path refused (ENOBUFS/EAGAIN): they never left.
     pub not_sent: u64,
-    /// Sends refused because an ICMP port unreachable came back.
-    pub icmp_unreachable: u64,
+    /// Datagrams whose send was refused because an ICMP error had come
+    /// back for an earlier one (ECONNREFUSED): they never left either.
+    pub refused: u64,
+    /// ICMP errors read from the socket's error queue (each about one
+    /// datagram that left; the kernel rate-limits them, so not one each).
+    pub icmp_errors: u64,
     /// Distinct replies received.
     pub received: u64,
     /// Replies received more than once.
@@ -170,8 +176,58 @@ pub struct UdpCounts {
     pub gaps: Histogram<u64>,
     /// Round-trip times from each datagram's due time, nanoseconds.
     pub rtt: Histogram<u64>,
+    /// The round trips per interval, when the plan asked for intervals.
+    pub series: Option<Series>,
     /// Every send used GSO (false once a fallback to sendmmsg happened).
     pub gso: bool,
+    /// How the lost datagrams were lost: in whole trains or one by one.
+    pub shape: LossShape,
+    /// The longest drain any socket was given after its last send.
+    pub drain: Duration,
+    /// Replies that came back during the drain.
+    pub drained: u64,
+}
+
+/// How the datagrams that left but never came back were grouped. The
+/// kernel counts a GSO train that stays whole (loopback, veth, a receiver
+/// with UDP_GRO) as one drop, so its drop counters are converted to
+/// datagrams with the size of the trains that vanished whole.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct LossShape {
+    /// Releases (one send each: a GSO train or one sendmmsg) that left.
+    pub trains: u64,
+    /// Trains of which not one datagram came back.
+    pub whole_trains_lost: u64,
+    /// Datagrams in those trains.
+    pub datagrams_in_whole_trains: u64,
+    /// Datagrams lost from trains of which some came back.
+    pub datagrams_lost_singly: u64,
+}
+
+impl LossShape {
+    fn add(&mut self, other: &LossShape) {
+        self.trains += other.trains;
+        self.whole_trains_lost += other.whole_trains_lost;
+        self.datagrams_in_whole_trains += other.datagrams_in_whole_trains;
+        self.datagrams_lost_singly += other.datagrams_lost_singly;
+    }
+
+    /// Datagrams per loss the kernel counts: whole trains count their
+    /// size, datagrams lost singly count one (1.0 when nothing was lost).
+    pub fn datagrams_per_drop(&self) -> f64 {
+        let drops = self.whole_trains_lost + self.datagrams_lost_singly;
+        if drops == 0 {
+            return 1.0;
+        }
+        (self.datagrams_in_whole_trains + self.datagrams_lost_singly) as f64 / drops as f64
+    }
+}
+
+/// One release: how many datagrams it carried and how many of them left.
+#[derive(Debug, Clone, Copy)]
+struct Release {
+    count: u16,
+    left: u16,
 }
 
 impl Default for UdpCounts {
@@ -186,7 +242,8 @@ impl UdpCounts {
         Self {
             sent: 0,
             not_sent: 0,
-            icmp_unreachable: 0,
+            refused: 0,
+            icmp_errors: 0,
             received: 0,
             duplicated: 0,
             reordered: 0,
@@ -195,7 +252,11 @@ impl UdpCounts {
             largest_burst: 0,
             gaps: latency::histogram(),
             rtt: latency::histogram(),
+            series: None,
             gso: true,
+            shape: LossShape::default(),
+            drain: Duration::ZERO,
+            drained: 0,
         }
     }
 
@@ -203,7 +264,8 @@ impl UdpCounts {
     pub fn merge(&mut self, t: &UdpCounts) -> anyhow::Result<()> {
         self.sent += t.sent;
         self.not_sent += t.not_sent;
-        self.icmp_unreachable += t.icmp_unreachable;
+        self.refused += t.refused;
+        self.icmp_errors += t.icmp_errors;
         self.received += t.received;
         self.duplicated += t.duplicated;
         self.reordered += t.reordered;
@@ -214,7 +276,15 @@ impl UdpCounts {
         self.rtt
             .add(&t.rtt)
             .context("merging round-trip histograms")?;
+        match (&mut self.series, &t.series) {
+            (Some(into), Some(from)) => into.merge(from).context("merging interval histograms")?,
+            (None, Some(from)) => self.series = Some(from.clone()),
+            _ => {}
+        }
         self.gso &= t.gso;
+        self.shape.add(&t.shape);
+        self.drain = self.drain.max(t.drain);
+        self.drained += t.drained;
         Ok(())
     }
 }
@@ -230,6 +300,10 @@ struct Sender<'a> {
     out: Vec<u8>,
     inbuf: Vec<u8>,
     control: [u64; 8],
+    /// The error queue's control messages.
+    err_control: [u64; 16],
+    /// Every release in order (replies expected only): which trains left.
+    releases: Vec<Release>,
     /// One bit per sequence number: replies seen.
     seen: Vec<u64>,
     highest: Option<u64>,
@@ -255,9 +329,14 @@ impl<'a> Sender<'a> {
             out,
             inbuf: vec![0u8; 65_536],
             control: [0; 8],
+            err_control: [0; 16],
+            releases: Vec::new(),
             seen: Vec::new(),
             highest: None,
-            o: UdpCounts::new(),
+            o: UdpCounts {
+                series: plan.interval.map(Series::new),
+                ..UdpCounts::new()
+            },
         }
     }
 
@@ -322,7 +401,9 @@ impl<'a> Sender<'a> {
         self.o.send_elapsed = Duration::from_nanos(now_ns().min(end).saturating_sub(start).max(1));
         if self.plan.replies {
             self.drain(start);
+            self.o.shape = self.loss_shape();
         }
+        self.read_error_queue();
         self.o.gso = self.gso;
         Ok(self.o)
     }
@@ -352,8 +433,10 @@ impl<'a> Sender<'a> {
         } else {
             send_many(&self.socket, &self.out, size, count)
         };
+        let mut left = 0;
         match result {
             Ok(n) => {
+                left = n;
                 self.o.sent += n as u64;
                 self.o.not_sent += (count - n) as u64;
                 self.live.done.fetch_add(n as u64, Relaxed);
@@ -363,8 +446,11 @@ impl<'a> Sender<'a> {
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::EAGAIN)) => {
                 self.o.not_sent += count as u64;
             }
+            // An ICMP error came back for an earlier datagram; the kernel
+            // reports it on this send, which it refused.
             Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
-                self.o.icmp_unreachable += count as u64;
+                self.o.refused += count as u64;
+                self.read_error_queue();
             }
             Err(e)
                 if self.gso
@@ -380,10 +466,16 @@ impl<'a> Sender<'a> {
             }
             Err(e) => return Err(e).with_context(|| format!("sending to UDP {}", self.plan.addr)),
         }
+        if self.plan.replies {
+            self.releases.push(Release {
+                count: count as u16,
+                left: left as u16,
+            });
+        }
         self.attempted += count as u64;
         self.live
             .errors
-            .store(self.o.not_sent + self.o.icmp_unreachable, Relaxed);
+            .store(self.o.not_sent + self.o.refused, Relaxed);
         Ok(())
     }
 
@@ -409,10 +501,21 @@ impl<'a> Sender<'a> {
                     }
                     self.live.received.store(self.o.received, Relaxed);
                 }
-                Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
-                    self.o.icmp_unreachable += 1
-                }
-                Err(_) => return, // EAGAIN: nothing queued
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => return,
+                // A pending socket error (an ICMP error came back): its
+                // details wait in the error queue.
+                Err(_) => self.read_error_queue(),
+            }
+        }
+    }
+
+    /// Empties the socket's error queue (IP_RECVERR), counting the ICMP
+    /// errors in it once each. Left unread, the queue would hold receive
+    /// buffer space that replies need.
+    fn read_error_queue(&mut self) {
+        while let Some(origin) = recv_error(&self.socket, &mut self.err_control) {
+            if origin == libc::SO_EE_ORIGIN_ICMP || origin == libc::SO_EE_ORIGIN_ICMP6 {
+                self.o.icmp_errors += 1;
             }
         }
     }
@@ -441,21 +544,49 @@ impl<'a> Sender<'a> {
         }
     }
 
-    /// After the last send, collects the replies still on their way.
+    /// After the last send, collects the replies still on their way, for
+    /// the plan's drain or twice the slowest round trip seen (within
+    /// bounds), so replies in flight are not called lost.
     fn drain(&mut self, start: u64) {
-        let give_up = now_ns() + MAX_DRAIN.as_nanos() as u64;
-        let mut quiet_until = now_ns() + QUIET_AFTER.as_nanos() as u64;
-        while now_ns() < quiet_until.min(give_up) {
-            let before = self.o.received + self.o.duplicated + self.o.foreign;
+        let drain = self.plan.drain.unwrap_or_else(|| {
+            let slowest = Duration::from_nanos(self.o.rtt.max());
+            (slowest * 2).clamp(MIN_DRAIN, MAX_DRAIN)
+        });
+        self.o.drain = drain;
+        let before = self.o.received;
+        let give_up = now_ns() + drain.as_nanos() as u64;
+        while now_ns() < give_up && self.o.received < self.o.sent {
             self.receive(start);
-            if self.o.received + self.o.duplicated + self.o.foreign > before {
-                quiet_until = now_ns() + QUIET_AFTER.as_nanos() as u64;
-            }
-            if self.o.received >= self.o.sent {
-                return; // everything is back
-            }
-            self.wait_readable(now_ns() + 5_000_000);
+            self.wait_readable(give_up.min(now_ns() + 5_000_000));
         }
+        self.receive(start);
+        self.o.drained = self.o.received - before;
+    }
+
+    /// Which datagrams that left never came back: in whole trains, or singly.
+    fn loss_shape(&self) -> LossShape {
+        let mut shape = LossShape::default();
+        let mut seq = 0u64;
+        for r in &self.releases {
+            if r.left > 0 {
+                shape.trains += 1;
+                let back = (seq..seq + u64::from(r.left))
+                    .filter(|&q| {
+                        let (word, bit) = ((q / 64) as usize, q % 64);
+                        self.seen.get(word).is_some_and(|w| w & (1 << bit) != 0)
+                    })
+                    .count() as u64;
+                match (back, u64::from(r.left) - back) {
+                    (0, lost) => {
+                        shape.whole_trains_lost += 1;
+                        shape.datagrams_in_whole_trains += lost;
+                    }
+                    (_, lost) => shape.datagrams_lost_singly += lost,
+                }
+            }
+            seq += u64::from(r.count);
+        }
+        shape
     }
 }
 
@@ -489,8 +620,11 @@ fn account_reply(
         Some(h) if probe.seq < *h => o.reordered += 1,
         _ => *highest = Some(probe.seq),
     }
-    o.rtt
-        .saturating_record(now_ns.saturating_sub(probe.sent_ns));
+    let rtt = now_ns.saturating_sub(probe.sent_ns);
+    o.rtt.saturating_record(rtt);
+    if let Some(series) = &mut o.series {
+        series.record_after(Duration::from_nanos(now_ns), rtt);
+    }
 }
 
 /// One `send` of a whole release: the socket's UDP_SEGMENT cuts it into
@@ -531,6 +665,51 @@ fn send_many(socket: &Socket, data: &[u8], size: usize, count: usize) -> io::Res
     } else {
         Ok(n as usize)
     }
+}
+
+/// Reads one entry of the socket's error queue without waiting; the
+/// origin of its extended error (`SO_EE_ORIGIN_*`), or `None` when empty.
+fn recv_error(socket: &Socket, control: &mut [u64; 16]) -> Option<u8> {
+    let mut payload = [0u8; 64];
+    let mut iov = libc::iovec {
+        iov_base: payload.as_mut_ptr().cast(),
+        iov_len: payload.len(),
+    };
+    // SAFETY: msghdr is plain old data; all-zero is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(control);
+    // SAFETY: the msghdr points at `payload` and `control`, both live.
+    let n = unsafe {
+        libc::recvmsg(
+            socket.as_raw_fd(),
+            &mut msg,
+            libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        return None;
+    }
+    let mut origin = Some(libc::SO_EE_ORIGIN_NONE);
+    // SAFETY: the kernel filled `msg_controllen` bytes of `control` with
+    // well-formed cmsgs; CMSG_FIRSTHDR/NXTHDR stay within them.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            let c = &*cmsg;
+            let recverr = (c.cmsg_level == libc::IPPROTO_IP && c.cmsg_type == libc::IP_RECVERR)
+                || (c.cmsg_level == libc::IPPROTO_IPV6 && c.cmsg_type == libc::IPV6_RECVERR);
+            if recverr {
+                let ee: libc::sock_extended_err =
+                    std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                origin = Some(ee.ee_origin);
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    origin
 }
 
 /// Receives one buffer without waiting; its length and the GRO segment size

@@ -64,3 +64,63 @@ fn a_bot_that_says_something_else_is_a_mismatch() {
     assert_eq!(num(&r, "errors.mismatch"), 5.0, "{r}");
     assert!(!out.status.success());
 }
+
+/// A UDP relay in front of the bot that drops the `drop_nth` reply: each
+/// client address gets its own upstream socket, so the bot sees the
+/// clients' addresses as distinct peers, as it would without the relay.
+fn lossy_relay(bot: std::net::SocketAddr, drop_nth: u64) -> std::net::SocketAddr {
+    use std::collections::HashMap;
+    use std::net::UdpSocket;
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    use std::sync::Arc;
+    let front = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
+    let addr = front.local_addr().unwrap();
+    let replies = Arc::new(AtomicU64::new(0));
+    std::thread::spawn(move || {
+        let mut upstream: HashMap<std::net::SocketAddr, Arc<UdpSocket>> = HashMap::new();
+        let mut buf = [0u8; 2048];
+        while let Ok((n, client)) = front.recv_from(&mut buf) {
+            let up = upstream.entry(client).or_insert_with(|| {
+                let up = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
+                up.connect(bot).unwrap();
+                let (up2, front, replies) = (up.clone(), front.clone(), replies.clone());
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 2048];
+                    while let Ok(n) = up2.recv(&mut buf) {
+                        if replies.fetch_add(1, Relaxed) + 1 != drop_nth {
+                            let _ = front.send_to(&buf[..n], client);
+                        }
+                    }
+                });
+                up
+            });
+            let _ = up.send(&buf[..n]);
+        }
+    });
+    addr
+}
+
+/// Over UDP each conversation has its own socket (a fresh source port), so
+/// a lost reply fails that conversation alone; and `--requests` runs
+/// exactly that many conversations, whatever `--connections` divides.
+#[test]
+fn a_lost_datagram_fails_one_conversation_only() {
+    let server = TestServer::start(&[(Transport::Udp, Protocol::Bot)]);
+    let relay = lossy_relay(server.addr(0), 30);
+    let out = loadgen(&[
+        "--bot",
+        "--udp",
+        &relay.to_string(),
+        "--requests",
+        "41",
+        "--connections",
+        "3",
+        "--timeout",
+        "300ms",
+        "--json",
+    ]);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(num(&r, "errors.timeout"), 1.0, "{r}");
+    assert_eq!(num(&r, "errors.mismatch"), 0.0, "{r}");
+    assert_eq!(num(&r, "conversations"), 40.0, "{r}");
+}

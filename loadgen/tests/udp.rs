@@ -18,6 +18,7 @@ fn a_moderate_paced_run_accounts_for_every_datagram() {
     ]);
     for i in 0..2 {
         let addr = server.addr(i).to_string();
+        let before = server.totals();
         let r = loadgen_json(&[
             "--udp",
             &addr,
@@ -29,7 +30,18 @@ fn a_moderate_paced_run_accounts_for_every_datagram() {
             "64",
         ]);
         let (sent, received, lost) = (num(&r, "sent"), num(&r, "received"), num(&r, "lost"));
-        assert_eq!(received + lost, sent, "every datagram accounted for: {r}");
+        let after = server.totals();
+        // loadgen's counts against the server's own.
+        assert_eq!(
+            (after.datagrams_in - before.datagrams_in) as f64,
+            sent,
+            "the server got every datagram loadgen says it sent: {r}"
+        );
+        assert_eq!(
+            (after.datagrams_out - before.datagrams_out) as f64,
+            received,
+            "loadgen saw every reply the server sent: {r}"
+        );
         assert_eq!(lost, 0.0, "no loss on loopback at 20k/s: {r}");
         let achieved = num(&r, "achieved_pps");
         assert!(
@@ -105,8 +117,11 @@ fn reordered_and_duplicated_replies_are_counted_as_such() {
     assert!(swaps.load(Relaxed) > 500 && dups.load(Relaxed) > 100);
 }
 
+/// A port nobody listens on: every datagram offered is lost and each is
+/// attributed exactly once (refused on send after an ICMP error, or counted
+/// by the kernel as reaching no listener), and the error names the cause.
 #[test]
-fn icmp_port_unreachable_is_named() {
+fn a_closed_port_loses_everything_and_says_where() {
     let port = UdpSocket::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -119,6 +134,7 @@ fn icmp_port_unreachable_is_named() {
         "1k",
         "--duration",
         "0.3",
+        "--json",
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
@@ -126,6 +142,23 @@ fn icmp_port_unreachable_is_named() {
         stderr.contains("nothing listens on UDP") && stderr.contains("ICMP port unreachable"),
         "{stderr}"
     );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("the report comes first");
+    let offered = num(&r, "sent") + num(&r, "loss.not_sent") + num(&r, "loss.refused");
+    assert!(offered >= 250.0, "{r}");
+    assert_eq!(num(&r, "received"), 0.0);
+    assert_eq!(num(&r, "lost"), offered, "each datagram lost once: {r}");
+    assert_eq!(num(&r, "loss_pct"), 100.0, "{r}");
+    assert_eq!(
+        num(&r, "loss.no_listener") + num(&r, "loss.refused") + num(&r, "loss.not_sent"),
+        offered,
+        "every datagram attributed: {r}"
+    );
+    assert_eq!(num(&r, "loss.elsewhere"), 0.0, "{r}");
+    assert!(
+        num(&r, "icmp_errors") >= 1.0,
+        "the error queue was read: {r}"
+    );
+    assert!(num(&r, "icmp_errors") <= num(&r, "sent"), "{r}");
 }
 
 #[test]

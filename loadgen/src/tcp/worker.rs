@@ -262,7 +262,7 @@ impl<'a> Worker<'a> {
             .add_buffers(bufs)
             .context("registering the receive buffer ring")?;
         let mut out = ThreadOutcome::empty(start);
-        out.series = plan.interval.map(|every| Series::new(start, every));
+        out.series = plan.interval.map(Series::new);
         Ok(Worker {
             uring,
             plan,
@@ -600,7 +600,13 @@ impl<'a> Worker<'a> {
                         self.clients[i].timed_out += 1;
                         self.outstanding -= 1;
                         self.out.fates.timeouts += 1;
-                        record_sample(&mut self.interval, &mut self.out.series, now, since);
+                        record_sample(
+                            &mut self.interval,
+                            &mut self.out.series,
+                            self.start,
+                            now,
+                            since,
+                        );
                     }
                     let stuck = self.clients[i]
                         .inflight
@@ -741,7 +747,13 @@ impl<'a> Worker<'a> {
                 continue;
             }
             answered += 1;
-            record_sample(&mut self.interval, &mut self.out.series, now, f.since);
+            record_sample(
+                &mut self.interval,
+                &mut self.out.series,
+                self.start,
+                now,
+                f.since,
+            );
         }
         if completed > 0 {
             self.out.last_reply = Some(now);
@@ -797,17 +809,18 @@ impl<'a> Worker<'a> {
 }
 
 /// One latency sample, from `since` to `at`, into the progress interval and
-/// (when kept) the interval series.
+/// (when kept) the interval series of the run that began at `start`.
 fn record_sample(
     interval: &mut Histogram<u64>,
     series: &mut Option<Series>,
+    start: Instant,
     at: Instant,
     since: Instant,
 ) {
     let ns = at.saturating_duration_since(since).as_nanos() as u64;
     interval.saturating_record(ns);
     if let Some(series) = series {
-        series.record(at, ns);
+        series.record_after(at.saturating_duration_since(start), ns);
     }
 }
 
