@@ -37,12 +37,13 @@ Sizes take K/M/G suffixes; durations take ms/s/m.";
 #[derive(Debug, Parser)]
 #[command(name = "ringcore", version, about, after_help = EXAMPLES)]
 pub struct Cli {
-    /// The I/O model: the thread-per-core io_uring engine; the same layout
-    /// with epoll; the chapter's thread per connection; tokio's
-    /// work-stealing runtime; or the tokio-uring crate per core (all but the
-    /// first for comparison: they serve the same protocols through the same
+    /// The I/O model: `auto` (io_uring where the kernel allows it, else
+    /// epoll, saying why); the thread-per-core io_uring engine; the same
+    /// layout with epoll; the chapter's thread per connection; tokio's
+    /// work-stealing runtime; or the tokio-uring crate per core (the last
+    /// four for comparison: they serve the same protocols through the same
     /// code).
-    #[arg(long = "io", value_enum, default_value = "uring", value_name = "MODEL")]
+    #[arg(long = "io", value_enum, default_value = "auto", value_name = "MODEL")]
     pub io: crate::model::IoModel,
 
     /// Address every service binds to.

@@ -66,10 +66,11 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let engine = model::Running::start(cli.io, config)?;
     // The http service's /metrics serves the engine's counters.
     let counters = engine.stats();
+    let io_path = engine.io_path();
     let _ = options
         .http
         .metrics
-        .set(Box::new(move || metrics::render(&counters)));
+        .set(Box::new(move || metrics::render(&counters, io_path)));
     let workers = engine.workers();
     let plural = if workers == 1 { "worker" } else { "workers" };
     for s in engine.services() {
@@ -80,7 +81,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     }
     println!("{}; up to {max_connections} connections", engine.describe());
     if let Some(addr) = cli.metrics {
-        let bound = metrics::serve(addr, engine.stats())
+        let bound = metrics::serve(addr, engine.stats(), io_path)
             .with_context(|| format!("starting the metrics endpoint on {addr}"))?;
         println!("metrics http://{bound}/metrics");
     }

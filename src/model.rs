@@ -9,7 +9,10 @@ use models::{ThreadsServer, TokioServer};
 /// How the server does its I/O.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum IoModel {
-    /// The thread-per-core io_uring engine.
+    /// io_uring where the kernel allows it with what the engine needs, the
+    /// epoll model otherwise (saying why on stderr).
+    Auto,
+    /// The thread-per-core io_uring engine (refuses to start without it).
     Uring,
     /// The same thread-per-core layout with epoll readiness I/O.
     Epoll,
@@ -23,6 +26,8 @@ pub enum IoModel {
 
 /// A running server, whichever its model.
 pub enum Running {
+    /// The epoll model, because io_uring was unavailable (the cause).
+    Fallback(PerCore, String),
     /// The io_uring engine.
     Uring(Engine),
     /// Thread per core with epoll.
@@ -39,6 +44,16 @@ impl Running {
     /// Starts `model` with `config`.
     pub fn start(model: IoModel, config: EngineConfig) -> Result<Running, EngineError> {
         Ok(match model {
+            IoModel::Auto => match Engine::start(config.clone()) {
+                Ok(engine) => Running::Uring(engine),
+                Err(EngineError::UringUnavailable(cause)) => {
+                    eprintln!(
+                        "ringcore: io_uring is unavailable, serving with epoll instead: {cause}"
+                    );
+                    Running::Fallback(engine::start_epoll(config)?, cause)
+                }
+                Err(e) => return Err(e),
+            },
             IoModel::Uring => Running::Uring(Engine::start(config)?),
             IoModel::Epoll => Running::Epoll(engine::start_epoll(config)?),
             IoModel::Threads => Running::Threads(ThreadsServer::start(config)?),
@@ -51,7 +66,7 @@ impl Running {
     pub fn services(&self) -> &[BoundService] {
         match self {
             Running::Uring(e) => e.services(),
-            Running::Epoll(e) | Running::TokioUring(e) => e.services(),
+            Running::Epoll(e) | Running::Fallback(e, _) | Running::TokioUring(e) => e.services(),
             Running::Threads(t) => t.services(),
             Running::Tokio(t) => t.services(),
         }
@@ -61,7 +76,7 @@ impl Running {
     pub fn stats(&self) -> Vec<Arc<WorkerStats>> {
         match self {
             Running::Uring(e) => e.stats(),
-            Running::Epoll(e) | Running::TokioUring(e) => e.stats(),
+            Running::Epoll(e) | Running::Fallback(e, _) | Running::TokioUring(e) => e.stats(),
             Running::Threads(t) => t.stats(),
             Running::Tokio(t) => t.stats(),
         }
@@ -74,6 +89,9 @@ impl Running {
             Running::Epoll(_) => {
                 "epoll: thread per core, edge-triggered readiness, GRO/GSO for UDP".to_string()
             }
+            Running::Fallback(_, cause) => format!(
+                "epoll, because io_uring is unavailable ({cause}): thread per core, edge-triggered readiness, GRO/GSO for UDP"
+            ),
             Running::Threads(_) => {
                 "threads: a blocking thread per connection (the chapter's model)".to_string()
             }
@@ -87,11 +105,23 @@ impl Running {
         }
     }
 
+    /// The I/O path in use, as `/metrics` labels it.
+    pub fn io_path(&self) -> &'static str {
+        match self {
+            Running::Uring(_) => "io_uring",
+            Running::Epoll(_) => "epoll",
+            Running::Fallback(..) => "epoll-fallback",
+            Running::Threads(_) => "threads",
+            Running::Tokio(_) => "tokio",
+            Running::TokioUring(_) => "tokio-uring",
+        }
+    }
+
     /// How many workers serve (threads: one process-wide set of threads).
     pub fn workers(&self) -> usize {
         match self {
             Running::Uring(e) => e.workers(),
-            Running::Epoll(e) | Running::TokioUring(e) => e.workers(),
+            Running::Epoll(e) | Running::Fallback(e, _) | Running::TokioUring(e) => e.workers(),
             Running::Threads(_) => 1,
             Running::Tokio(t) => t.workers(),
         }
@@ -101,7 +131,9 @@ impl Running {
     pub fn shutdown(&self) {
         match self {
             Running::Uring(e) => e.shutdown_handle().shutdown(),
-            Running::Epoll(e) | Running::TokioUring(e) => e.shutdown_handle().shutdown(),
+            Running::Epoll(e) | Running::Fallback(e, _) | Running::TokioUring(e) => {
+                e.shutdown_handle().shutdown()
+            }
             Running::Threads(t) => t.shutdown(),
             Running::Tokio(t) => t.shutdown(),
         }
@@ -111,7 +143,9 @@ impl Running {
     pub fn any_stopped(&self) -> bool {
         match self {
             Running::Uring(e) => e.any_worker_stopped(),
-            Running::Epoll(e) | Running::TokioUring(e) => e.any_worker_stopped(),
+            Running::Epoll(e) | Running::Fallback(e, _) | Running::TokioUring(e) => {
+                e.any_worker_stopped()
+            }
             Running::Threads(t) => t.any_thread_stopped(),
             Running::Tokio(t) => t.any_task_stopped(),
         }
@@ -121,7 +155,7 @@ impl Running {
     pub fn join(self) -> Result<(), EngineError> {
         match self {
             Running::Uring(e) => e.join(),
-            Running::Epoll(e) | Running::TokioUring(e) => e.join(),
+            Running::Epoll(e) | Running::Fallback(e, _) | Running::TokioUring(e) => e.join(),
             Running::Threads(t) => t.join(),
             Running::Tokio(t) => t.join(),
         }

@@ -6,7 +6,7 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use common::{own_network_namespace, port_holder, Server};
+use common::{binary, deny_io_uring, own_network_namespace, port_holder, Server};
 
 /// The chapter's ports, which this test must use.
 const CHAPTER_PORTS: [u16; 5] = [65432, 12345, 8888, 5555, 8080];
@@ -38,9 +38,43 @@ fn run_client(script: &str, input: &str) -> String {
 
 #[test]
 fn the_chapters_clients_work_unchanged_against_the_defaults() {
+    if let Some(server) = start_on_the_chapters_ports(|_| {}) {
+        check_the_chapters_clients(&server);
+        assert_eq!(
+            server.metrics().get("ringcore_io_info{path=\"io_uring\"}"),
+            Some(&1),
+            "this machine has io_uring, and the default uses it"
+        );
+    }
+}
+
+/// Where a container's seccomp profile (or the sysctl) denies io_uring, the
+/// defaults still serve the chapter's clients, through epoll, and say so.
+#[test]
+fn without_io_uring_the_defaults_serve_the_chapter_through_epoll() {
+    let Some(server) = start_on_the_chapters_ports(|command| deny_io_uring(command, libc::EPERM))
+    else {
+        return;
+    };
+    let stderr = server.wait_stderr("io_uring is unavailable, serving with epoll instead");
+    assert!(stderr.contains("seccomp"), "{stderr}");
+    check_the_chapters_clients(&server);
+    assert_eq!(
+        server
+            .metrics()
+            .get("ringcore_io_info{path=\"epoll-fallback\"}"),
+        Some(&1)
+    );
+}
+
+/// Starts `ringcore` with no flags but `--metrics` (prepared by `prepare`)
+/// on the chapter's ports, in a network namespace of this test thread's
+/// own when it can have one; `None` (with a message) when the test must
+/// skip.
+fn start_on_the_chapters_ports(prepare: impl FnOnce(&mut Command)) -> Option<Server> {
     if Command::new("python3").arg("--version").output().is_err() {
         println!("SKIPPED: python3 is not installed, the chapter's clients cannot run");
-        return;
+        return None;
     }
     // The chapter's fixed ports, in a network namespace of the test's own:
     // a server the user is running on them (`cargo run --release`) cannot
@@ -55,12 +89,19 @@ fn the_chapters_clients_work_unchanged_against_the_defaults() {
                     "SKIPPED: port {port} is held by {} and {why}",
                     port_holder(port)
                 );
-                return;
+                return None;
             }
         }
     }
     // No --serve: the chapter's default ports.
-    let server = Server::start(&[]);
+    let mut command = Command::new(binary());
+    command.args(["--metrics", "127.0.0.1:0"]);
+    prepare(&mut command);
+    Some(Server::spawn(command))
+}
+
+/// The chapter's clients, unchanged, against a server on its ports.
+fn check_the_chapters_clients(server: &Server) {
     let ports: Vec<String> = server
         .services
         .iter()

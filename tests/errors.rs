@@ -8,7 +8,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{binary, connect, run_failing, Server};
+use common::{binary, connect, deny_io_uring, run_failing, Server};
 
 #[test]
 fn a_port_in_use_is_named_and_fails_startup() {
@@ -72,80 +72,15 @@ fn bad_flags_get_clear_messages() {
     }
 }
 
-/// Runs ringcore with a seccomp filter that fails io_uring_setup with `errno`,
-/// as a container runtime's profile would.
-#[cfg(target_arch = "x86_64")]
-fn run_with_io_uring_denied(errno: i32) -> (Option<i32>, String) {
-    const IO_URING_SETUP: u32 = 425;
-    const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
-    let filter = [
-        // Load the architecture; refuse to judge syscalls of another ABI.
-        libc::sock_filter {
-            code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
-            jt: 0,
-            jf: 0,
-            k: 4,
-        },
-        libc::sock_filter {
-            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
-            jt: 1,
-            jf: 0,
-            k: AUDIT_ARCH_X86_64,
-        },
-        libc::sock_filter {
-            code: (libc::BPF_RET | libc::BPF_K) as u16,
-            jt: 0,
-            jf: 0,
-            k: libc::SECCOMP_RET_ALLOW,
-        },
-        // Load the syscall number; io_uring_setup fails with `errno`.
-        libc::sock_filter {
-            code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
-            jt: 0,
-            jf: 0,
-            k: 0,
-        },
-        libc::sock_filter {
-            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
-            jt: 0,
-            jf: 1,
-            k: IO_URING_SETUP,
-        },
-        libc::sock_filter {
-            code: (libc::BPF_RET | libc::BPF_K) as u16,
-            jt: 0,
-            jf: 0,
-            k: libc::SECCOMP_RET_ERRNO | errno as u32,
-        },
-        libc::sock_filter {
-            code: (libc::BPF_RET | libc::BPF_K) as u16,
-            jt: 0,
-            jf: 0,
-            k: libc::SECCOMP_RET_ALLOW,
-        },
-    ];
+/// Runs `ringcore ARGS --serve tcp:0=echo` with io_uring_setup failing
+/// with `errno`, as a container runtime's seccomp profile would.
+fn run_with_io_uring_denied(args: &[&str], errno: i32) -> (Option<i32>, String) {
     let mut command = Command::new(binary());
-    command.args(["--serve", "tcp:0=echo"]).stdin(Stdio::null());
-    // SAFETY: the closure runs in the child between fork and exec and only
-    // makes two prctl calls on data that lives in the parent's copied memory.
-    unsafe {
-        command.pre_exec(move || {
-            let program = libc::sock_fprog {
-                len: filter.len() as u16,
-                filter: filter.as_ptr().cast_mut(),
-            };
-            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
-                || libc::prctl(
-                    libc::PR_SET_SECCOMP,
-                    libc::SECCOMP_MODE_FILTER,
-                    &program as *const _,
-                ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    command
+        .args(args)
+        .args(["--serve", "tcp:0=echo"])
+        .stdin(Stdio::null());
+    deny_io_uring(&mut command, errno);
     let output = command.output().expect("run ringcore under seccomp");
     (
         output.status.code(),
@@ -153,16 +88,38 @@ fn run_with_io_uring_denied(errno: i32) -> (Option<i32>, String) {
     )
 }
 
-#[cfg(target_arch = "x86_64")]
+/// With no --io flag (auto), a process denied io_uring serves through
+/// epoll and says why, on stderr, on its start-up line and in /metrics.
 #[test]
-fn io_uring_blocked_by_seccomp_is_explained() {
-    let (code, stderr) = run_with_io_uring_denied(libc::EPERM);
+fn io_uring_blocked_by_seccomp_falls_back_to_epoll() {
+    let mut command = Command::new(binary());
+    command.args(["--serve", "tcp:0=echo", "--metrics", "127.0.0.1:0"]);
+    deny_io_uring(&mut command, libc::EPERM);
+    let server = Server::spawn(command);
+    let stderr = server.wait_stderr("io_uring is unavailable, serving with epoll instead");
+    assert!(stderr.contains("seccomp"), "the cause is named: {stderr}");
+    let mut c = connect(server.services[0].2);
+    c.write_all(b"through epoll").unwrap();
+    let mut back = [0u8; 13];
+    c.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"through epoll");
+    assert_eq!(
+        server
+            .metrics()
+            .get("ringcore_io_info{path=\"epoll-fallback\"}"),
+        Some(&1)
+    );
+}
+
+#[test]
+fn io_uring_blocked_by_seccomp_is_explained_when_asked_for() {
+    let (code, stderr) = run_with_io_uring_denied(&["--io", "uring"], libc::EPERM);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("io_uring is unavailable") && stderr.contains("seccomp"),
         "{stderr}"
     );
-    let (code, stderr) = run_with_io_uring_denied(libc::ENOSYS);
+    let (code, stderr) = run_with_io_uring_denied(&["--io", "uring"], libc::ENOSYS);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("ENOSYS") && stderr.contains("6.0"),

@@ -14,11 +14,19 @@ use crate::stats::{StatsSnapshot, WorkerStats};
 /// Figures that go up and down.
 const GAUGES: &[&str] = &["sessions_open"];
 
-/// Renders every counter per worker (`worker="N"`) and in total (no label).
-pub fn render(stats: &[Arc<WorkerStats>]) -> String {
+/// Renders which I/O path serves (`ringcore_io_info{path="..."} 1`, e.g.
+/// `io_uring` or `epoll-fallback`), then every counter per worker
+/// (`worker="N"`) and in total (no label).
+pub fn render(stats: &[Arc<WorkerStats>], io_path: &str) -> String {
     let snapshots: Vec<StatsSnapshot> = stats.iter().map(|s| s.snapshot()).collect();
     let total = StatsSnapshot::total(&snapshots);
     let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP ringcore_io_info The I/O path serving: io_uring, epoll, or epoll-fallback when io_uring was unavailable."
+    );
+    let _ = writeln!(out, "# TYPE ringcore_io_info gauge");
+    let _ = writeln!(out, "ringcore_io_info{{path=\"{io_path}\"}} 1");
     for (i, (name, help, value)) in total.fields().into_iter().enumerate() {
         let kind = if GAUGES.contains(&name) {
             "gauge"
@@ -57,7 +65,11 @@ pub fn render(stats: &[Arc<WorkerStats>]) -> String {
 }
 
 /// Serves `GET /metrics` on `addr` from a background thread; returns the bound address.
-pub fn serve(addr: SocketAddr, stats: Vec<Arc<WorkerStats>>) -> io::Result<SocketAddr> {
+pub fn serve(
+    addr: SocketAddr,
+    stats: Vec<Arc<WorkerStats>>,
+    io_path: &'static str,
+) -> io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let local = listener.local_addr()?;
     std::thread::Builder::new()
@@ -66,7 +78,7 @@ pub fn serve(addr: SocketAddr, stats: Vec<Arc<WorkerStats>>) -> io::Result<Socke
             for stream in listener.incoming() {
                 match stream {
                     Ok(stream) => {
-                        if let Err(e) = answer(stream, &stats) {
+                        if let Err(e) = answer(stream, &stats, io_path) {
                             tracing::debug!("metrics request: {e}");
                         }
                     }
@@ -82,7 +94,7 @@ pub fn serve(addr: SocketAddr, stats: Vec<Arc<WorkerStats>>) -> io::Result<Socke
     Ok(local)
 }
 
-fn answer(mut stream: TcpStream, stats: &[Arc<WorkerStats>]) -> io::Result<()> {
+fn answer(mut stream: TcpStream, stats: &[Arc<WorkerStats>], io_path: &str) -> io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     stream.set_write_timeout(Some(Duration::from_secs(2)))?;
     let mut head = Vec::with_capacity(512);
@@ -98,7 +110,7 @@ fn answer(mut stream: TcpStream, stats: &[Arc<WorkerStats>]) -> io::Result<()> {
     let mut words = line.split(|&b| b == b' ');
     let (method, path) = (words.next(), words.next());
     let (status, body) = match (method, path) {
-        (Some(b"GET"), Some(b"/metrics")) => ("200 OK", render(stats)),
+        (Some(b"GET"), Some(b"/metrics")) => ("200 OK", render(stats, io_path)),
         (Some(b"GET"), _) => (
             "404 Not Found",
             "only /metrics is served here\n".to_string(),
@@ -126,7 +138,7 @@ mod tests {
         let b = Arc::new(WorkerStats::default());
         a.datagrams_in.add(3);
         b.datagrams_in.add(4);
-        let text = render(&[a, b]);
+        let text = render(&[a, b], "io_uring");
         assert!(
             text.contains("ringcore_datagrams_in{worker=\"0\"} 3\n"),
             "{text}"
@@ -134,5 +146,9 @@ mod tests {
         assert!(text.contains("ringcore_datagrams_in{worker=\"1\"} 4\n"));
         assert!(text.contains("ringcore_datagrams_in 7\n"));
         assert!(text.contains("# TYPE ringcore_io_uring_enter_calls counter"));
+        assert!(
+            text.contains("ringcore_io_info{path=\"io_uring\"} 1\n"),
+            "{text}"
+        );
     }
 }

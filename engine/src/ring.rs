@@ -62,9 +62,42 @@ pub fn create(entries: u32) -> Result<(IoUring, RingMode), EngineError> {
     })))
 }
 
-/// Probes that io_uring can be used at all, before any thread starts.
+/// The oldest kernel whose io_uring has everything the engine uses:
+/// multishot accept and receive, and provided-buffer rings.
+pub const MIN_KERNEL: (u32, u32) = (6, 0);
+
+/// Probes, before any thread starts, that io_uring can be used here with
+/// the features the engine needs: a kernel of [`MIN_KERNEL`] or newer, a
+/// ring, and a provided-buffer ring registered on it.
 pub fn probe() -> Result<RingMode, EngineError> {
-    create(8).map(|(_, mode)| mode)
+    if let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") {
+        let release = release.trim();
+        if release_version(release).is_some_and(|v| v < MIN_KERNEL) {
+            return Err(EngineError::UringUnavailable(format!(
+                "the kernel is {release}, older than {}.{}: the engine needs multishot receives and provided-buffer rings",
+                MIN_KERNEL.0, MIN_KERNEL.1
+            )));
+        }
+    }
+    let mut uring = crate::uring::Uring::new(8)?;
+    let bufs = crate::bufring::BufRing::new(2, 64, 0).map_err(|e| {
+        EngineError::UringUnavailable(format!("cannot allocate a probe buffer ring: {e}"))
+    })?;
+    uring.add_buffers(bufs).map_err(|e| {
+        EngineError::UringUnavailable(format!(
+            "the kernel refused a provided-buffer ring ({e}); the engine needs Linux {}.{} or newer",
+            MIN_KERNEL.0, MIN_KERNEL.1
+        ))
+    })?;
+    Ok(uring.mode())
+}
+
+/// `(major, minor)` of a kernel release string such as `6.1.0-13-amd64`.
+pub fn release_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
 }
 
 /// Names the cause of an io_uring_setup failure and what to do about it.
@@ -96,6 +129,16 @@ pub fn unavailable(err: &io::Error) -> EngineError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_releases_parse_to_major_and_minor() {
+        assert_eq!(release_version("6.1.0-13-amd64"), Some((6, 1)));
+        assert_eq!(release_version("5.15.0"), Some((5, 15)));
+        assert_eq!(release_version("6.12"), Some((6, 12)));
+        assert!(release_version("5.15.0").unwrap() < MIN_KERNEL);
+        assert_eq!(release_version("linux"), None);
+        assert!(probe().is_ok(), "this machine's kernel has io_uring");
+    }
 
     #[test]
     fn causes_are_named() {

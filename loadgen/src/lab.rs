@@ -376,6 +376,7 @@ impl ServerInNamespace {
                 engine::metrics::serve(
                     format!("{SERVER_IP}:{METRICS_PORT}").parse()?,
                     engine.stats(),
+                    "io_uring",
                 )?;
                 Ok(engine)
             })();
