@@ -96,11 +96,13 @@ pub struct EpollWorker {
     now: Instant,
 }
 
-/// An epoll instance (edge-triggered use only).
-struct Epoll(OwnedFd);
+/// An epoll instance (edge-triggered use only), shared with loadgen's
+/// readiness path.
+pub struct Epoll(OwnedFd);
 
 impl Epoll {
-    fn new() -> io::Result<Self> {
+    /// A new epoll instance.
+    pub fn new() -> io::Result<Self> {
         // SAFETY: plain syscall; the result is checked before use.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if fd < 0 {
@@ -111,7 +113,7 @@ impl Epoll {
     }
 
     /// Watches `fd` for `events` (edge-triggered), reporting `token`.
-    fn add(&self, fd: RawFd, token: Token, events: u32) -> io::Result<()> {
+    pub fn add(&self, fd: RawFd, token: Token, events: u32) -> io::Result<()> {
         let mut event = libc::epoll_event {
             events: events | libc::EPOLLET as u32,
             u64: token.encode(),
@@ -125,8 +127,9 @@ impl Epoll {
         Ok(())
     }
 
-    /// Waits up to `timeout` (forever if `None`) and fills `events`.
-    fn wait(
+    /// Waits up to `timeout` (forever if `None`) and fills `events` (up to
+    /// its capacity).
+    pub fn wait(
         &self,
         events: &mut Vec<libc::epoll_event>,
         timeout: Option<Duration>,

@@ -100,7 +100,13 @@ pub struct Cli {
     #[arg(long, value_parser = parse_target_rate, value_name = "RATE")]
     pub rate: Option<Rate>,
 
-    /// A request unanswered this long counts as a timeout (TCP).
+    /// How TCP load threads do their I/O: io_uring where the kernel allows
+    /// it, else epoll (auto, saying why); or either by force.
+    #[arg(long, value_enum, default_value_t = IoChoice::Auto, value_name = "PATH")]
+    pub io: IoChoice,
+
+    /// A request unanswered this long after it was sent counts as a
+    /// timeout (TCP).
     #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: Duration,
 
@@ -201,6 +207,17 @@ pub enum Command {
         #[arg(long, value_name = "FILE.svg", requires = "sweep")]
         plot: Option<std::path::PathBuf>,
     },
+}
+
+/// `--io`: how TCP load threads do their I/O.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IoChoice {
+    /// io_uring if available, else epoll.
+    Auto,
+    /// io_uring, or refuse to run.
+    Uring,
+    /// Edge-triggered epoll.
+    Epoll,
 }
 
 /// The client's transports.

@@ -267,6 +267,7 @@ fn tcp_plan(
         rate,
         timeout: cli.timeout,
         interval: cli.hdr_log.as_ref().map(|_| cli.hdr_interval),
+        io: crate::tcp::IoPath::choose(cli.io)?,
     })
 }
 

@@ -54,6 +54,9 @@ pub struct UdpReport {
     pub accuracy_pct: Option<f64>,
     /// Megabits per second of UDP payload sent.
     pub achieved_mbps: f64,
+    /// How the load threads did their I/O: always "readiness" (UDP load
+    /// uses no io_uring: GSO or sendmmsg sends, GRO receives, ppoll).
+    pub io: &'static str,
     /// How datagrams left: "gso" (one send per release) or "sendmmsg".
     pub send_path: &'static str,
     /// Most datagrams released back to back.
@@ -121,6 +124,8 @@ pub struct TcpReport {
     pub target: String,
     /// "echo", "reverse" or "http".
     pub protocol: &'static str,
+    /// How the load threads did their I/O: "io_uring" or "epoll".
+    pub io: &'static str,
     /// Connections.
     pub connections: usize,
     /// Load threads.
@@ -254,6 +259,7 @@ pub fn run_udp(
         achieved_pps,
         accuracy_pct: plan.rate.map(|r| achieved_pps / r * 100.0),
         achieved_mbps: achieved_pps * plan.size as f64 * 8.0 / 1e6,
+        io: "readiness",
         send_path: o.send_path,
         largest_burst: o.counts.largest_burst,
         release_gap_us: Percentiles::of(&o.counts.gaps),
@@ -332,8 +338,8 @@ pub fn print_udp(r: &UdpReport) {
     );
     println!("  rate         {pacing}, {:.1} Mbit/s", r.achieved_mbps);
     println!(
-        "  send path    {} (largest burst {} datagrams; gap between releases p50 {:.1} us, p99 {:.1} us, max {:.1} us)",
-        r.send_path, r.largest_burst, r.release_gap_us.p50, r.release_gap_us.p99, r.release_gap_us.max
+        "  send path    {} on {} (largest burst {} datagrams; gap between releases p50 {:.1} us, p99 {:.1} us, max {:.1} us)",
+        r.send_path, r.io, r.largest_burst, r.release_gap_us.p50, r.release_gap_us.p99, r.release_gap_us.max
     );
     match r.received {
         Some(received) => println!(
@@ -423,6 +429,7 @@ impl TcpReport {
             mode,
             target,
             protocol,
+            io: plan.io.name(),
             connections: plan.connections,
             threads: plan.threads,
             pipeline: plan.pipeline,
@@ -463,13 +470,13 @@ pub fn print_tcp(r: &TcpReport) {
     };
     if r.protocol == "http" {
         println!(
-            "HTTP GET {}: {} keep-alive connections x pipeline {}, {} thread(s), {mode}",
-            r.target, r.connections, r.pipeline, r.threads
+            "HTTP GET {}: {} keep-alive connections x pipeline {}, {} thread(s) on {}, {mode}",
+            r.target, r.connections, r.pipeline, r.threads, r.io
         );
     } else {
         println!(
-            "TCP {} -> {}: {} connections x pipeline {}, {} thread(s), {}-{} B payloads, {mode}",
-            r.protocol, r.target, r.connections, r.pipeline, r.threads, r.size_min, r.size_max
+            "TCP {} -> {}: {} connections x pipeline {}, {} thread(s) on {}, {}-{} B payloads, {mode}",
+            r.protocol, r.target, r.connections, r.pipeline, r.threads, r.io, r.size_min, r.size_max
         );
     }
     println!(

@@ -13,6 +13,7 @@
 //! error by kind, or `unsent` when the run ended before a connection was
 //! free to carry it. [`Fates::balanced`] checks the sum.
 
+mod client;
 mod worker;
 
 use std::io;
@@ -55,6 +56,50 @@ pub struct TcpPlan {
     pub timeout: Duration,
     /// Also keep the latency per interval of this length (for `--hdr-log`).
     pub interval: Option<Duration>,
+    /// How the load threads do their I/O.
+    pub io: IoPath,
+}
+
+/// How load threads do their I/O.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IoPath {
+    /// io_uring: ring connects, multishot receives into provided buffers.
+    Uring,
+    /// Edge-triggered epoll with plain reads and writes.
+    Epoll,
+}
+
+impl IoPath {
+    /// The path for `choice`: `auto` takes io_uring where the kernel allows
+    /// it with what the load threads need, else epoll, saying why on
+    /// stderr; `uring` refuses to run without it.
+    pub fn choose(choice: crate::cli::IoChoice) -> anyhow::Result<IoPath> {
+        use crate::cli::IoChoice;
+        match choice {
+            IoChoice::Epoll => Ok(IoPath::Epoll),
+            IoChoice::Uring => {
+                engine::ring::probe()?;
+                Ok(IoPath::Uring)
+            }
+            IoChoice::Auto => match engine::ring::probe() {
+                Ok(_) => Ok(IoPath::Uring),
+                Err(engine::EngineError::UringUnavailable(cause)) => {
+                    eprintln!("loadgen: io_uring is unavailable, using epoll instead: {cause}");
+                    Ok(IoPath::Epoll)
+                }
+                Err(e) => Err(e.into()),
+            },
+        }
+    }
+
+    /// The name reports use.
+    pub fn name(self) -> &'static str {
+        match self {
+            IoPath::Uring => "io_uring",
+            IoPath::Epoll => "epoll",
+        }
+    }
 }
 
 /// What a TCP run's connections say, and how their replies are checked.

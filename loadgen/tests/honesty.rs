@@ -70,6 +70,14 @@ fn a_stall_gives_the_percentiles_theory_predicts() {
 /// timeout once, its late reply frees the slot, and the connection is kept.
 #[test]
 fn a_timeout_keeps_the_connection_when_the_late_reply_comes() {
+    std::thread::scope(|scope| {
+        for io in ["uring", "epoll"] {
+            scope.spawn(move || a_timeout_keeps_the_connection(io));
+        }
+    });
+}
+
+fn a_timeout_keeps_the_connection(io: &str) {
     let server = SlowEcho::start(Slowness {
         per_read: Duration::ZERO,
         stall_after: Duration::from_millis(300),
@@ -84,7 +92,10 @@ fn a_timeout_keeps_the_connection_when_the_late_reply_comes() {
         "1.5s",
         "--timeout",
         "400ms",
+        "--io",
+        io,
     ]);
+    assert_eq!(r["io"], if io == "uring" { "io_uring" } else { "epoll" });
     // Closed loop, pipeline 1: one request per connection was waiting
     // through the stall, and each timed out once.
     assert_eq!(num(&r, "timeouts"), 2.0, "{r}");
@@ -104,6 +115,14 @@ fn a_timeout_keeps_the_connection_when_the_late_reply_comes() {
 /// on the wire as timeouts, and the sum is exact.
 #[test]
 fn overload_accounts_for_every_scheduled_request() {
+    std::thread::scope(|scope| {
+        for io in ["uring", "epoll"] {
+            scope.spawn(move || overload_accounts_for_every_request(io));
+        }
+    });
+}
+
+fn overload_accounts_for_every_request(io: &str) {
     let server = SlowEcho::start(Slowness {
         per_read: Duration::ZERO,
         stall_after: Duration::from_millis(500),
@@ -121,6 +140,8 @@ fn overload_accounts_for_every_scheduled_request() {
         "4",
         "--timeout",
         "300ms",
+        "--io",
+        io,
     ];
     let r = loadgen_json(&args);
     assert_eq!(num(&r, "scheduled"), 4000.0, "{r}");

@@ -6,6 +6,10 @@
 //! reply arrives (then it is discarded: it was already counted as a timeout)
 //! so the connection is reused instead of torn down; only when a flagged
 //! request stays unanswered for twice the timeout is the connection given up.
+//!
+//! The I/O is io_uring (this file) or, where io_uring is unavailable,
+//! edge-triggered epoll with plain reads and writes (`readiness`); the
+//! bookkeeping is the same for both.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -19,17 +23,16 @@ use engine::token::{Op, Token};
 use engine::uring::Uring;
 use hdrhistogram::Histogram;
 use io_uring::{cqueue, opcode, types};
-use protocols::echo::EchoStream;
-use protocols::http::response::{Response, ResponseReader};
-use protocols::reverse::ReverseLines;
-use protocols::StreamSession;
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use super::{Connects, Fates, RequestErrors, TcpPlan, Workload};
+use super::client::{Check, Client, Failure, InFlight, Link};
+use super::{Connects, Fates, IoPath, RequestErrors, TcpPlan, Workload};
 use crate::cli::{SizeRange, TcpProtocol};
 use crate::latency::{self, Series};
 use crate::progress::Live;
 use crate::rng::Rng;
+
+mod readiness;
 
 /// A slot whose connect failed tries again after this long.
 const RETRY_AFTER: Duration = Duration::from_millis(100);
@@ -94,120 +97,6 @@ impl ThreadOutcome {
     }
 }
 
-/// A request on the wire: where its reply ends in the connection's reply
-/// stream, the instant its latency counts from, and when it was sent.
-struct InFlight {
-    reply_end: u64,
-    since: Instant,
-    sent: Instant,
-}
-
-/// How a connection's replies are checked.
-enum Check {
-    /// Against the bytes the protocol's own state machine says must come.
-    Exact {
-        model: Box<dyn StreamSession>,
-        expected: Vec<u8>,
-        offset: usize,
-        /// Reply bytes received so far (where `InFlight::reply_end` points).
-        received: u64,
-    },
-    /// Whole HTTP responses, counted as they complete.
-    Http {
-        reader: ResponseReader,
-        done: Vec<Response>,
-    },
-}
-
-impl Check {
-    fn new(workload: &Workload) -> Self {
-        match workload {
-            Workload::Stream(protocol) => Check::Exact {
-                model: match protocol {
-                    TcpProtocol::Echo => Box::new(EchoStream),
-                    TcpProtocol::Reverse => Box::new(ReverseLines::new(usize::MAX)),
-                },
-                expected: Vec::new(),
-                offset: 0,
-                received: 0,
-            },
-            Workload::Http { .. } => Check::Http {
-                reader: ResponseReader::new(),
-                done: Vec::new(),
-            },
-        }
-    }
-}
-
-/// Where a connection slot is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Link {
-    /// No socket; a connect starts at `retry_at`.
-    Down { retry_at: Instant },
-    /// A connect (with its linked timeout) is in flight.
-    Connecting,
-    /// Connected and carrying requests.
-    Up,
-    /// Failed: waiting for the kernel to finish with the socket.
-    Broken,
-}
-
-/// Why a connection failed; its in-flight requests end with this kind.
-#[derive(Debug, Clone, Copy)]
-enum Failure {
-    Reset,
-    Closed,
-    Mismatch,
-    Aborted,
-}
-
-/// One connection slot and everything needed to verify its replies.
-struct Client {
-    socket: Option<Socket>,
-    link: Link,
-    generation: u32,
-    check: Check,
-    inflight: VecDeque<InFlight>,
-    /// The first `timed_out` requests of `inflight` were already counted as
-    /// timeouts and await only their late reply.
-    timed_out: usize,
-    queued: Vec<u8>,
-    sending: Vec<u8>,
-    sent: usize,
-    send_busy: bool,
-    recv_armed: bool,
-    /// Connections this slot has had.
-    opened: u64,
-}
-
-impl Client {
-    fn new(workload: &Workload, now: Instant) -> Self {
-        Self {
-            socket: None,
-            link: Link::Down { retry_at: now },
-            generation: 0,
-            check: Check::new(workload),
-            inflight: VecDeque::new(),
-            timed_out: 0,
-            queued: Vec::new(),
-            sending: Vec::new(),
-            sent: 0,
-            send_busy: false,
-            recv_armed: false,
-            opened: 0,
-        }
-    }
-
-    fn fd(&self) -> i32 {
-        self.socket.as_ref().map_or(-1, |s| s.as_raw_fd())
-    }
-
-    /// Requests in flight not yet counted as timeouts.
-    fn outstanding(&self) -> usize {
-        self.inflight.len() - self.timed_out
-    }
-}
-
 /// The target's address and the connect timeout, at addresses that stay put
 /// while the kernel reads them.
 struct ConnectArgs {
@@ -215,15 +104,24 @@ struct ConnectArgs {
     timeout: types::Timespec,
 }
 
+/// How a load thread does its I/O.
+enum Io {
+    /// The ring and its receive buffers (buffer ring 0), and the connect
+    /// arguments (boxed: connect submissions point into them). Dropped
+    /// only after every operation has been reaped (see the worker's Drop).
+    Uring {
+        uring: Box<Uring>,
+        connect_args: Box<ConnectArgs>,
+    },
+    /// Edge-triggered epoll with plain syscalls.
+    Readiness(readiness::Poller),
+}
+
 pub struct Worker<'a> {
-    /// The ring and its receive buffers (buffer ring 0); dropped only after
-    /// every operation on the clients' buffers has been reaped (see Drop).
-    uring: Uring,
+    io: Io,
     plan: &'a TcpPlan,
     live: &'a Live,
     share: Share,
-    /// Boxed: connect submissions point into it.
-    connect_args: Box<ConnectArgs>,
     clients: Vec<Client>,
     rng: Rng,
     start: Instant,
@@ -244,6 +142,8 @@ pub struct Worker<'a> {
     payload: Vec<u8>,
     /// Per response completed by one read: whether its status was bad.
     bad_status: Vec<bool>,
+    /// The readiness path's read buffer.
+    read_buf: Vec<u8>,
     /// The last connect or reply: a run that cannot progress for long ends.
     last_progress: Instant,
 }
@@ -255,22 +155,33 @@ impl<'a> Worker<'a> {
         live: &'a Live,
         start: Instant,
     ) -> anyhow::Result<Self> {
-        let entries = (share.connections * 3 + 64).next_power_of_two().min(4096) as u32;
-        let mut uring = Uring::new(entries)?;
-        let bufs = BufRing::new(1024, 16 * 1024, 0).context("allocating receive buffers")?;
-        uring
-            .add_buffers(bufs)
-            .context("registering the receive buffer ring")?;
+        let io = match plan.io {
+            IoPath::Uring => {
+                let entries = (share.connections * 3 + 64).next_power_of_two().min(4096) as u32;
+                let mut uring = Uring::new(entries)?;
+                let bufs =
+                    BufRing::new(1024, 16 * 1024, 0).context("allocating receive buffers")?;
+                uring
+                    .add_buffers(bufs)
+                    .context("registering the receive buffer ring")?;
+                Io::Uring {
+                    uring: Box::new(uring),
+                    connect_args: Box::new(ConnectArgs {
+                        addr: SockAddr::from(plan.addr),
+                        timeout: types::Timespec::from(plan.timeout),
+                    }),
+                }
+            }
+            IoPath::Epoll => {
+                Io::Readiness(readiness::Poller::new().context("creating the epoll instance")?)
+            }
+        };
         let mut out = ThreadOutcome::empty(start);
         out.series = plan.interval.map(Series::new);
         Ok(Worker {
-            uring,
+            io,
             plan,
             live,
-            connect_args: Box::new(ConnectArgs {
-                addr: SockAddr::from(plan.addr),
-                timeout: types::Timespec::from(plan.timeout),
-            }),
             clients: (0..share.connections)
                 .map(|_| Client::new(&plan.workload, start))
                 .collect(),
@@ -287,13 +198,15 @@ impl<'a> Worker<'a> {
             rearm: Vec::new(),
             payload: Vec::new(),
             bad_status: Vec::new(),
+            read_buf: Vec::new(),
             last_progress: start,
         })
     }
 
-    /// Starts a connect on slot `i` through the ring, bounded by a linked
-    /// timeout, so no load thread ever blocks on a connect.
-    fn connect(&mut self, i: usize) {
+    /// Starts a connect on slot `i` (through the ring, bounded by a linked
+    /// timeout; or a non-blocking connect), so no load thread ever blocks
+    /// on a connect.
+    fn connect(&mut self, i: usize, now: Instant) {
         let socket = match Socket::new(
             Domain::for_address(self.plan.addr),
             Type::STREAM.cloexec(),
@@ -304,7 +217,7 @@ impl<'a> Worker<'a> {
                 // Out of descriptors, say: count it and try again later.
                 self.out.connects.failed += 1;
                 self.clients[i].link = Link::Down {
-                    retry_at: Instant::now() + RETRY_AFTER,
+                    retry_at: now + RETRY_AFTER,
                 };
                 return;
             }
@@ -313,34 +226,48 @@ impl<'a> Worker<'a> {
         let c = &mut self.clients[i];
         c.generation = c.generation.wrapping_add(1);
         c.link = Link::Connecting;
-        c.check = Check::new(&self.plan.workload);
-        c.inflight.clear();
-        c.timed_out = 0;
-        c.queued.clear();
-        c.sending.clear();
-        c.sent = 0;
-        let connect = opcode::Connect::new(
-            types::Fd(socket.as_raw_fd()),
-            self.connect_args.addr.as_ptr().cast(),
-            self.connect_args.addr.len(),
-        )
-        .build()
-        .user_data(Token::new(Op::Connect, i as u32, c.generation).encode());
-        let timeout = opcode::LinkTimeout::new(&self.connect_args.timeout)
-            .build()
-            .user_data(Token::new(Op::Cancel, 0, 0).encode());
-        c.socket = Some(socket);
-        // SAFETY: the address and timespec live in `connect_args`, boxed and
-        // owned by the worker, whose Drop reaps every operation before they
-        // are freed; the socket is closed only once its connect completed.
-        unsafe { self.uring.push_linked(connect, timeout) };
+        c.reset(&self.plan.workload, now);
+        let token = Token::new(Op::Connect, i as u32, c.generation);
+        match &mut self.io {
+            Io::Uring {
+                uring,
+                connect_args,
+            } => {
+                let connect = opcode::Connect::new(
+                    types::Fd(socket.as_raw_fd()),
+                    connect_args.addr.as_ptr().cast(),
+                    connect_args.addr.len(),
+                )
+                .build()
+                .user_data(token.encode());
+                let timeout = opcode::LinkTimeout::new(&connect_args.timeout)
+                    .build()
+                    .user_data(Token::new(Op::Cancel, 0, 0).encode());
+                c.socket = Some(socket);
+                // SAFETY: the address and timespec live in `connect_args`,
+                // boxed and owned by the worker, whose Drop reaps every
+                // operation before they are freed; the socket is closed only
+                // once its connect completed.
+                unsafe { uring.push_linked(connect, timeout) };
+            }
+            Io::Readiness(poller) => {
+                let started = poller.connect(&socket, self.plan.addr, token);
+                c.socket = Some(socket);
+                match started {
+                    // Connected at once (loopback can): no event will say so.
+                    Ok(true) => self.on_connect(i, 0, now),
+                    Ok(false) => {}
+                    Err(e) => self.on_connect(i, -e.raw_os_error().unwrap_or(libc::EIO), now),
+                }
+            }
+        }
     }
 
     fn on_connect(&mut self, i: usize, res: i32, now: Instant) {
         if res < 0 {
             match -res {
                 libc::ECONNREFUSED => self.out.connects.refused += 1,
-                libc::ECANCELED | libc::ETIME => self.out.connects.timed_out += 1,
+                libc::ECANCELED | libc::ETIME | libc::ETIMEDOUT => self.out.connects.timed_out += 1,
                 _ => self.out.connects.failed += 1,
             }
             let c = &mut self.clients[i];
@@ -370,17 +297,22 @@ impl<'a> Worker<'a> {
         }
     }
 
+    /// io_uring: arms the multishot receive of client `i` (the readiness
+    /// path reads on its edges instead).
     fn arm_recv(&mut self, i: usize) {
+        let Io::Uring { uring, .. } = &mut self.io else {
+            return;
+        };
         let c = &mut self.clients[i];
         c.recv_armed = true;
-        let group = self.uring.buffers(0).group();
+        let group = uring.buffers(0).group();
         let entry = opcode::RecvMulti::new(types::Fd(c.fd()), group)
             .build()
             .user_data(Token::new(Op::Recv, i as u32, c.generation).encode());
         // SAFETY: the kernel writes only into the provided buffers, which the
         // Uring owns; the socket is closed only after this receive ended, and
         // the worker's Drop reaps it before the clients go.
-        unsafe { self.uring.push(entry) };
+        unsafe { uring.push(entry) };
     }
 
     fn may_issue(&self) -> bool {
@@ -439,9 +371,18 @@ impl<'a> Worker<'a> {
         self.flush(i);
     }
 
+    /// Sends what client `i` has queued: a send through the ring, or
+    /// writes until the socket is full (then at its next writable edge).
     fn flush(&mut self, i: usize) {
+        if self.clients[i].link != Link::Up {
+            return;
+        }
+        let Io::Uring { uring, .. } = &mut self.io else {
+            self.write_ready(i);
+            return;
+        };
         let c = &mut self.clients[i];
-        if c.send_busy || c.link != Link::Up {
+        if c.send_busy {
             return;
         }
         if c.sent == c.sending.len() {
@@ -461,7 +402,7 @@ impl<'a> Worker<'a> {
         // SAFETY: `sending` is not touched while `send_busy`, a client is
         // not reconnected (its buffers reset) until its send has completed,
         // and the worker's Drop reaps every send before the clients go.
-        unsafe { self.uring.push(entry) };
+        unsafe { uring.push(entry) };
     }
 
     pub fn run(mut self) -> anyhow::Result<ThreadOutcome> {
@@ -534,21 +475,28 @@ impl<'a> Worker<'a> {
                 }
             }
             let wait = wake.saturating_duration_since(Instant::now());
-            self.uring
-                .enter(Some(wait.max(Duration::from_micros(1))))
-                .context("io_uring_enter")?;
-            cqes.clear();
-            self.uring.reap(&mut cqes);
-            let now = Instant::now();
-            for cqe in &cqes {
-                self.complete(cqe, now);
-            }
-            self.uring.publish_buffers();
-            for i in std::mem::take(&mut self.rearm) {
-                let c = &self.clients[i];
-                if c.link == Link::Up && !c.recv_armed {
-                    self.arm_recv(i);
+            match &mut self.io {
+                Io::Uring { uring, .. } => {
+                    uring
+                        .enter(Some(wait.max(Duration::from_micros(1))))
+                        .context("io_uring_enter")?;
+                    cqes.clear();
+                    uring.reap(&mut cqes);
+                    let now = Instant::now();
+                    for cqe in &cqes {
+                        self.complete(cqe, now);
+                    }
+                    if let Io::Uring { uring, .. } = &mut self.io {
+                        uring.publish_buffers();
+                    }
+                    for i in std::mem::take(&mut self.rearm) {
+                        let c = &self.clients[i];
+                        if c.link == Link::Up && !c.recv_armed {
+                            self.arm_recv(i);
+                        }
+                    }
                 }
+                Io::Readiness(_) => self.poll_ready(wait)?,
             }
         }
         self.out.ended = Instant::now();
@@ -590,7 +538,16 @@ impl<'a> Worker<'a> {
         let timeout = self.plan.timeout;
         for i in 0..self.clients.len() {
             match self.clients[i].link {
-                Link::Down { retry_at } if retry_at <= now && self.running => self.connect(i),
+                Link::Down { retry_at } if retry_at <= now && self.running => self.connect(i, now),
+                // The ring bounds its connects with a linked timeout; a
+                // non-blocking connect is bounded here.
+                Link::Connecting
+                    if matches!(self.io, Io::Readiness(_))
+                        && now.saturating_duration_since(self.clients[i].connect_started)
+                            >= timeout =>
+                {
+                    self.on_connect(i, -libc::ETIMEDOUT, now)
+                }
                 Link::Up => {
                     while let Some(f) = self.clients[i].inflight.get(self.clients[i].timed_out) {
                         if now.saturating_duration_since(f.sent) < timeout {
@@ -640,6 +597,7 @@ impl<'a> Worker<'a> {
         }
     }
 
+    /// io_uring: one completion.
     fn complete(&mut self, cqe: &cqueue::Entry, now: Instant) {
         let Some(token) = Token::decode(cqe.user_data()) else {
             return;
@@ -658,11 +616,17 @@ impl<'a> Worker<'a> {
                     c.recv_armed = false;
                 }
                 let up = current && c.link == Link::Up;
-                if let Some(bid) = buffer {
-                    if up && res > 0 {
-                        self.on_reply(i, bid, res as usize, now);
+                if let (Some(bid), Io::Uring { uring, .. }) = (buffer, &mut self.io) {
+                    let taken = (up && res > 0).then(|| {
+                        c.take_reply(
+                            uring.buffers(0).filled(bid, res as usize),
+                            &mut self.bad_status,
+                        )
+                    });
+                    uring.buffers(0).recycle(bid);
+                    if let Some(taken) = taken {
+                        self.on_answers(i, taken, res as usize, now);
                     }
-                    self.uring.buffers(0).recycle(bid);
                 }
                 if up && self.clients[i].link == Link::Up {
                     match res {
@@ -691,49 +655,19 @@ impl<'a> Worker<'a> {
         }
     }
 
-    fn on_reply(&mut self, i: usize, bid: u16, len: usize, now: Instant) {
-        let data = self.uring.buffers(0).filled(bid, len);
-        let c = &mut self.clients[i];
-        // How many requests at the front this data completed (and, over
-        // HTTP, which of them were answered with a bad status).
-        self.bad_status.clear();
-        let completed = match &mut c.check {
-            Check::Exact {
-                expected,
-                offset,
-                received,
-                ..
-            } => {
-                let want = &expected[*offset..];
-                if data.len() > want.len() || data != &want[..data.len()] {
-                    self.fail(i, Failure::Mismatch, now);
-                    return;
-                }
-                *offset += data.len();
-                *received += data.len() as u64;
-                if *offset > 64 * 1024 {
-                    expected.drain(..*offset);
-                    *offset = 0;
-                }
-                let received = *received;
-                c.inflight
-                    .iter()
-                    .take_while(|f| f.reply_end <= received)
-                    .count()
-            }
-            Check::Http { reader, done } => {
-                done.clear();
-                if reader.feed(data, done).is_err() {
-                    self.fail(i, Failure::Mismatch, now);
-                    return;
-                }
-                self.bad_status
-                    .extend(done.iter().map(|r| !(200..300).contains(&r.status)));
-                done.len()
+    /// Books what one read of `bytes` reply bytes on client `i` completed
+    /// (`taken`, from [`Client::take_reply`]): samples, bad statuses, freed
+    /// slots and, closed loop, the next requests; or the failure.
+    fn on_answers(&mut self, i: usize, taken: Result<usize, Failure>, bytes: usize, now: Instant) {
+        let completed = match taken {
+            Ok(n) => n,
+            Err(failure) => {
+                self.fail(i, failure, now);
+                return;
             }
         };
-        self.out.bytes_received += data.len() as u64;
-        let completed = completed.min(c.inflight.len());
+        self.out.bytes_received += bytes as u64;
+        let c = &mut self.clients[i];
         let mut answered = 0u64;
         for (k, f) in c.inflight.drain(..completed).enumerate() {
             if c.timed_out > 0 {
@@ -797,12 +731,14 @@ impl<'a> Worker<'a> {
         self.close_if_quiet(i, now);
     }
 
-    /// Closes a broken connection once nothing of the kernel's points at it;
+    /// Closes a broken connection once nothing of the kernel's points at it
+    /// (at once on the readiness path, which lends the kernel no memory);
     /// the slot reconnects at once.
     fn close_if_quiet(&mut self, i: usize, now: Instant) {
         let c = &mut self.clients[i];
-        if c.link == Link::Broken && !c.recv_armed && !c.send_busy {
-            c.socket = None;
+        let quiet = matches!(self.io, Io::Readiness(_)) || (!c.recv_armed && !c.send_busy);
+        if c.link == Link::Broken && quiet {
+            c.socket = None; // closing also drops it from the epoll set
             c.link = Link::Down { retry_at: now };
         }
     }
@@ -826,16 +762,23 @@ fn record_sample(
 
 impl Drop for Worker<'_> {
     fn drop(&mut self) {
+        let Io::Uring {
+            uring,
+            connect_args,
+        } = &mut self.io
+        else {
+            return; // readiness: the kernel holds none of our memory
+        };
         // The clients' send buffers, their sockets and the connect arguments
         // must outlive every operation that points at them: cancel all and
         // wait for the last completions.
         let cancel = Token::new(Op::Cancel, 0, 0).encode();
-        if !self.uring.quiesce(cancel, Duration::from_secs(2), |_| {}) {
+        if !uring.quiesce(cancel, Duration::from_secs(2), |_| {}) {
             // The kernel still holds some: leak them rather than free memory
             // it may read.
             std::mem::forget(std::mem::take(&mut self.clients));
             std::mem::forget(std::mem::replace(
-                &mut self.connect_args,
+                connect_args,
                 Box::new(ConnectArgs {
                     addr: SockAddr::from(SocketAddr::from(([0, 0, 0, 0], 0))),
                     timeout: types::Timespec::new(),

@@ -196,3 +196,8 @@ fn serve_slowly(
         }
     }
 }
+
+#[path = "../../../tests/common/seccomp.rs"]
+mod seccomp;
+#[allow(unused_imports)] // not every test binary uses it
+pub use seccomp::deny_io_uring;
