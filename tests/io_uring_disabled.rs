@@ -82,6 +82,7 @@ fn with_io_uring_disabled_by_sysctl_everything_falls_back_to_epoll() {
         timeout: Duration::from_secs(5),
         interval: None,
         io,
+        start_at: None,
     };
     let outcome = loadgen::tcp::run(&plan, &Live::default(), true).expect("TCP load on epoll");
     assert_eq!(outcome.fates.completed, 2_000);
@@ -98,6 +99,7 @@ fn with_io_uring_disabled_by_sysctl_everything_falls_back_to_epoll() {
         run_id: 7,
         drain: None,
         interval: None,
+        start_at: None,
     };
     let report = loadgen::report::run_udp(&udp, None, true).expect("UDP load");
     assert_eq!(report.io, "readiness");

@@ -1,9 +1,9 @@
-//! Flag values: sizes, durations, rates and CPU lists parse or refuse any
-//! text without panicking.
+//! Flag values: sizes, durations, rates, CPU lists and wall-clock times
+//! parse or refuse any text without panicking.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use protocols::units::{parse_cpu_list, parse_duration, parse_rate, parse_size};
+use protocols::units::{parse_cpu_list, parse_duration, parse_rate, parse_size, parse_wall_time};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -11,6 +11,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let _ = parse_size(text);
     let _ = parse_duration(text);
+    let _ = parse_wall_time(text, std::time::SystemTime::now());
     if let Ok(rate) = parse_rate(text) {
         assert!(rate.is_finite() && rate >= 0.0, "rate {rate} from {text:?}");
     }

@@ -139,6 +139,16 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub hdr_log: Option<std::path::PathBuf>,
 
+    /// Start the load at this wall-clock time, so agents on several
+    /// (NTP-synced) machines start together: +DURATION, Unix seconds, or an
+    /// RFC 3339 time (2026-11-25T12:00:00Z).
+    #[arg(long, value_parser = parse_start_at, value_name = "TIME")]
+    pub start_at: Option<std::time::SystemTime>,
+
+    /// A name for this run, carried into its JSON result (e.g. the agent's).
+    #[arg(long, value_name = "NAME")]
+    pub tag: Option<String>,
+
     /// Length of each interval of --hdr-log (one histogram per interval,
     /// as HdrHistogram's log tools plot a run over time).
     #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
@@ -308,6 +318,10 @@ fn parse_size_range(text: &str) -> Result<SizeRange, String> {
         return Err(format!("'{text}': sizes must be at least 1 and LO <= HI"));
     }
     Ok(SizeRange { lo, hi })
+}
+
+fn parse_start_at(text: &str) -> Result<std::time::SystemTime, String> {
+    protocols::units::parse_wall_time(text, std::time::SystemTime::now())
 }
 
 fn parse_target_rate(text: &str) -> Result<Rate, String> {

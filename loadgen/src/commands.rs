@@ -116,6 +116,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             run_id: std::process::id() ^ (crate::pacer::now_ns() as u32),
             drain: cli.drain,
             interval: cli.hdr_log.as_ref().map(|_| cli.hdr_interval),
+            start_at: cli.start_at,
         };
         if let Some(sweep) = cli.sweep {
             let mut steps = Vec::new();
@@ -143,7 +144,8 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             }
             return Ok(());
         }
-        let report = run_udp(&plan, cli.server_metrics, cli.quiet)?;
+        let mut report = run_udp(&plan, cli.server_metrics, cli.quiet)?;
+        report.tag = cli.tag.clone();
         if let (Some(path), Some(series)) = (&cli.hdr_log, &report.series) {
             crate::hdr_log::write_series(path, "rtt", series, report.started)?;
         }
@@ -198,6 +200,7 @@ fn run_bot(cli: &Cli, cpus: Vec<usize>) -> anyhow::Result<()> {
         mode: "bot",
         transport: if udp { "udp" } else { "tcp" },
         target: addr.to_string(),
+        tag: cli.tag.clone(),
         concurrent: plan.concurrent,
         duration_s: seconds,
         conversations: o.conversations,
@@ -268,13 +271,15 @@ fn tcp_plan(
         timeout: cli.timeout,
         interval: cli.hdr_log.as_ref().map(|_| cli.hdr_interval),
         io: crate::tcp::IoPath::choose(cli.io)?,
+        start_at: cli.start_at,
     })
 }
 
 fn run_http(cli: &Cli, url: &str, cpus: Vec<usize>) -> anyhow::Result<()> {
     let url = crate::http::Url::parse(url)?;
     let Some(connections) = cli.connections else {
-        let report = crate::http::fetch(&url, cli.follow, cli.timeout)?;
+        let mut report = crate::http::fetch(&url, cli.follow, cli.timeout)?;
+        report.tag = cli.tag.clone();
         if cli.json {
             println!("{}", serde_json::to_string(&report)?);
         } else {
@@ -293,7 +298,8 @@ fn run_http(cli: &Cli, url: &str, cpus: Vec<usize>) -> anyhow::Result<()> {
 
 /// Writes the histogram log if asked, prints the report, and fails a run
 /// that answered nothing.
-fn emit_tcp(cli: &Cli, report: TcpReport) -> anyhow::Result<()> {
+fn emit_tcp(cli: &Cli, mut report: TcpReport) -> anyhow::Result<()> {
+    report.tag = cli.tag.clone();
     let started = report.started;
     if let Some(path) = &cli.hdr_log {
         match &report.series {

@@ -118,6 +118,8 @@ impl Url {
 pub struct FetchReport {
     /// Always "http-fetch".
     pub mode: &'static str,
+    /// `--tag`: the run's name.
+    pub tag: Option<String>,
     /// The URL finally fetched.
     pub url: String,
     /// The address connected to.
@@ -231,6 +233,7 @@ fn fetch_once(url: &Url, timeout: Duration) -> anyhow::Result<FetchReport> {
     };
     Ok(FetchReport {
         mode: "http-fetch",
+        tag: None,
         url: format!("http://{}{}", url.host_header(), url.path),
         address: addr.to_string(),
         status: response.status,

@@ -143,6 +143,7 @@ pub fn run(plan: &LabPlan) -> anyhow::Result<LabReport> {
                 run_id: std::process::id() ^ runs.len() as u32,
                 drain: None,
                 interval: None,
+                start_at: None,
             };
             let before = qdisc_counts(&client_ns, &veth)?;
             let udp = run_udp(&udp_plan, Some(metrics), plan.quiet)?;

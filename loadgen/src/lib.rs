@@ -16,5 +16,6 @@ pub mod plot;
 pub mod progress;
 pub mod report;
 pub mod rng;
+pub mod start;
 pub mod tcp;
 pub mod udp;

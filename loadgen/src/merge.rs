@@ -39,6 +39,58 @@ pub struct LoadTotals {
     pub bytes_sent: u64,
     /// Reply bytes received.
     pub bytes_received: u64,
+    /// The merged run's own rate: all requests over its whole span, from
+    /// the earliest start to the latest end. Within a few percent of
+    /// `requests_per_sec` only if the runs ran together (`--start-at`).
+    pub span_rate: f64,
+    /// That span, seconds.
+    pub span_s: f64,
+    #[serde(skip)]
+    span: Span,
+}
+
+/// The earliest start and latest end of merged runs, Unix seconds.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    first: f64,
+    last: f64,
+}
+
+impl Default for Span {
+    fn default() -> Self {
+        Span {
+            first: f64::INFINITY,
+            last: f64::NEG_INFINITY,
+        }
+    }
+}
+
+impl Span {
+    fn add(&mut self, json: &Value) {
+        if let (Some(start), Some(length)) =
+            (json["started_at"].as_f64(), json["duration_s"].as_f64())
+        {
+            self.first = self.first.min(start);
+            self.last = self.last.max(start + length);
+        }
+    }
+
+    fn seconds(&self) -> f64 {
+        (self.last - self.first).max(0.0)
+    }
+}
+
+/// One merged result: where it came from and when it ran.
+#[derive(Debug, Serialize)]
+pub struct Source {
+    /// The file.
+    pub file: String,
+    /// Its mode.
+    pub mode: String,
+    /// Its `--tag`.
+    pub tag: Option<String>,
+    /// When its load began, Unix seconds.
+    pub started_at: Option<f64>,
 }
 
 /// UDP results added up.
@@ -58,6 +110,10 @@ pub struct UdpTotals {
     pub loss_pct: f64,
     /// Sum of the runs' achieved datagrams/s.
     pub achieved_pps: f64,
+    /// Datagrams sent over the merged runs' whole span.
+    pub span_pps: f64,
+    #[serde(skip)]
+    span: Span,
 }
 
 /// Single HTTP fetches added up.
@@ -99,6 +155,10 @@ pub struct Merged {
     pub fetches: Option<FetchTotals>,
     /// UDP totals, if any UDP result was given.
     pub udp: Option<UdpTotals>,
+    /// Every JSON result merged, with its tag and start.
+    pub sources: Vec<Source>,
+    /// Latest start minus earliest start among them, milliseconds.
+    pub start_spread_ms: Option<f64>,
     /// Exact percentiles (microseconds) per histogram tag, from the logs.
     pub histograms: BTreeMap<String, Percentiles>,
     /// Per tag, the intervals of all logs merged by start time.
@@ -132,6 +192,12 @@ pub fn merge(files: &[PathBuf]) -> anyhow::Result<Merged> {
             let json: Value = serde_json::from_slice(&text)
                 .with_context(|| format!("{} is not a loadgen JSON result", path.display()))?;
             add_json(&mut merged, &json).with_context(|| format!("in {}", path.display()))?;
+            merged.sources.push(Source {
+                file: path.display().to_string(),
+                mode: json["mode"].as_str().unwrap_or_default().to_string(),
+                tag: json["tag"].as_str().map(str::to_string),
+                started_at: json["started_at"].as_f64(),
+            });
         } else {
             let intervals = crate::hdr_log::read(path).with_context(|| {
                 format!(
@@ -148,6 +214,20 @@ pub fn merge(files: &[PathBuf]) -> anyhow::Result<Merged> {
         } else {
             u.lost as f64 * 100.0 / u.offered as f64
         };
+        u.span_pps = per_second(u.sent, u.span.seconds());
+    }
+    for t in [&mut merged.tcp, &mut merged.http].into_iter().flatten() {
+        t.span_s = t.span.seconds();
+        t.span_rate = per_second(t.requests, t.span_s);
+    }
+    let starts: Vec<f64> = merged.sources.iter().filter_map(|s| s.started_at).collect();
+    if !starts.is_empty() {
+        let (min, max) = starts
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &t| {
+                (a.min(t), b.max(t))
+            });
+        merged.start_spread_ms = Some((max - min) * 1e3);
     }
     merge_logs(&mut merged, logged)?;
     Ok(merged)
@@ -254,6 +334,7 @@ fn add_json(merged: &mut Merged, json: &Value) -> anyhow::Result<()> {
     };
     let load = |t: &mut LoadTotals| {
         t.runs += 1;
+        t.span.add(json);
         t.scheduled += n("scheduled") as u64;
         t.requests += n("requests") as u64;
         t.timeouts += n("timeouts") as u64;
@@ -275,6 +356,7 @@ fn add_json(merged: &mut Merged, json: &Value) -> anyhow::Result<()> {
         Some("udp") => {
             let u = merged.udp.get_or_insert_with(UdpTotals::default);
             u.runs += 1;
+            u.span.add(json);
             let never_left = json["loss"]["not_sent"].as_f64().unwrap_or(0.0)
                 + json["loss"]["refused"].as_f64().unwrap_or(0.0);
             u.offered += (n("sent") + never_left) as u64;
@@ -288,14 +370,33 @@ fn add_json(merged: &mut Merged, json: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn per_second(count: u64, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        count as f64 / seconds
+    } else {
+        0.0
+    }
+}
+
 /// Prints the merged report.
 pub fn print(m: &Merged) {
     println!("merged {} file(s)", m.files);
+    if let Some(spread) = m.start_spread_ms {
+        let tags: Vec<&str> = m.sources.iter().filter_map(|s| s.tag.as_deref()).collect();
+        println!(
+            "  started within {spread:.3} ms of each other{}",
+            if tags.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", tags.join(", "))
+            }
+        );
+    }
     for (name, t) in [("tcp", &m.tcp), ("http", &m.http)] {
         if let Some(t) = t {
             println!(
-                "  {name:<9} {} run(s): {} requests, {:.0} req/s together; scheduled {}, timeouts {}, errors {}, unsent {}; {} B sent, {} B received",
-                t.runs, t.requests, t.requests_per_sec, t.scheduled, t.timeouts, t.errors, t.unsent, t.bytes_sent, t.bytes_received
+                "  {name:<9} {} run(s): {} requests, {:.0} req/s together ({:.0} req/s over their {:.2} s span); scheduled {}, timeouts {}, errors {}, unsent {}; {} B sent, {} B received",
+                t.runs, t.requests, t.requests_per_sec, t.span_rate, t.span_s, t.scheduled, t.timeouts, t.errors, t.unsent, t.bytes_sent, t.bytes_received
             );
         }
     }

@@ -42,6 +42,12 @@ pub struct UdpReport {
     pub mode: &'static str,
     /// The target's address.
     pub target: String,
+    /// `--tag`: the run's name (an agent's, say).
+    pub tag: Option<String>,
+    /// When the first datagram was due, Unix seconds.
+    pub started_at: f64,
+    /// `--start-at`: how late the start was after it, milliseconds.
+    pub start_lateness_ms: Option<f64>,
     /// Bytes per datagram.
     pub size: usize,
     /// Sockets (one thread each).
@@ -124,6 +130,12 @@ pub struct TcpReport {
     pub target: String,
     /// "echo", "reverse" or "http".
     pub protocol: &'static str,
+    /// `--tag`: the run's name (an agent's, say).
+    pub tag: Option<String>,
+    /// When the load began, Unix seconds.
+    pub started_at: f64,
+    /// `--start-at`: how late the start was after it, milliseconds.
+    pub start_lateness_ms: Option<f64>,
     /// How the load threads did their I/O: "io_uring" or "epoll".
     pub io: &'static str,
     /// Connections.
@@ -253,6 +265,9 @@ pub fn run_udp(
     Ok(UdpReport {
         mode: "udp",
         target: plan.addr.to_string(),
+        tag: None,
+        started_at: crate::start::unix_seconds(o.started),
+        start_lateness_ms: o.start_lateness.map(|d| d.as_secs_f64() * 1e3),
         size: plan.size,
         threads: plan.threads,
         requested_pps: plan.rate,
@@ -392,6 +407,8 @@ pub struct BotReport {
     pub transport: &'static str,
     /// The bot's address.
     pub target: String,
+    /// `--tag`: the run's name.
+    pub tag: Option<String>,
     /// Conversations at once.
     pub concurrent: usize,
     /// Seconds of the run.
@@ -430,6 +447,9 @@ impl TcpReport {
             target,
             protocol,
             io: plan.io.name(),
+            tag: None,
+            started_at: crate::start::unix_seconds(outcome.started),
+            start_lateness_ms: outcome.start_lateness.map(|d| d.as_secs_f64() * 1e3),
             connections: plan.connections,
             threads: plan.threads,
             pipeline: plan.pipeline,

@@ -58,6 +58,8 @@ pub struct TcpPlan {
     pub interval: Option<Duration>,
     /// How the load threads do their I/O.
     pub io: IoPath,
+    /// Start at this wall-clock time (`--start-at`) rather than at once.
+    pub start_at: Option<SystemTime>,
 }
 
 /// How load threads do their I/O.
@@ -233,6 +235,8 @@ pub struct TcpOutcome {
     pub series: Option<Series>,
     /// The wall-clock time the run (and its first interval) started.
     pub started: SystemTime,
+    /// How late the start was after `--start-at`.
+    pub start_lateness: Option<Duration>,
 }
 
 /// Runs the plan, publishing progress to `live` (and to stderr unless `quiet`).
@@ -252,8 +256,13 @@ pub fn run(plan: &TcpPlan, live: &Live, quiet: bool) -> anyhow::Result<TcpOutcom
         .map_err(|e| connect_error(plan.addr, &e))?;
     drop(probe);
 
-    let start = Instant::now();
-    let started = SystemTime::now();
+    // With --start-at, the threads set up first and all start at its
+    // instant; without, at once.
+    let start = match plan.start_at {
+        Some(at) => crate::start::anchor(at)?,
+        None => Instant::now(),
+    };
+    let started = crate::start::wall_time_of(start);
     let outcomes = crate::progress::run_threads(
         vec![(); plan.threads],
         &plan.cpus,
@@ -267,11 +276,21 @@ pub fn run(plan: &TcpPlan, live: &Live, quiet: bool) -> anyhow::Result<TcpOutcom
                 rate: plan.rate.map(|r| r / plan.threads as f64),
                 seed: t as u64,
             };
-            worker::Worker::new(plan, share, live, start)?.run()
+            let mut worker = worker::Worker::new(plan, share, live, start)?;
+            if plan.start_at.is_some() {
+                worker.prepare(start)?;
+            }
+            let late = crate::start::sleep_until_instant(start);
+            let mut outcome = worker.run()?;
+            outcome.start_lateness = late;
+            Ok(outcome)
         },
     )?;
     let mut total = merge(outcomes, start, plan.interval)?;
     total.started = started;
+    if plan.start_at.is_none() {
+        total.start_lateness = None;
+    }
     Ok(total)
 }
 
@@ -293,6 +312,7 @@ fn merge(
         backlog: latency::histogram(),
         series: interval.map(Series::new),
         started: SystemTime::now(),
+        start_lateness: None,
     };
     // The run lasts until its last reply, or until its schedule ended if
     // the server answered nothing after that (a stalled server answers
@@ -310,6 +330,7 @@ fn merge(
         total.connects.add(&o.connects);
         total.bytes_sent += o.bytes_sent;
         total.bytes_received += o.bytes_received;
+        total.start_lateness = total.start_lateness.max(Some(o.start_lateness));
         total
             .latency
             .add(&o.latency)

@@ -58,6 +58,8 @@ pub struct UdpPlan {
     pub drain: Option<Duration>,
     /// Also keep the round trips per interval of this length (--hdr-log).
     pub interval: Option<Duration>,
+    /// Start at this wall-clock time (`--start-at`) rather than at once.
+    pub start_at: Option<std::time::SystemTime>,
 }
 
 /// What one UDP run measured (summed over threads).
@@ -70,6 +72,8 @@ pub struct UdpOutcome {
     pub local_ports: Vec<u16>,
     /// The wall-clock time of the first send's tick.
     pub started: std::time::SystemTime,
+    /// How late the start was after `--start-at`.
+    pub start_lateness: Option<Duration>,
 }
 
 /// Runs the plan, publishing progress to `live`.
@@ -94,8 +98,18 @@ pub fn run(plan: &UdpPlan, live: &Live, quiet: bool) -> anyhow::Result<UdpOutcom
         .filter_map(|s| s.local_addr().ok()?.as_socket())
         .map(|a| a.port())
         .collect();
-    let start = now_ns() + 1_000_000; // every thread starts on the same tick
-    let started = std::time::SystemTime::now() + Duration::from_millis(1);
+    // Every thread starts on the same tick: --start-at's, or one a moment
+    // from now.
+    let anchor = match plan.start_at {
+        Some(at) => crate::start::anchor(at)?,
+        None => std::time::Instant::now() + Duration::from_millis(1),
+    };
+    let started = crate::start::wall_time_of(anchor);
+    let start = match anchor.checked_duration_since(std::time::Instant::now()) {
+        Some(ahead) => now_ns() + ahead.as_nanos() as u64,
+        None => now_ns()
+            .saturating_sub(std::time::Instant::now().duration_since(anchor).as_nanos() as u64),
+    };
     let results = crate::progress::run_threads(
         sockets,
         &plan.cpus,
@@ -108,11 +122,13 @@ pub fn run(plan: &UdpPlan, live: &Live, quiet: bool) -> anyhow::Result<UdpOutcom
     for t in &results {
         counts.merge(t)?;
     }
+    let lateness_ns = counts.start_lateness_ns;
     let out = UdpOutcome {
         send_path: if counts.gso { "gso" } else { "sendmmsg" },
         counts,
         local_ports,
         started,
+        start_lateness: plan.start_at.map(|_| Duration::from_nanos(lateness_ns)),
     };
     Ok(out)
 }
@@ -186,6 +202,8 @@ pub struct UdpCounts {
     pub drain: Duration,
     /// Replies that came back during the drain.
     pub drained: u64,
+    /// How late the latest thread woke for the start, nanoseconds.
+    pub start_lateness_ns: u64,
 }
 
 /// How the datagrams that left but never came back were grouped. The
@@ -257,6 +275,7 @@ impl UdpCounts {
             shape: LossShape::default(),
             drain: Duration::ZERO,
             drained: 0,
+            start_lateness_ns: 0,
         }
     }
 
@@ -285,6 +304,7 @@ impl UdpCounts {
         self.shape.add(&t.shape);
         self.drain = self.drain.max(t.drain);
         self.drained += t.drained;
+        self.start_lateness_ns = self.start_lateness_ns.max(t.start_lateness_ns);
         Ok(())
     }
 }
@@ -351,6 +371,7 @@ impl<'a> Sender<'a> {
             )
         });
         sleep_until(start, SPIN_NS);
+        self.o.start_lateness_ns = now_ns().saturating_sub(start);
         let mut last_release: Option<u64> = None;
         let mut next_progress = start + 1_000_000_000;
         loop {

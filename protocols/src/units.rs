@@ -1,8 +1,8 @@
 //! Parsing the units people type on every ringcore command line: sizes
-//! (`64K`, `1M`), durations (`500ms`, `5s`, `2m`), rates (`20k`, `1M`) and
-//! CPU lists (`0,2-3`).
+//! (`64K`, `1M`), durations (`500ms`, `5s`, `2m`), rates (`20k`, `1M`),
+//! CPU lists (`0,2-3`) and wall-clock instants (`2026-11-25T12:00:00Z`).
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Splits "12.5ms" into ("12.5", "ms"): the leading number (digits, and a
 /// dot when `fraction`) and the rest.
@@ -120,9 +120,124 @@ pub fn parse_cpu_list(text: &str) -> Result<Vec<usize>, String> {
     Ok(cpus)
 }
 
+/// A wall-clock instant: the time of `now` plus `+DURATION` (`+5s`), Unix
+/// seconds (`1795600000.25`), or an RFC 3339 UTC time
+/// (`2026-11-25T12:00:00Z`, `...T12:00:00.500+00:00`; other offsets too).
+pub fn parse_wall_time(text: &str, now: SystemTime) -> Result<SystemTime, String> {
+    let t = text.trim();
+    let bad = || {
+        format!("'{text}' is not a time: give +DURATION (+5s), Unix seconds, or an RFC 3339 time like 2026-11-25T12:00:00Z")
+    };
+    if let Some(after) = t.strip_prefix('+') {
+        return now.checked_add(parse_duration(after)?).ok_or_else(bad);
+    }
+    if !t.contains('T') {
+        let seconds: f64 = t.parse().map_err(|_| bad())?;
+        if !(0.0..=253_402_300_799.0).contains(&seconds) {
+            return Err(bad());
+        }
+        return Ok(UNIX_EPOCH + Duration::from_secs_f64(seconds));
+    }
+    // YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)
+    let (date, time) = t.split_once('T').ok_or_else(bad)?;
+    let number = |s: &str, digits: usize| -> Result<i64, String> {
+        if s.len() != digits || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        s.parse().map_err(|_| bad())
+    };
+    let mut d = date.split('-');
+    let (year, month, day) = match (d.next(), d.next(), d.next(), d.next()) {
+        (Some(y), Some(m), Some(dd), None) => (number(y, 4)?, number(m, 2)?, number(dd, 2)?),
+        _ => return Err(bad()),
+    };
+    let (clock, offset_s) = if let Some(c) = time.strip_suffix('Z').or(time.strip_suffix('z')) {
+        (c, 0)
+    } else {
+        let at = time.rfind(['+', '-']).ok_or_else(bad)?;
+        let (c, off) = time.split_at(at);
+        let sign = if off.starts_with('-') { -1 } else { 1 };
+        let (h, m) = off[1..].split_once(':').ok_or_else(bad)?;
+        let (h, m) = (number(h, 2)?, number(m, 2)?);
+        if h > 23 || m > 59 {
+            return Err(bad());
+        }
+        (c, sign * (h * 3600 + m * 60))
+    };
+    let (whole, fraction) = match clock.split_once('.') {
+        Some((w, f)) if !f.is_empty() && f.len() <= 9 && f.bytes().all(|b| b.is_ascii_digit()) => {
+            (w, format!("0.{f}").parse::<f64>().map_err(|_| bad())?)
+        }
+        Some(_) => return Err(bad()),
+        None => (clock, 0.0),
+    };
+    let mut c = whole.split(':');
+    let (hour, minute, second) = match (c.next(), c.next(), c.next(), c.next()) {
+        (Some(h), Some(m), Some(s), None) => (number(h, 2)?, number(m, 2)?, number(s, 2)?),
+        _ => return Err(bad()),
+    };
+    let days_in_month = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        _ => return Err(bad()),
+    };
+    if year < 1970 || day < 1 || day > days_in_month || hour > 23 || minute > 59 || second > 60 {
+        return Err(bad());
+    }
+    // Days since 1970-01-01 of a proleptic Gregorian date (Howard
+    // Hinnant's days_from_civil).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_s;
+    if seconds < 0 {
+        return Err(bad());
+    }
+    Ok(UNIX_EPOCH + Duration::from_secs(seconds as u64) + Duration::from_secs_f64(fraction))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wall_times() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000);
+        let at = |text: &str| {
+            parse_wall_time(text, now).map(|t| t.duration_since(UNIX_EPOCH).unwrap().as_secs_f64())
+        };
+        assert_eq!(at("+5s"), Ok(1_005.0));
+        assert!(at("+18446744073709551615s").is_err(), "no overflow panic");
+        assert_eq!(at("1795600000.25"), Ok(1_795_600_000.25));
+        assert_eq!(at("1970-01-01T00:00:00Z"), Ok(0.0));
+        // `date -d 2026-11-25T12:00:00Z +%s` says 1795608000.
+        assert_eq!(at("2026-11-25T12:00:00Z"), Ok(1_795_608_000.0));
+        assert_eq!(at("2026-11-25T12:00:00.5Z"), Ok(1_795_608_000.5));
+        assert_eq!(at("2026-11-25T13:30:00+01:30"), Ok(1_795_608_000.0));
+        assert_eq!(at("2024-02-29T00:00:00Z"), Ok(1_709_164_800.0));
+        for bad in [
+            "",
+            "soon",
+            "2026-02-30T00:00:00Z",
+            "2026-11-25T24:00:00Z",
+            "2026-11-25 12:00:00",
+            "2026-11-25T12:00:00",
+            "2026-11-25T12:00:00+1:00",
+            "-5",
+            "1e300",
+            "NaN",
+            "2026-11-25T12:00:00.Z",
+            "+soon",
+        ] {
+            assert!(at(bad).is_err(), "{bad:?} parsed");
+        }
+    }
 
     #[test]
     fn sizes() {

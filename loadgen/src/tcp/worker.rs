@@ -75,6 +75,8 @@ pub struct ThreadOutcome {
     pub backlog: Histogram<u64>,
     /// Latency per interval, when asked for.
     pub series: Option<Series>,
+    /// How late the thread woke for the run's start.
+    pub start_lateness: Duration,
 }
 
 impl ThreadOutcome {
@@ -93,6 +95,7 @@ impl ThreadOutcome {
             latency: latency::histogram(),
             backlog: latency::histogram(),
             series: None,
+            start_lateness: Duration::ZERO,
         }
     }
 }
@@ -405,8 +408,38 @@ impl<'a> Worker<'a> {
         unsafe { uring.push(entry) };
     }
 
+    /// Before a `--start-at` instant: opens every connection (waiting for
+    /// them until `until` at most), so the load begins on established
+    /// connections, at the same moment in every agent, and not with a burst
+    /// of connects. Nothing is sent.
+    pub fn prepare(&mut self, until: Instant) -> anyhow::Result<()> {
+        self.running = false;
+        let now = Instant::now();
+        for i in 0..self.clients.len() {
+            self.connect(i, now);
+        }
+        let mut cqes = Vec::new();
+        while self.clients.iter().any(|c| c.link == Link::Connecting) {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            self.wait_and_handle(left.min(Duration::from_millis(10)), &mut cqes)?;
+        }
+        self.running = true;
+        Ok(())
+    }
+
     pub fn run(mut self) -> anyhow::Result<ThreadOutcome> {
         let start = self.start;
+        if self.share.rate.is_none() {
+            // Connections opened by `prepare` get their first requests now.
+            for i in 0..self.clients.len() {
+                if self.clients[i].link == Link::Up {
+                    self.refill(i, Instant::now());
+                }
+            }
+        }
         let deadline = start + self.plan.duration;
         let step = self.share.rate.map(|r| Duration::from_secs_f64(1.0 / r));
         let mut next_due = start;
@@ -475,29 +508,7 @@ impl<'a> Worker<'a> {
                 }
             }
             let wait = wake.saturating_duration_since(Instant::now());
-            match &mut self.io {
-                Io::Uring { uring, .. } => {
-                    uring
-                        .enter(Some(wait.max(Duration::from_micros(1))))
-                        .context("io_uring_enter")?;
-                    cqes.clear();
-                    uring.reap(&mut cqes);
-                    let now = Instant::now();
-                    for cqe in &cqes {
-                        self.complete(cqe, now);
-                    }
-                    if let Io::Uring { uring, .. } = &mut self.io {
-                        uring.publish_buffers();
-                    }
-                    for i in std::mem::take(&mut self.rearm) {
-                        let c = &self.clients[i];
-                        if c.link == Link::Up && !c.recv_armed {
-                            self.arm_recv(i);
-                        }
-                    }
-                }
-                Io::Readiness(_) => self.poll_ready(wait)?,
-            }
+            self.wait_and_handle(wait, &mut cqes)?;
         }
         self.out.ended = Instant::now();
         let mut out = std::mem::replace(&mut self.out, ThreadOutcome::empty(start));
@@ -505,6 +516,36 @@ impl<'a> Worker<'a> {
             .add(&self.interval)
             .context("merging the last interval")?;
         Ok(out)
+    }
+
+    /// Waits up to `wait` for completions (or readiness) and handles them.
+    fn wait_and_handle(
+        &mut self,
+        wait: Duration,
+        cqes: &mut Vec<cqueue::Entry>,
+    ) -> anyhow::Result<()> {
+        let Io::Uring { uring, .. } = &mut self.io else {
+            return self.poll_ready(wait);
+        };
+        uring
+            .enter(Some(wait.max(Duration::from_micros(1))))
+            .context("io_uring_enter")?;
+        cqes.clear();
+        uring.reap(cqes);
+        let now = Instant::now();
+        for cqe in cqes.iter() {
+            self.complete(cqe, now);
+        }
+        if let Io::Uring { uring, .. } = &mut self.io {
+            uring.publish_buffers();
+        }
+        for i in std::mem::take(&mut self.rearm) {
+            let c = &self.clients[i];
+            if c.link == Link::Up && !c.recv_armed {
+                self.arm_recv(i);
+            }
+        }
+        Ok(())
     }
 
     /// Open loop: puts waiting requests on free pipeline slots, oldest first.
