@@ -6,7 +6,7 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use common::{binary, deny_io_uring, own_network_namespace, port_holder, Server};
+use common::{allow_only, binary, deny_io_uring, own_network_namespace, port_holder, Server};
 
 /// The chapter's ports, which this test must use.
 const CHAPTER_PORTS: [u16; 5] = [65432, 12345, 8888, 5555, 8080];
@@ -64,6 +64,49 @@ fn without_io_uring_the_defaults_serve_the_chapter_through_epoll() {
             .metrics()
             .get("ringcore_io_info{path=\"epoll-fallback\"}"),
         Some(&1)
+    );
+}
+
+/// The seccomp profile the README gives for containers
+/// (`deploy/docker/seccomp-ringcore.json`) lets the defaults serve the
+/// chapter through io_uring: applied here as the container runtime would
+/// (an allow-list, everything else EPERM), where no runtime is at hand.
+#[test]
+fn the_container_seccomp_profile_serves_the_chapter_through_io_uring() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/docker/seccomp-ringcore.json"
+    );
+    let profile: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).expect("the profile is JSON");
+    assert_eq!(profile["defaultAction"], "SCMP_ACT_ERRNO", "an allow-list");
+    let names: Vec<String> = profile["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|rule| rule["action"] == "SCMP_ACT_ALLOW")
+        .flat_map(|rule| rule["names"].as_array().unwrap().iter())
+        .map(|name| name.as_str().unwrap().to_string())
+        .collect();
+    for call in ["io_uring_setup", "io_uring_enter", "io_uring_register"] {
+        assert!(names.iter().any(|n| n == call), "{call} is allowed");
+    }
+    let Some(server) = start_on_the_chapters_ports(|command| {
+        allow_only(command, &names).expect("every name in the profile is a syscall");
+    }) else {
+        return;
+    };
+    check_the_chapters_clients(&server);
+    assert_eq!(
+        server.metrics().get("ringcore_io_info{path=\"io_uring\"}"),
+        Some(&1),
+        "stderr: {}",
+        server.stderr()
+    );
+    assert!(
+        !server.stderr().contains("unavailable"),
+        "{}",
+        server.stderr()
     );
 }
 

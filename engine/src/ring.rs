@@ -83,13 +83,22 @@ pub fn probe() -> Result<RingMode, EngineError> {
     let bufs = crate::bufring::BufRing::new(2, 64, 0).map_err(|e| {
         EngineError::UringUnavailable(format!("cannot allocate a probe buffer ring: {e}"))
     })?;
-    uring.add_buffers(bufs).map_err(|e| {
-        EngineError::UringUnavailable(format!(
-            "the kernel refused a provided-buffer ring ({e}); the engine needs Linux {}.{} or newer",
-            MIN_KERNEL.0, MIN_KERNEL.1
-        ))
-    })?;
+    uring
+        .add_buffers(bufs)
+        .map_err(|e| buffer_ring_refused("a probe", &e))?;
     Ok(uring.mode())
+}
+
+/// Names the cause of a refused buffer-ring registration (`what`'s).
+pub fn buffer_ring_refused(what: &str, err: &io::Error) -> EngineError {
+    let cause = match err.raw_os_error() {
+        Some(libc::ENOMEM) => "not enough locked memory (ENOMEM): as a user without CAP_IPC_LOCK the ring's entries count against RLIMIT_MEMLOCK; raise it (`ulimit -l`, `docker run --ulimit memlock=-1`)".to_string(),
+        _ => format!(
+            "{err}; the engine needs Linux {}.{} or newer",
+            MIN_KERNEL.0, MIN_KERNEL.1
+        ),
+    };
+    EngineError::UringUnavailable(format!("the kernel refused {what} buffer ring: {cause}"))
 }
 
 /// `(major, minor)` of a kernel release string such as `6.1.0-13-amd64`.
@@ -119,7 +128,7 @@ pub fn unavailable(err: &io::Error) -> EngineError {
             "io_uring_setup does not exist here (ENOSYS): either the kernel is older than 5.1 or built without CONFIG_IO_URING, or a seccomp filter (Docker's default profile) blocks it; ringcore needs Linux 6.0 or newer with io_uring allowed".to_string()
         }
         (Some(libc::ENOMEM), _) => {
-            "not enough locked memory for the ring (ENOMEM); raise RLIMIT_MEMLOCK (`ulimit -l`) or lower --ring-entries".to_string()
+            "not enough locked memory for the ring (ENOMEM): without CAP_IPC_LOCK, io_uring's memory counts against RLIMIT_MEMLOCK; raise it (`ulimit -l`; in Docker `--ulimit memlock=-1`) or lower --ring-entries".to_string()
         }
         _ => format!("io_uring_setup failed: {err}"),
     };

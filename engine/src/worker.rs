@@ -138,12 +138,14 @@ impl Worker {
             UDP_GROUP,
         )
         .map_err(fail("allocating UDP receive buffers"))?;
+        // A refused registration (locked-memory limit, an old kernel) means
+        // io_uring cannot serve here: `--io auto` falls back on this error.
         let tcp_bufs = uring
             .add_buffers(tcp_bufs)
-            .map_err(fail("registering the TCP buffer ring (needs Linux 5.19+)"))?;
+            .map_err(|e| crate::ring::buffer_ring_refused("TCP", &e))?;
         let udp_bufs = uring
             .add_buffers(udp_bufs)
-            .map_err(fail("registering the UDP buffer ring (needs Linux 5.19+)"))?;
+            .map_err(|e| crate::ring::buffer_ring_refused("UDP", &e))?;
         let slots = settings.udp_sends_in_flight;
         let worker = Self {
             uring,

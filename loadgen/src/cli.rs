@@ -35,12 +35,14 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// TCP load against ADDR (default 127.0.0.1:65432, the echo service).
-    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:65432", conflicts_with = "udp")]
+    /// TCP load against ADDR, an address or HOST:PORT (default
+    /// 127.0.0.1:65432, the echo service).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:65432", conflicts_with = "udp", value_parser = resolve)]
     pub tcp: Option<SocketAddr>,
 
-    /// UDP load against ADDR (default 127.0.0.1:65432, the UDP echo service).
-    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:65432")]
+    /// UDP load against ADDR, an address or HOST:PORT (default
+    /// 127.0.0.1:65432, the UDP echo service).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:65432", value_parser = resolve)]
     pub udp: Option<SocketAddr>,
 
     /// Fetch URL once (the chapter's third exercise) and report the
@@ -318,6 +320,19 @@ fn parse_size_range(text: &str) -> Result<SizeRange, String> {
         return Err(format!("'{text}': sizes must be at least 1 and LO <= HI"));
     }
     Ok(SizeRange { lo, hi })
+}
+
+/// An address, or a HOST:PORT resolved now (a Kubernetes service's name,
+/// say).
+fn resolve(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    use std::net::ToSocketAddrs;
+    text.to_socket_addrs()
+        .map_err(|e| format!("cannot resolve '{text}' (give ADDR:PORT or HOST:PORT): {e}"))?
+        .next()
+        .ok_or_else(|| format!("'{text}' resolves to no address"))
 }
 
 fn parse_start_at(text: &str) -> Result<std::time::SystemTime, String> {

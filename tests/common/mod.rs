@@ -399,4 +399,4 @@ pub fn port_holder(port: u16) -> String {
 
 mod seccomp;
 #[allow(unused_imports)] // not every test binary uses it
-pub use seccomp::deny_io_uring;
+pub use seccomp::{allow_only, deny_io_uring};
