@@ -89,8 +89,10 @@ pub struct Source {
     pub mode: String,
     /// Its `--tag`.
     pub tag: Option<String>,
-    /// When its load began, Unix seconds.
+    /// When its load began, Unix seconds (with `--start-at`, that instant).
     pub started_at: Option<f64>,
+    /// With `--start-at`: how late its threads woke for it, milliseconds.
+    pub start_lateness_ms: Option<f64>,
 }
 
 /// UDP results added up.
@@ -159,6 +161,8 @@ pub struct Merged {
     pub sources: Vec<Source>,
     /// Latest start minus earliest start among them, milliseconds.
     pub start_spread_ms: Option<f64>,
+    /// The latest any of them woke after its `--start-at`, milliseconds.
+    pub max_start_lateness_ms: Option<f64>,
     /// Exact percentiles (microseconds) per histogram tag, from the logs.
     pub histograms: BTreeMap<String, Percentiles>,
     /// Per tag, the intervals of all logs merged by start time.
@@ -197,6 +201,7 @@ pub fn merge(files: &[PathBuf]) -> anyhow::Result<Merged> {
                 mode: json["mode"].as_str().unwrap_or_default().to_string(),
                 tag: json["tag"].as_str().map(str::to_string),
                 started_at: json["started_at"].as_f64(),
+                start_lateness_ms: json["start_lateness_ms"].as_f64(),
             });
         } else {
             let intervals = crate::hdr_log::read(path).with_context(|| {
@@ -229,6 +234,11 @@ pub fn merge(files: &[PathBuf]) -> anyhow::Result<Merged> {
             });
         merged.start_spread_ms = Some((max - min) * 1e3);
     }
+    merged.max_start_lateness_ms = merged
+        .sources
+        .iter()
+        .filter_map(|s| s.start_lateness_ms)
+        .reduce(f64::max);
     merge_logs(&mut merged, logged)?;
     Ok(merged)
 }
@@ -383,8 +393,11 @@ pub fn print(m: &Merged) {
     println!("merged {} file(s)", m.files);
     if let Some(spread) = m.start_spread_ms {
         let tags: Vec<&str> = m.sources.iter().filter_map(|s| s.tag.as_deref()).collect();
+        let woke = m.max_start_lateness_ms.map_or(String::new(), |late| {
+            format!("; the latest thread woke {late:.3} ms after its start")
+        });
         println!(
-            "  started within {spread:.3} ms of each other{}",
+            "  started within {spread:.3} ms of each other{}{woke}",
             if tags.is_empty() {
                 String::new()
             } else {
