@@ -353,7 +353,7 @@ pub fn print_udp(r: &UdpReport) {
     );
     println!("  rate         {pacing}, {:.1} Mbit/s", r.achieved_mbps);
     println!(
-        "  send path    {} on {} (largest burst {} datagrams; gap between releases p50 {:.1} us, p99 {:.1} us, max {:.1} us)",
+        "  send path    {}, {} I/O without io_uring (largest burst {} datagrams; gap between releases p50 {:.1} us, p99 {:.1} us, max {:.1} us)",
         r.send_path, r.io, r.largest_burst, r.release_gap_us.p50, r.release_gap_us.p99, r.release_gap_us.max
     );
     match r.received {

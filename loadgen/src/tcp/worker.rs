@@ -323,7 +323,12 @@ impl<'a> Worker<'a> {
     }
 
     /// Queues one request on client `i`, counting latency from `since`.
+    /// Nothing happens on a connection that is not up (a write on the
+    /// readiness path can fail it while its answers are being booked).
     fn issue(&mut self, i: usize, since: Instant, now: Instant) {
+        if self.clients[i].link != Link::Up {
+            return;
+        }
         self.payload.clear();
         match &self.plan.workload {
             Workload::Stream(TcpProtocol::Echo) => {
@@ -633,7 +638,10 @@ impl<'a> Worker<'a> {
     }
 
     fn refill(&mut self, i: usize, now: Instant) {
-        while self.clients[i].inflight.len() < self.plan.pipeline && self.may_issue() {
+        while self.clients[i].link == Link::Up
+            && self.clients[i].inflight.len() < self.plan.pipeline
+            && self.may_issue()
+        {
             self.issue(i, now, now);
         }
     }
