@@ -29,7 +29,7 @@ Examples:
   ringcore --metrics 127.0.0.1:9100 --stats-interval 5
       Prometheus counters at http://127.0.0.1:9100/metrics, a summary every 5 s
 
-Protocols: echo (tcp, udp), reverse (tcp), reverse-lines (tcp), ok (udp), bot (tcp, udp),
+Protocols: echo (tcp, udp), reverse (tcp), reverse-lines (tcp), ok (udp), bot (tcp, udp), discard (tcp, udp),
 http (tcp).
 Sizes take K/M/G suffixes; durations take ms/s/m.";
 

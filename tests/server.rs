@@ -406,3 +406,31 @@ fn stats_interval_prints_a_summary_line() {
         assert!(std::time::Instant::now() < deadline, "last summary: {line}");
     }
 }
+
+/// Discard (RFC 863): every byte and datagram is read and counted, and
+/// nothing is ever sent back; at the client's FIN the server closes.
+#[test]
+fn discard_reads_everything_and_answers_nothing() {
+    let server = Server::start(&["--serve", "tcp:0=discard", "--serve", "udp:0=discard"]);
+    let mut stream = connect(server.addr("tcp", "discard"));
+    let data = vec![7u8; 4 << 20];
+    stream.write_all(&data).unwrap();
+    stream.shutdown(Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    stream.read_to_end(&mut back).unwrap();
+    assert!(back.is_empty(), "discard answered {} bytes", back.len());
+    server.wait_counter("bytes_in", |n| n == data.len() as u64);
+    assert_eq!(server.counter("bytes_out"), 0);
+
+    let socket = udp_client();
+    let to = server.addr("udp", "discard");
+    for i in 0..10u8 {
+        socket.send_to(&[i; 100], to).unwrap();
+    }
+    server.wait_counter("datagrams_in", |n| n == 10);
+    assert_eq!(
+        server.counter("datagrams_out"),
+        0,
+        "not one datagram answered"
+    );
+}

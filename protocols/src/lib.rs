@@ -8,6 +8,7 @@
 
 pub mod bot;
 pub mod datagram;
+pub mod discard;
 pub mod echo;
 pub mod http;
 pub mod ok;

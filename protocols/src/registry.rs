@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::bot::{BotConfig, BotDatagram, BotStream, Script};
 use crate::http::{HttpConfig, HttpSession};
 
+use crate::discard::{DiscardDatagram, DiscardStream};
 use crate::echo::{EchoDatagram, EchoStream};
 use crate::ok::OkDatagram;
 use crate::reverse::{ReverseChunks, ReverseLines};
@@ -57,6 +58,8 @@ pub enum Protocol {
     Bot,
     /// A minimal HTTP/1.1 service (TCP).
     Http,
+    /// RFC 863 discard: read and counted, never answered (TCP and UDP).
+    Discard,
 }
 
 /// What protocols need beyond their name: limits and the bot's script.
@@ -101,8 +104,15 @@ pub struct UnknownProtocol(pub String);
 
 impl Protocol {
     /// Every protocol name, in the order `--help` lists them.
-    pub const NAMES: &'static [&'static str] =
-        &["echo", "reverse", "reverse-lines", "ok", "bot", "http"];
+    pub const NAMES: &'static [&'static str] = &[
+        "echo",
+        "reverse",
+        "reverse-lines",
+        "ok",
+        "bot",
+        "http",
+        "discard",
+    ];
 
     /// The name the command line uses.
     pub fn name(self) -> &'static str {
@@ -113,13 +123,14 @@ impl Protocol {
             Protocol::Ok => "ok",
             Protocol::Bot => "bot",
             Protocol::Http => "http",
+            Protocol::Discard => "discard",
         }
     }
 
     /// Whether this protocol can be served over `transport`.
     pub fn serves(self, transport: Transport) -> bool {
         match self {
-            Protocol::Echo | Protocol::Bot => true,
+            Protocol::Echo | Protocol::Bot | Protocol::Discard => true,
             Protocol::Reverse | Protocol::ReverseLines | Protocol::Http => {
                 transport == Transport::Tcp
             }
@@ -138,6 +149,7 @@ impl Protocol {
                 Some(Box::new(BotStream::new(options.bot.clone(), seed)))
             }
             Protocol::Http => Some(Box::new(HttpSession::new(options.http.clone()))),
+            Protocol::Discard => Some(Box::new(DiscardStream)),
             Protocol::Ok => None,
         }
     }
@@ -148,6 +160,7 @@ impl Protocol {
             Protocol::Echo => Some(Box::new(EchoDatagram)),
             Protocol::Ok => Some(Box::new(OkDatagram::default())),
             Protocol::Bot => Some(Box::new(BotDatagram::new(options.bot.clone()))),
+            Protocol::Discard => Some(Box::new(DiscardDatagram)),
             Protocol::Reverse | Protocol::ReverseLines | Protocol::Http => None,
         }
     }
@@ -169,6 +182,7 @@ impl FromStr for Protocol {
             "ok" => Ok(Protocol::Ok),
             "bot" => Ok(Protocol::Bot),
             "http" => Ok(Protocol::Http),
+            "discard" => Ok(Protocol::Discard),
             other => Err(UnknownProtocol(other.to_string())),
         }
     }
