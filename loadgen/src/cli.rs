@@ -64,6 +64,17 @@ pub struct Cli {
     #[arg(long, value_name = "FILE", requires = "bot")]
     pub bot_script: Option<std::path::PathBuf>,
 
+    /// With --tcp: bulk transfer instead of requests. --connections flows
+    /// write as fast as they can to a discard service (ringcore: `--serve
+    /// tcp:9009=discard`), and the goodput the peer acknowledged is
+    /// reported per interval (`--bulk-interval`), like `iperf3 -c`.
+    #[arg(long, requires = "tcp")]
+    pub bulk: bool,
+
+    /// With --bulk: goodput is reported per interval of this length.
+    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION", requires = "bulk")]
+    pub bulk_interval: Duration,
+
     /// TCP protocol to speak and verify.
     #[arg(long, value_enum, default_value_t = TcpProtocol::Echo)]
     pub protocol: TcpProtocol,

@@ -85,6 +85,28 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
     if let Some(url) = &cli.http {
         return run_http(cli, url, cpus);
     }
+    if let (true, Some(addr)) = (cli.bulk, cli.tcp) {
+        let plan = crate::bulk::BulkPlan {
+            addr,
+            flows: cli.connections.unwrap_or(1),
+            duration: cli.duration,
+            bin: cli.bulk_interval,
+        };
+        let outcome = crate::bulk::run(&plan, &std::sync::atomic::AtomicBool::new(false))?;
+        if cli.json {
+            let mut json = serde_json::to_value(&outcome)?;
+            json["mode"] = "tcp-bulk".into();
+            json["target"] = addr.to_string().into();
+            json["tag"] = cli.tag.clone().into();
+            println!("{json}");
+        } else {
+            crate::bulk::print(addr, &outcome);
+        }
+        if outcome.bytes_acked == 0 {
+            bail!("no byte was acknowledged by {addr}");
+        }
+        return Ok(());
+    }
     if let Some(addr) = cli.tcp {
         let connections = cli.connections.unwrap_or(50);
         let plan = tcp_plan(cli, addr, Workload::Stream(cli.protocol), connections, cpus)?;

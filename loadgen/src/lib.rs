@@ -2,6 +2,7 @@
 //! command line over these runners, and the tests drive them directly too.
 
 pub mod bot;
+pub mod bulk;
 pub mod cli;
 pub mod client;
 pub mod commands;
