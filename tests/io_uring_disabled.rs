@@ -100,6 +100,8 @@ fn with_io_uring_disabled_by_sysctl_everything_falls_back_to_epoll() {
         drain: None,
         interval: None,
         start_at: None,
+        cc: false,
+        bins: None,
     };
     let report = loadgen::report::run_udp(&udp, None, true).expect("UDP load");
     assert_eq!(report.io, "readiness");

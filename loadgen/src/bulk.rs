@@ -27,6 +27,12 @@ pub struct BulkPlan {
     pub duration: Duration,
     /// Goodput is sampled per interval of this length.
     pub bin: Duration,
+    /// Connect first, then start sending at this instant (the lab's time
+    /// axis); `None`: at once.
+    pub start_at: Option<Instant>,
+    /// The flows' TCP congestion control (`TCP_CONGESTION`: `cubic`,
+    /// `reno`, `bbr`); `None`: the system's default.
+    pub congestion: Option<String>,
 }
 
 /// What a bulk run measured.
@@ -91,8 +97,21 @@ pub fn run(plan: &BulkPlan, stop: &AtomicBool) -> anyhow::Result<BulkOutcome> {
     }
     let streams = (0..plan.flows)
         .map(|_| {
-            let s = TcpStream::connect_timeout(&plan.addr, Duration::from_secs(5))
+            let socket = socket2::Socket::new(
+                socket2::Domain::for_address(plan.addr),
+                socket2::Type::STREAM.cloexec(),
+                None,
+            )
+            .context("creating a TCP socket")?;
+            if let Some(cc) = &plan.congestion {
+                socket.set_tcp_congestion(cc.as_bytes()).with_context(|| {
+                    format!("TCP congestion control '{cc}' (see /proc/sys/net/ipv4/tcp_available_congestion_control)")
+                })?;
+            }
+            socket
+                .connect_timeout(&plan.addr.into(), Duration::from_secs(5))
                 .map_err(|e| crate::tcp::connect_error(plan.addr, &e))?;
+            let s: TcpStream = socket.into();
             // Writes return now and then, so a writer notices the end.
             s.set_write_timeout(Some(Duration::from_millis(50)))
                 .context("setting a send timeout")?;
@@ -100,11 +119,22 @@ pub fn run(plan: &BulkPlan, stop: &AtomicBool) -> anyhow::Result<BulkOutcome> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let written = AtomicU64::new(0);
-    let start = Instant::now();
+    let start = match plan.start_at {
+        Some(at) => {
+            crate::start::sleep_until_instant(at);
+            at
+        }
+        None => Instant::now(),
+    };
+    // What the connects' handshakes were acknowledged with is not goodput.
+    let first: Vec<FlowInfo> = streams
+        .iter()
+        .map(|s| flow_info(s).unwrap_or_default())
+        .collect();
+    let mut last = first.clone();
     let end = start + plan.duration;
     let bin = plan.bin.max(Duration::from_millis(10));
     let mut bins = Vec::new();
-    let mut last = vec![FlowInfo::default(); streams.len()];
     std::thread::scope(|scope| -> anyhow::Result<()> {
         for stream in &streams {
             let written = &written;
@@ -148,7 +178,7 @@ pub fn run(plan: &BulkPlan, stop: &AtomicBool) -> anyhow::Result<BulkOutcome> {
         }
     })?;
     let elapsed = start.elapsed().min(plan.duration.max(bin)).as_secs_f64();
-    let bytes_acked: u64 = last.iter().map(|f| f.bytes_acked).sum();
+    let bytes_acked: u64 = bins.iter().sum();
     let mbps = |bytes: u64, seconds: f64| bytes as f64 * 8.0 / seconds / 1e6;
     Ok(BulkOutcome {
         flows: plan.flows,
@@ -157,7 +187,11 @@ pub fn run(plan: &BulkPlan, stop: &AtomicBool) -> anyhow::Result<BulkOutcome> {
         goodput_mbps: mbps(bytes_acked, elapsed),
         bin_s: bin.as_secs_f64(),
         bins_mbps: bins.iter().map(|&b| mbps(b, bin.as_secs_f64())).collect(),
-        per_flow_bytes: last.iter().map(|f| f.bytes_acked).collect(),
+        per_flow_bytes: last
+            .iter()
+            .zip(&first)
+            .map(|(l, f)| l.bytes_acked - f.bytes_acked)
+            .collect(),
         retransmits: last.iter().map(|f| f.retransmits).sum(),
         rtt_us: last.iter().map(|f| f.rtt_us).collect(),
     })

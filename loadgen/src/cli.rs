@@ -138,6 +138,13 @@ pub struct Cli {
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub drain: Option<Duration>,
 
+    /// UDP: congestion control. The rate follows the echoes' feedback
+    /// (AIMD: halve on a loss event, one more datagram per round trip each
+    /// round trip), so the flow shares a bottleneck with TCP; --rate is its
+    /// ceiling.
+    #[arg(long)]
+    pub cc: bool,
+
     /// UDP: do not expect replies (one-way flood).
     #[arg(long)]
     pub no_reply: bool,
@@ -217,17 +224,29 @@ pub enum Command {
         /// Bytes per datagram.
         #[arg(long, default_value = "1000", value_parser = parse_size)]
         size: u64,
-        /// Length of each run.
-        #[arg(long, default_value = "3s", value_parser = parse_duration)]
-        duration: Duration,
+        /// Length of each run (default 3s), or of each phase with
+        /// --with-tcp (default 10s: congestion control needs some
+        /// seconds to find its share).
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<Duration>,
         /// Rate of the paced run (default: 70 % of the link).
         #[arg(long, value_parser = parse_rate)]
         paced: Option<f64>,
         /// Instead of paced vs flood: one paced step per rate across the link.
-        #[arg(long, value_parser = parse_sweep, value_name = "FROM..TO[:STEPS]")]
+        #[arg(long, value_parser = parse_sweep, value_name = "FROM..TO[:STEPS]", conflicts_with = "with_tcp")]
         sweep: Option<Sweep>,
-        /// With --sweep: draw the curve as SVG.
-        #[arg(long, value_name = "FILE.svg", requires = "sweep")]
+        /// A TCP flow shares the link with UDP, in phases of --duration
+        /// each: TCP alone; with an unpaced UDP flood; with UDP paced at
+        /// half the link; with congestion-controlled UDP (--cc).
+        #[arg(long)]
+        with_tcp: bool,
+        /// With --with-tcp: the TCP flow's congestion control (one of
+        /// /proc/sys/net/ipv4/tcp_available_congestion_control).
+        #[arg(long, default_value = "cubic", requires = "with_tcp")]
+        tcp_cc: String,
+        /// With --sweep: draw the curve; with --with-tcp: the time series
+        /// (100 ms bins, phases marked). As SVG.
+        #[arg(long, value_name = "FILE.svg")]
         plot: Option<std::path::PathBuf>,
     },
 }

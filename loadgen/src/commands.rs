@@ -44,13 +44,40 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         duration,
         paced,
         sweep,
+        with_tcp,
+        tcp_cc,
         plot,
     }) = &cli.command
     {
+        if *with_tcp {
+            let plan = crate::shared_link::SharedPlan {
+                link: link.clone(),
+                size: usize::try_from(*size)?,
+                phase: duration.unwrap_or(std::time::Duration::from_secs(10)),
+                tcp_cc: tcp_cc.clone(),
+                quiet: cli.quiet,
+            };
+            let report = crate::shared_link::run(&plan)?;
+            if cli.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                crate::shared_link::print(&report);
+            }
+            if let Some(path) = plot {
+                crate::plot::shared_link_svg(&report, path)?;
+                if !cli.json {
+                    println!("plot: {}", path.display());
+                }
+            }
+            return Ok(());
+        }
+        if plot.is_some() && sweep.is_none() {
+            bail!("--plot draws a --sweep or the --with-tcp time series: give one of them");
+        }
         let plan = LabPlan {
             link: link.clone(),
             size: usize::try_from(*size)?,
-            duration: *duration,
+            duration: duration.unwrap_or(std::time::Duration::from_secs(3)),
             paced_pps: *paced,
             sweep: sweep.map(|s| s.rates()),
             quiet: cli.quiet,
@@ -91,6 +118,8 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             flows: cli.connections.unwrap_or(1),
             duration: cli.duration,
             bin: cli.bulk_interval,
+            start_at: None,
+            congestion: None,
         };
         let outcome = crate::bulk::run(&plan, &std::sync::atomic::AtomicBool::new(false))?;
         if cli.json {
@@ -128,6 +157,8 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             rate: match cli.rate {
                 Some(Rate::PerSecond(r)) => Some(r),
                 Some(Rate::Max) => None,
+                // Congestion control finds its own rate.
+                None if cli.cc => None,
                 None => Some(100_000.0),
             },
             size: cli.size.lo,
@@ -139,7 +170,12 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             drain: cli.drain,
             interval: cli.hdr_log.as_ref().map(|_| cli.hdr_interval),
             start_at: cli.start_at,
+            cc: cli.cc,
+            bins: None,
         };
+        if cli.cc && cli.no_reply {
+            bail!("--cc steers by the echoes' feedback: it cannot run with --no-reply");
+        }
         if let Some(sweep) = cli.sweep {
             let mut steps = Vec::new();
             for rate in sweep.rates() {

@@ -24,10 +24,12 @@ use serde::Serialize;
 use crate::report::{run_udp, UdpReport};
 use crate::udp::UdpPlan;
 
-const SERVER_IP: &str = "192.0.2.1";
+pub(crate) const SERVER_IP: &str = "192.0.2.1";
 const CLIENT_IP: &str = "192.0.2.2";
-const ECHO_PORT: u16 = 9000;
-const METRICS_PORT: u16 = 9100;
+pub(crate) const ECHO_PORT: u16 = 9000;
+/// The TCP discard service the shared-link lab's TCP flow writes to.
+pub(crate) const DISCARD_PORT: u16 = 9009;
+pub(crate) const METRICS_PORT: u16 = 9100;
 
 /// What the lab does.
 #[derive(Debug, Clone)]
@@ -88,8 +90,8 @@ pub fn parse_link(text: &str) -> anyhow::Result<f64> {
     Ok(value * scale)
 }
 
-/// Runs the lab. Needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN) and iproute2.
-pub fn run(plan: &LabPlan) -> anyhow::Result<LabReport> {
+/// Fails clearly unless this process can build the lab: root and iproute2.
+pub(crate) fn check_can_build() -> anyhow::Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("`loadgen lab` needs root: it creates network namespaces and shapes a link (run it with sudo)");
@@ -100,23 +102,34 @@ pub fn run(plan: &LabPlan) -> anyhow::Result<LabReport> {
             .output()
             .with_context(|| format!("`{tool}` is not installed (package iproute2)"))?;
     }
+    Ok(())
+}
+
+/// Removes the namespaces `names` and exits on Ctrl-C or SIGTERM
+/// (`signals`, from [`block_signals`] before the namespaces were made).
+pub(crate) fn clean_up_on_signals(names: Vec<String>, signals: libc::sigset_t) {
+    std::thread::spawn(move || {
+        let mut signal = 0;
+        // SAFETY: `signals` is a valid, initialised signal set.
+        unsafe { libc::sigwait(&signals, &mut signal) };
+        remove_namespaces(&names);
+        eprintln!("loadgen lab: interrupted; network namespaces removed");
+        std::process::exit(130);
+    });
+}
+
+/// Runs the lab. Needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN) and iproute2.
+pub fn run(plan: &LabPlan) -> anyhow::Result<LabReport> {
+    check_can_build()?;
     let link_bps = parse_link(&plan.link)?;
     // Bits on the wire per datagram: payload + UDP 8 + IPv4 20 + Ethernet 14.
     let link_pps = link_bps / ((plan.size + 42) as f64 * 8.0);
     let paced = plan.paced_pps.unwrap_or(link_pps * 0.7);
 
+    // Blocked before the namespaces exist, so no signal finds them unowned.
     let signals = block_signals();
     let lab = Namespaces::create(&plan.link)?;
-    let names = (lab.server.clone(), lab.client.clone());
-    // Ctrl-C or SIGTERM: remove the namespaces, then exit.
-    std::thread::spawn(move || {
-        let mut signal = 0;
-        // SAFETY: `signals` is a valid, initialised signal set.
-        unsafe { libc::sigwait(&signals, &mut signal) };
-        remove_namespaces(&names.0, &names.1);
-        eprintln!("loadgen lab: interrupted; network namespaces removed");
-        std::process::exit(130);
-    });
+    clean_up_on_signals(vec![lab.server.clone(), lab.client.clone()], signals);
 
     let server = ServerInNamespace::start(&lab.server)?;
     let client_ns = lab.client.clone();
@@ -144,6 +157,8 @@ pub fn run(plan: &LabPlan) -> anyhow::Result<LabReport> {
                 drain: None,
                 interval: None,
                 start_at: None,
+                cc: false,
+                bins: None,
             };
             let before = qdisc_counts(&client_ns, &veth)?;
             let udp = run_udp(&udp_plan, Some(metrics), plan.quiet)?;
@@ -225,14 +240,14 @@ pub fn print(report: &LabReport) {
 }
 
 /// The lab's two namespaces and the veth pair between them; removed on drop.
-struct Namespaces {
-    server: String,
-    client: String,
-    client_veth: String,
+pub(crate) struct Namespaces {
+    pub(crate) server: String,
+    pub(crate) client: String,
+    pub(crate) client_veth: String,
 }
 
 impl Namespaces {
-    fn create(link: &str) -> anyhow::Result<Self> {
+    pub(crate) fn create(link: &str) -> anyhow::Result<Self> {
         let id = std::process::id();
         let ns = Namespaces {
             server: format!("ringcore-lab-srv-{id}"),
@@ -268,18 +283,19 @@ impl Namespaces {
 
 impl Drop for Namespaces {
     fn drop(&mut self) {
-        remove_namespaces(&self.server, &self.client);
+        remove_namespaces(&[self.server.clone(), self.client.clone()]);
     }
 }
 
-fn remove_namespaces(server: &str, client: &str) {
-    // Deleting a namespace deletes the veth end inside it, and so the pair.
-    for ns in [server, client] {
+/// Deletes the named namespaces (and so the veth ends inside them).
+pub(crate) fn remove_namespaces(names: &[String]) {
+    for ns in names {
         let _ = Command::new("ip").args(["netns", "del", ns]).output();
     }
 }
 
-fn sh(args: &[&str]) -> anyhow::Result<()> {
+/// Runs a command, failing with its stderr.
+pub(crate) fn sh(args: &[&str]) -> anyhow::Result<()> {
     let out = Command::new(args[0])
         .args(&args[1..])
         .output()
@@ -295,7 +311,7 @@ fn sh(args: &[&str]) -> anyhow::Result<()> {
 }
 
 /// Moves the calling thread into the named network namespace.
-fn enter_namespace(name: &str) -> anyhow::Result<()> {
+pub(crate) fn enter_namespace(name: &str) -> anyhow::Result<()> {
     let file = File::open(format!("/var/run/netns/{name}"))
         .with_context(|| format!("opening namespace {name}"))?;
     // SAFETY: setns on a valid namespace descriptor; only this thread moves.
@@ -307,7 +323,7 @@ fn enter_namespace(name: &str) -> anyhow::Result<()> {
 }
 
 /// (packets sent, packets dropped) of the root qdisc on `dev` in `ns`.
-fn qdisc_counts(ns: &str, dev: &str) -> anyhow::Result<(u64, u64)> {
+pub(crate) fn qdisc_counts(ns: &str, dev: &str) -> anyhow::Result<(u64, u64)> {
     let out = Command::new("tc")
         .args(["-n", ns, "-s", "qdisc", "show", "dev", dev])
         .output()?;
@@ -335,7 +351,8 @@ pub fn parse_qdisc_counts(text: &str) -> (u64, u64) {
     (packets, after("(dropped"))
 }
 
-fn block_signals() -> libc::sigset_t {
+/// Blocks SIGINT and SIGTERM in this thread and those it starts; the set.
+pub(crate) fn block_signals() -> libc::sigset_t {
     // SAFETY: the set is initialised by sigemptyset before use; the mask
     // change affects this thread and the threads it starts afterwards.
     unsafe {
@@ -348,14 +365,15 @@ fn block_signals() -> libc::sigset_t {
     }
 }
 
-/// A ringcore engine serving UDP echo (and its metrics) inside a namespace.
-struct ServerInNamespace {
+/// A ringcore engine serving UDP echo, TCP discard (the shared-link lab's
+/// sink) and its metrics inside a namespace.
+pub(crate) struct ServerInNamespace {
     stop: mpsc::Sender<()>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ServerInNamespace {
-    fn start(ns: &str) -> anyhow::Result<Self> {
+    pub(crate) fn start(ns: &str) -> anyhow::Result<Self> {
         let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<()>>();
         let (stop, stop_rx) = mpsc::channel::<()>();
         let ns = ns.to_string();
@@ -363,14 +381,24 @@ impl ServerInNamespace {
             let started = (|| -> anyhow::Result<Engine> {
                 enter_namespace(&ns)?;
                 let addr: SocketAddr = format!("{SERVER_IP}:{ECHO_PORT}").parse()?;
+                let discard: SocketAddr = format!("{SERVER_IP}:{DISCARD_PORT}").parse()?;
                 let engine = Engine::start(EngineConfig {
-                    services: vec![ServiceConfig {
-                        addr,
-                        protocol: "echo".into(),
-                        handler: Handler::Datagram(Arc::new(|| {
-                            Box::new(protocols::echo::EchoDatagram)
-                        })),
-                    }],
+                    services: vec![
+                        ServiceConfig {
+                            addr,
+                            protocol: "echo".into(),
+                            handler: Handler::Datagram(Arc::new(|| {
+                                Box::new(protocols::echo::EchoDatagram)
+                            })),
+                        },
+                        ServiceConfig {
+                            addr: discard,
+                            protocol: "discard".into(),
+                            handler: Handler::Stream(Arc::new(|| {
+                                Box::new(protocols::discard::DiscardStream)
+                            })),
+                        },
+                    ],
                     cpus: vec![0],
                     ..EngineConfig::default()
                 })?;

@@ -3,6 +3,7 @@
 
 pub mod bot;
 pub mod bulk;
+pub mod cc;
 pub mod cli;
 pub mod client;
 pub mod commands;
@@ -17,6 +18,7 @@ pub mod plot;
 pub mod progress;
 pub mod report;
 pub mod rng;
+pub mod shared_link;
 pub mod start;
 pub mod tcp;
 pub mod udp;

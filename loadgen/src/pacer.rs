@@ -43,11 +43,15 @@ pub fn sleep_until(deadline_ns: u64, spin_ns: u64) {
     }
 }
 
-/// The schedule of a paced run: packet `k` is due at `start + k / rate`.
+/// The schedule of a paced run: packet `k` is due at `base + (k - base_k)
+/// / rate`; a congestion controller moves the base when it changes the rate.
 #[derive(Debug, Clone, Copy)]
 pub struct Pacer {
-    start_ns: u64,
+    base_ns: u64,
+    base_k: u64,
     ns_per_packet: f64,
+    batch_ns: u64,
+    max_quantum: u64,
     /// Packets per release when on time.
     pub quantum: u64,
 }
@@ -58,15 +62,32 @@ impl Pacer {
     pub fn new(start_ns: u64, rate: f64, batch_ns: u64, max_quantum: u64) -> Self {
         let quantum = ((rate * batch_ns as f64 / 1e9).ceil() as u64).clamp(1, max_quantum.max(1));
         Self {
-            start_ns,
+            base_ns: start_ns,
+            base_k: 0,
             ns_per_packet: 1e9 / rate,
+            batch_ns,
+            max_quantum,
             quantum,
         }
     }
 
+    /// From packet `k` on, `rate` packets/s, the first of them due at
+    /// `now_ns`.
+    pub fn retime(&mut self, now_ns: u64, k: u64, rate: f64) {
+        *self = Pacer {
+            base_k: k,
+            ..Pacer::new(now_ns, rate, self.batch_ns, self.max_quantum)
+        };
+    }
+
+    /// The rate, packets/s.
+    pub fn rate(&self) -> f64 {
+        1e9 / self.ns_per_packet
+    }
+
     /// When packet `k` is due.
     pub fn due_ns(&self, k: u64) -> u64 {
-        self.start_ns + (k as f64 * self.ns_per_packet) as u64
+        self.base_ns + (k.saturating_sub(self.base_k) as f64 * self.ns_per_packet) as u64
     }
 
     /// When the release that starts with packet `sent` may go: once the last
@@ -77,10 +98,10 @@ impl Pacer {
 
     /// How many packets are due at `now_ns` beyond the `sent` already sent.
     pub fn due_count(&self, now_ns: u64, sent: u64) -> u64 {
-        if now_ns < self.start_ns {
+        if now_ns < self.base_ns {
             return 0;
         }
-        let due = ((now_ns - self.start_ns) as f64 / self.ns_per_packet) as u64 + 1;
+        let due = self.base_k + ((now_ns - self.base_ns) as f64 / self.ns_per_packet) as u64 + 1;
         due.saturating_sub(sent)
     }
 }

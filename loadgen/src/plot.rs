@@ -90,3 +90,80 @@ fn draw(steps: &[&UdpReport], path: &Path) -> Result<(), Box<dyn std::error::Err
     root.present()?;
     Ok(())
 }
+
+/// Writes the shared-link lab's time series to `path` as SVG: TCP goodput
+/// and UDP delivered per 100 ms, the phases marked and named.
+pub fn shared_link_svg(
+    report: &crate::shared_link::SharedReport,
+    path: &Path,
+) -> anyhow::Result<()> {
+    draw_shared(report, path)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("drawing {}", path.display()))
+}
+
+fn draw_shared(
+    r: &crate::shared_link::SharedReport,
+    path: &Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let at = |i: usize| i as f64 * r.bin_s;
+    let tcp: Vec<(f64, f64)> = r
+        .tcp_mbps
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| (at(i), v))
+        .collect();
+    let udp: Vec<(f64, f64)> = r
+        .udp_mbps
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| (at(i), v))
+        .collect();
+    let x_max = r.phase_s * r.phases.len() as f64;
+    let y_max = r.link_mbps * 1.15;
+    let root = SVGBackend::new(path, (960, 520)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!(
+                "One TCP flow and one UDP flow sharing a {:.0} Mbit/s link",
+                r.link_mbps
+            ),
+            ("sans-serif", 20),
+        )
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("time (s)")
+        .y_desc("Mbit/s (per 100 ms)")
+        .draw()?;
+    // The phases: a boundary line each, and the phase's name at its top.
+    for (k, phase) in r.phases.iter().enumerate() {
+        let x = k as f64 * r.phase_s;
+        chart.draw_series(LineSeries::new(vec![(x, 0.0), (x, y_max)], BLACK.mix(0.3)))?;
+        chart.draw_series(std::iter::once(Text::new(
+            phase.name.to_string(),
+            (x + r.phase_s * 0.04, y_max * 0.97),
+            ("sans-serif", 15),
+        )))?;
+    }
+    chart
+        .draw_series(LineSeries::new(tcp, BLUE.stroke_width(2)))?
+        .label("TCP goodput")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
+    chart
+        .draw_series(LineSeries::new(udp, RED.stroke_width(2)))?
+        .label("UDP delivered")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}

@@ -98,6 +98,11 @@ pub struct UdpReport {
     pub drain_ms: f64,
     /// Replies that came back during that drain.
     pub drained: u64,
+    /// With `--cc`: what the congestion controller did.
+    pub cc: Option<crate::udp::CcSummary>,
+    /// Distinct echoes per interval, when the plan asked for intervals.
+    #[serde(skip)]
+    pub delivered_bins: Vec<u64>,
     /// /proc/net/snmp Udp: RcvbufErrors during the run (whole namespace).
     pub rcvbuf_errors_delta: u64,
     /// /proc/net/snmp Udp: SndbufErrors during the run.
@@ -296,6 +301,8 @@ pub fn run_udp(
         datagrams_per_drop: per_drop,
         drain_ms: o.counts.drain.as_secs_f64() * 1e3,
         drained: o.counts.drained,
+        cc: o.counts.cc,
+        delivered_bins: o.counts.delivered_bins.clone(),
         rcvbuf_errors_delta: snmp.rcvbuf_errors,
         sndbuf_errors_delta: snmp.sndbuf_errors,
         in_errors_delta: snmp.in_errors,
@@ -341,6 +348,12 @@ pub fn print_sweep(steps: &[&UdpReport]) {
 
 pub fn print_udp(r: &UdpReport) {
     let pacing = match (r.requested_pps, r.accuracy_pct) {
+        _ if r.cc.is_some() => format!(
+            "congestion-controlled{}: achieved {:.0}/s",
+            r.requested_pps
+                .map_or(String::new(), |c| format!(" (ceiling {c:.0}/s)")),
+            r.achieved_pps
+        ),
         (Some(want), Some(acc)) => format!(
             "paced at {want:.0}/s: achieved {:.0}/s ({acc:.2} %)",
             r.achieved_pps
@@ -391,6 +404,12 @@ pub fn print_udp(r: &UdpReport) {
         "  kernel       Udp RcvbufErrors +{}  SndbufErrors +{}  InErrors +{}  NoPorts +{}  ICMP errors {}",
         r.rcvbuf_errors_delta, r.sndbuf_errors_delta, r.in_errors_delta, r.no_ports_delta, r.icmp_errors
     );
+    if let Some(cc) = &r.cc {
+        println!(
+            "  congestion   AIMD: {} loss events (each a halving), {:.0} datagrams/s at the end, smoothed round trip {:.0} us",
+            cc.loss_events, cc.final_pps, cc.srtt_us
+        );
+    }
     match r.received {
         Some(0) => println!("  round trip   no reply came back"),
         Some(_) => println!("  round trip   {}", r.rtt_us.row()),

@@ -20,6 +20,7 @@ use hdrhistogram::Histogram;
 use protocols::probe::{Probe, PROBE_LEN};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::cc::Aimd;
 use crate::latency::{self, Series};
 use crate::pacer::{now_ns, sleep_until, Pacer};
 use crate::progress::Live;
@@ -60,6 +61,12 @@ pub struct UdpPlan {
     pub interval: Option<Duration>,
     /// Start at this wall-clock time (`--start-at`) rather than at once.
     pub start_at: Option<std::time::SystemTime>,
+    /// Congestion control (`--cc`): the rate follows the echoes' feedback,
+    /// `rate` is its ceiling. Needs replies.
+    pub cc: bool,
+    /// Count the echoes received per interval of this length (the lab's
+    /// time series).
+    pub bins: Option<Duration>,
 }
 
 /// What one UDP run measured (summed over threads).
@@ -204,6 +211,23 @@ pub struct UdpCounts {
     pub drained: u64,
     /// How late the latest thread woke for the start, nanoseconds.
     pub start_lateness_ns: u64,
+    /// Interval length for `delivered_bins`, nanoseconds (0: none kept).
+    pub bin_ns: u64,
+    /// Distinct echoes received per interval since the start.
+    pub delivered_bins: Vec<u64>,
+    /// With `--cc`: what the controller did.
+    pub cc: Option<CcSummary>,
+}
+
+/// What the congestion controller did in a `--cc` run.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct CcSummary {
+    /// Loss events it reacted to (each a halving).
+    pub loss_events: u64,
+    /// Its rate at the end, datagrams/s.
+    pub final_pps: f64,
+    /// Its smoothed round trip at the end, microseconds.
+    pub srtt_us: f64,
 }
 
 /// How the datagrams that left but never came back were grouped. The
@@ -276,6 +300,9 @@ impl UdpCounts {
             drain: Duration::ZERO,
             drained: 0,
             start_lateness_ns: 0,
+            bin_ns: 0,
+            delivered_bins: Vec::new(),
+            cc: None,
         }
     }
 
@@ -305,6 +332,21 @@ impl UdpCounts {
         self.drain = self.drain.max(t.drain);
         self.drained += t.drained;
         self.start_lateness_ns = self.start_lateness_ns.max(t.start_lateness_ns);
+        self.bin_ns = self.bin_ns.max(t.bin_ns);
+        if self.delivered_bins.len() < t.delivered_bins.len() {
+            self.delivered_bins.resize(t.delivered_bins.len(), 0);
+        }
+        for (into, n) in self.delivered_bins.iter_mut().zip(&t.delivered_bins) {
+            *into += n;
+        }
+        self.cc = match (self.cc, t.cc) {
+            (Some(a), Some(b)) => Some(CcSummary {
+                loss_events: a.loss_events + b.loss_events,
+                final_pps: a.final_pps + b.final_pps,
+                srtt_us: a.srtt_us.max(b.srtt_us),
+            }),
+            (a, b) => a.or(b),
+        };
         Ok(())
     }
 }
@@ -324,6 +366,8 @@ struct Sender<'a> {
     err_control: [u64; 16],
     /// Every release in order (replies expected only): which trains left.
     releases: Vec<Release>,
+    /// With `--cc`: the rate controller.
+    cc: Option<Aimd>,
     /// One bit per sequence number: replies seen.
     seen: Vec<u64>,
     highest: Option<u64>,
@@ -355,21 +399,24 @@ impl<'a> Sender<'a> {
             highest: None,
             o: UdpCounts {
                 series: plan.interval.map(Series::new),
+                bin_ns: plan.bins.map_or(0, |b| b.as_nanos() as u64),
                 ..UdpCounts::new()
             },
+            cc: None,
         }
     }
 
     fn run(mut self, start: u64) -> anyhow::Result<UdpCounts> {
         let end = start + self.plan.duration.as_nanos() as u64;
-        let pacer = self.plan.rate.map(|r| {
-            Pacer::new(
-                start,
-                r / self.plan.threads as f64,
-                BATCH_NS,
-                self.max_burst as u64,
-            )
-        });
+        let ceiling = self.plan.rate.map(|r| r / self.plan.threads as f64);
+        if self.plan.cc {
+            // From a low rate, as TCP's initial window: slow start finds
+            // the path's share within a few round trips.
+            let ceiling = ceiling.unwrap_or(f64::MAX);
+            self.cc = Some(Aimd::new(100.0_f64.min(ceiling), ceiling, start));
+        }
+        let initial = self.cc.as_ref().map(Aimd::rate).or(ceiling);
+        let mut pacer = initial.map(|r| Pacer::new(start, r, BATCH_NS, self.max_burst as u64));
         sleep_until(start, SPIN_NS);
         self.o.start_lateness_ns = now_ns().saturating_sub(start);
         let mut last_release: Option<u64> = None;
@@ -385,6 +432,13 @@ impl<'a> Sender<'a> {
                     .p99_ns
                     .fetch_max(self.o.rtt.value_at_quantile(0.99), Relaxed);
                 next_progress = now + 1_000_000_000;
+            }
+            if let (Some(cc), Some(p)) = (&mut self.cc, &mut pacer) {
+                if let Some(rate) =
+                    cc.step(now, &self.seen, self.highest, self.o.sent, self.o.received)
+                {
+                    p.retime(now, self.attempted, rate);
+                }
             }
             let burst = match &pacer {
                 Some(p) => {
@@ -420,6 +474,11 @@ impl<'a> Sender<'a> {
             }
         }
         self.o.send_elapsed = Duration::from_nanos(now_ns().min(end).saturating_sub(start).max(1));
+        self.o.cc = self.cc.as_ref().map(|cc| CcSummary {
+            loss_events: cc.loss_events,
+            final_pps: cc.rate(),
+            srtt_us: cc.srtt_ns() / 1e3,
+        });
         if self.plan.replies {
             self.drain(start);
             self.o.shape = self.loss_shape();
@@ -510,7 +569,7 @@ impl<'a> Sender<'a> {
                     for i in (0..len).step_by(segment) {
                         let end = (i + segment).min(len);
                         let reply = &self.inbuf[i..end];
-                        account_reply(
+                        let rtt = account_reply(
                             reply,
                             now,
                             self.plan.run_id,
@@ -519,6 +578,9 @@ impl<'a> Sender<'a> {
                             &mut self.highest,
                             &mut self.o,
                         );
+                        if let (Some(rtt), Some(cc)) = (rtt, &mut self.cc) {
+                            cc.on_echo(rtt, now + start);
+                        }
                     }
                     self.live.received.store(self.o.received, Relaxed);
                 }
@@ -612,7 +674,7 @@ impl<'a> Sender<'a> {
 }
 
 /// Books one reply: ours or not, first time or duplicate, in order or not,
-/// and its round trip.
+/// and its round trip (returned for a first-time reply of ours).
 fn account_reply(
     reply: &[u8],
     now_ns: u64,
@@ -621,11 +683,11 @@ fn account_reply(
     seen: &mut Vec<u64>,
     highest: &mut Option<u64>,
     o: &mut UdpCounts,
-) {
+) -> Option<u64> {
     let Some(probe) = Probe::parse_reply(reply).filter(|p| p.run == run && p.seq < attempted)
     else {
         o.foreign += 1;
-        return;
+        return None;
     };
     let (word, bit) = ((probe.seq / 64) as usize, probe.seq % 64);
     if seen.len() <= word {
@@ -633,7 +695,7 @@ fn account_reply(
     }
     if seen[word] & (1 << bit) != 0 {
         o.duplicated += 1;
-        return;
+        return None;
     }
     seen[word] |= 1 << bit;
     o.received += 1;
@@ -646,6 +708,14 @@ fn account_reply(
     if let Some(series) = &mut o.series {
         series.record_after(Duration::from_nanos(now_ns), rtt);
     }
+    if o.bin_ns > 0 {
+        let bin = (now_ns / o.bin_ns) as usize;
+        if o.delivered_bins.len() <= bin {
+            o.delivered_bins.resize(bin + 1, 0);
+        }
+        o.delivered_bins[bin] += 1;
+    }
+    Some(rtt)
 }
 
 /// One `send` of a whole release: the socket's UDP_SEGMENT cuts it into

@@ -90,3 +90,70 @@ fn an_interrupted_lab_removes_its_namespaces() {
         lab_namespaces(pid)
     );
 }
+
+/// The shared link: one TCP flow beside no UDP, an unpaced flood, UDP paced
+/// at half the link, and congestion-controlled UDP, on one time axis. With
+/// short phases (the defaults are 10 s, for the README's figures) the
+/// flood's effect and the paced share are already plain.
+#[test]
+fn a_flood_starves_tcp_on_a_shared_link_and_pacing_shares_it() {
+    if !is_root() {
+        println!("SKIPPED: the shared-link lab needs root to create namespaces");
+        return;
+    }
+    let svg = std::env::temp_dir().join(format!("ringcore-shared-{}.svg", std::process::id()));
+    let out = loadgen(&[
+        "lab",
+        "--with-tcp",
+        "--duration",
+        "2s",
+        "--json",
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let phases = r["phases"].as_array().unwrap();
+    let names: Vec<&str> = phases.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["tcp alone", "udp flood", "udp paced", "udp cc"]);
+    let tcp = |i: usize| num(&phases[i], "tcp_goodput_mbps");
+    let link = num(&r, "link_mbps");
+    assert!(tcp(0) > link * 0.8, "TCP alone fills the link: {r}");
+    assert!(tcp(1) < tcp(0) * 0.2, "the flood starves TCP: {r}");
+    assert!(num(&phases[1], "udp_loss_pct") > 50.0, "{r}");
+    assert!(
+        num(&phases[1], "qdisc_dropped") > 1000.0,
+        "the drops are at the bottleneck: {r}"
+    );
+    let paced = num(&phases[2], "udp_delivered_mbps");
+    assert!(
+        (paced - link / 2.0).abs() < link * 0.1,
+        "paced at half the link: {r}"
+    );
+    assert!(
+        tcp(2) > (link - paced) * 0.5,
+        "TCP takes most of what is left: {r}"
+    );
+    for p in &phases[1..] {
+        let jain = num(p, "jain_index");
+        assert!((0.5..=1.0).contains(&jain), "{r}");
+    }
+    assert!(phases[0]["jain_index"].is_null());
+    assert!(num(&phases[3]["udp"]["cc"], "loss_events") >= 1.0, "{r}");
+    // 100 ms bins over the whole run, both series.
+    let bins = r["tcp_mbps"].as_array().unwrap().len();
+    assert_eq!(bins, 80, "{r}");
+    assert_eq!(r["udp_mbps"].as_array().unwrap().len(), bins);
+    let drawn = std::fs::read_to_string(&svg).unwrap();
+    assert!(drawn.contains("<svg") && drawn.contains("udp flood"));
+    let _ = std::fs::remove_file(&svg);
+    let leftovers = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&leftovers.stdout).contains("ringcore-shared-"),
+        "the namespaces are removed"
+    );
+}
