@@ -308,7 +308,7 @@ pub fn run(plan: &SharedPlan) -> anyhow::Result<SharedReport> {
     .context("running the shared-link lab")?;
     drop(server);
     drop(lab);
-    Ok(summarize(&plan, link_bps, &phases, runs, &tcp))
+    Ok(summarize(plan, link_bps, &phases, runs, &tcp))
 }
 
 fn summarize(

@@ -708,8 +708,8 @@ fn account_reply(
     if let Some(series) = &mut o.series {
         series.record_after(Duration::from_nanos(now_ns), rtt);
     }
-    if o.bin_ns > 0 {
-        let bin = (now_ns / o.bin_ns) as usize;
+    if let Some(bin) = now_ns.checked_div(o.bin_ns) {
+        let bin = bin as usize;
         if o.delivered_bins.len() <= bin {
             o.delivered_bins.resize(bin + 1, 0);
         }
