@@ -30,10 +30,25 @@ const MODELS: &[&str] = &["uring", "epoll", "threads", "tokio", "tokio-uring"];
 
 #[derive(Clone, Copy)]
 enum Cell {
-    Tcp { size: usize, connections: usize },
-    Udp { rate: Option<u64> },
-    Http { connections: usize },
-    Idle { connections: usize },
+    Tcp {
+        size: usize,
+        connections: usize,
+    },
+    Udp {
+        rate: Option<u64>,
+    },
+    Http {
+        connections: usize,
+    },
+    Idle {
+        connections: usize,
+    },
+    /// Open loop over many connections at a fixed total rate (each
+    /// connection mostly idle between requests).
+    Open {
+        connections: usize,
+        rate: u64,
+    },
 }
 
 impl Cell {
@@ -44,12 +59,18 @@ impl Cell {
             Cell::Udp { rate: Some(r) } => format!("UDP echo 64 B at {}k/s", r / 1000),
             Cell::Http { connections } => format!("HTTP 1 KiB x {connections} keep-alive conns"),
             Cell::Idle { connections } => format!("{connections} idle TCP conns"),
+            Cell::Open { connections, rate } => {
+                format!(
+                    "TCP echo 64 B x {connections} conns, open loop at {}k/s",
+                    rate / 1000
+                )
+            }
         }
     }
 
     fn serve(&self) -> &'static str {
         match self {
-            Cell::Tcp { .. } | Cell::Idle { .. } => "tcp:0=echo",
+            Cell::Tcp { .. } | Cell::Idle { .. } | Cell::Open { .. } => "tcp:0=echo",
             Cell::Udp { .. } => "udp:0=echo",
             Cell::Http { .. } => "tcp:0=http",
         }
@@ -62,6 +83,8 @@ struct Sample {
     rate: f64,
     p50_us: f64,
     p99_us: f64,
+    #[serde(default)]
+    p999_us: f64,
     cpu_s_per_million: f64,
     ctx_switches_per_request: f64,
     syscalls_per_request: f64,
@@ -193,6 +216,16 @@ fn measure(model: &str, cell: Cell, seconds: f64, loadgen: &Path) -> Sample {
             "--connections".into(),
             connections.to_string(),
         ],
+        Cell::Open { connections, rate } => vec![
+            "--tcp".into(),
+            addr,
+            "--size".into(),
+            "64".into(),
+            "--connections".into(),
+            connections.to_string(),
+            "--rate".into(),
+            rate.to_string(),
+        ],
         Cell::Idle { .. } => unreachable!(),
     };
     args.extend([
@@ -227,6 +260,7 @@ fn measure(model: &str, cell: Cell, seconds: f64, loadgen: &Path) -> Sample {
     let elapsed = started.elapsed().as_secs_f64();
     let json = String::from_utf8_lossy(&out.stdout).into_owned();
     let cpu = cpu_seconds(pid) - cpu0;
+    let p999 = json_after(&json, "\"latency_us\"", "p999");
     let (rate, p50, p99, loss) = match cell {
         Cell::Udp { .. } => {
             let delivered = json_number(&json, "received").unwrap_or(0.0)
@@ -250,6 +284,7 @@ fn measure(model: &str, cell: Cell, seconds: f64, loadgen: &Path) -> Sample {
         rate,
         p50_us: p50,
         p99_us: p99,
+        p999_us: p999,
         cpu_s_per_million: cpu / requests * 1e6 * (seconds / elapsed.max(seconds)),
         ctx_switches_per_request: ctx_per_s / rate.max(1.0),
         syscalls_per_request: syscalls_per_s.map_or(f64::NAN, |n| n / rate.max(1.0)),
@@ -288,8 +323,18 @@ fn main() {
             rate: Some(200_000),
         },
         Cell::Http { connections: 50 },
+        Cell::Open {
+            connections: if quick { 1000 } else { 10_000 },
+            rate: 50_000,
+        },
         Cell::Idle { connections: idle },
     ];
+    // `-- --only TEXT`: just the cells whose name contains TEXT.
+    let only: String = support::arg("--only", String::new());
+    let cells: Vec<Cell> = cells
+        .into_iter()
+        .filter(|c| c.name().contains(&only))
+        .collect();
     let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target");
     if std::env::args().any(|a| a == "--replot") {
         // Redraw the chart from the last run's JSON, measuring nothing.
@@ -297,7 +342,7 @@ fn main() {
             .expect("target/compare.json from a run");
         let results: BTreeMap<String, BTreeMap<String, Vec<Sample>>> =
             serde_json::from_str(&text).expect("compare.json");
-        let results = results
+        let results: BTreeMap<String, BTreeMap<&str, Vec<Sample>>> = results
             .into_iter()
             .map(|(cell, by)| {
                 (
@@ -308,6 +353,10 @@ fn main() {
                 )
             })
             .collect();
+        let cells: Vec<Cell> = cells
+            .into_iter()
+            .filter(|c| results.contains_key(&c.name()))
+            .collect();
         chart(&results, &cells, &target.join("compare.svg")).expect("draw the chart");
         println!("chart: target/compare.svg");
         return;
@@ -315,7 +364,7 @@ fn main() {
     let loadgen = support::loadgen_binary();
     let mut results: BTreeMap<String, BTreeMap<&str, Vec<Sample>>> = BTreeMap::new();
     for round in 1..=rounds {
-        for cell in cells {
+        for &cell in &cells {
             for model in MODELS {
                 let s = measure(model, cell, seconds, &loadgen);
                 eprintln!(
@@ -334,7 +383,7 @@ fn main() {
         }
     }
     println!("Server models side by side: one worker on CPU 0, loadgen on CPU 1, {rounds} round(s) of {seconds} s per cell, models alternating");
-    for cell in cells {
+    for &cell in &cells {
         let by_model = &results[&cell.name()];
         println!("\n**{}**\n", cell.name());
         if let Cell::Idle { .. } = cell {
@@ -349,14 +398,21 @@ fn main() {
             continue;
         }
         let udp = matches!(cell, Cell::Udp { .. });
+        let open = matches!(cell, Cell::Open { .. });
         println!(
             "| model | {} median (min-max) | ratio to uring | p50 us | p99 us | CPU s / M req | server CPU % | loadgen CPU % | ctx switches / req | syscalls / req |{}",
             if udp { "delivered/s" } else { "req/s" },
-            if udp { " loss % |" } else { "" }
+            if udp {
+                " loss % |"
+            } else if open {
+                " p99.9 us |"
+            } else {
+                ""
+            }
         );
         println!(
             "|---|---|---|---|---|---|---|---|---|---|{}",
-            if udp { "---|" } else { "" }
+            if udp || open { "---|" } else { "" }
         );
         let base = median(&by_model["uring"], |s| s.rate).0.max(1.0);
         for model in MODELS {
@@ -375,6 +431,9 @@ fn main() {
             );
             if udp {
                 print!(" {:.2} |", median(samples, |s| s.loss_pct).0);
+            }
+            if open {
+                print!(" {:.0} |", median(samples, |s| s.p999_us).0);
             }
             println!();
         }

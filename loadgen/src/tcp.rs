@@ -256,13 +256,13 @@ pub fn run(plan: &TcpPlan, live: &Live, quiet: bool) -> anyhow::Result<TcpOutcom
         .map_err(|e| connect_error(plan.addr, &e))?;
     drop(probe);
 
-    // With --start-at, the threads set up first and all start at its
-    // instant; without, at once.
-    let start = match plan.start_at {
-        Some(at) => crate::start::anchor(at)?,
-        None => Instant::now(),
-    };
-    let started = crate::start::wall_time_of(start);
+    // The threads set up first, then all start on one instant: --start-at's,
+    // or the moment the last of them is ready. An open-loop run (and one
+    // with --start-at) opens its connections before that instant, so its
+    // schedule measures the server, not loadgen's connects.
+    let anchor = plan.start_at.map(crate::start::anchor).transpose()?;
+    let ready = std::sync::Barrier::new(plan.threads);
+    let common = std::sync::OnceLock::new();
     let outcomes = crate::progress::run_threads(
         vec![(); plan.threads],
         &plan.cpus,
@@ -276,18 +276,29 @@ pub fn run(plan: &TcpPlan, live: &Live, quiet: bool) -> anyhow::Result<TcpOutcom
                 rate: plan.rate.map(|r| r / plan.threads as f64),
                 seed: t as u64,
             };
-            let mut worker = worker::Worker::new(plan, share, live, start)?;
-            if plan.start_at.is_some() {
-                worker.prepare(start)?;
-            }
+            let prepared = (|| {
+                let mut worker =
+                    worker::Worker::new(plan, share, live, anchor.unwrap_or_else(Instant::now))?;
+                if anchor.is_some() || plan.rate.is_some() {
+                    worker.prepare(anchor.unwrap_or_else(|| Instant::now() + plan.timeout))?;
+                }
+                anyhow::Ok(worker)
+            })();
+            // Every thread reaches the barrier, failed or not, so none waits
+            // forever for one that gave up.
+            ready.wait();
+            let mut worker = prepared?;
+            let start = *common.get_or_init(|| anchor.unwrap_or_else(Instant::now));
+            worker.set_start(start);
             let late = crate::start::sleep_until_instant(start);
             let mut outcome = worker.run()?;
             outcome.start_lateness = late;
             Ok(outcome)
         },
     )?;
+    let start = common.get().copied().unwrap_or_else(Instant::now);
     let mut total = merge(outcomes, start, plan.interval)?;
-    total.started = started;
+    total.started = crate::start::wall_time_of(start);
     if plan.start_at.is_none() {
         total.start_lateness = None;
     }

@@ -435,6 +435,12 @@ impl<'a> Worker<'a> {
         Ok(())
     }
 
+    /// Moves the run's start (its schedule and time axis) to `start`.
+    pub fn set_start(&mut self, start: Instant) {
+        self.start = start;
+        self.out.ended = start;
+    }
+
     pub fn run(mut self) -> anyhow::Result<ThreadOutcome> {
         let start = self.start;
         if self.share.rate.is_none() {
