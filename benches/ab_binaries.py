@@ -6,6 +6,11 @@ change to the engine is measured against the engine before it in one run.
     python3 benches/ab_binaries.py OLD_RINGCORE NEW_RINGCORE LOADGEN [MODEL [CELL]]
 
 CELL picks the cells whose name contains it ("http", "64 B"); all by default.
+NEW_FLAGS (environment) adds server flags to the new side only, so one
+binary can be measured against itself with a flag:
+
+    NEW_FLAGS=--sqpoll python3 benches/ab_binaries.py target/release/ringcore \
+        target/release/ringcore target/release/loadgen uring "64 B"
 
 Build the older commit in a worktree with its own CARGO_TARGET_DIR. Prints,
 per cell, the median requests (or datagrams) per second and server CPU per
@@ -55,11 +60,11 @@ def wait_ready(port, udp):
     raise SystemExit(f"no server on port {port}")
 
 
-def measure(binary, model, service, args, loadgen):
+def measure(binary, model, service, args, loadgen, flags=()):
     port = free_port()
     serve = {"echo": f"tcp:{port}=echo", "http": f"tcp:{port}=http", "udp": f"udp:{port}=echo"}[service]
     server = subprocess.Popen(
-        [binary, "--io", model, "--serve", serve, "--cpus", "0", "--threads", "1"],
+        [binary, "--io", model, "--serve", serve, "--cpus", "0", "--threads", "1", *flags],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -96,19 +101,21 @@ def main():
     old, new, loadgen = sys.argv[1:4]
     model = sys.argv[4] if len(sys.argv) > 4 else "uring"
     only = sys.argv[5] if len(sys.argv) > 5 else ""
+    new_flags = os.environ.get("NEW_FLAGS", "").split()
+    sides = {"old": (old, []), "new": (new, new_flags)}
     for name, service, args in CELLS:
         if only not in name:
             continue
-        runs = {old: [], new: []}
+        runs = {side: [] for side in sides}
         for _ in range(ROUNDS):
-            for binary in (old, new):
-                runs[binary].append(measure(binary, model, service, args, loadgen))
-        rate = {b: median([r for r, _ in runs[b]]) for b in runs}
-        cost = {b: median([c for _, c in runs[b]]) for b in runs}
+            for side, (binary, flags) in sides.items():
+                runs[side].append(measure(binary, model, service, args, loadgen, flags))
+        rate = {s: median([r for r, _ in runs[s]]) for s in runs}
+        cost = {s: median([c for _, c in runs[s]]) for s in runs}
         print(
-            f"{model} {name}: old {rate[old]:.0f}/s {cost[old]:.3f} us/req | "
-            f"new {rate[new]:.0f}/s {cost[new]:.3f} us/req | "
-            f"rate new/old {rate[new] / rate[old]:.3f}, CPU per request new/old {cost[new] / cost[old]:.3f}",
+            f"{model} {name}: old {rate['old']:.0f}/s {cost['old']:.3f} us/req | "
+            f"new {' '.join(new_flags)} {rate['new']:.0f}/s {cost['new']:.3f} us/req | "
+            f"rate new/old {rate['new'] / rate['old']:.3f}, CPU per request new/old {cost['new'] / cost['old']:.3f}",
             flush=True,
         )
 

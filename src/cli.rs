@@ -67,6 +67,12 @@ pub struct Cli {
     #[arg(long, default_value_t = 1024, value_name = "N")]
     pub ring_entries: u32,
 
+    /// io_uring: a kernel thread per worker polls its submission queue,
+    /// sleeping after this long idle (default 1s): sends need no system
+    /// call while it is awake, at the cost of a CPU it keeps busy.
+    #[arg(long, value_name = "IDLE", num_args = 0..=1, default_missing_value = "1s", value_parser = parse_duration)]
+    pub sqpoll: Option<Duration>,
+
     /// Size of each TCP receive buffer.
     #[arg(long, default_value = "16K", value_parser = parse_size, value_name = "BYTES")]
     pub buffer_size: u64,
@@ -274,6 +280,7 @@ impl Cli {
             services,
             cpus,
             ring_entries: self.ring_entries,
+            sqpoll: self.sqpoll,
             tcp_buffer_size: u32::try_from(self.buffer_size)
                 .context("--buffer-size is too large")?,
             tcp_buffers: self.buffers,

@@ -434,3 +434,28 @@ fn discard_reads_everything_and_answers_nothing() {
         "not one datagram answered"
     );
 }
+
+/// `--sqpoll`: a kernel thread polls each worker's submission queue; the
+/// server says so and serves the same bytes.
+#[test]
+fn sqpoll_rings_serve_the_same_echo() {
+    let server = Server::start(&["--serve", "tcp:0=echo", "--serve", "udp:0=echo", "--sqpoll"]);
+    let mut stream = connect(server.addr("tcp", "echo"));
+    let mut data = vec![0u8; 256 * 1024];
+    Rng::new(7).fill(&mut data);
+    stream.write_all(&data).unwrap();
+    stream.shutdown(Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    stream.read_to_end(&mut back).unwrap();
+    assert!(back == data, "the echo differs");
+    let socket = udp_client();
+    assert_eq!(
+        udp_exchange(&socket, server.addr("udp", "echo"), b"polled"),
+        b"polled"
+    );
+    assert!(
+        server.metrics().get("ringcore_io_info{path=\"io_uring\"}") == Some(&1),
+        "{}",
+        server.stderr()
+    );
+}

@@ -57,6 +57,10 @@ pub struct EngineConfig {
     pub cpus: Vec<usize>,
     /// Submission queue depth per worker (the completion queue is 4x).
     pub ring_entries: u32,
+    /// Poll each worker's submission queue from a kernel thread that
+    /// sleeps after this long idle (IORING_SETUP_SQPOLL); `None`: the
+    /// default ring (defer-taskrun).
+    pub sqpoll: Option<Duration>,
     /// Size of each TCP receive buffer in the provided-buffer ring.
     pub tcp_buffer_size: u32,
     /// Number of TCP receive buffers per worker (a power of two).
@@ -83,6 +87,7 @@ impl Default for EngineConfig {
             services: Vec::new(),
             cpus: vec![0],
             ring_entries: 1024,
+            sqpoll: None,
             tcp_buffer_size: 16 * 1024,
             tcp_buffers: 512,
             udp_buffers: 256,

@@ -21,6 +21,8 @@ pub struct WorkerSettings {
     pub id: usize,
     /// Submission queue depth.
     pub ring_entries: u32,
+    /// SQPOLL's idle time, if the ring polls its submission queue.
+    pub sqpoll: Option<std::time::Duration>,
     /// TCP receive buffers: count and size.
     pub tcp_buffers: (u16, u32),
     /// UDP receive buffers (each sized for a whole GRO train).
@@ -195,6 +197,7 @@ impl PerCore {
                 settings: WorkerSettings {
                     id,
                     ring_entries: config.ring_entries,
+                    sqpoll: config.sqpoll,
                     tcp_buffers: (config.tcp_buffers, config.tcp_buffer_size),
                     udp_buffers: config.udp_buffers,
                     output_limit: config.output_limit,

@@ -17,6 +17,8 @@ pub enum RingMode {
     CoopTaskrun,
     /// No optional flag.
     Plain,
+    /// SQPOLL: a kernel thread polls the submission queue (idle ms).
+    SqPoll(u32),
 }
 
 impl RingMode {
@@ -26,8 +28,29 @@ impl RingMode {
             RingMode::DeferTaskrun => "single-issuer, defer-taskrun, coop-taskrun",
             RingMode::CoopTaskrun => "coop-taskrun",
             RingMode::Plain => "no optional setup flags",
+            RingMode::SqPoll(_) => "sqpoll (a kernel thread polls each submission queue)",
         }
     }
+}
+
+/// Creates a ring with a kernel thread that polls its submission queue
+/// (IORING_SETUP_SQPOLL), sleeping after `idle` without work: submissions
+/// then need no system call while it is awake. Incompatible with
+/// DEFER_TASKRUN, which the default ring uses.
+pub fn create_sqpoll(
+    entries: u32,
+    idle: std::time::Duration,
+) -> Result<(IoUring, RingMode), EngineError> {
+    let idle_ms = u32::try_from(idle.as_millis()).unwrap_or(u32::MAX).max(1);
+    let mut builder = IoUring::builder();
+    builder
+        .setup_cqsize(entries.saturating_mul(4))
+        .setup_clamp()
+        .setup_sqpoll(idle_ms);
+    builder
+        .build(entries)
+        .map(|ring| (ring, RingMode::SqPoll(idle_ms)))
+        .map_err(|e| unavailable(&e))
 }
 
 /// Creates a ring of `entries` SQEs and 4x CQEs, trying the best flags first.

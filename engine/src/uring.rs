@@ -34,7 +34,16 @@ pub struct Uring {
 impl Uring {
     /// A ring of `entries` SQEs with the best setup flags the kernel takes.
     pub fn new(entries: u32) -> Result<Self, crate::EngineError> {
-        let (ring, mode) = crate::ring::create(entries)?;
+        Self::with_ring(crate::ring::create(entries)?)
+    }
+
+    /// A ring whose submission queue a kernel thread polls (see
+    /// [`crate::ring::create_sqpoll`]).
+    pub fn new_sqpoll(entries: u32, idle: Duration) -> Result<Self, crate::EngineError> {
+        Self::with_ring(crate::ring::create_sqpoll(entries, idle)?)
+    }
+
+    fn with_ring((ring, mode): (IoUring, RingMode)) -> Result<Self, crate::EngineError> {
         Ok(Self {
             ring: ManuallyDrop::new(ring),
             bufs: ManuallyDrop::new(Vec::new()),

@@ -120,7 +120,10 @@ impl Worker {
             wake: wake_fd,
         } = parts;
         let id = settings.id;
-        let mut uring = Uring::new(settings.ring_entries)?;
+        let mut uring = match settings.sqpoll {
+            Some(idle) => Uring::new_sqpoll(settings.ring_entries, idle)?,
+            None => Uring::new(settings.ring_entries)?,
+        };
         let mode = uring.mode();
         let fail = |context: &'static str| {
             move |source: io::Error| EngineError::Worker {
