@@ -1,6 +1,8 @@
 //! The server models side by side, in one run: each cell starts each model
 //! in turn (`--io uring|epoll|threads|tokio|tokio-uring`, one worker on CPU 0) and drives it
-//! with loadgen (on CPU 1), alternating models over rounds.
+//! with loadgen (on CPU 1), alternating models over rounds. The TCP echo
+//! cells also measure an outside peer, a monoio echo server
+//! (`peers/monoio-echo`, thread-per-core io_uring), the same way.
 //!
 //! `cargo bench --bench compare` (full) or `-- --quick` (a smoke run);
 //! `-- --replot` redraws the chart from the last run's JSON.
@@ -26,7 +28,83 @@ use std::time::{Duration, Instant};
 
 use support::{cpu_seconds, json_number, summary};
 
-const MODELS: &[&str] = &["uring", "epoll", "threads", "tokio", "tokio-uring"];
+const MODELS: &[&str] = &[
+    "uring",
+    "epoll",
+    "threads",
+    "tokio",
+    "tokio-uring",
+    "monoio",
+];
+
+/// Whether `model` serves `cell` (the monoio peer serves TCP echo only).
+fn serves(model: &str, cell: Cell) -> bool {
+    model != "monoio" || matches!(cell, Cell::Tcp { .. })
+}
+
+/// The server under measurement: ringcore in one of its models, or the
+/// monoio peer.
+enum Under {
+    Ringcore(common::Server),
+    Peer(std::process::Child, std::net::SocketAddr),
+}
+
+impl Under {
+    fn start(model: &str, cell: Cell, monoio: &Path) -> Under {
+        if model == "monoio" {
+            let mut child = Command::new(monoio)
+                .args(["127.0.0.1:0", "0"])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("start the monoio peer");
+            let mut line = String::new();
+            std::io::BufRead::read_line(
+                &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+                &mut line,
+            )
+            .expect("the peer's first line");
+            let addr = line
+                .trim()
+                .strip_prefix("listening ")
+                .and_then(|a| a.parse().ok())
+                .expect("listening ADDR");
+            return Under::Peer(child, addr);
+        }
+        Under::Ringcore(common::Server::start(&[
+            "--io",
+            model,
+            "--serve",
+            cell.serve(),
+            "--cpus",
+            "0",
+            "--threads",
+            "1",
+        ]))
+    }
+
+    fn pid(&self) -> u32 {
+        match self {
+            Under::Ringcore(s) => s.pid(),
+            Under::Peer(c, _) => c.id(),
+        }
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        match self {
+            Under::Ringcore(s) => s.services[0].2,
+            Under::Peer(_, addr) => *addr,
+        }
+    }
+}
+
+impl Drop for Under {
+    fn drop(&mut self) {
+        if let Under::Peer(child, _) = self {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
 
 #[derive(Clone, Copy)]
 enum Cell {
@@ -166,20 +244,11 @@ fn json_after(json: &str, anchor: &str, key: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn measure(model: &str, cell: Cell, seconds: f64, loadgen: &Path) -> Sample {
-    let server = common::Server::start(&[
-        "--io",
-        model,
-        "--serve",
-        cell.serve(),
-        "--cpus",
-        "0",
-        "--threads",
-        "1",
-    ]);
-    let pid = server.pid();
-    let addr = server.services[0].2.to_string();
-    if let Cell::Idle { connections } = cell {
+fn measure(model: &str, cell: Cell, seconds: f64, loadgen: &Path, monoio: &Path) -> Sample {
+    let under = Under::start(model, cell, monoio);
+    let pid = under.pid();
+    let addr = under.addr().to_string();
+    if let (Cell::Idle { connections }, Under::Ringcore(server)) = (cell, &under) {
         let before = server.rss_kib();
         let conns: Vec<_> = (0..connections)
             .map(|_| common::connect(server.services[0].2))
@@ -362,11 +431,12 @@ fn main() {
         return;
     }
     let loadgen = support::loadgen_binary();
+    let monoio = support::monoio_binary();
     let mut results: BTreeMap<String, BTreeMap<&str, Vec<Sample>>> = BTreeMap::new();
     for round in 1..=rounds {
         for &cell in &cells {
-            for model in MODELS {
-                let s = measure(model, cell, seconds, &loadgen);
+            for model in MODELS.iter().filter(|m| serves(m, cell)) {
+                let s = measure(model, cell, seconds, &loadgen, &monoio);
                 eprintln!(
                     "round {round}: {} / {model}: {:.0}/s p99 {:.0} us",
                     cell.name(),
@@ -391,7 +461,7 @@ fn main() {
             let base = median(&by_model["uring"], |s| s.rss_bytes_per_conn)
                 .0
                 .max(1.0);
-            for model in MODELS {
+            for model in MODELS.iter().filter(|m| serves(m, cell)) {
                 let (m, _, _) = median(&by_model[model], |s| s.rss_bytes_per_conn);
                 println!("| {model} | {m:.0} B | {:.2} |", m / base);
             }
@@ -415,7 +485,7 @@ fn main() {
             if udp || open { "---|" } else { "" }
         );
         let base = median(&by_model["uring"], |s| s.rate).0.max(1.0);
-        for model in MODELS {
+        for model in MODELS.iter().filter(|m| serves(m, cell)) {
             let samples = &by_model[model];
             let (m, lo, hi) = median(samples, |s| s.rate);
             print!(
@@ -467,6 +537,7 @@ fn chart(
         RGBColor(255, 127, 14),
         RGBColor(44, 160, 44),
         RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
     ];
     let width = 0.7 / MODELS.len() as f64;
     for (area, title, pick) in [
@@ -488,7 +559,7 @@ fn chart(
                 let base = median(&by["uring"], pick).0.max(1e-9);
                 MODELS
                     .iter()
-                    .map(|m| median(&by[m], pick).0 / base)
+                    .map(|m| by.get(m).map_or(0.0, |v| median(v, pick).0 / base))
                     .collect()
             })
             .collect();

@@ -153,6 +153,27 @@ pub fn loadgen_binary() -> std::path::PathBuf {
         .expect("target directory")
 }
 
+/// Builds the monoio echo peer (`peers/monoio-echo`, a workspace of its
+/// own so the main build never compiles monoio) and returns its path.
+pub fn monoio_binary() -> std::path::PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest = root.join("peers/monoio-echo/Cargo.toml");
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "--locked",
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        .status()
+        .expect("run cargo build for peers/monoio-echo");
+    assert!(status.success(), "building the monoio peer failed");
+    root.join("peers/monoio-echo/target/release/monoio-echo")
+}
+
 /// A field of a JSON object printed by `loadgen --json`, found by name.
 pub fn json_number(json: &str, key: &str) -> Option<f64> {
     let at = json.find(&format!("\"{key}\":"))? + key.len() + 3;
