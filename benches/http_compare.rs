@@ -6,6 +6,8 @@
 //!   capacity;
 //! - ringcore's http service vs nginx under the same wrk command (1 KiB, 50
 //!   connections);
+//! - ringcore's http service vs nginx (a file, sendfile on) under the same
+//!   wrk command for 1 MiB bodies (10 connections);
 //! - a single fetch of a 100 MiB file: loadgen vs `curl -o /dev/null`.
 //!
 //! `cargo bench --bench http_compare -- --seconds 5 --rounds 3`
@@ -124,12 +126,17 @@ fn main() {
     let small_nginx = nginx.url("1k.bin");
     let small_ringcore = format!("http://{}/bytes/1024", ringcore.addr("tcp", "http"));
     let big = nginx.url("100m.bin");
+    let mib_nginx = nginx.url("1m.bin");
+    let mib_ringcore = format!("http://{}/bytes/1048576", ringcore.addr("tcp", "http"));
 
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     let (mut ours_rc, mut theirs_rc) = (Vec::new(), Vec::new());
     let (mut engine, mut nginx_rates) = (Vec::new(), Vec::new());
     let (mut fetch_ours, mut fetch_curl) = (Vec::new(), Vec::new());
+    let (mut mib_engine, mut mib_nginx_rates) = (Vec::new(), Vec::new());
     for round in 1..=rounds {
+        mib_engine.push(wrk(&mib_ringcore, 10, seconds));
+        mib_nginx_rates.push(wrk(&mib_nginx, 10, seconds));
         ours.push(loadgen_load(&loadgen, &small_nginx, 50, seconds));
         theirs.push(wrk(&small_nginx, 50, seconds));
         engine.push(wrk(&small_ringcore, 50, seconds));
@@ -139,8 +146,8 @@ fn main() {
         fetch_ours.push(loadgen_fetch(&loadgen, &big));
         fetch_curl.push(curl_fetch(&big));
         eprintln!(
-            "round {round}: loadgen {:.0} vs wrk {:.0} req/s on nginx; ringcore {:.0} vs nginx {:.0} req/s under wrk; 100 MiB: loadgen {:.0} vs curl {:.0} MB/s",
-            ours[round - 1], theirs[round - 1], engine[round - 1], nginx_rates[round - 1], fetch_ours[round - 1], fetch_curl[round - 1]
+            "round {round}: loadgen {:.0} vs wrk {:.0} req/s on nginx; ringcore {:.0} vs nginx {:.0} req/s under wrk; 1 MiB: ringcore {:.0} vs nginx {:.0} req/s; 100 MiB: loadgen {:.0} vs curl {:.0} MB/s",
+            ours[round - 1], theirs[round - 1], engine[round - 1], nginx_rates[round - 1], mib_engine[round - 1], mib_nginx_rates[round - 1], fetch_ours[round - 1], fetch_curl[round - 1]
         );
     }
     println!("HTTP, {rounds} rounds of {seconds} s, servers on CPU 0 (one worker each), clients on CPU 1");
@@ -182,6 +189,19 @@ fn main() {
     row(
         "servers under wrk -t1 -c50, 1 KiB: nginx",
         &nginx_rates,
+        base,
+        "req/s",
+    );
+    let base = summary(&mib_nginx_rates).0;
+    row(
+        "servers under wrk -t1 -c10, 1 MiB bodies: ringcore http",
+        &mib_engine,
+        base,
+        "req/s",
+    );
+    row(
+        "servers under wrk -t1 -c10, 1 MiB bodies: nginx (sendfile)",
+        &mib_nginx_rates,
         base,
         "req/s",
     );
