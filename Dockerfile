@@ -7,7 +7,8 @@
 #
 #   docker run --rm --security-opt seccomp=deploy/docker/seccomp-ringcore.json \
 #     -p 65432:65432 -p 65432:65432/udp -p 12345:12345 -p 8888:8888/udp \
-#     -p 5555:5555 -p 5555:5555/udp -p 8080:8080 -p 9100:9100 ringcore
+#     -p 5555:5555 -p 5555:5555/udp -p 8080:8080 -p 9100:9100 \
+#     --ulimit memlock=-1 ringcore
 
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
