@@ -41,8 +41,8 @@ fn the_chapters_clients_work_unchanged_against_the_defaults() {
     if let Some(server) = start_on_the_chapters_ports(|_| {}) {
         check_the_chapters_clients(&server);
         assert_eq!(
-            server.metrics().get("ringcore_io_info{path=\"io_uring\"}"),
-            Some(&1),
+            server.io_path().as_deref(),
+            Some("io_uring"),
             "this machine has io_uring, and the default uses it"
         );
     }
@@ -59,12 +59,7 @@ fn without_io_uring_the_defaults_serve_the_chapter_through_epoll() {
     let stderr = server.wait_stderr("io_uring is unavailable, serving with epoll instead");
     assert!(stderr.contains("seccomp"), "{stderr}");
     check_the_chapters_clients(&server);
-    assert_eq!(
-        server
-            .metrics()
-            .get("ringcore_io_info{path=\"epoll-fallback\"}"),
-        Some(&1)
-    );
+    assert_eq!(server.io_path().as_deref(), Some("epoll-fallback"));
 }
 
 /// The seccomp profile the README gives for containers
@@ -98,8 +93,8 @@ fn the_container_seccomp_profile_serves_the_chapter_through_io_uring() {
     };
     check_the_chapters_clients(&server);
     assert_eq!(
-        server.metrics().get("ringcore_io_info{path=\"io_uring\"}"),
-        Some(&1),
+        server.io_path().as_deref(),
+        Some("io_uring"),
         "stderr: {}",
         server.stderr()
     );

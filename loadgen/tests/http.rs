@@ -4,15 +4,15 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
 use common::{assert_fails_with, loadgen_json, num, TestServer};
 use protocols::{Protocol, Transport};
 
-/// A one-shot server: answers every connection's request with `response`
-/// (after reading the request head), then closes.
-fn canned(response: &'static [u8]) -> String {
+/// A server on an ephemeral port that, for every connection, reads the
+/// request head and hands the stream to `answer`.
+fn serve(answer: impl Fn(&mut TcpStream) + Send + 'static) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     std::thread::spawn(move || {
@@ -23,10 +23,18 @@ fn canned(response: &'static [u8]) -> String {
             while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).unwrap_or(0) == 1 {
                 head.push(byte[0]);
             }
-            let _ = s.write_all(response);
+            answer(&mut s);
         }
     });
     addr
+}
+
+/// A one-shot server: answers every connection's request with `response`
+/// (after reading the request head), then closes.
+fn canned(response: &'static [u8]) -> String {
+    serve(move |s| {
+        let _ = s.write_all(response);
+    })
 }
 
 #[test]
@@ -56,27 +64,16 @@ fn single_fetches_read_every_framing() {
 /// A server that waits `delay` after the request, sends the head, then
 /// the body in `pieces` equal parts `gap` apart.
 fn paced(delay: Duration, body: usize, pieces: usize, gap: Duration) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        for s in listener.incoming() {
-            let Ok(mut s) = s else { continue };
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).unwrap_or(0) == 1 {
-                head.push(byte[0]);
+    serve(move |s| {
+        std::thread::sleep(delay);
+        let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {body}\r\n\r\n");
+        for i in 0..pieces {
+            if i > 0 {
+                std::thread::sleep(gap);
             }
-            std::thread::sleep(delay);
-            let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {body}\r\n\r\n");
-            for i in 0..pieces {
-                if i > 0 {
-                    std::thread::sleep(gap);
-                }
-                let _ = s.write_all(&vec![b'x'; body / pieces]);
-            }
+            let _ = s.write_all(&vec![b'x'; body / pieces]);
         }
-    });
-    addr
+    })
 }
 
 /// Known answers: a server that waits 150 ms before answering gives a time

@@ -138,10 +138,15 @@ fn a_flood_starves_tcp_on_a_shared_link_and_pacing_shares_it() {
         tcp(2) > (link - paced) * 0.5,
         "TCP takes most of what is left: {r}"
     );
+    // Jain's index is the report's own arithmetic over the two shares...
     for p in &phases[1..] {
-        let jain = num(p, "jain_index");
-        assert!((0.5..=1.0).contains(&jain), "{r}");
+        let (a, b) = (num(p, "tcp_goodput_mbps"), num(p, "udp_delivered_mbps"));
+        let expected = (a + b) * (a + b) / (2.0 * (a * a + b * b));
+        assert!((num(p, "jain_index") - expected).abs() < 1e-9, "{r}");
     }
+    // ...near 0.5 when the flood has it all, near 1 when pacing shares.
+    assert!(num(&phases[1], "jain_index") < 0.6, "{r}");
+    assert!(num(&phases[2], "jain_index") > 0.9, "{r}");
     assert!(phases[0]["jain_index"].is_null());
     assert!(num(&phases[3]["udp"]["cc"], "loss_events") >= 1.0, "{r}");
     // 100 ms bins over the whole run, both series.

@@ -170,6 +170,22 @@ impl Server {
             .collect()
     }
 
+    /// The I/O path `/metrics` says serves (`ringcore_io_info{path=...} 1`):
+    /// `io_uring`, `epoll`, `epoll-fallback`...; `None` if it names none.
+    pub fn io_path(&self) -> Option<String> {
+        let paths: Vec<String> = self
+            .metrics()
+            .into_iter()
+            .filter(|(_, value)| *value == 1)
+            .filter_map(|(key, _)| {
+                let path = key.strip_prefix("ringcore_io_info{path=\"")?;
+                Some(path.strip_suffix("\"}")?.to_string())
+            })
+            .collect();
+        assert!(paths.len() <= 1, "more than one I/O path: {paths:?}");
+        paths.into_iter().next()
+    }
+
     /// The process-wide total of counter `name` (without the `ringcore_` prefix).
     pub fn counter(&self, name: &str) -> u64 {
         self.metrics()[&format!("ringcore_{name}")]

@@ -9,61 +9,20 @@ use std::process::Command;
 /// among them) does: a seccomp filter installed between fork and exec, so
 /// it is safe inside the parallel test suite.
 pub fn deny_io_uring(command: &mut Command, errno: i32) {
-    use std::os::unix::process::CommandExt;
     // io_uring_setup is 425 in the generic table x86_64 and aarch64 share.
     const IO_URING_SETUP: u32 = 425;
-    let statement = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter {
-        code: code as u16,
-        jt,
-        jf,
-        k,
-    };
-    let filter = [
+    let filter = vec![
         // Load the architecture; refuse to judge syscalls of another ABI.
         statement(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, 0, 4),
-        statement(
-            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
-            1,
-            0,
-            AUDIT_ARCH,
-        ),
-        statement(libc::BPF_RET | libc::BPF_K, 0, 0, libc::SECCOMP_RET_ALLOW),
+        statement(JEQ, 1, 0, AUDIT_ARCH),
+        statement(RET, 0, 0, libc::SECCOMP_RET_ALLOW),
         // Load the syscall number; io_uring_setup fails with `errno`.
         statement(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, 0, 0),
-        statement(
-            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
-            0,
-            1,
-            IO_URING_SETUP,
-        ),
-        statement(
-            libc::BPF_RET | libc::BPF_K,
-            0,
-            0,
-            libc::SECCOMP_RET_ERRNO | errno as u32,
-        ),
-        statement(libc::BPF_RET | libc::BPF_K, 0, 0, libc::SECCOMP_RET_ALLOW),
+        statement(JEQ, 0, 1, IO_URING_SETUP),
+        statement(RET, 0, 0, libc::SECCOMP_RET_ERRNO | errno as u32),
+        statement(RET, 0, 0, libc::SECCOMP_RET_ALLOW),
     ];
-    // SAFETY: the closure runs in the child between fork and exec and only
-    // makes two prctl calls on data that lives in the parent's copied memory.
-    unsafe {
-        command.pre_exec(move || {
-            let program = libc::sock_fprog {
-                len: filter.len() as u16,
-                filter: filter.as_ptr().cast_mut(),
-            };
-            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
-                || libc::prctl(
-                    libc::PR_SET_SECCOMP,
-                    libc::SECCOMP_MODE_FILTER,
-                    &program as *const _,
-                ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    install(command, filter);
 }
 
 /// Makes `command`'s process run under an allow-list of syscalls, as a
@@ -71,7 +30,6 @@ pub fn deny_io_uring(command: &mut Command, errno: i32) {
 /// syscall fails with EPERM. Names this architecture lacks are skipped, as
 /// libseccomp skips them; a name unknown on every architecture is an error.
 pub fn allow_only(command: &mut Command, names: &[String]) -> Result<(), String> {
-    use std::os::unix::process::CommandExt;
     let mut numbers = Vec::new();
     for name in names {
         match syscall_number(name) {
@@ -83,42 +41,40 @@ pub fn allow_only(command: &mut Command, names: &[String]) -> Result<(), String>
     if numbers.len() > 250 {
         return Err("more syscalls than one BPF jump reaches".into());
     }
-    let statement = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter {
-        code: code as u16,
-        jt,
-        jf,
-        k,
-    };
     let deny = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
     let n = numbers.len();
     let mut filter = vec![
         statement(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, 0, 4),
-        statement(
-            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
-            1,
-            0,
-            AUDIT_ARCH,
-        ),
-        statement(libc::BPF_RET | libc::BPF_K, 0, 0, deny),
+        statement(JEQ, 1, 0, AUDIT_ARCH),
+        statement(RET, 0, 0, deny),
         statement(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, 0, 0),
     ];
     for (i, &nr) in numbers.iter().enumerate() {
         // Jump over the remaining checks and the deny to the allow.
-        let to_allow = (n - i) as u8;
-        filter.push(statement(
-            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
-            to_allow,
-            0,
-            nr,
-        ));
+        filter.push(statement(JEQ, (n - i) as u8, 0, nr));
     }
-    filter.push(statement(libc::BPF_RET | libc::BPF_K, 0, 0, deny));
-    filter.push(statement(
-        libc::BPF_RET | libc::BPF_K,
-        0,
-        0,
-        libc::SECCOMP_RET_ALLOW,
-    ));
+    filter.push(statement(RET, 0, 0, deny));
+    filter.push(statement(RET, 0, 0, libc::SECCOMP_RET_ALLOW));
+    install(command, filter);
+    Ok(())
+}
+
+const JEQ: u32 = libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K;
+const RET: u32 = libc::BPF_RET | libc::BPF_K;
+
+fn statement(code: u32, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
+    libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    }
+}
+
+/// Installs `filter` in `command`'s process between fork and exec (with
+/// no_new_privs, as an unprivileged runtime must).
+fn install(command: &mut Command, filter: Vec<libc::sock_filter>) {
+    use std::os::unix::process::CommandExt;
     // SAFETY: the closure runs in the child between fork and exec and only
     // makes two prctl calls on data that lives in the parent's copied memory.
     unsafe {
@@ -139,7 +95,6 @@ pub fn allow_only(command: &mut Command, names: &[String]) -> Result<(), String>
             Ok(())
         });
     }
-    Ok(())
 }
 
 #[cfg(target_arch = "x86_64")]

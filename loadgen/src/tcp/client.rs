@@ -146,6 +146,17 @@ impl Client {
         self.socket.as_ref().map_or(-1, |s| s.as_raw_fd())
     }
 
+    /// The bytes to send next: what remains of the send in progress, or,
+    /// once that is all out, everything queued since (empty: nothing).
+    pub fn unsent(&mut self) -> &[u8] {
+        if self.sent == self.sending.len() {
+            self.sending.clear();
+            self.sent = 0;
+            std::mem::swap(&mut self.queued, &mut self.sending);
+        }
+        &self.sending[self.sent..]
+    }
+
     /// Requests in flight not yet counted as timeouts.
     pub fn outstanding(&self) -> usize {
         self.inflight.len() - self.timed_out

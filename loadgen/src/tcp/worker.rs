@@ -34,6 +34,9 @@ use crate::rng::Rng;
 
 mod readiness;
 
+/// How often a thread publishes its progress.
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+
 /// A slot whose connect failed tries again after this long.
 const RETRY_AFTER: Duration = Duration::from_millis(100);
 
@@ -135,7 +138,8 @@ pub struct Worker<'a> {
     /// Requests in flight and not yet counted as timeouts, over all clients.
     outstanding: usize,
     out: ThreadOutcome,
-    /// Latency samples since the last progress tick.
+    /// Latency samples since they were last folded into the run's
+    /// histogram (every [`PUBLISH_EVERY`], for the progress line's p99).
     interval: Histogram<u64>,
     /// Open loop: due times of requests that found no connection free.
     waiting: VecDeque<Instant>,
@@ -149,6 +153,8 @@ pub struct Worker<'a> {
     read_buf: Vec<u8>,
     /// The last connect or reply: a run that cannot progress for long ends.
     last_progress: Instant,
+    /// When `interval` is next folded in and the progress counters set.
+    next_publish: Instant,
 }
 
 impl<'a> Worker<'a> {
@@ -203,6 +209,7 @@ impl<'a> Worker<'a> {
             bad_status: Vec::new(),
             read_buf: Vec::new(),
             last_progress: start,
+            next_publish: start,
         })
     }
 
@@ -393,20 +400,16 @@ impl<'a> Worker<'a> {
         if c.send_busy {
             return;
         }
-        if c.sent == c.sending.len() {
-            c.sending.clear();
-            c.sent = 0;
-            std::mem::swap(&mut c.queued, &mut c.sending);
-        }
-        if c.sending.is_empty() {
+        let (fd, token) = (c.fd(), Token::new(Op::Send, i as u32, c.generation));
+        let rest = c.unsent();
+        if rest.is_empty() {
             return;
         }
-        c.send_busy = true;
-        let rest = &c.sending[c.sent..];
-        let entry = opcode::Send::new(types::Fd(c.fd()), rest.as_ptr(), rest.len() as u32)
+        let entry = opcode::Send::new(types::Fd(fd), rest.as_ptr(), rest.len() as u32)
             .flags(libc::MSG_NOSIGNAL)
             .build()
-            .user_data(Token::new(Op::Send, i as u32, c.generation).encode());
+            .user_data(token.encode());
+        c.send_busy = true;
         // SAFETY: `sending` is not touched while `send_busy`, a client is
         // not reconnected (its buffers reset) until its send has completed,
         // and the worker's Drop reaps every send before the clients go.
@@ -628,6 +631,12 @@ impl<'a> Worker<'a> {
                 _ => {}
             }
         }
+        // Folding a histogram in walks all its buckets: at the progress
+        // line's pace, not at a short timeout's tick.
+        if now < self.next_publish {
+            return;
+        }
+        self.next_publish = now + PUBLISH_EVERY;
         self.live
             .errors
             .store(self.out.errors.total() + self.out.fates.timeouts, Relaxed);

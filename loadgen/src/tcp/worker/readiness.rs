@@ -141,18 +141,13 @@ impl Worker<'_> {
             if c.link != Link::Up {
                 return;
             }
-            if c.sent == c.sending.len() {
-                c.sending.clear();
-                c.sent = 0;
-                std::mem::swap(&mut c.queued, &mut c.sending);
-                if c.sending.is_empty() {
-                    return;
-                }
+            let fd = c.fd();
+            let rest = c.unsent();
+            if rest.is_empty() {
+                return;
             }
-            let rest = &c.sending[c.sent..];
             // SAFETY: `rest` is a live buffer of the length passed.
-            let n =
-                unsafe { libc::send(c.fd(), rest.as_ptr().cast(), rest.len(), libc::MSG_NOSIGNAL) };
+            let n = unsafe { libc::send(fd, rest.as_ptr().cast(), rest.len(), libc::MSG_NOSIGNAL) };
             if n >= 0 {
                 c.sent += n as usize;
                 self.out.bytes_sent += n as u64;
