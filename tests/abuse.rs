@@ -120,7 +120,10 @@ fn amplifying_input_never_read_stays_within_the_bound(io: &str) {
     // Everything the server will ever hold for them is now held: reading
     // stopped, and output stopped growing at the limit.
     let rss = server.rss_kib() * 1024;
-    let bound = n * (LIMIT + 64 * 1024) + 16 * 1024 * 1024;
+    // Per connection: its output, the input one receive may bring in
+    // beyond it, and 32 KiB for the rest (socket state, the session).
+    let window = engine::connection::RECEIVE_WINDOW as u64;
+    let bound = n * (LIMIT + window + 32 * 1024) + 16 * 1024 * 1024;
     assert!(
         rss <= bound,
         "{io}: server RSS {} KiB over the bound {} KiB for {n} non-reading clients",
@@ -323,6 +326,99 @@ fn sigterm_with_every_hostile_client_connected_exits_in_time(io: &str) {
         );
     }
     drop(flood);
+}
+
+/// Echo on io_uring sends input back from the buffer the kernel wrote it
+/// into, holding that buffer until the send completes: large messages
+/// come back whole, and peers that never read hold at most a quarter of
+/// the receive buffers, so everyone else is still served.
+#[test]
+fn lent_receive_buffers_echo_whole_and_stalled_readers_cannot_take_them_all() {
+    let server = Server::start(&[
+        "--io",
+        "uring",
+        "--threads",
+        "1",
+        "--buffers",
+        "16",
+        "--serve",
+        "tcp:0=echo",
+    ]);
+    let addr = server.addr("tcp", "echo");
+    let round_trip = |len: usize| {
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        let mut s = connect(addr);
+        let writer = {
+            let mut w = s.try_clone().unwrap();
+            let data = data.clone();
+            std::thread::spawn(move || {
+                for chunk in data.chunks(16 * 1024) {
+                    w.write_all(chunk).unwrap();
+                }
+            })
+        };
+        let mut back = vec![0u8; len];
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        s.read_exact(&mut back).unwrap();
+        writer.join().unwrap();
+        assert!(back == data, "{len} bytes echoed unchanged");
+    };
+    round_trip(1024 * 1024);
+    assert!(
+        server.counter("receives_lent") > 0,
+        "{:?}",
+        server.metrics()
+    );
+    // Eight readers that never read, with small receive windows, each
+    // sending one message at a time: the server takes each message into a
+    // buffer of its own and lends it to the send back, until that send
+    // stalls on the full window and keeps its buffer.
+    const STALLED: usize = 8;
+    let mut stalled: Vec<TcpStream> = (0..STALLED).map(|_| small_window(addr)).collect();
+    let message = [b's'; 4096];
+    let mut written = server.counter("bytes_in");
+    let deadline = Instant::now() + PATIENCE;
+    while server.counter("tcp_buffers_lent") < 4 && Instant::now() < deadline {
+        for s in &mut stalled {
+            written += write_nonblocking_once(s, &message);
+            // One message per receive: wait until the server has it.
+            while server.counter("bytes_in") < written {
+                assert!(Instant::now() < deadline, "{:?}", server.metrics());
+            }
+        }
+    }
+    // More stalled sends than the quarter of 16 buffers: never more lent.
+    for s in &mut stalled {
+        written += write_nonblocking_once(s, &message);
+    }
+    server.wait_counter("bytes_in", |n| n >= written);
+    let lent = server.counter("tcp_buffers_lent");
+    assert_eq!(
+        lent, 4,
+        "stalled sends hold a quarter of 16 buffers, no more"
+    );
+    round_trip(256 * 1024);
+    drop(stalled);
+}
+
+/// A connection whose receive window is a few KiB.
+fn small_window(addr: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    socket.into()
+}
+
+/// Writes what the socket takes of `data` at once, without blocking.
+fn write_nonblocking_once(stream: &mut TcpStream, data: &[u8]) -> u64 {
+    stream.set_nonblocking(true).unwrap();
+    let n = match stream.write(data) {
+        Ok(n) => n as u64,
+        Err(e) if e.kind() == ErrorKind::WouldBlock => 0,
+        Err(e) => panic!("write failed: {e}"),
+    };
+    stream.set_nonblocking(false).unwrap();
+    n
 }
 
 macro_rules! suite {

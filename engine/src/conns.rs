@@ -51,11 +51,12 @@ impl<D> Conns<D> {
         self.slab.get_mut(index, generation)
     }
 
-    /// Forgets a connection and closes its socket. Its core must have said
-    /// `Close` (no operation refers to it) or the driver must own no
-    /// operation on it (a connection never armed).
-    pub fn remove(&mut self, index: u32) {
-        self.slab.remove(index);
+    /// Forgets a connection and closes its socket; hands back the driver's
+    /// state of it. Its core must have said `Close` (no operation refers to
+    /// it) or the driver must own no operation on it (a connection never
+    /// armed).
+    pub fn remove(&mut self, index: u32) -> Option<D> {
+        self.slab.remove(index).map(|t| t.io)
     }
 
     /// Open connections.

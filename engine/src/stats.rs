@@ -137,6 +137,15 @@ counters! {
     /// more than three times what it sent (anti-amplification), or past
     /// what one datagram carries.
     udp_replies_capped,
+    /// TCP receives sent back from the buffer the kernel wrote them into,
+    /// with no copy in user space (echo on io_uring).
+    receives_lent,
+    /// TCP receive buffers lent to sends now (a gauge; at most a quarter
+    /// of --buffers, so peers that never read cannot take them all).
+    tcp_buffers_lent,
+    /// TCP receive buffers kept published ahead of need (a gauge: it
+    /// doubles when the kernel runs out, halves when half go unused).
+    tcp_buffers_spare,
     /// io_uring_enter system calls.
     io_uring_enter_calls,
     /// Submission queue entries handed to the kernel.

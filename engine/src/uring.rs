@@ -73,7 +73,7 @@ impl Uring {
         &mut self.bufs[i]
     }
 
-    /// Makes every recycled buffer of every buffer ring visible to the kernel.
+    /// Publishes recycled buffers of every buffer ring to the kernel.
     pub fn publish_buffers(&mut self) {
         for bufs in self.bufs.iter_mut() {
             bufs.publish();
@@ -345,7 +345,9 @@ mod tests {
                 assert!(cqe.result() > 0, "{}", cqe.result());
                 received += cqe.result();
                 if let Some(bid) = cqueue::buffer_select(cqe.flags()) {
-                    uring.buffers(bufs).recycle(bid);
+                    let ring = uring.buffers(bufs);
+                    let taken = ring.take(bid, cqe.result() as usize);
+                    ring.recycle(taken);
                 }
                 ended |= !cqueue::more(cqe.flags());
             }

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use io_uring::{cqueue, opcode, squeue, types};
 use protocols::{DatagramHandler, Replies};
 
-use crate::bufring::BufRing;
-use crate::connection::{Action, Connection, Env, Limits, RECEIVE_WINDOW};
+use crate::bufring::{BufRing, Taken};
+use crate::connection::{Action, Connection, Env, Limits, Outgoing, RECEIVE_WINDOW};
 use crate::conns::Conns;
 use crate::error::EngineError;
 use crate::per_core::{CoreWorker, TcpService, WorkerParts, WorkerSettings};
@@ -68,8 +68,13 @@ pub struct Worker {
     stats: Arc<WorkerStats>,
     listeners: Vec<Listener>,
     udp: Vec<UdpSocket>,
-    /// The io_uring driver keeps no I/O state of its own per connection.
-    conns: Conns<()>,
+    /// Per connection, the receive buffer it was lent to send back (echo).
+    conns: Conns<Option<Taken>>,
+    /// Receive buffers lent out to sends, and the most that may be: a peer
+    /// that never reads keeps its buffer until the send timeout, so past
+    /// this share of the ring, input is copied instead.
+    lent: u16,
+    max_lent: u16,
     /// Reused: connections to move after deadlines or at shutdown.
     due: Vec<(u32, u32)>,
     // Boxed: a slot's msghdr points into the slot itself, so it must never
@@ -176,6 +181,8 @@ impl Worker {
                 })
                 .collect(),
             conns: Conns::default(),
+            lent: 0,
+            max_lent: count / 4,
             due: Vec::new(),
             send_slots: (0..slots).map(|_| SendSlot::new()).collect(),
             free_send_slots: (0..slots as u32).rev().collect(),
@@ -212,6 +219,9 @@ impl Worker {
             }
             self.cqes = cqes;
             self.uring.publish_buffers();
+            let spare = self.uring.buffers(self.tcp_bufs).spare();
+            self.stats.tcp_buffers_spare.set(u64::from(spare));
+            self.stats.tcp_buffers_lent.set(u64::from(self.lent));
             self.after_batch();
             if self.finished() {
                 return Ok(());
@@ -332,7 +342,7 @@ impl Worker {
         self.stats.connections_accepted.inc();
         let session = (self.listeners[listener].service.factory)();
         let conn = Connection::new(session, self.now);
-        let (index, generation) = self.conns.insert(fd, conn, ());
+        let (index, generation) = self.conns.insert(fd, conn, None);
         self.progress(index, generation);
     }
 
@@ -345,25 +355,43 @@ impl Worker {
             now: self.now,
         };
         let bufs = self.uring.buffers(self.tcp_bufs);
+        let taken = buffer.map(|bid| bufs.take(bid, res.max(0) as usize));
         let Some(c) = self.conns.get_mut(token.index, token.generation) else {
-            if let Some(bid) = buffer {
-                bufs.recycle(bid);
+            if let Some(taken) = taken {
+                bufs.recycle(taken);
             }
             return;
         };
+        if let Some(taken) = taken {
+            if res > 0 && self.lent < self.max_lent {
+                if c.conn.lend(bufs.bytes(&taken), &env) {
+                    // Sent back from where it lies; recycled once sent.
+                    c.io = Some(taken);
+                    self.lent += 1;
+                    self.stats.receives_lent.inc();
+                } else {
+                    // Declined, so received (copied) as usual.
+                    bufs.recycle(taken);
+                }
+            } else {
+                if res > 0 {
+                    c.conn.on_received(bufs.bytes(&taken), &env);
+                }
+                bufs.recycle(taken);
+            }
+        }
         match res {
             n if n > 0 => {
-                if let Some(bid) = buffer {
-                    c.conn.on_received(bufs.filled(bid, n as usize), &env);
-                    bufs.recycle(bid);
-                }
                 if !more {
                     self.stats.multishot_rearms.inc();
                 }
             }
             0 => c.conn.on_eof(),
             _ => match -res {
-                libc::ENOBUFS => self.stats.multishot_rearms.inc(),
+                libc::ENOBUFS => {
+                    bufs.ran_out();
+                    self.stats.multishot_rearms.inc();
+                }
                 libc::ECANCELED => {}
                 libc::EINVAL if self.recv_window => {
                     // An older kernel: multishot receives take no byte cap.
@@ -395,6 +423,12 @@ impl Worker {
         } else {
             c.conn.on_sent(res as usize, &env);
         }
+        if !c.conn.is_lending() {
+            if let Some(taken) = c.io.take() {
+                self.uring.buffers(self.tcp_bufs).recycle(taken);
+                self.lent -= 1;
+            }
+        }
         self.progress(token.index, token.generation);
     }
 
@@ -415,7 +449,18 @@ impl Worker {
         while let Some(action) = c.conn.poll_action(&env) {
             let entry = match action {
                 Action::Send => {
-                    let buf = c.conn.send_buf();
+                    let buf = match (c.conn.outgoing(), &c.io) {
+                        (Outgoing::Owned(buf), _) => buf,
+                        (Outgoing::Lent(range), Some(taken)) => {
+                            &self.uring.buffers(self.tcp_bufs).bytes(taken)[range]
+                        }
+                        (Outgoing::Lent(_), None) => {
+                            // Never: a lent send always has its buffer here.
+                            tracing::error!("a lent send without its buffer; closing");
+                            c.conn.on_send_error(&env);
+                            continue;
+                        }
+                    };
                     opcode::Send::new(fd, buf.as_ptr(), buf.len() as u32)
                         .flags(libc::MSG_NOSIGNAL)
                         .build()
@@ -448,10 +493,13 @@ impl Worker {
             };
             // SAFETY: a send points into the connection's `sending` buffer,
             // which the core leaves untouched until the send reports back,
-            // and the connection (with its heap buffer and descriptor) is
-            // not removed before its core says Close, which it says only
-            // when no send or receive is in flight; moving the slot inside
-            // the slab does not move that buffer. Receives write only into
+            // or into a receive buffer lent to it, which is out of the
+            // kernel's ring (so never written) and is recycled only once
+            // the core is no longer lending it, after the send reports. The
+            // connection (with its heap buffer and descriptor) is not
+            // removed before its core says Close, which it says only when
+            // no send or receive is in flight; moving the slot inside the
+            // slab does not move either buffer. Receives write only into
             // provided buffers, which the Uring owns. At teardown the
             // worker's Drop reaps every operation first.
             unsafe { self.uring.push(entry) };
@@ -459,7 +507,10 @@ impl Worker {
         if close {
             // Nothing in flight refers to it any more (the core waits for
             // that): closing the descriptor and freeing the output is safe.
-            self.conns.remove(index);
+            if let Some(Some(taken)) = self.conns.remove(index) {
+                self.uring.buffers(self.tcp_bufs).recycle(taken);
+                self.lent -= 1;
+            }
             self.stats.connections_closed.inc();
         } else {
             self.conns.reschedule(index, generation, &self.limits);
@@ -488,7 +539,10 @@ impl Worker {
         }
         if res < 0 {
             match -res {
-                libc::ENOBUFS => self.stats.multishot_rearms.inc(),
+                libc::ENOBUFS => {
+                    self.uring.buffers(self.udp_bufs).ran_out();
+                    self.stats.multishot_rearms.inc();
+                }
                 libc::ECANCELED => {}
                 errno => tracing::debug!("udp recvmsg: {}", io::Error::from_raw_os_error(errno)),
             }
@@ -498,9 +552,9 @@ impl Worker {
             return;
         };
         let bufs = self.uring.buffers(self.udp_bufs);
+        let taken = bufs.take(bid, res as usize);
         let socket = &mut self.udp[i];
-        let buffer = bufs.filled(bid, res as usize);
-        let received = udp::parse_received(buffer, &socket.template);
+        let received = udp::parse_received(bufs.bytes(&taken), &socket.template);
         let peer = received.as_ref().and_then(|r| r.peer);
         if let (Some(received), Some(peer)) = (&received, peer) {
             let handler = &mut *socket.handler;
@@ -513,7 +567,7 @@ impl Worker {
                 &self.stats,
             );
         }
-        bufs.recycle(bid);
+        bufs.recycle(taken);
         if let Some(peer) = peer {
             self.send_replies(i, peer);
         }

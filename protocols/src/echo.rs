@@ -16,6 +16,10 @@ impl StreamSession for EchoStream {
         out.extend_from_slice(&input[..n]);
         Fed::all(n)
     }
+
+    fn echoes(&self) -> bool {
+        true
+    }
 }
 
 /// UDP echo: each datagram is answered with itself, the empty one included.

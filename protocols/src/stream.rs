@@ -104,6 +104,14 @@ pub trait StreamSession: Send {
     fn on_drained(&mut self, _out: &mut Vec<u8>) -> Next {
         Next::Continue
     }
+
+    /// True when every byte of input is its own reply, unchanged and in
+    /// order, and the session keeps no state: a transport may then send
+    /// input straight back from its receive buffer, without offering it
+    /// through [`on_input`](Self::on_input) (echo's zero-copy path).
+    fn echoes(&self) -> bool {
+        false
+    }
 }
 
 /// Output a blocking transport lets one step produce before it writes it:

@@ -24,6 +24,10 @@ struct Sim {
     /// What the peer has read.
     delivered: Vec<u8>,
     actions: Vec<Action>,
+    /// A receive buffer lent to the connection, as the io_uring driver keeps it.
+    lent: Option<Vec<u8>>,
+    /// Lent buffers given back.
+    returned: usize,
 }
 
 impl Sim {
@@ -38,6 +42,8 @@ impl Sim {
             in_flight: None,
             delivered: Vec::new(),
             actions: Vec::new(),
+            lent: None,
+            returned: 0,
         };
         sim.poll();
         sim
@@ -69,7 +75,12 @@ impl Sim {
             match action {
                 Action::Send => {
                     assert!(self.in_flight.is_none(), "one send at a time");
-                    self.in_flight = Some(self.conn.send_buf().to_vec());
+                    self.in_flight = Some(match self.conn.outgoing() {
+                        Outgoing::Owned(bytes) => bytes.to_vec(),
+                        Outgoing::Lent(range) => {
+                            self.lent.as_ref().expect("a lent send has its buffer")[range].to_vec()
+                        }
+                    });
                 }
                 Action::StartReceiving => self.receiving = true,
                 Action::StopReceiving => {
@@ -95,11 +106,50 @@ impl Sim {
         true
     }
 
+    /// The peer sends `data` into a buffer the driver offers to lend, as
+    /// the io_uring driver does; true if the connection took the buffer.
+    fn peer_sends_lending(&mut self, data: &[u8]) -> bool {
+        assert!(self.receiving, "only while receiving");
+        let env = Env {
+            limits: &self.limits,
+            stats: &self.stats,
+            now: self.now,
+        };
+        let taken = self.conn.lend(data, &env);
+        if taken {
+            assert!(
+                self.lent.is_none(),
+                "a second buffer taken before the first was sent"
+            );
+            self.lent = Some(data.to_vec());
+        }
+        self.poll();
+        taken
+    }
+
+    /// The kernel takes the first `n` bytes of the send in flight.
+    fn kernel_takes(&mut self, n: usize) {
+        let mut bytes = self.in_flight.take().expect("a send in flight");
+        self.delivered.extend_from_slice(&bytes[..n]);
+        bytes.drain(..n);
+        self.event(|c, env| c.on_sent(n, env));
+        self.give_back_if_done();
+    }
+
+    /// What the driver does after a send reports: the lent buffer goes
+    /// back once the connection is done with it.
+    fn give_back_if_done(&mut self) {
+        if !self.conn.is_lending() && self.lent.take().is_some() {
+            self.returned += 1;
+        }
+    }
+
     /// The peer reads everything in flight.
     fn peer_reads(&mut self) {
         while let Some(bytes) = self.in_flight.take() {
             self.delivered.extend_from_slice(&bytes);
             self.event(|c, env| c.on_sent(bytes.len(), env));
+            self.give_back_if_done();
         }
     }
 
@@ -326,4 +376,60 @@ fn ticks_come_from_the_deadline_and_end_idle_sessions() {
     assert!(sim.actions.contains(&Action::ShutdownWrite));
     sim.peer_closes();
     assert!(sim.closed());
+}
+
+#[test]
+fn a_lent_buffer_goes_back_once_sent_and_later_input_follows_it() {
+    let mut sim = Sim::new(Box::new(EchoStream), Limits::default());
+    assert!(sim.peer_sends_lending(b"abc"), "echo takes the buffer");
+    assert_eq!(sim.in_flight.as_deref(), Some(&b"abc"[..]));
+    assert_eq!(sim.conn.unsent(), 3);
+    assert_eq!(sim.conn.output_held(), 3, "the lent buffer is output held");
+    // A short send: the rest goes from the same buffer.
+    sim.kernel_takes(1);
+    assert!(sim.conn.is_lending());
+    assert_eq!(sim.in_flight.as_deref(), Some(&b"bc"[..]));
+    // Input meanwhile cannot overtake it: it is copied and queued behind.
+    assert!(!sim.peer_sends_lending(b"def"), "one lent send at a time");
+    assert_eq!(sim.returned, 0);
+    sim.peer_reads();
+    assert_eq!(sim.returned, 1, "given back once all of it was sent");
+    assert_eq!(sim.delivered, b"abcdef");
+    assert_eq!(sim.conn.unsent(), 0);
+    // Quiet again: the next input is lent.
+    assert!(sim.peer_sends_lending(b"g"));
+    sim.peer_reads();
+    assert_eq!(sim.returned, 2);
+    assert_eq!(sim.delivered, b"abcdefg");
+    assert_eq!(sim.stats.bytes_in.get(), 7);
+    assert_eq!(sim.stats.bytes_out.get(), 7);
+}
+
+#[test]
+fn only_an_echoing_session_borrows_and_never_past_the_limit() {
+    let mut sim = Sim::new(Box::new(ReverseLines::default()), Limits::default());
+    assert!(
+        !sim.peer_sends_lending(b"abc\n"),
+        "reverse replies with other bytes"
+    );
+    assert_eq!(sim.in_flight.as_deref(), Some(&b"cba\n"[..]));
+    let mut sim = Sim::new(Box::new(EchoStream), limits(4));
+    assert!(!sim.peer_sends_lending(b"hello"), "over the output limit");
+    assert_eq!(
+        sim.in_flight.as_deref(),
+        Some(&b"hell"[..]),
+        "copied within room"
+    );
+}
+
+#[test]
+fn a_failed_lent_send_keeps_its_buffer_until_the_close() {
+    let mut sim = Sim::new(Box::new(EchoStream), Limits::default());
+    assert!(sim.peer_sends_lending(b"abc"));
+    // The peer resets: the send fails; the core stops its receive and
+    // closes, and only then may the driver take the buffer back.
+    sim.in_flight = None;
+    sim.event(|c, env| c.on_send_error(env));
+    assert!(sim.closed());
+    assert!(sim.conn.is_lending(), "never handed back by a failed send");
 }

@@ -681,16 +681,17 @@ impl<'a> Worker<'a> {
                 }
                 let up = current && c.link == Link::Up;
                 if let (Some(bid), Io::Uring { uring, .. }) = (buffer, &mut self.io) {
-                    let taken = (up && res > 0).then(|| {
-                        c.take_reply(
-                            uring.buffers(0).filled(bid, res as usize),
-                            &mut self.bad_status,
-                        )
-                    });
-                    uring.buffers(0).recycle(bid);
+                    let bufs = uring.buffers(0);
+                    let buf = bufs.take(bid, res.max(0) as usize);
+                    let taken = (up && res > 0)
+                        .then(|| c.take_reply(bufs.bytes(&buf), &mut self.bad_status));
+                    bufs.recycle(buf);
                     if let Some(taken) = taken {
                         self.on_answers(i, taken, res as usize, now);
                     }
+                }
+                if let (true, Io::Uring { uring, .. }) = (res == -libc::ENOBUFS, &mut self.io) {
+                    uring.buffers(0).ran_out();
                 }
                 if up && self.clients[i].link == Link::Up {
                     match res {
