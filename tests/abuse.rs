@@ -11,7 +11,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{connect, Server, PATIENCE};
+use common::{connect, connect_small_window, Server, PATIENCE};
 
 /// Output limit in these tests: small, so the bound is quick to reach.
 const LIMIT: u64 = 256 * 1024;
@@ -376,18 +376,17 @@ fn lent_receive_buffers_echo_whole_and_stalled_readers_cannot_take_them_all() {
     // buffer of its own and lends it to the send back, until that send
     // stalls on the full window and keeps its buffer.
     const STALLED: usize = 8;
-    let mut stalled: Vec<TcpStream> = (0..STALLED).map(|_| small_window(addr)).collect();
+    let mut stalled: Vec<TcpStream> = (0..STALLED).map(|_| connect_small_window(addr)).collect();
     let message = [b's'; 4096];
     let mut written = server.counter("bytes_in");
     let deadline = Instant::now() + PATIENCE;
     while server.counter("tcp_buffers_lent") < 4 && Instant::now() < deadline {
         for s in &mut stalled {
             written += write_nonblocking_once(s, &message);
-            // One message per receive: wait until the server has it.
-            while server.counter("bytes_in") < written {
-                assert!(Instant::now() < deadline, "{:?}", server.metrics());
-            }
         }
+        // One message per receive on each connection: wait until the
+        // server has them all before the next.
+        server.wait_counter("bytes_in", |n| n >= written);
     }
     // More stalled sends than the quarter of 16 buffers: never more lent.
     for s in &mut stalled {
@@ -401,14 +400,6 @@ fn lent_receive_buffers_echo_whole_and_stalled_readers_cannot_take_them_all() {
     );
     round_trip(256 * 1024);
     drop(stalled);
-}
-
-/// A connection whose receive window is a few KiB.
-fn small_window(addr: SocketAddr) -> TcpStream {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    socket.connect(&addr.into()).unwrap();
-    socket.into()
 }
 
 /// Writes what the socket takes of `data` at once, without blocking.

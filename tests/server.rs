@@ -8,7 +8,9 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
-use common::{connect, gso_client, write_until_stalled, Rng, Server, PATIENCE};
+use common::{
+    connect, connect_small_window, gso_client, write_until_stalled, Rng, Server, PATIENCE,
+};
 
 fn udp_client() -> UdpSocket {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -269,10 +271,7 @@ fn sigterm_reaches_bytes_still_queued_in_the_kernel() {
     let addr = server.addr("tcp", "echo");
     // A tiny receive buffer on our side keeps the server's replies stuck, so
     // it stops reading at its output bound and our bytes queue in its kernel.
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    socket.connect(&addr.into()).unwrap();
-    let mut s: TcpStream = socket.into();
+    let mut s = connect_small_window(addr);
     s.set_read_timeout(Some(PATIENCE)).unwrap();
     // More than the server's send buffer can absorb (tcp_wmem autotunes it to
     // a few MiB), so the server really stops reading.

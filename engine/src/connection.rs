@@ -220,16 +220,15 @@ impl Connection {
         }
     }
 
-    /// Bytes arrived from the peer in a buffer the driver can keep until a
-    /// send of it completes. If the session's replies are its input and
-    /// nothing else is queued ahead of them, the connection takes the
-    /// buffer as its next send and answers true: the driver then sends
-    /// from it ([`Outgoing::Lent`]) and keeps it until
+    /// `len` bytes arrived from the peer in a buffer the driver can keep
+    /// until a send of it completes. If the session's replies are its input
+    /// and nothing is queued ahead of them, the connection takes them,
+    /// unread, as its next send and answers true: the driver then sends
+    /// from its buffer ([`Outgoing::Lent`]) and keeps it until
     /// [`is_lending`](Self::is_lending) turns false or the connection is
-    /// closed. Otherwise the bytes are received as by
-    /// [`on_received`](Self::on_received), and the buffer is the driver's
-    /// again at once.
-    pub fn lend(&mut self, data: &[u8], env: &Env) -> bool {
+    /// closed. Otherwise it answers false, and the driver hands the bytes
+    /// to [`on_received`](Self::on_received) as usual.
+    pub fn lend(&mut self, len: usize, env: &Env) -> bool {
         let quiet = self.pending.is_empty()
             && self.sent == self.sending.len()
             && self.lent.is_none()
@@ -240,17 +239,16 @@ impl Connection {
             && !self.failed
             && !self.fin_sent
             && self.drain_budget.is_none();
-        let fits = data.len() <= env.limits.output_limit;
-        if !(quiet && open && fits && !data.is_empty() && self.session.echoes()) {
-            self.on_received(data, env);
+        let fits = len > 0 && len <= env.limits.output_limit;
+        if !(quiet && open && fits && self.session.echoes()) {
             return false;
         }
         self.last_active = env.now;
-        env.stats.bytes_in.add(data.len() as u64);
+        env.stats.bytes_in.add(len as u64);
         env.stats.messages_in.inc();
         self.sending.clear();
         self.sent = 0;
-        self.lent = Some(data.len());
+        self.lent = Some(len);
         true
     }
 
@@ -420,7 +418,7 @@ impl Connection {
     /// lends; unchanged until the send reports back.
     pub fn send_buf(&self) -> &[u8] {
         debug_assert!(self.lent.is_none(), "a lending driver uses outgoing()");
-        &self.sending[self.sent.min(self.sending.len())..]
+        &self.sending[self.sent..]
     }
 
     /// When [`on_deadline`](Self::on_deadline) should next be called.

@@ -363,16 +363,12 @@ impl Worker {
             return;
         };
         if let Some(taken) = taken {
-            if res > 0 && self.lent < self.max_lent {
-                if c.conn.lend(bufs.bytes(&taken), &env) {
-                    // Sent back from where it lies; recycled once sent.
-                    c.io = Some(taken);
-                    self.lent += 1;
-                    self.stats.receives_lent.inc();
-                } else {
-                    // Declined, so received (copied) as usual.
-                    bufs.recycle(taken);
-                }
+            let lent = res > 0 && self.lent < self.max_lent && c.conn.lend(taken.len(), &env);
+            if lent {
+                // Sent back from where it lies; recycled once sent.
+                c.io = Some(taken);
+                self.lent += 1;
+                self.stats.receives_lent.inc();
             } else {
                 if res > 0 {
                     c.conn.on_received(bufs.bytes(&taken), &env);

@@ -298,6 +298,22 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     stream
 }
 
+/// A connection whose receive window is a few KiB (SO_RCVBUF 4096 set
+/// before connecting): the server's replies to it stall almost at once.
+pub fn connect_small_window(addr: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )
+    .unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket
+        .connect(&addr.into())
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    socket.into()
+}
+
 /// A loopback UDP client whose every send is cut into `segment`-byte
 /// datagrams (UDP_SEGMENT): a GSO train, as loadgen sends them.
 pub fn gso_client(segment: usize) -> UdpSocket {

@@ -115,13 +115,15 @@ impl Sim {
             stats: &self.stats,
             now: self.now,
         };
-        let taken = self.conn.lend(data, &env);
+        let taken = self.conn.lend(data.len(), &env);
         if taken {
             assert!(
                 self.lent.is_none(),
                 "a second buffer taken before the first was sent"
             );
             self.lent = Some(data.to_vec());
+        } else {
+            self.conn.on_received(data, &env);
         }
         self.poll();
         taken
