@@ -163,6 +163,62 @@ fn overload_accounts_for_every_request(io: &str) {
     );
 }
 
+/// A run far past capacity: at 2M/s against a server that stops answering
+/// after 300 ms, about four million requests fall due and wait for a free
+/// connection. loadgen holds a count for them, not an entry each, so its
+/// peak memory is that of a small run (it was 99 MiB for a 3 s run with a
+/// due time kept per waiting request).
+#[test]
+#[expect(
+    clippy::zombie_processes,
+    reason = "the child is reaped by wait4, which also gives its peak memory"
+)]
+fn requests_waiting_past_capacity_hold_no_memory_each() {
+    use std::io::Read;
+    let server = SlowEcho::start(Slowness {
+        per_read: Duration::ZERO,
+        stall_after: Duration::from_millis(300),
+        stall_for: Duration::from_secs(30),
+    });
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["--tcp", &server.addr().to_string()])
+        .args(["--rate", "2M", "--duration", "2s", "--connections", "4"])
+        .args(["--timeout", "1s", "--quiet", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run loadgen");
+    let mut stdout = Vec::new();
+    child
+        .stdout
+        .take()
+        .expect("piped stdout")
+        .read_to_end(&mut stdout)
+        .expect("loadgen's report");
+    // SAFETY: wait4 on our own child, writing into values we own; the
+    // child is reaped here, so `child` is never waited on again.
+    let (mut status, mut usage) = (0, unsafe { std::mem::zeroed::<libc::rusage>() });
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(
+        pid,
+        child.id() as i32,
+        "{}",
+        std::io::Error::last_os_error()
+    );
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "loadgen failed: status {status:#x}"
+    );
+    let r: serde_json::Value = serde_json::from_slice(&stdout).expect("JSON report");
+    assert!(num(&r, "unsent") > 3e6, "{r}");
+    assert_balanced(&r);
+    let peak_mib = usage.ru_maxrss as f64 / 1024.0;
+    assert!(
+        peak_mib < 32.0,
+        "loadgen peaked at {peak_mib:.0} MiB holding {} unsent requests",
+        num(&r, "unsent")
+    );
+}
+
 /// With a fixed service time per request, the rate is known: two
 /// connections answering 1 ms apart each give at most 2000 requests/s, and
 /// the rate spans the whole run, not the thread that finished first (here

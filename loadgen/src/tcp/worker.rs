@@ -141,8 +141,8 @@ pub struct Worker<'a> {
     /// Latency samples since they were last folded into the run's
     /// histogram (every [`PUBLISH_EVERY`], for the progress line's p99).
     interval: Histogram<u64>,
-    /// Open loop: due times of requests that found no connection free.
-    waiting: VecDeque<Instant>,
+    /// Open loop: requests that fell due and found no connection free.
+    waiting: Waiting,
     /// Open loop: a free pipeline slot per entry, as (client, generation).
     free: VecDeque<(usize, u32)>,
     rearm: Vec<usize>,
@@ -155,6 +155,46 @@ pub struct Worker<'a> {
     last_progress: Instant,
     /// When `interval` is next folded in and the progress counters set.
     next_publish: Instant,
+}
+
+/// Open loop: the requests that fell due and wait for a free pipeline
+/// slot. They are consecutive in the schedule, so the oldest's due time and
+/// a count stand for them all: a run far past the server's capacity holds
+/// no more memory for them than a run within it.
+struct Waiting {
+    /// When the oldest fell due (meaningless while `count` is 0).
+    oldest: Instant,
+    count: u64,
+    /// The schedule's interval between requests.
+    step: Duration,
+}
+
+impl Waiting {
+    /// The next request of the schedule (one `step` after the last one
+    /// pushed) fell due at `due`.
+    fn push(&mut self, due: Instant) {
+        if self.count == 0 {
+            self.oldest = due;
+        }
+        self.count += 1;
+    }
+
+    /// When the oldest waiting request fell due.
+    fn front(&self) -> Option<Instant> {
+        (self.count > 0).then_some(self.oldest)
+    }
+
+    /// The oldest is sent (or given up).
+    fn pop(&mut self) {
+        if self.count > 0 {
+            self.count -= 1;
+            self.oldest += self.step;
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.count == 0
+    }
 }
 
 impl<'a> Worker<'a> {
@@ -187,6 +227,9 @@ impl<'a> Worker<'a> {
         };
         let mut out = ThreadOutcome::empty(start);
         out.series = plan.interval.map(Series::new);
+        let step = share
+            .rate
+            .map_or(Duration::ZERO, |r| Duration::from_secs_f64(1.0 / r));
         Ok(Worker {
             io,
             plan,
@@ -202,7 +245,11 @@ impl<'a> Worker<'a> {
             outstanding: 0,
             out,
             interval: latency::histogram(),
-            waiting: VecDeque::new(),
+            waiting: Waiting {
+                oldest: start,
+                count: 0,
+                step,
+            },
             free: VecDeque::new(),
             rearm: Vec::new(),
             payload: Vec::new(),
@@ -455,7 +502,7 @@ impl<'a> Worker<'a> {
             }
         }
         let deadline = start + self.plan.duration;
-        let step = self.share.rate.map(|r| Duration::from_secs_f64(1.0 / r));
+        let step = self.share.rate.map(|_| self.waiting.step);
         let mut next_due = start;
         // Timeouts are noticed within a quarter of the timeout.
         let tick_every =
@@ -486,7 +533,7 @@ impl<'a> Worker<'a> {
                         .quota
                         .is_none_or(|q| self.out.fates.scheduled < q)
                 {
-                    self.waiting.push_back(next_due);
+                    self.waiting.push(next_due);
                     self.out.fates.scheduled += 1;
                     self.out.last_scheduled = Some(next_due);
                     next_due += step;
@@ -564,7 +611,7 @@ impl<'a> Worker<'a> {
 
     /// Open loop: puts waiting requests on free pipeline slots, oldest first.
     fn send_waiting(&mut self, now: Instant) {
-        while let Some(&due) = self.waiting.front() {
+        while let Some(due) = self.waiting.front() {
             let Some((i, generation)) = self.free.pop_front() else {
                 return;
             };
@@ -572,7 +619,7 @@ impl<'a> Worker<'a> {
             if c.link != Link::Up || c.generation != generation {
                 continue; // a slot of a connection that has since failed
             }
-            self.waiting.pop_front();
+            self.waiting.pop();
             self.issue(i, due, now);
         }
     }
@@ -580,7 +627,8 @@ impl<'a> Worker<'a> {
     /// The run is over: requests that fell due but were never sent end as
     /// `unsent`, each with how long it had been due.
     fn end_backlog(&mut self, now: Instant) {
-        for due in self.waiting.drain(..) {
+        while let Some(due) = self.waiting.front() {
+            self.waiting.pop();
             self.out.fates.unsent += 1;
             self.out
                 .backlog
