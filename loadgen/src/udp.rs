@@ -265,11 +265,15 @@ impl LossShape {
     }
 }
 
-/// One release: how many datagrams it carried and how many of them left.
-#[derive(Debug, Clone, Copy)]
-struct Release {
+/// A run of identical releases: how many datagrams each carried, how many
+/// of them left, and how many such releases came in a row. A paced run
+/// repeats one shape almost always, so the log of which trains left stays
+/// a few entries long however long the run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Releases {
     count: u16,
     left: u16,
+    times: u32,
 }
 
 impl Default for UdpCounts {
@@ -365,7 +369,7 @@ struct Sender<'a> {
     /// The error queue's control messages.
     err_control: [u64; 16],
     /// Every release in order (replies expected only): which trains left.
-    releases: Vec<Release>,
+    releases: Vec<Releases>,
     /// With `--cc`: the rate controller.
     cc: Option<Aimd>,
     /// One bit per sequence number: replies seen.
@@ -481,7 +485,7 @@ impl<'a> Sender<'a> {
         });
         if self.plan.replies {
             self.drain(start);
-            self.o.shape = self.loss_shape();
+            self.o.shape = loss_shape(&self.releases, &self.seen);
         }
         self.read_error_queue();
         self.o.gso = self.gso;
@@ -547,10 +551,17 @@ impl<'a> Sender<'a> {
             Err(e) => return Err(e).with_context(|| format!("sending to UDP {}", self.plan.addr)),
         }
         if self.plan.replies {
-            self.releases.push(Release {
-                count: count as u16,
-                left: left as u16,
-            });
+            let (count, left) = (count as u16, left as u16);
+            match self.releases.last_mut() {
+                Some(r) if (r.count, r.left) == (count, left) && r.times < u32::MAX => {
+                    r.times += 1;
+                }
+                _ => self.releases.push(Releases {
+                    count,
+                    left,
+                    times: 1,
+                }),
+            }
         }
         self.attempted += count as u64;
         self.live
@@ -645,32 +656,37 @@ impl<'a> Sender<'a> {
         self.receive(start);
         self.o.drained = self.o.received - before;
     }
+}
 
-    /// Which datagrams that left never came back: in whole trains, or singly.
-    fn loss_shape(&self) -> LossShape {
-        let mut shape = LossShape::default();
-        let mut seq = 0u64;
-        for r in &self.releases {
-            if r.left > 0 {
-                shape.trains += 1;
-                let back = (seq..seq + u64::from(r.left))
-                    .filter(|&q| {
-                        let (word, bit) = ((q / 64) as usize, q % 64);
-                        self.seen.get(word).is_some_and(|w| w & (1 << bit) != 0)
-                    })
-                    .count() as u64;
-                match (back, u64::from(r.left) - back) {
-                    (0, lost) => {
-                        shape.whole_trains_lost += 1;
-                        shape.datagrams_in_whole_trains += lost;
-                    }
-                    (_, lost) => shape.datagrams_lost_singly += lost,
+/// Which datagrams that left never came back, in whole trains or singly:
+/// `releases` in order of sending (sequence numbers from 0), `seen` one bit
+/// per sequence number that came back.
+fn loss_shape(releases: &[Releases], seen: &[u64]) -> LossShape {
+    let mut shape = LossShape::default();
+    let mut seq = 0u64;
+    let each = releases
+        .iter()
+        .flat_map(|r| std::iter::repeat_n(*r, r.times as usize));
+    for r in each {
+        if r.left > 0 {
+            shape.trains += 1;
+            let back = (seq..seq + u64::from(r.left))
+                .filter(|&q| {
+                    let (word, bit) = ((q / 64) as usize, q % 64);
+                    seen.get(word).is_some_and(|w| w & (1 << bit) != 0)
+                })
+                .count() as u64;
+            match (back, u64::from(r.left) - back) {
+                (0, lost) => {
+                    shape.whole_trains_lost += 1;
+                    shape.datagrams_in_whole_trains += lost;
                 }
+                (_, lost) => shape.datagrams_lost_singly += lost,
             }
-            seq += u64::from(r.count);
         }
-        shape
+        seq += u64::from(r.count);
     }
+    shape
 }
 
 /// Books one reply: ours or not, first time or duplicate, in order or not,
@@ -838,6 +854,30 @@ fn recv_coalesced(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loss_is_told_apart_by_whole_trains_and_single_datagrams() {
+        let run = |count, left, times| Releases { count, left, times };
+        // Three trains of 4 that left whole, one of 4 of which 2 left (the
+        // rest was refused), and one that did not leave at all.
+        let releases = [run(4, 4, 3), run(4, 2, 1), run(4, 0, 1)];
+        // Back: all of train 0; none of train 1; 3 of 4 of train 2; one of
+        // the 2 that left of train 3.
+        let back = [0u64, 1, 2, 3, 8, 9, 10, 12];
+        let mut seen = vec![0u64; 1];
+        for q in back {
+            seen[0] |= 1 << q;
+        }
+        assert_eq!(
+            loss_shape(&releases, &seen),
+            LossShape {
+                trains: 4,
+                whole_trains_lost: 1,
+                datagrams_in_whole_trains: 4,
+                datagrams_lost_singly: 2,
+            }
+        );
+    }
 
     #[test]
     fn replies_are_counted_once_in_or_out_of_order() {
