@@ -373,14 +373,21 @@ fn lent_receive_buffers_echo_whole_and_stalled_readers_cannot_take_them_all() {
     );
     // Eight readers that never read, with small receive windows, each
     // sending one message at a time: the server takes each message into a
-    // buffer of its own and lends it to the send back, until that send
-    // stalls on the full window and keeps its buffer.
+    // buffer of its own and lends it to the send back, until the server's
+    // send buffer for that reader is full (loopback autotunes it to a MiB
+    // or more) and the send stalls, keeping its buffer. Messages of a
+    // whole receive buffer fill it in a few dozen rounds.
     const STALLED: usize = 8;
     let mut stalled: Vec<TcpStream> = (0..STALLED).map(|_| connect_small_window(addr)).collect();
-    let message = [b's'; 4096];
+    let message = [b's'; 16 * 1024];
     let mut written = server.counter("bytes_in");
     let deadline = Instant::now() + PATIENCE;
-    while server.counter("tcp_buffers_lent") < 4 && Instant::now() < deadline {
+    while server.counter("tcp_buffers_lent") < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "stalled readers never held 4 lent buffers: {:?}",
+            server.metrics()
+        );
         for s in &mut stalled {
             written += write_nonblocking_once(s, &message);
         }
