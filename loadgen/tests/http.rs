@@ -47,7 +47,16 @@ fn single_fetches_read_every_framing() {
         (200.0, 3_000_000.0)
     );
     assert_eq!(r["framing"], "content-length");
-    assert!(num(&r, "mb_per_sec") > 0.0, "{r}");
+    // Over loopback 3 MB can land in under the 1 ms loadgen needs to call a
+    // rate measured (CI saw 0.91 ms); the rate itself is checked against a
+    // server of known pace below. Here: a figure exactly when measurable.
+    if num(&r, "transfer_ms") >= 1.0 {
+        let expected = 3.0 / (num(&r, "transfer_ms") / 1000.0);
+        let mb_per_sec = num(&r, "mb_per_sec");
+        assert!((mb_per_sec - expected).abs() < expected * 0.01, "{r}");
+    } else {
+        assert!(r["mb_per_sec"].is_null(), "{r}");
+    }
     let r = loadgen_json(&["--http", &format!("{base}/chunked/70000")]);
     assert_eq!(
         (num(&r, "body_bytes"), r["framing"].as_str()),
