@@ -218,6 +218,49 @@ fn pipelining_during_a_long_body_is_answered_in_order(io: &str) {
     assert!(rest.ends_with(protocols::http::PAGE.as_bytes()));
 }
 
+/// Clients that ask for a gigabyte and never read: the server sends long
+/// bodies from static memory, so however many of them stall, they hold no
+/// output memory of their own; the send timeout still ends every one, and
+/// a pipelined request behind the body is never answered inside it.
+fn stalled_long_bodies_hold_no_output_memory_and_time_out(io: &str) {
+    const CLIENTS: u64 = 48;
+    let server = start(io, "2s");
+    let addr = server.addr("tcp", "http");
+    let before = server.peak_rss_kib();
+    let stalled: Vec<TcpStream> = (0..CLIENTS)
+        .map(|_| {
+            let mut s = connect_small_window(addr);
+            s.write_all(b"GET /bytes/1073741824 HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    server.wait_counter("send_timeouts", |t| t >= CLIENTS);
+    server.wait_counter("connections_closed", |c| c >= CLIENTS);
+    // Copied bodies would have held at least one 256 KiB part each (12 MiB
+    // for 48); sent from static memory they hold the session and no more.
+    let grew = server.peak_rss_kib().saturating_sub(before);
+    eprintln!("{io}: peak RSS grew {grew} KiB");
+    let bound = CLIENTS * 32 + 4 * 1024;
+    assert!(
+        grew <= bound,
+        "{io}: peak RSS grew {grew} KiB for {CLIENTS} stalled long bodies (bound {bound} KiB)"
+    );
+    for mut s in stalled {
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got); // ends in a close or a reset
+        assert!(
+            got.starts_with(b"HTTP/1.1 200 OK"),
+            "{io}: the head came first"
+        );
+        assert!(
+            find(&got, protocols::http::PAGE.as_bytes()).is_none(),
+            "{io}: nothing answered inside the body"
+        );
+    }
+}
+
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
@@ -439,4 +482,5 @@ suite!(
     a_reset_mid_reply_frees_the_connection,
     half_closed_requests_are_answered_whole,
     sigterm_with_every_hostile_client_connected_exits_in_time,
+    stalled_long_bodies_hold_no_output_memory_and_time_out,
 );

@@ -25,6 +25,12 @@
 //! whose replies are its input ([`StreamSession::echoes`]): the bytes go
 //! back from where the kernel wrote them, with no copy in user space. The
 //! lent buffer counts as output in flight, under the same bounds.
+//!
+//! A session whose long output lies in static memory (HTTP's `/bytes/N`
+//! pattern, [`StreamSession::has_static_output`]) hands it out in parts
+//! that are sent from where they lie, each once everything before it is
+//! sent: no copy in user space, and no output memory held per connection.
+//! A part still counts as unsent output, so the send timeout applies.
 
 use std::time::{Duration, Instant};
 
@@ -128,6 +134,10 @@ pub struct Connection {
     /// The length of a driver's receive buffer being sent back as it is
     /// (see [`Connection::lend`]); `sending` is empty meanwhile.
     lent: Option<usize>,
+    /// A part of a long body the session gave from static memory
+    /// ([`StreamSession::take_static_output`]), being sent from where it
+    /// lies; `sending` is empty meanwhile.
+    static_out: Option<&'static [u8]>,
     /// Input received but not yet taken by the session.
     held: HeldInput,
     recv: Recv,
@@ -171,6 +181,7 @@ impl Connection {
             sending: Vec::new(),
             sent: 0,
             lent: None,
+            static_out: None,
             held: HeldInput::default(),
             recv: Recv::Idle,
             reading: Reading::Open,
@@ -232,6 +243,7 @@ impl Connection {
         let quiet = self.pending.is_empty()
             && self.sent == self.sending.len()
             && self.lent.is_none()
+            && self.static_out.is_none()
             && !self.send_in_flight
             && self.held_len() == 0
             && !self.session.has_more_output();
@@ -281,6 +293,10 @@ impl Connection {
         if self.lent == Some(self.sent) {
             // The lent buffer is all sent: it is the driver's again.
             self.lent = None;
+            self.sent = 0;
+        }
+        if self.static_out.is_some_and(|part| part.len() == self.sent) {
+            self.static_out = None;
             self.sent = 0;
         }
         env.stats.bytes_out.add(n as u64);
@@ -410,7 +426,7 @@ impl Connection {
     pub fn outgoing(&self) -> Outgoing<'_> {
         match self.lent {
             Some(len) => Outgoing::Lent(self.sent..len),
-            None => Outgoing::Owned(&self.sending[self.sent..]),
+            None => Outgoing::Owned(self.send_buf()),
         }
     }
 
@@ -418,7 +434,10 @@ impl Connection {
     /// lends; unchanged until the send reports back.
     pub fn send_buf(&self) -> &[u8] {
         debug_assert!(self.lent.is_none(), "a lending driver uses outgoing()");
-        &self.sending[self.sent..]
+        match self.static_out {
+            Some(part) => &part[self.sent..],
+            None => &self.sending[self.sent..],
+        }
     }
 
     /// When [`on_deadline`](Self::on_deadline) should next be called.
@@ -442,10 +461,15 @@ impl Connection {
     /// Memory held for output: what is queued, plus the whole buffer of a
     /// send under way (the kernel may have taken part of it, but it stays
     /// allocated until the send reports). The output bound counts this, so
-    /// it bounds memory, not just bytes owed.
+    /// it bounds memory, not just bytes owed. A part sent from static
+    /// memory holds none.
     pub fn output_held(&self) -> usize {
         let len = self.in_flight_len();
-        let in_flight = if self.sent < len { len } else { 0 };
+        let in_flight = if self.sent < len && self.static_out.is_none() {
+            len
+        } else {
+            0
+        };
         self.pending.len() + in_flight
     }
 
@@ -468,7 +492,9 @@ impl Connection {
 
     /// The length of the current send's whole buffer.
     fn in_flight_len(&self) -> usize {
-        self.lent.unwrap_or(self.sending.len())
+        self.lent
+            .or(self.static_out.map(<[u8]>::len))
+            .unwrap_or(self.sending.len())
     }
 
     /// Offers `input` to the session while output stays under the limit;
@@ -500,10 +526,7 @@ impl Connection {
     /// held input offered, the end of stream and of shutdown's budget.
     fn advance(&mut self, env: &Env) {
         let limit = env.limits.output_limit;
-        if self.output_held() <= limit / 2
-            && self.session.has_more_output()
-            && self.session.on_drained(&mut self.pending) == Next::Close
-        {
+        if self.session.has_more_output() && self.produce_more(limit) == Next::Close {
             self.reading = Reading::Done;
         }
         if self.held_len() > 0 {
@@ -539,6 +562,27 @@ impl Connection {
         }
     }
 
+    /// Lets the session produce more of a long output: a static part once
+    /// everything before it is sent (it is sent from where it lies, so it
+    /// must not overtake queued bytes), or a copy into `pending` once the
+    /// output held falls to half the limit.
+    fn produce_more(&mut self, limit: usize) -> Next {
+        if self.session.has_static_output() {
+            if self.unsent() > 0 || self.send_in_flight {
+                return Next::Continue;
+            }
+            if let Some((part, next)) = self.session.take_static_output(limit) {
+                self.clear_sending();
+                self.static_out = Some(part).filter(|part| !part.is_empty());
+                return next;
+            }
+        }
+        if self.output_held() <= limit / 2 {
+            return self.session.on_drained(&mut self.pending);
+        }
+        Next::Continue
+    }
+
     fn wants_input(&self, output_at_most: usize) -> bool {
         if self.failed || self.peer_closed {
             return false;
@@ -563,17 +607,11 @@ impl Connection {
     /// Moves queued output into `sending` when the last send is done;
     /// true when there is something to send.
     fn next_send(&mut self) -> bool {
-        if self.lent.is_some() {
-            return true; // the rest of the lent buffer
+        if self.lent.is_some() || self.static_out.is_some() {
+            return true; // the rest of the lent buffer or static part
         }
         if self.sent == self.sending.len() {
-            // A large buffer is given back rather than reused: a connection
-            // holds about as much memory as it has output, never twice it.
-            if self.sending.capacity() > KEEP_CAPACITY {
-                self.sending = Vec::new();
-            }
-            self.sending.clear();
-            self.sent = 0;
+            self.clear_sending();
             std::mem::swap(&mut self.pending, &mut self.sending);
         }
         if self.sending.is_empty() {
@@ -581,6 +619,17 @@ impl Connection {
             return false;
         }
         true
+    }
+
+    /// Forgets the sent contents of `sending`. A large buffer is given back
+    /// rather than reused: a connection holds about as much memory as it
+    /// has output, never twice it.
+    fn clear_sending(&mut self) {
+        if self.sending.capacity() > KEEP_CAPACITY {
+            self.sending = Vec::new();
+        }
+        self.sending.clear();
+        self.sent = 0;
     }
 
     /// True while the session gets ticks: it keeps time and is still fed.
@@ -634,7 +683,7 @@ impl Connection {
 /// What [`Action::Send`] sends.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outgoing<'a> {
-    /// These bytes, which the connection holds.
+    /// These bytes, which the connection holds (or static memory).
     Owned(&'a [u8]),
     /// This range of the buffer the driver lent (see [`Connection::lend`]).
     Lent(std::ops::Range<usize>),

@@ -489,7 +489,8 @@ impl Worker {
             };
             // SAFETY: a send points into the connection's `sending` buffer,
             // which the core leaves untouched until the send reports back,
-            // or into a receive buffer lent to it, which is out of the
+            // into a session's `'static` bytes, or into a receive buffer
+            // lent to it, which is out of the
             // kernel's ring (so never written) and is recycled only once
             // the core is no longer lending it, after the send reports. The
             // connection (with its heap buffer and descriptor) is not

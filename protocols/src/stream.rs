@@ -105,6 +105,23 @@ pub trait StreamSession: Send {
         Next::Continue
     }
 
+    /// True when the output still to produce (see
+    /// [`has_more_output`](Self::has_more_output)) is a long run of bytes
+    /// in static memory that [`take_static_output`](Self::take_static_output)
+    /// hands out: a transport then sends them from where they lie, once
+    /// every earlier byte is sent, instead of having
+    /// [`on_drained`](Self::on_drained) copy them into its buffer.
+    fn has_static_output(&self) -> bool {
+        false
+    }
+
+    /// The next part of the output, at most `max` bytes, as bytes in static
+    /// memory, with what follows as for [`on_drained`](Self::on_drained);
+    /// `None` when [`has_static_output`](Self::has_static_output) is false.
+    fn take_static_output(&mut self, _max: usize) -> Option<(&'static [u8], Next)> {
+        None
+    }
+
     /// True when every byte of input is its own reply, unchanged and in
     /// order, and the session keeps no state: a transport may then send
     /// input straight back from its receive buffer, without offering it

@@ -435,3 +435,42 @@ fn a_failed_lent_send_keeps_its_buffer_until_the_close() {
     assert!(sim.closed());
     assert!(sim.conn.is_lending(), "never handed back by a failed send");
 }
+
+#[test]
+fn a_static_body_part_follows_its_head_holds_no_memory_and_still_times_out() {
+    let limits = Limits {
+        send_timeout: Duration::from_secs(5),
+        ..Limits::default()
+    };
+    let mut sim = Sim::new(
+        Box::new(HttpSession::new(Arc::new(HttpConfig::default()))),
+        limits,
+    );
+    sim.peer_sends(b"GET /bytes/1048576 HTTP/1.1\r\n\r\n");
+    let head = sim.in_flight.clone().expect("the head is sent first");
+    assert!(head.starts_with(b"HTTP/1.1 200 OK") && head.ends_with(b"\r\n\r\n"));
+    sim.kernel_takes(head.len());
+    // The body's first part goes from static memory: owed, but not held.
+    let part = sim.in_flight.as_ref().expect("a body part").len();
+    assert_eq!(part, 256 * 1024);
+    assert_eq!(
+        (sim.conn.unsent(), sim.conn.output_held()),
+        (part, 0),
+        "a static part is owed but holds no memory"
+    );
+    // A short send: the rest of the same part follows, then the next part.
+    sim.kernel_takes(1000);
+    assert_eq!(sim.in_flight.as_ref().map(Vec::len), Some(part - 1000));
+    sim.kernel_takes(part - 1000);
+    assert_eq!(sim.in_flight.as_ref().map(Vec::len), Some(part));
+    let body = &sim.delivered[head.len()..];
+    assert!(body
+        .iter()
+        .enumerate()
+        .all(|(i, &b)| b == protocols::http::body_byte(i as u64)));
+    // A peer that takes nothing more is cut off as with any output.
+    sim.advance(Duration::from_secs(5));
+    assert!(sim.actions.contains(&Action::CancelSend));
+    assert!(sim.closed());
+    assert_eq!(sim.stats.send_timeouts.get(), 1);
+}

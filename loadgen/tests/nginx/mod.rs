@@ -1,6 +1,9 @@
 //! A real nginx on a loopback port, with a generated config serving files
 //! of 1 KiB, 1 MiB and 100 MiB; stopped and cleaned up when dropped. Used
 //! by the interop suite and the HTTP benchmark (needs `apt-get install nginx`).
+//! Configured as its users serve static files (Debian's default config has
+//! `sendfile on` and `tcp_nopush on`; the latter raised its 1 MiB rate from
+//! about 1,800 to 2,900 requests/s here), with keep-alive limits raised.
 #![allow(dead_code)]
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -53,7 +56,7 @@ impl Nginx {
         let config = format!(
             "daemon off;\nmaster_process on;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
              events {{ worker_connections 4096; }}\n\
-             http {{\n  access_log off;\n  sendfile on;\n  keepalive_requests 10000000;\n\
+             http {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  keepalive_requests 10000000;\n\
              client_body_temp_path {d}/tmp_body;\n  proxy_temp_path {d}/tmp_proxy;\n  fastcgi_temp_path {d}/tmp_fcgi;\n\
              uwsgi_temp_path {d}/tmp_uwsgi;\n  scgi_temp_path {d}/tmp_scgi;\n\
              server {{ listen 127.0.0.1:{port}; root {d}/www; }}\n}}\n"

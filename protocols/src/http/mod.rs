@@ -60,19 +60,26 @@ impl std::fmt::Debug for HttpConfig {
 /// The page `GET /` serves.
 pub const PAGE: &str = "<!doctype html>\n<html><head><title>ringcore</title></head>\n<body><h1>ringcore</h1><p>A thread-per-core io_uring server. Try /bytes/1024, /chunked/1024 or /metrics.</p></body></html>\n";
 
-/// Body bytes produced per drain, at most.
+/// Body bytes produced per drain, at most; also the longest part of a
+/// body handed out from static memory.
 const STEP: usize = 256 * 1024;
 /// Largest chunk of a chunked body.
 const CHUNK: usize = 64 * 1024;
+/// A plain body with at least this much left is sent from static memory
+/// ([`StreamSession::take_static_output`]); shorter ones are copied after
+/// the head, so a small response still leaves in one send.
+const STATIC_BODY_MIN: u64 = 64 * 1024;
 
 /// The body byte at `offset`.
 pub fn body_byte(offset: u64) -> u8 {
     b'a' + (offset % 26) as u8
 }
 
+/// The body pattern, long enough that a part of up to [`STEP`] bytes
+/// starting at any offset is one slice of it.
 fn pattern() -> &'static [u8] {
     static PATTERN: OnceLock<Vec<u8>> = OnceLock::new();
-    PATTERN.get_or_init(|| (0..(CHUNK as u64 + 26)).map(body_byte).collect())
+    PATTERN.get_or_init(|| (0..(STEP as u64 + 26)).map(body_byte).collect())
 }
 
 /// A response body still to be written.
@@ -466,6 +473,38 @@ impl StreamSession for HttpSession {
 
     fn on_drained(&mut self, out: &mut Vec<u8>) -> Next {
         self.write_body(out);
+        self.after_body_part()
+    }
+
+    fn has_static_output(&self) -> bool {
+        self.body
+            .as_ref()
+            .is_some_and(|b| !b.chunked && b.remaining >= STATIC_BODY_MIN)
+    }
+
+    fn take_static_output(&mut self, max: usize) -> Option<(&'static [u8], Next)> {
+        if !self.has_static_output() {
+            return None;
+        }
+        let body = self.body.as_mut()?;
+        let n = body.remaining.min(max.min(STEP) as u64) as usize;
+        if n == 0 {
+            return None;
+        }
+        let start = (body.offset % 26) as usize;
+        body.remaining -= n as u64;
+        body.offset += n as u64;
+        if body.remaining == 0 {
+            self.body = None;
+        }
+        Some((&pattern()[start..start + n], self.after_body_part()))
+    }
+}
+
+impl HttpSession {
+    /// What follows a part of the body: the connection closes after the
+    /// last part of a final response.
+    fn after_body_part(&mut self) -> Next {
         if self.body.is_none() && self.close_after {
             self.closed = true;
         }

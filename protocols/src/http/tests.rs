@@ -234,6 +234,90 @@ fn long_bodies_stream_in_bounded_steps() {
     assert!(out.ends_with(b"\r\n\r\n"));
 }
 
+/// A transport that sends long plain bodies from static memory: it takes
+/// static parts while the session offers them and drains the rest.
+fn run_static(s: &mut HttpSession, request: &[u8], max: usize) -> (Vec<u8>, Vec<usize>, Next) {
+    let mut out = Vec::new();
+    let mut parts = Vec::new();
+    let mut next = s.on_input(request, &mut out, usize::MAX).next;
+    while s.has_more_output() && next == Next::Continue {
+        if s.has_static_output() {
+            let (part, then) = s.take_static_output(max).expect("a static part");
+            parts.push(part.len());
+            out.extend_from_slice(part);
+            next = then;
+        } else {
+            next = s.on_drained(&mut out);
+        }
+    }
+    (out, parts, next)
+}
+
+#[test]
+fn long_plain_bodies_are_handed_out_from_static_memory() {
+    // 1 MiB + 100: four static parts of a step each, then the last 100
+    // bytes (under the static minimum) copied by on_drained.
+    let size = (1 << 20) + 100;
+    let request = format!("GET /bytes/{size} HTTP/1.1\r\n\r\n");
+    let mut s = session();
+    let (mut out, parts, next) = run_static(&mut s, request.as_bytes(), usize::MAX);
+    assert_eq!(parts, vec![STEP; 4]);
+    assert_eq!(next, Next::Continue);
+    // The connection goes on after the body.
+    let fed = s.on_input(b"GET / HTTP/1.1\r\n\r\n", &mut out, usize::MAX);
+    assert_eq!(fed.next, Next::Continue);
+    let r = responses(&out, false);
+    assert_eq!(r[0].body.len(), size);
+    assert!(
+        pattern_ok(&r[0].body),
+        "every part starts where the last ended"
+    );
+    assert_eq!(r[1].body, PAGE.as_bytes());
+
+    // Parts never exceed what the transport asks for, and any offset works.
+    let (out, parts, _) = run_static(
+        &mut session(),
+        b"GET /bytes/200013 HTTP/1.1\r\n\r\n",
+        70_001,
+    );
+    assert_eq!(parts, vec![70_001, 70_001]);
+    let r = responses(&out, false);
+    assert_eq!(r[0].body.len(), 200_013);
+    assert!(pattern_ok(&r[0].body));
+
+    // A final response closes after its last static part.
+    let (out, parts, next) = run_static(
+        &mut session(),
+        b"GET /bytes/524288 HTTP/1.1\r\nConnection: close\r\n\r\n",
+        usize::MAX,
+    );
+    assert_eq!((parts.len(), next), (2, Next::Close));
+    assert_eq!(responses(&out, false)[0].body.len(), 524_288);
+}
+
+#[test]
+fn small_chunked_and_head_only_bodies_are_never_static() {
+    for request in [
+        &b"GET /bytes/65535 HTTP/1.1\r\n\r\n"[..],
+        b"GET /chunked/1048576 HTTP/1.1\r\n\r\n",
+        b"HEAD /bytes/1048576 HTTP/1.1\r\n\r\n",
+    ] {
+        let mut s = session();
+        let mut out = Vec::new();
+        s.on_input(request, &mut out, usize::MAX);
+        assert!(!s.has_static_output());
+        assert!(s.take_static_output(usize::MAX).is_none());
+    }
+    let mut s = session();
+    s.on_input(
+        b"GET /bytes/65536 HTTP/1.1\r\n\r\n",
+        &mut Vec::new(),
+        usize::MAX,
+    );
+    assert!(s.has_static_output());
+    assert!(s.take_static_output(0).is_none(), "no empty parts");
+}
+
 #[test]
 fn slow_heads_time_out_and_idle_connections_go() {
     let mut s = session();
