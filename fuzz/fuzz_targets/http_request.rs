@@ -1,5 +1,6 @@
 //! The HTTP service's request side: any bytes, cut anywhere, with any room,
-//! give the same responses as the whole input at once, and no one offer
+//! give the same responses as the whole input at once (long bodies taken
+//! from static memory, as a transport does, against copied), and no one offer
 //! writes much past its room.
 #![no_main]
 

@@ -174,7 +174,8 @@ pub fn prefix_for_room(input: &[u8], room: usize) -> usize {
 /// does, in memory (for tests and fuzzing): held input is offered with
 /// `room` bytes of room at a time, the output is "sent" (moved to the
 /// result) between offers, and long bodies are written as the output
-/// drains. Returns everything written and the most one `on_input` call
+/// drains, from static memory when the session offers it (parts of at most
+/// `room` bytes). Returns everything written and the most one `on_input` call
 /// appended beyond its room. Panics when the session breaks its contract:
 /// takes more than offered, or nothing with room to spare and nothing left
 /// to write.
@@ -193,7 +194,13 @@ pub fn drive_bounded(
         let mut from = 0;
         loop {
             while session.has_more_output() {
-                let next = session.on_drained(&mut out);
+                let next = match session.take_static_output(room) {
+                    Some((part, next)) => {
+                        written.extend_from_slice(part);
+                        next
+                    }
+                    None => session.on_drained(&mut out),
+                };
                 written.append(&mut out);
                 if next == Next::Close {
                     return (written, worst);
