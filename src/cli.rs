@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use engine::{EngineConfig, Handler, ServiceConfig};
 use protocols::bot::{BotConfig, Script};
 use protocols::http::HttpConfig;
@@ -72,6 +72,13 @@ pub struct Cli {
     /// call while it is awake, at the cost of a CPU it keeps busy.
     #[arg(long, value_name = "IDLE", num_args = 0..=1, default_missing_value = "1s", value_parser = parse_duration)]
     pub sqpoll: Option<Duration>,
+
+    /// io_uring: each wait for completions lasts until 32 are ready or this
+    /// long has passed, e.g. `100us` (minimum-wait batching, Linux 6.12+):
+    /// fewer wake-ups when many connections each send a little, at up to
+    /// this much added latency. Off by default.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub batch_wait: Option<Duration>,
 
     /// Size of each TCP receive buffer.
     #[arg(long, default_value = "16K", value_parser = parse_size, value_name = "BYTES")]
@@ -281,6 +288,7 @@ impl Cli {
             cpus,
             ring_entries: self.ring_entries,
             sqpoll: self.sqpoll,
+            batch_wait: self.batch_wait,
             tcp_buffer_size: u32::try_from(self.buffer_size)
                 .context("--buffer-size is too large")?,
             tcp_buffers: self.buffers,
@@ -293,6 +301,23 @@ impl Cli {
             ..EngineConfig::default()
         };
         config.validate().map_err(anyhow::Error::msg)?;
+        let uring_only = [
+            ("--sqpoll", self.sqpoll.is_some()),
+            ("--batch-wait", self.batch_wait.is_some()),
+        ];
+        if !matches!(
+            self.io,
+            crate::model::IoModel::Auto | crate::model::IoModel::Uring
+        ) {
+            if let Some((flag, _)) = uring_only.iter().find(|(_, given)| *given) {
+                anyhow::bail!(
+                    "{flag} tunes the io_uring engine; it does nothing with --io {}",
+                    self.io
+                        .to_possible_value()
+                        .map_or_else(|| format!("{:?}", self.io), |v| v.get_name().to_string())
+                );
+            }
+        }
         Ok(config)
     }
 }

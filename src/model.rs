@@ -85,7 +85,14 @@ impl Running {
     /// One line on how it runs.
     pub fn describe(&self) -> String {
         match self {
-            Running::Uring(e) => format!("io_uring: {}", e.ring_mode().describe()),
+            Running::Uring(e) => match e.batch_wait() {
+                Some(wait) => format!(
+                    "io_uring: {}; waits hold out up to {wait:?} for {} completions",
+                    e.ring_mode().describe(),
+                    engine::uring::BATCH
+                ),
+                None => format!("io_uring: {}", e.ring_mode().describe()),
+            },
             Running::Epoll(_) => {
                 "epoll: thread per core, edge-triggered readiness, GRO/GSO for UDP".to_string()
             }

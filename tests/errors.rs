@@ -50,6 +50,16 @@ fn bad_flags_get_clear_messages() {
         (&["--buffers", "300"], "power of two"),
         (&["--max-connections", "100000000"], "RLIMIT_NOFILE"),
         (
+            &["--io", "epoll", "--sqpoll"],
+            "--sqpoll tunes the io_uring engine",
+        ),
+        (
+            &["--io", "tokio", "--batch-wait", "100us"],
+            "--batch-wait tunes the io_uring engine",
+        ),
+        (&["--batch-wait", "0"], "between 1us and 1s"),
+        (&["--batch-wait", "2s"], "between 1us and 1s"),
+        (
             &[
                 "--serve",
                 "tcp:0=echo",

@@ -458,3 +458,65 @@ fn sqpoll_rings_serve_the_same_echo() {
         server.stderr()
     );
 }
+
+/// `--batch-wait`: each wait for completions holds out for a batch, up to
+/// the time given. A lone request is still answered (the wait ends with
+/// fewer than a batch), forty clients at once get every byte back, and
+/// deadlines still fire: a peer that never reads is cut off by the send
+/// timeout.
+#[test]
+fn batch_wait_rings_answer_lone_and_concurrent_requests_and_keep_deadlines() {
+    let server = Server::start(&[
+        "--serve",
+        "tcp:0=echo",
+        "--serve",
+        "udp:0=echo",
+        "--threads",
+        "1",
+        "--batch-wait",
+        "2ms",
+        "--send-timeout",
+        "1s",
+    ]);
+    let addr = server.addr("tcp", "echo");
+    let mut lone = connect(addr);
+    lone.write_all(b"alone").unwrap();
+    let mut back = [0u8; 5];
+    lone.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"alone");
+
+    let clients: Vec<_> = (0..40u64)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut s = connect(addr);
+                let mut data = vec![0u8; 1000];
+                Rng::new(i).fill(&mut data);
+                for _ in 0..20 {
+                    s.write_all(&data).unwrap();
+                    let mut back = vec![0u8; data.len()];
+                    s.read_exact(&mut back).unwrap();
+                    assert!(back == data, "client {i}: the echo differs");
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let socket = udp_client();
+    assert_eq!(
+        udp_exchange(&socket, server.addr("udp", "echo"), b"batched"),
+        b"batched"
+    );
+
+    let mut stalled = common::connect_small_window(addr);
+    stalled.set_write_timeout(Some(PATIENCE)).unwrap();
+    let writer = std::thread::spawn(move || {
+        let block = [b'x'; 64 * 1024];
+        // Ends when the server gives up on us (a reset or a broken pipe).
+        while stalled.write_all(&block).is_ok() {}
+    });
+    server.wait_counter("send_timeouts", |n| n >= 1);
+    writer.join().unwrap();
+    assert_eq!(server.io_path().as_deref(), Some("io_uring"));
+}

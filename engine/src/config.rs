@@ -61,6 +61,10 @@ pub struct EngineConfig {
     /// sleeps after this long idle (IORING_SETUP_SQPOLL); `None`: the
     /// default ring (defer-taskrun).
     pub sqpoll: Option<Duration>,
+    /// io_uring: each wait lasts until a batch of completions is ready or
+    /// this long has passed (minimum-wait batching, Linux 6.12+); `None`:
+    /// wake for the first completion.
+    pub batch_wait: Option<Duration>,
     /// Size of each TCP receive buffer in the provided-buffer ring.
     pub tcp_buffer_size: u32,
     /// Number of TCP receive buffers per worker (a power of two).
@@ -88,6 +92,7 @@ impl Default for EngineConfig {
             cpus: vec![0],
             ring_entries: 1024,
             sqpoll: None,
+            batch_wait: None,
             tcp_buffer_size: 16 * 1024,
             tcp_buffers: 512,
             udp_buffers: 256,
@@ -142,6 +147,15 @@ impl EngineConfig {
         }
         if self.udp_sends_in_flight == 0 {
             return Err("UDP sends in flight must be above zero".into());
+        }
+        if let Some(wait) = self.batch_wait {
+            // Under a microsecond the kernel sees no minimum at all and would
+            // wait for a full batch however long it takes.
+            if !(Duration::from_micros(1)..=Duration::from_secs(1)).contains(&wait) {
+                return Err(format!(
+                    "batch wait must be between 1us and 1s, got {wait:?}"
+                ));
+            }
         }
         for (i, a) in self.services.iter().enumerate() {
             for b in &self.services[..i] {

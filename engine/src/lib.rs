@@ -61,6 +61,7 @@ pub struct BoundService {
 pub struct Engine {
     core: PerCore,
     mode: RingMode,
+    batch_wait: Option<std::time::Duration>,
 }
 
 impl Engine {
@@ -71,12 +72,21 @@ impl Engine {
         ring::probe()?;
         // The engine splits GRO trains, so its UDP sockets ask for them.
         let (core, mode) = PerCore::start::<worker::Worker>(&config, true)?;
-        Ok(Engine { core, mode })
+        Ok(Engine {
+            core,
+            mode,
+            batch_wait: config.batch_wait,
+        })
     }
 
     /// The ring setup the workers got.
     pub fn ring_mode(&self) -> RingMode {
         self.mode
+    }
+
+    /// How long each wait holds out for a batch of completions, if asked.
+    pub fn batch_wait(&self) -> Option<std::time::Duration> {
+        self.batch_wait
     }
 
     /// Waits for every worker; the first worker error, if any.

@@ -23,6 +23,8 @@ pub struct WorkerSettings {
     pub ring_entries: u32,
     /// SQPOLL's idle time, if the ring polls its submission queue.
     pub sqpoll: Option<std::time::Duration>,
+    /// Minimum-wait batching of completions, if asked for.
+    pub batch_wait: Option<std::time::Duration>,
     /// TCP receive buffers: count and size.
     pub tcp_buffers: (u16, u32),
     /// UDP receive buffers (each sized for a whole GRO train).
@@ -198,6 +200,7 @@ impl PerCore {
                     id,
                     ring_entries: config.ring_entries,
                     sqpoll: config.sqpoll,
+                    batch_wait: config.batch_wait,
                     tcp_buffers: (config.tcp_buffers, config.tcp_buffer_size),
                     udp_buffers: config.udp_buffers,
                     output_limit: config.output_limit,

@@ -137,6 +137,9 @@ impl Worker {
                 source,
             }
         };
+        if let Some(wait) = settings.batch_wait {
+            uring.set_batch_wait(wait).map_err(fail("--batch-wait"))?;
+        }
         let (count, size) = settings.tcp_buffers;
         let tcp_bufs = BufRing::new(count, size as usize, TCP_GROUP)
             .map_err(fail("allocating TCP receive buffers"))?;

@@ -1,5 +1,5 @@
 //! Parsing the units people type on every ringcore command line: sizes
-//! (`64K`, `1M`), durations (`500ms`, `5s`, `2m`), rates (`20k`, `1M`),
+//! (`64K`, `1M`), durations (`100us`, `500ms`, `5s`, `2m`), rates (`20k`, `1M`),
 //! CPU lists (`0,2-3`) and wall-clock instants (`2026-11-25T12:00:00Z`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -42,15 +42,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, suffix) = split_number(text, true);
     let value: f64 = number
         .parse()
-        .map_err(|_| format!("'{text}' is not a duration (examples: 5, 500ms, 10s, 2m)"))?;
+        .map_err(|_| format!("'{text}' is not a duration (examples: 5, 100us, 500ms, 10s, 2m)"))?;
     let seconds = match suffix.trim() {
         "" | "s" => value,
         "ms" => value / 1000.0,
+        "us" | "µs" => value / 1e6,
         "m" | "min" => value * 60.0,
         "h" => value * 3600.0,
         other => {
             return Err(format!(
-                "'{text}': unknown duration unit '{other}' (use ms, s, m or h)"
+                "'{text}': unknown duration unit '{other}' (use us, ms, s, m or h)"
             ))
         }
     };
@@ -286,6 +287,8 @@ mod tests {
     fn durations() {
         assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("100us"), Ok(Duration::from_micros(100)));
+        assert_eq!(parse_duration("3µs"), Ok(Duration::from_micros(3)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("5 fortnights").is_err());
