@@ -70,6 +70,7 @@ fn with_io_uring_disabled_by_sysctl_everything_falls_back_to_epoll() {
         threads: 1,
         cpus: Vec::new(),
         duration: Duration::from_secs(10),
+        warmup: Duration::ZERO,
         requests: Some(2_000),
         size: SizeRange { lo: 64, hi: 64 },
         pipeline: 1,

@@ -96,6 +96,14 @@ pub struct Cli {
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub duration: Duration,
 
+    /// TCP and HTTP load: run this long first, then --duration. Requests
+    /// due (or sent) in the warm-up are made and checked like any other and
+    /// count in every total, but are left out of the latency figures: the
+    /// server's start (accepting every connection, cold caches) is not its
+    /// steady state.
+    #[arg(long, default_value = "0s", value_parser = parse_duration, value_name = "DURATION")]
+    pub warmup: Duration,
+
     /// Stop after this many requests (TCP) instead of after --duration.
     #[arg(long, value_name = "N")]
     pub requests: Option<u64>,

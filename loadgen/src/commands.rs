@@ -106,6 +106,10 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
     if cli.duration.is_zero() {
         bail!("--duration must be above zero");
     }
+    let load_run = !cli.bot && !cli.bulk && (cli.tcp.is_some() || cli.connections.is_some());
+    if !cli.warmup.is_zero() && (cli.udp.is_some() || !load_run) {
+        bail!("--warmup is for TCP and HTTP load runs (--tcp, or --http with --connections)");
+    }
     if cli.bot {
         return run_bot(cli, cpus);
     }
@@ -310,6 +314,9 @@ fn tcp_plan(
     connections: usize,
     cpus: Vec<usize>,
 ) -> anyhow::Result<TcpPlan> {
+    if !cli.warmup.is_zero() && cli.requests.is_some() {
+        bail!("--warmup needs a timed run: give --duration, not --requests");
+    }
     let rate = match cli.rate {
         Some(Rate::PerSecond(r)) => Some(r),
         Some(Rate::Max) => bail!("--rate max is for UDP floods; TCP and HTTP load without --rate already go as fast as replies come"),
@@ -322,6 +329,7 @@ fn tcp_plan(
         threads: cli.threads,
         cpus,
         duration: cli.duration,
+        warmup: cli.warmup,
         requests: cli.requests,
         size: cli.size,
         pipeline: cli.pipeline,

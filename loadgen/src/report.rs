@@ -186,8 +186,16 @@ pub struct TcpReport {
     /// Connections opened, reconnected and failed.
     pub connects: Connects,
     /// Latency percentiles in microseconds: completed requests and
-    /// timeouts (each taken when loadgen gave up).
+    /// timeouts (each taken when loadgen gave up), except those due (or
+    /// sent) in the warm-up.
     pub latency_us: Percentiles,
+    /// How long the run went before its latency counted (`--warmup`);
+    /// every count and rate covers the warm-up as well.
+    pub warmup_s: f64,
+    /// Samples (completed requests and timeouts) the warm-up left out of
+    /// `latency_us`: with it, `latency_us.count` + `warmup_samples` =
+    /// `completed` + `timeouts`.
+    pub warmup_samples: u64,
     /// Open loop: how long the unsent requests had been due when the run
     /// ended, in microseconds.
     pub backlog_us: Percentiles,
@@ -494,6 +502,8 @@ impl TcpReport {
             errors: outcome.errors,
             connects: outcome.connects,
             latency_us: Percentiles::of(&outcome.latency),
+            warmup_s: plan.warmup.as_secs_f64(),
+            warmup_samples: outcome.warmup_samples,
             backlog_us: Percentiles::of(&outcome.backlog),
             latency: outcome.latency,
             series: outcome.series,
@@ -553,6 +563,12 @@ pub fn print_tcp(r: &TcpReport) {
         c.opened, c.reconnects, c.refused, c.timed_out, c.failed
     );
     println!("  latency      {}", r.latency_us.row());
+    if r.warmup_s > 0.0 {
+        println!(
+            "  warm-up      the first {:.2} s: {} samples left out of the latency (counted in every total)",
+            r.warmup_s, r.warmup_samples
+        );
+    }
     if r.unsent > 0 {
         println!("  backlog      {}", r.backlog_us.row());
     }

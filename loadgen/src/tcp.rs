@@ -43,6 +43,9 @@ pub struct TcpPlan {
     pub cpus: Vec<usize>,
     /// How long to schedule requests (ignored when `requests` is set).
     pub duration: Duration,
+    /// Run this long before `duration`: its requests are made and checked
+    /// like any other, but left out of the latency figures.
+    pub warmup: Duration,
     /// Stop after this many requests.
     pub requests: Option<u64>,
     /// Payload sizes.
@@ -226,8 +229,11 @@ pub struct TcpOutcome {
     /// that came later.
     pub elapsed: Duration,
     /// Latency in nanoseconds: one sample per completed request and per
-    /// timeout, from its due time (open loop) or its send (closed loop).
+    /// timeout, from its due time (open loop) or its send (closed loop),
+    /// except those due (or sent) in the warm-up.
     pub latency: Histogram<u64>,
+    /// Samples the warm-up left out of `latency`.
+    pub warmup_samples: u64,
     /// Open loop: for each unsent request, how long it had been due when
     /// the run ended (nanoseconds).
     pub backlog: Histogram<u64>,
@@ -320,6 +326,7 @@ fn merge(
         bytes_received: 0,
         elapsed: Duration::ZERO,
         latency: latency::histogram(),
+        warmup_samples: 0,
         backlog: latency::histogram(),
         series: interval.map(Series::new),
         started: SystemTime::now(),
@@ -341,6 +348,7 @@ fn merge(
         total.connects.add(&o.connects);
         total.bytes_sent += o.bytes_sent;
         total.bytes_received += o.bytes_received;
+        total.warmup_samples += o.warmup_samples;
         total.start_lateness = total.start_lateness.max(Some(o.start_lateness));
         total
             .latency

@@ -20,10 +20,63 @@ fn assert_balanced(r: &serde_json::Value) {
         "every scheduled request has exactly one fate: {r}"
     );
     assert_eq!(
-        num(r, "latency_us.count"),
+        num(r, "latency_us.count") + num(r, "warmup_samples"),
         num(r, "completed") + num(r, "timeouts"),
-        "one latency sample per answer and per timeout: {r}"
+        "one latency sample per answer and per timeout (or one left out by the warm-up): {r}"
     );
+}
+
+/// A server slow to start (it stalls for 500 ms once the first request
+/// arrives, as one still accepting its connections would): without a
+/// warm-up the stall is in the latency; with `--warmup 1.5s` the requests
+/// due in the first 1.5 s (exactly 1500 at 1000/s) are made, checked and
+/// counted, but left out of the latency, which then shows a server
+/// answering at once.
+#[test]
+fn a_warmup_leaves_a_slow_start_out_of_the_latency_and_nothing_else() {
+    let slow_start = || {
+        SlowEcho::start(Slowness {
+            per_read: Duration::ZERO,
+            stall_after: Duration::ZERO,
+            stall_for: Duration::from_millis(500),
+        })
+    };
+    let run = |server: &SlowEcho, warmup: &str| {
+        loadgen_json(&[
+            "--tcp",
+            &server.addr().to_string(),
+            "--rate",
+            "1000",
+            "--duration",
+            "1s",
+            "--warmup",
+            warmup,
+            "--connections",
+            "10",
+        ])
+    };
+    let cold = run(&slow_start(), "0s");
+    assert!(
+        num(&cold, "latency_us.max") >= 400_000.0,
+        "the stall shows without a warm-up: {cold}"
+    );
+    assert_eq!(num(&cold, "warmup_samples"), 0.0);
+
+    let r = run(&slow_start(), "1.5s");
+    assert_eq!(num(&r, "warmup_s"), 1.5);
+    assert_eq!(
+        num(&r, "scheduled"),
+        2500.0,
+        "the warm-up is run on top of --duration"
+    );
+    assert_eq!(num(&r, "completed"), 2500.0, "and counted in every total");
+    assert_eq!(num(&r, "warmup_samples"), 1500.0);
+    assert_eq!(num(&r, "latency_us.count"), 1000.0);
+    assert!(
+        num(&r, "latency_us.max") < 100_000.0,
+        "after the warm-up the server answers at once: {r}"
+    );
+    assert_balanced(&r);
 }
 
 /// Open loop at rate R for D seconds against a server that stops for S

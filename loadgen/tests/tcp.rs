@@ -147,6 +147,14 @@ fn clear_errors_for_bad_input() {
         (&["--tcp", "--rate", "fast"], "not a rate"),
         (&["--tcp", "--size", "0"], "at least 1"),
         (&["--tcp", "--duration", "soon"], "not a duration"),
+        (
+            &["--tcp", "--requests", "10", "--warmup", "1s"],
+            "--warmup needs a timed run",
+        ),
+        (
+            &["--udp", "--warmup", "1s"],
+            "--warmup is for TCP and HTTP load runs",
+        ),
         (&[], "choose a mode"),
     ];
     for (args, expected) in cases {

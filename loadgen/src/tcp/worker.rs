@@ -72,8 +72,11 @@ pub struct ThreadOutcome {
     pub last_scheduled: Option<Instant>,
     /// When the thread stopped.
     pub ended: Instant,
-    /// Latency samples (completed and timed out), nanoseconds.
+    /// Latency samples (completed and timed out), nanoseconds, of requests
+    /// due (or sent) after the warm-up.
     pub latency: Histogram<u64>,
+    /// Samples left out because their request fell in the warm-up.
+    pub warmup_samples: u64,
     /// How long each unsent request had been due at the end, nanoseconds.
     pub backlog: Histogram<u64>,
     /// Latency per interval, when asked for.
@@ -96,6 +99,7 @@ impl ThreadOutcome {
             last_scheduled: None,
             ended: start,
             latency: latency::histogram(),
+            warmup_samples: 0,
             backlog: latency::histogram(),
             series: None,
             start_lateness: Duration::ZERO,
@@ -501,7 +505,7 @@ impl<'a> Worker<'a> {
                 }
             }
         }
-        let deadline = start + self.plan.duration;
+        let deadline = start + self.plan.warmup + self.plan.duration;
         let step = self.share.rate.map(|_| self.waiting.step);
         let mut next_due = start;
         // Timeouts are noticed within a quarter of the timeout.
@@ -660,13 +664,17 @@ impl<'a> Worker<'a> {
                         self.clients[i].timed_out += 1;
                         self.outstanding -= 1;
                         self.out.fates.timeouts += 1;
-                        record_sample(
-                            &mut self.interval,
-                            &mut self.out.series,
-                            self.start,
-                            now,
-                            since,
-                        );
+                        if since < self.start + self.plan.warmup {
+                            self.out.warmup_samples += 1;
+                        } else {
+                            record_sample(
+                                &mut self.interval,
+                                &mut self.out.series,
+                                self.start,
+                                now,
+                                since,
+                            );
+                        }
                     }
                     let stuck = self.clients[i]
                         .inflight
@@ -780,6 +788,7 @@ impl<'a> Worker<'a> {
             }
         };
         self.out.bytes_received += bytes as u64;
+        let measure_from = self.start + self.plan.warmup;
         let c = &mut self.clients[i];
         let mut answered = 0u64;
         for (k, f) in c.inflight.drain(..completed).enumerate() {
@@ -794,6 +803,10 @@ impl<'a> Worker<'a> {
                 continue;
             }
             answered += 1;
+            if f.since < measure_from {
+                self.out.warmup_samples += 1;
+                continue;
+            }
             record_sample(
                 &mut self.interval,
                 &mut self.out.series,
