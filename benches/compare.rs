@@ -2,7 +2,9 @@
 //! in turn (`--io uring|epoll|threads|tokio|tokio-uring`, one worker on CPU 0) and drives it
 //! with loadgen (on CPU 1), alternating models over rounds. The TCP echo
 //! cells also measure an outside peer, a monoio echo server
-//! (`peers/monoio-echo`, thread-per-core io_uring), the same way.
+//! (`peers/monoio-echo`, thread-per-core io_uring), the same way; the
+//! open-loop cell also measures the uring model with `--batch-wait 500us`
+//! (row `uring-batch`), which trades latency for fewer wake-ups.
 //!
 //! `cargo bench --bench compare` (full) or `-- --quick` (a smoke run);
 //! `-- --replot` redraws the chart from the last run's JSON.
@@ -10,12 +12,15 @@
 //! `target/compare.svg` (requests/s and p99 per model and cell).
 //!
 //! Per cell and model: requests (or datagrams) per second, p50/p99 latency,
-//! server CPU seconds per million requests, the server's and loadgen's CPU
-//! use (loadgen near 100 % means the client set the rate, and the server's
-//! cost per request is the figure to compare), and context switches and
-//! system calls per request over the middle half of the run (system calls
-//! are counted by `perf stat -e raw_syscalls:sys_enter`, io_uring_enter
-//! included; "NaN" where perf is not installed).
+//! and over the middle half of the run, while the load is steady: server
+//! CPU seconds per million requests, the server's and loadgen's CPU use
+//! (loadgen near 100 % means the client set the rate, and the server's cost
+//! per request is the figure to compare), and context switches and system
+//! calls per request (system calls are counted by `perf stat -e
+//! raw_syscalls:sys_enter`, io_uring_enter included; "NaN" where perf is
+//! not installed). The open-loop cell runs loadgen with `--warmup 1s`, so
+//! its latency leaves out the server's first second (accepting 10,000
+//! connections), which is not its steady state.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -35,11 +40,17 @@ const MODELS: &[&str] = &[
     "tokio",
     "tokio-uring",
     "monoio",
+    "uring-batch",
 ];
 
-/// Whether `model` serves `cell` (the monoio peer serves TCP echo only).
+/// Whether `model` serves `cell` (the monoio peer serves TCP echo only;
+/// batching is measured where it is meant to pay, the open loop).
 fn serves(model: &str, cell: Cell) -> bool {
-    model != "monoio" || matches!(cell, Cell::Tcp { .. })
+    match model {
+        "monoio" => matches!(cell, Cell::Tcp { .. }),
+        "uring-batch" => matches!(cell, Cell::Open { .. }),
+        _ => true,
+    }
 }
 
 /// The server under measurement: ringcore in one of its models, or the
@@ -70,16 +81,12 @@ impl Under {
                 .expect("listening ADDR");
             return Under::Peer(child, addr);
         }
-        Under::Ringcore(common::Server::start(&[
-            "--io",
-            model,
-            "--serve",
-            cell.serve(),
-            "--cpus",
-            "0",
-            "--threads",
-            "1",
-        ]))
+        let mut args = vec!["--serve", cell.serve(), "--cpus", "0", "--threads", "1"];
+        match model {
+            "uring-batch" => args.extend(["--io", "uring", "--batch-wait", "500us"]),
+            _ => args.extend(["--io", model]),
+        }
+        Under::Ringcore(common::Server::start(&args))
     }
 
     fn pid(&self) -> u32 {
@@ -294,6 +301,8 @@ fn measure(model: &str, cell: Cell, seconds: f64, loadgen: &Path, monoio: &Path)
             connections.to_string(),
             "--rate".into(),
             rate.to_string(),
+            "--warmup".into(),
+            "1s".into(),
         ],
         Cell::Idle { .. } => unreachable!(),
     };
@@ -305,16 +314,19 @@ fn measure(model: &str, cell: Cell, seconds: f64, loadgen: &Path, monoio: &Path)
         "--json".into(),
         "--quiet".into(),
     ]);
-    let cpu0 = cpu_seconds(pid);
-    let started = Instant::now();
     let child = Command::new(loadgen)
         .args(&args)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("run loadgen");
-    // Context switches and system calls over the middle half of the run,
-    // while the load is steady.
-    std::thread::sleep(Duration::from_secs_f64(seconds * 0.25));
+    // CPU, context switches and system calls over the middle half of the
+    // run, while the load is steady; the open loop's run begins after its
+    // connects (about half a second for 10,000) and its 1 s warm-up.
+    let lead = match cell {
+        Cell::Open { .. } => 1.5,
+        _ => 0.0,
+    };
+    std::thread::sleep(Duration::from_secs_f64(lead + seconds * 0.25));
     let window = seconds * 0.5;
     let (ctx0, window0) = (context_switches(pid), Instant::now());
     let (server0, client0) = (cpu_seconds(pid), cpu_seconds(child.id()));
@@ -326,9 +338,7 @@ fn measure(model: &str, cell: Cell, seconds: f64, loadgen: &Path, monoio: &Path)
     let ctx_per_s = switches_between(&ctx0, &context_switches(pid)) as f64 / window_s;
     let syscalls_per_s = syscalls_counted(perf).map(|n| n / window);
     let out = child.wait_with_output().expect("loadgen");
-    let elapsed = started.elapsed().as_secs_f64();
     let json = String::from_utf8_lossy(&out.stdout).into_owned();
-    let cpu = cpu_seconds(pid) - cpu0;
     let p999 = json_after(&json, "\"latency_us\"", "p999");
     let (rate, p50, p99, loss) = match cell {
         Cell::Udp { .. } => {
@@ -348,13 +358,14 @@ fn measure(model: &str, cell: Cell, seconds: f64, loadgen: &Path, monoio: &Path)
             0.0,
         ),
     };
-    let requests = (rate * seconds).max(1.0);
     Sample {
         rate,
         p50_us: p50,
         p99_us: p99,
         p999_us: p999,
-        cpu_s_per_million: cpu / requests * 1e6 * (seconds / elapsed.max(seconds)),
+        // Over the steady middle of the run, not its start (connects, and
+        // for the open loop 10,000 accepts) or its end.
+        cpu_s_per_million: server_cpu_pct / 100.0 / rate.max(1.0) * 1e6,
         ctx_switches_per_request: ctx_per_s / rate.max(1.0),
         syscalls_per_request: syscalls_per_s.map_or(f64::NAN, |n| n / rate.max(1.0)),
         loss_pct: loss,
@@ -538,7 +549,9 @@ fn chart(
         RGBColor(44, 160, 44),
         RGBColor(148, 103, 189),
         RGBColor(140, 86, 75),
+        RGBColor(127, 127, 127),
     ];
+    assert!(colors.len() >= MODELS.len(), "a colour per model");
     let width = 0.7 / MODELS.len() as f64;
     for (area, title, pick) in [
         (
