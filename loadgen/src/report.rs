@@ -192,6 +192,11 @@ pub struct TcpReport {
     /// How long the run went before its latency counted (`--warmup`);
     /// every count and rate covers the warm-up as well.
     pub warmup_s: f64,
+    /// How late loadgen's own threads got round to their due events
+    /// (requests falling due, ticks), in microseconds: a delay of loadgen's
+    /// (busy, or not scheduled), shared by every request then due. A
+    /// latency tail no longer than this one says little of the server.
+    pub own_lateness_us: Percentiles,
     /// Samples (completed requests and timeouts) the warm-up left out of
     /// `latency_us`: with it, `latency_us.count` + `warmup_samples` =
     /// `completed` + `timeouts`.
@@ -502,6 +507,7 @@ impl TcpReport {
             errors: outcome.errors,
             connects: outcome.connects,
             latency_us: Percentiles::of(&outcome.latency),
+            own_lateness_us: Percentiles::of(&outcome.lateness),
             warmup_s: plan.warmup.as_secs_f64(),
             warmup_samples: outcome.warmup_samples,
             backlog_us: Percentiles::of(&outcome.backlog),
@@ -563,6 +569,12 @@ pub fn print_tcp(r: &TcpReport) {
         c.opened, c.reconnects, c.refused, c.timed_out, c.failed
     );
     println!("  latency      {}", r.latency_us.row());
+    if r.own_lateness_us.count > 0 {
+        println!(
+            "  own delay    {} (how late loadgen itself got to due events)",
+            r.own_lateness_us.row()
+        );
+    }
     if r.warmup_s > 0.0 {
         println!(
             "  warm-up      the first {:.2} s: {} samples left out of the latency (counted in every total)",

@@ -237,6 +237,9 @@ pub struct TcpOutcome {
     /// Open loop: for each unsent request, how long it had been due when
     /// the run ended (nanoseconds).
     pub backlog: Histogram<u64>,
+    /// How late the load threads got round to their due events (see
+    /// `ThreadOutcome::lateness`), nanoseconds.
+    pub lateness: Histogram<u64>,
     /// `latency` per interval, when the plan asked for intervals.
     pub series: Option<Series>,
     /// The wall-clock time the run (and its first interval) started.
@@ -328,6 +331,7 @@ fn merge(
         latency: latency::histogram(),
         warmup_samples: 0,
         backlog: latency::histogram(),
+        lateness: latency::histogram(),
         series: interval.map(Series::new),
         started: SystemTime::now(),
         start_lateness: None,
@@ -358,6 +362,10 @@ fn merge(
             .backlog
             .add(&o.backlog)
             .context("merging backlog histograms")?;
+        total
+            .lateness
+            .add(&o.lateness)
+            .context("merging lateness histograms")?;
         if let (Some(into), Some(from)) = (&mut total.series, &o.series) {
             into.merge(from).context("merging interval histograms")?;
         }

@@ -313,3 +313,56 @@ fn the_rate_of_uneven_threads_is_the_whole_runs() {
         assert_balanced(r);
     }
 }
+
+/// A stall of loadgen's own shows as its own: stopped (SIGSTOP) for 300 ms
+/// in the middle of an open-loop run against a server that answers at
+/// once, it reports an own delay of at least that, next to the latency
+/// tail the stop caused, so a reader can tell whose the tail is. The same
+/// run left alone reports an own delay far below it.
+#[test]
+fn a_stall_of_loadgens_own_shows_as_its_own_delay() {
+    let run = |stop: Option<Duration>| {
+        let server = SlowEcho::start(Slowness {
+            per_read: Duration::ZERO,
+            stall_after: Duration::ZERO,
+            stall_for: Duration::ZERO,
+        });
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+            .args(["--tcp", &server.addr().to_string()])
+            .args(["--rate", "1000", "--duration", "2s", "--connections", "4"])
+            .args(["--json", "--quiet"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("run loadgen");
+        if let Some(stop) = stop {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while server.window().is_none() {
+                assert!(std::time::Instant::now() < deadline, "no request arrived");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            // Half a second into the 2 s run, loadgen stops for `stop`.
+            std::thread::sleep(Duration::from_millis(500));
+            let pid = child.id() as i32;
+            // SAFETY: signals to our own child process.
+            unsafe { libc::kill(pid, libc::SIGSTOP) };
+            std::thread::sleep(stop);
+            // SAFETY: as above.
+            unsafe { libc::kill(pid, libc::SIGCONT) };
+        }
+        let out = child.wait_with_output().expect("loadgen");
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("a JSON report")
+    };
+    let stopped = run(Some(Duration::from_millis(300)));
+    assert!(
+        num(&stopped, "own_lateness_us.max") >= 250_000.0,
+        "the stop is loadgen's own delay: {stopped}"
+    );
+    assert!(num(&stopped, "latency_us.max") >= 250_000.0, "{stopped}");
+    let alone = run(None);
+    assert!(
+        num(&alone, "own_lateness_us.max") < 250_000.0,
+        "no stop, no such delay: {alone}"
+    );
+    assert!(num(&alone, "own_lateness_us.count") > 0.0, "{alone}");
+}

@@ -79,6 +79,10 @@ pub struct ThreadOutcome {
     pub warmup_samples: u64,
     /// How long each unsent request had been due at the end, nanoseconds.
     pub backlog: Histogram<u64>,
+    /// How late the thread got round to its next due event (a request
+    /// falling due, a tick), nanoseconds, after the warm-up: its own delay,
+    /// whether busy or not scheduled, which every request then due shares.
+    pub lateness: Histogram<u64>,
     /// Latency per interval, when asked for.
     pub series: Option<Series>,
     /// How late the thread woke for the run's start.
@@ -101,6 +105,7 @@ impl ThreadOutcome {
             latency: latency::histogram(),
             warmup_samples: 0,
             backlog: latency::histogram(),
+            lateness: latency::histogram(),
             series: None,
             start_lateness: Duration::ZERO,
         }
@@ -574,6 +579,12 @@ impl<'a> Worker<'a> {
             }
             let wait = wake.saturating_duration_since(Instant::now());
             self.wait_and_handle(wait, &mut cqes)?;
+            let woke = Instant::now();
+            if woke > wake && wake >= start + self.plan.warmup {
+                self.out
+                    .lateness
+                    .saturating_record(woke.duration_since(wake).as_nanos() as u64);
+            }
         }
         self.out.ended = Instant::now();
         let mut out = std::mem::replace(&mut self.out, ThreadOutcome::empty(start));
