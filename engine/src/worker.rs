@@ -493,9 +493,9 @@ impl Worker {
             // SAFETY: a send points into the connection's `sending` buffer,
             // which the core leaves untouched until the send reports back,
             // into a session's `'static` bytes, or into a receive buffer
-            // lent to it, which is out of the
-            // kernel's ring (so never written) and is recycled only once
-            // the core is no longer lending it, after the send reports. The
+            // lent to it, which is out of the kernel's ring (so never
+            // written) and is recycled only once the core is no longer
+            // lending it, after the send reports. The
             // connection (with its heap buffer and descriptor) is not
             // removed before its core says Close, which it says only when
             // no send or receive is in flight; moving the slot inside the
