@@ -51,6 +51,8 @@ pub struct BufRing {
     low_water: u16,
     /// Publishes so far in this window.
     window: u32,
+    /// The spare count already doubled since the last publish.
+    grew: bool,
 }
 
 /// A buffer a completion handed over. The kernel does not touch it until
@@ -130,6 +132,7 @@ impl BufRing {
             spare: FIRST_SPARE.min(count),
             low_water: u16::MAX,
             window: 0,
+            grew: false,
         };
         ring.publish();
         Ok(ring)
@@ -191,12 +194,23 @@ impl BufRing {
     }
 
     /// The kernel found no buffer (a receive ended with ENOBUFS): the ring
-    /// is empty, and more spare buffers are kept published from now on.
+    /// is empty, and more spare buffers are kept published from now on:
+    /// twice as many for the first such receive since the last publish,
+    /// and one more for each further one, which wanted a buffer too.
+    /// Doubling for each of them published the whole ring after one burst
+    /// (512 buffers, 8 MiB for the kernel to copy into, cold, where 64 were
+    /// enough for 16 KiB echo over 50 connections).
     pub fn ran_out(&mut self) {
         // Exact: the kernel consumes only what was published, and nothing
         // has been published since it found the ring empty.
         self.in_ring = 0;
-        self.spare = self.spare.saturating_mul(2).min(self.count);
+        let grown = if self.grew {
+            self.spare.saturating_add(1)
+        } else {
+            self.spare.saturating_mul(2)
+        };
+        self.spare = grown.min(self.count);
+        self.grew = true;
         self.low_water = u16::MAX;
         self.window = 0;
     }
@@ -209,6 +223,7 @@ impl BufRing {
     /// Publishes recycled buffers, the most recently recycled (the warmest)
     /// first, until `spare` of them are waiting for the kernel.
     pub fn publish(&mut self) {
+        self.grew = false;
         self.low_water = self.low_water.min(self.in_ring);
         self.window += 1;
         if self.window >= SHRINK_WINDOW {
@@ -345,8 +360,31 @@ mod tests {
         }
         for _ in 0..10 {
             ring.ran_out();
+            ring.publish();
         }
         assert_eq!(ring.spare(), 256, "never more than the ring holds");
+    }
+
+    #[test]
+    fn many_receives_running_out_in_one_batch_double_the_spares_once() {
+        let mut ring = BufRing::new(512, 64, 0).unwrap();
+        // Thirty receives of one batch each end with ENOBUFS: double for
+        // the first, one more buffer for each of the other 29.
+        for _ in 0..30 {
+            ring.ran_out();
+        }
+        assert_eq!(ring.spare(), FIRST_SPARE * 2 + 29);
+        ring.publish();
+        ring.ran_out();
+        assert_eq!(
+            ring.spare(),
+            (FIRST_SPARE * 2 + 29) * 2,
+            "the next batch may double again"
+        );
+        for _ in 0..1000 {
+            ring.ran_out();
+        }
+        assert_eq!(ring.spare(), 512, "never more than the ring holds");
     }
 
     #[test]
