@@ -189,14 +189,14 @@ pub struct TcpReport {
     /// timeouts (each taken when loadgen gave up), except those due (or
     /// sent) in the warm-up.
     pub latency_us: Percentiles,
-    /// How long the run went before its latency counted (`--warmup`);
-    /// every count and rate covers the warm-up as well.
-    pub warmup_s: f64,
     /// How late loadgen's own threads got round to their due events
     /// (requests falling due, ticks), in microseconds: a delay of loadgen's
     /// (busy, or not scheduled), shared by every request then due. A
     /// latency tail no longer than this one says little of the server.
     pub own_lateness_us: Percentiles,
+    /// How long the run went before its latency counted (`--warmup`);
+    /// every count and rate covers the warm-up as well.
+    pub warmup_s: f64,
     /// Samples (completed requests and timeouts) the warm-up left out of
     /// `latency_us`: with it, `latency_us.count` + `warmup_samples` =
     /// `completed` + `timeouts`.
