@@ -321,9 +321,10 @@ fn measure(model: &str, cell: Cell, seconds: f64, loadgen: &Path, monoio: &Path)
         .expect("run loadgen");
     // CPU, context switches and system calls over the middle half of the
     // run, while the load is steady; the open loop's run begins after its
-    // connects (about half a second for 10,000) and its 1 s warm-up.
+    // connects (about 50 us each here: half a second for 10,000) and its
+    // 1 s warm-up, so a quick run's window does not outlast loadgen.
     let lead = match cell {
-        Cell::Open { .. } => 1.5,
+        Cell::Open { connections, .. } => 1.0 + connections as f64 * 50e-6,
         _ => 0.0,
     };
     std::thread::sleep(Duration::from_secs_f64(lead + seconds * 0.25));

@@ -12,8 +12,9 @@
 //! kernel's copy into user memory at twice its cost with a hot buffer). So
 //! only a few spare buffers are published ahead of need, the most recently
 //! recycled first, and the rest wait on a stack: the buffers in use stay
-//! the same few, warm in the cache. The number kept ahead doubles whenever
-//! the kernel runs out (ENOBUFS, see [`BufRing::ran_out`]) and halves after
+//! the same few, warm in the cache. The number kept ahead doubles in a
+//! batch in which the kernel runs out (ENOBUFS, see [`BufRing::ran_out`]),
+//! plus one for each further receive that found it empty, and halves after
 //! a long stretch in which half of it was never needed.
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};

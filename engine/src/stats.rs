@@ -144,7 +144,8 @@ counters! {
     /// of --buffers, so peers that never read cannot take them all).
     tcp_buffers_lent,
     /// TCP receive buffers kept published ahead of need (a gauge: it
-    /// doubles when the kernel runs out, halves when half go unused).
+    /// doubles in a batch where the kernel runs out, halves when half go
+    /// unused).
     tcp_buffers_spare,
     /// io_uring_enter system calls.
     io_uring_enter_calls,

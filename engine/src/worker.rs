@@ -424,8 +424,7 @@ impl Worker {
         }
         if !c.conn.is_lending() {
             if let Some(taken) = c.io.take() {
-                self.uring.buffers(self.tcp_bufs).recycle(taken);
-                self.lent -= 1;
+                self.give_back_lent(taken);
             }
         }
         self.progress(token.index, token.generation);
@@ -495,11 +494,11 @@ impl Worker {
             // into a session's `'static` bytes, or into a receive buffer
             // lent to it, which is out of the kernel's ring (so never
             // written) and is recycled only once the core is no longer
-            // lending it, after the send reports. The
-            // connection (with its heap buffer and descriptor) is not
-            // removed before its core says Close, which it says only when
-            // no send or receive is in flight; moving the slot inside the
-            // slab does not move either buffer. Receives write only into
+            // lending it, after the send reports. The connection (with its
+            // heap buffer and descriptor) is not removed before its core
+            // says Close, which it says only when no send or receive is in
+            // flight; moving the slot inside the slab does not move either
+            // buffer. Receives write only into
             // provided buffers, which the Uring owns. At teardown the
             // worker's Drop reaps every operation first.
             unsafe { self.uring.push(entry) };
@@ -508,13 +507,18 @@ impl Worker {
             // Nothing in flight refers to it any more (the core waits for
             // that): closing the descriptor and freeing the output is safe.
             if let Some(Some(taken)) = self.conns.remove(index) {
-                self.uring.buffers(self.tcp_bufs).recycle(taken);
-                self.lent -= 1;
+                self.give_back_lent(taken);
             }
             self.stats.connections_closed.inc();
         } else {
             self.conns.reschedule(index, generation, &self.limits);
         }
+    }
+
+    /// A receive buffer lent to a send goes back to the ring.
+    fn give_back_lent(&mut self, taken: Taken) {
+        self.uring.buffers(self.tcp_bufs).recycle(taken);
+        self.lent -= 1;
     }
 
     /// Hands connections whose deadline has come their `on_deadline`.
