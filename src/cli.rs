@@ -105,6 +105,14 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
 
+    /// The most memory all TCP connections together may hold for their
+    /// input and output (each worker gets an equal share); past it, the
+    /// connections holding the most are closed, counted as
+    /// connections_evicted (default: a quarter of the machine's memory, or
+    /// of its control group's limit if lower).
+    #[arg(long, value_parser = parse_size, value_name = "BYTES")]
+    pub memory_limit: Option<u64>,
+
     /// The support bot's dialogue, a TOML script (default: the built-in one).
     #[arg(long, value_name = "FILE")]
     pub bot_script: Option<std::path::PathBuf>,
@@ -297,6 +305,11 @@ impl Cli {
                 .context("--output-limit is too large")?,
             send_timeout: self.send_timeout,
             max_connections,
+            memory_limit: usize::try_from(
+                self.memory_limit
+                    .unwrap_or_else(crate::limits::default_memory_limit),
+            )
+            .context("--memory-limit is too large")?,
             shutdown_deadline: self.shutdown_deadline,
             ..EngineConfig::default()
         };

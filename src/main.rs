@@ -62,6 +62,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         ..config
     };
     let deadline = config.shutdown_deadline;
+    let memory_limit = config.memory_limit;
 
     let engine = model::Running::start(cli.io, config)?;
     // The http service's /metrics serves the engine's counters.
@@ -79,7 +80,18 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             s.transport, s.addr, s.protocol
         );
     }
-    println!("{}; up to {max_connections} connections", engine.describe());
+    let memory = if engine.enforces_bounds() {
+        format!(
+            ", holding at most {} of input and output",
+            protocols::units::format_size(memory_limit as u64)
+        )
+    } else {
+        String::new()
+    };
+    println!(
+        "{}; up to {max_connections} connections{memory}",
+        engine.describe()
+    );
     if let Some(addr) = cli.metrics {
         let bound = metrics::serve(addr, engine.stats(), io_path)
             .with_context(|| format!("starting the metrics endpoint on {addr}"))?;

@@ -112,6 +112,16 @@ impl Running {
         }
     }
 
+    /// True for the models built on the engine's connection core, which
+    /// enforces the output, send-timeout and memory bounds; the baselines
+    /// (threads, tokio, tokio-uring) do not.
+    pub fn enforces_bounds(&self) -> bool {
+        matches!(
+            self,
+            Running::Uring(_) | Running::Epoll(_) | Running::Fallback(..)
+        )
+    }
+
     /// The I/O path in use, as `/metrics` labels it.
     pub fn io_path(&self) -> &'static str {
         match self {

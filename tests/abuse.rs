@@ -29,7 +29,12 @@ const PROTOCOLS: [(&str, &[u8]); 5] = [
 ];
 
 fn start(io: &str, send_timeout: &str) -> Server {
-    let limit = LIMIT.to_string();
+    start_with(io, LIMIT, send_timeout, &[])
+}
+
+/// The server with every protocol, one worker, and `extra` flags.
+fn start_with(io: &str, output_limit: u64, send_timeout: &str, extra: &[&str]) -> Server {
+    let limit = output_limit.to_string();
     let mut args = vec![
         "--io",
         io,
@@ -42,6 +47,7 @@ fn start(io: &str, send_timeout: &str) -> Server {
         "--shutdown-deadline",
         "3s",
     ];
+    args.extend_from_slice(extra);
     let specs: Vec<String> = PROTOCOLS
         .iter()
         .map(|(p, _)| format!("tcp:0={p}"))
@@ -143,6 +149,84 @@ fn amplifying_input_never_read_stays_within_the_bound(io: &str) {
     other.read_exact(&mut back).unwrap();
     assert_eq!(&back, b"still here");
     drop(streams);
+}
+
+/// The same flood with a larger output limit and a worker-wide memory
+/// budget of four of them: 60 clients that never read would hold 60 MiB
+/// (a limit each), so the budget must end most of them, the largest
+/// holders first, and keep the server within it while others are served.
+fn the_memory_limit_evicts_the_largest_holders_and_bounds_the_server(io: &str) {
+    const OUTPUT_LIMIT: u64 = 1 << 20;
+    const BUDGET: u64 = 4 << 20;
+    // 64 receive buffers (1 MiB) rather than 512, so the ring's pages the
+    // flood touches stay small beside the budget.
+    const RING: u64 = 64 * 16 * 1024;
+    let server = start_with(
+        io,
+        OUTPUT_LIMIT,
+        "60s",
+        &["--memory-limit", "4M", "--buffers", "64"],
+    );
+    let before = server.peak_rss_kib() * 1024;
+    // A connection the flood can no longer grow is paused, holding at
+    // least half its output limit (reading resumes at half), so at most
+    // BUDGET / (OUTPUT_LIMIT / 2) of them fit in the budget; every other
+    // one must have been evicted.
+    let n = (PROTOCOLS.len() * PER_PROTOCOL) as u64;
+    let may_stay = 2 * BUDGET / OUTPUT_LIMIT;
+    let streams = flood_until(&server, |server, n| {
+        server.counter("connections_evicted") >= n - may_stay
+    });
+    let evicted = server.counter("connections_evicted");
+    server.wait_counter("connections_closed", |c| c >= evicted);
+    // What evicted connections still held (on io_uring, a send buffer
+    // until the kernel reports the cancelled send) is released.
+    server.wait_counter("connection_memory", |held| held <= BUDGET);
+    // Without the budget the flood holds a limit per connection (the test
+    // above: n x 1 MiB here). With it: the budget, what one connection may
+    // add in one step before eviction sees it (up to twice its limit, as a
+    // buffer doubles), the receive ring, and per-connection and allocator
+    // overhead.
+    let grew = (server.peak_rss_kib() * 1024).saturating_sub(before);
+    let bound = BUDGET + 2 * OUTPUT_LIMIT + RING + n * 64 * 1024 + (4 << 20);
+    eprintln!(
+        "{io}: {evicted} of {n} evicted; peak RSS grew {} KiB (bound {} KiB, unbounded flood {} KiB)",
+        grew / 1024,
+        bound / 1024,
+        n * OUTPUT_LIMIT / 1024
+    );
+    assert!(
+        grew <= bound && bound < n * OUTPUT_LIMIT,
+        "{io}: peak RSS grew {} KiB with a {} KiB budget (bound {} KiB)",
+        grew / 1024,
+        BUDGET / 1024,
+        bound / 1024
+    );
+    // An evicted client finds its connection closed by the server.
+    let closed = streams
+        .into_iter()
+        .filter(|s| {
+            s.set_read_timeout(Some(Duration::from_millis(1))).unwrap();
+            let mut sink = vec![0u8; 1 << 16];
+            loop {
+                match (&*s).read(&mut sink) {
+                    Ok(0) => return true,
+                    Ok(_) => {}
+                    Err(e) => return e.kind() == ErrorKind::ConnectionReset,
+                }
+            }
+        })
+        .count() as u64;
+    assert!(
+        closed >= n - may_stay,
+        "{io}: {closed} of {n} connections closed, {evicted} evicted"
+    );
+    // Others are still served.
+    let mut other = connect(server.addr("tcp", "reverse-lines"));
+    other.write_all(b"abc\n").unwrap();
+    let mut back = [0u8; 4];
+    other.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"cba\n");
 }
 
 fn never_reading_clients_are_cut_off_after_the_send_timeout(io: &str) {
@@ -423,31 +507,45 @@ fn lent_receive_buffers_echo_whole_and_stalled_readers_cannot_take_them_all() {
     const STALLED: usize = 8;
     let mut stalled: Vec<TcpStream> = (0..STALLED).map(|_| connect_small_window(addr)).collect();
     let message = [b's'; 16 * 1024];
+    // Rounds go on until the server has paused every reader: its output
+    // is at the limit behind a send that can never finish, so the lent
+    // buffers can no longer come back. (Four lent at one moment proves
+    // nothing: sends still moving return theirs.)
+    let paused_before = server.counter("backpressure_pauses");
+    let all_paused = paused_before + STALLED as u64;
     let mut written = server.counter("bytes_in");
     let deadline = Instant::now() + PATIENCE;
-    while server.counter("tcp_buffers_lent") < 4 {
-        assert!(
-            Instant::now() < deadline,
-            "stalled readers never held 4 lent buffers: {:?}",
-            server.metrics()
-        );
+    loop {
         for s in &mut stalled {
             written += write_nonblocking_once(s, &message);
         }
         // One message per receive on each connection: wait until the
-        // server has them all before the next.
-        server.wait_counter("bytes_in", |n| n >= written);
+        // server has them all before the next, or has stopped reading.
+        let metrics = loop {
+            let m = server.metrics();
+            if m["ringcore_bytes_in"] >= written || m["ringcore_backpressure_pauses"] >= all_paused
+            {
+                break m;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server stopped reading: {m:?}"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        let lent = metrics["ringcore_tcp_buffers_lent"];
+        assert!(lent <= 4, "{lent} lent: more than a quarter of 16 buffers");
+        if metrics["ringcore_backpressure_pauses"] >= all_paused {
+            // More stalled sends than the quarter of 16 buffers: that many
+            // lent, no more.
+            assert_eq!(lent, 4, "stalled sends hold a quarter of 16 buffers");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stalled readers never stalled: {metrics:?}"
+        );
     }
-    // More stalled sends than the quarter of 16 buffers: never more lent.
-    for s in &mut stalled {
-        written += write_nonblocking_once(s, &message);
-    }
-    server.wait_counter("bytes_in", |n| n >= written);
-    let lent = server.counter("tcp_buffers_lent");
-    assert_eq!(
-        lent, 4,
-        "stalled sends hold a quarter of 16 buffers, no more"
-    );
     round_trip(256 * 1024);
     drop(stalled);
 }
@@ -477,6 +575,7 @@ macro_rules! suite {
 
 suite!(
     amplifying_input_never_read_stays_within_the_bound,
+    the_memory_limit_evicts_the_largest_holders_and_bounds_the_server,
     never_reading_clients_are_cut_off_after_the_send_timeout,
     pipelining_during_a_long_body_is_answered_in_order,
     a_reset_mid_reply_frees_the_connection,

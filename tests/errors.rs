@@ -48,6 +48,11 @@ fn bad_flags_get_clear_messages() {
         (&["--output-limit", "lots"], "not a size"),
         (&["--shutdown-deadline", "soon"], "not a duration"),
         (&["--buffers", "300"], "power of two"),
+        (&["--memory-limit", "lots"], "not a size"),
+        (
+            &["--threads", "2", "--memory-limit", "3M"],
+            "memory limit 3M leaves each of 2 workers 1536K, under twice the output limit (1M); raise --memory-limit to at least 4M",
+        ),
         (&["--max-connections", "100000000"], "RLIMIT_NOFILE"),
         (
             &["--io", "epoll", "--sqpoll"],

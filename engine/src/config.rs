@@ -79,6 +79,10 @@ pub struct EngineConfig {
     pub send_timeout: Duration,
     /// Most open TCP connections in the whole process (shared evenly by workers).
     pub max_connections: usize,
+    /// The most memory all TCP connections together may hold for their
+    /// input and output (shared evenly by workers); past a worker's share,
+    /// the connections holding the most are closed (`connections_evicted`).
+    pub memory_limit: usize,
     /// UDP replies in flight per worker; more are dropped and counted.
     pub udp_sends_in_flight: usize,
     /// How long shutdown may spend flushing replies before closing anyway.
@@ -99,6 +103,7 @@ impl Default for EngineConfig {
             output_limit: 1024 * 1024,
             send_timeout: Duration::from_secs(60),
             max_connections: 10_000,
+            memory_limit: 1 << 30,
             udp_sends_in_flight: 512,
             shutdown_deadline: Duration::from_secs(5),
         }
@@ -144,6 +149,19 @@ impl EngineConfig {
         }
         if self.max_connections == 0 {
             return Err("max connections must be above zero".into());
+        }
+        // A worker's share must hold at least two connections at their
+        // output limit, or one ordinary large reply would evict others.
+        let workers = self.cpus.len();
+        let share = self.memory_limit / workers;
+        if share < 2 * self.output_limit {
+            return Err(format!(
+                "memory limit {} leaves each of {workers} workers {}, under twice the output limit ({}); raise --memory-limit to at least {} or lower --output-limit",
+                protocols::units::format_size(self.memory_limit as u64),
+                protocols::units::format_size(share as u64),
+                protocols::units::format_size(self.output_limit as u64),
+                protocols::units::format_size((2 * self.output_limit * workers) as u64),
+            ));
         }
         if self.udp_sends_in_flight == 0 {
             return Err("UDP sends in flight must be above zero".into());

@@ -478,6 +478,30 @@ impl Connection {
         self.held.len()
     }
 
+    /// Heap memory this connection holds for its input and output (the
+    /// buffers' capacity, not just their bytes), as the worker's memory
+    /// budget counts it. Once it has failed it holds at most the buffer of
+    /// a send in flight, released when that send reports. Static parts and
+    /// lent receive buffers are not its own heap memory.
+    pub fn memory(&self) -> usize {
+        self.pending.capacity() + self.sending.capacity() + self.held.capacity()
+    }
+
+    /// True once an error, a timeout or an eviction has ended the
+    /// connection: it is on its way to [`Action::Close`].
+    pub fn has_failed(&self) -> bool {
+        self.failed
+    }
+
+    /// The worker is over its memory budget and this connection holds the
+    /// most: end it now, dropping what it queued (`connections_evicted`).
+    pub fn evict(&mut self, env: &Env) {
+        if !self.failed {
+            env.stats.connections_evicted.inc();
+            self.fail_quietly();
+        }
+    }
+
     /// True once the driver was told to close.
     pub fn is_closed(&self) -> bool {
         self.closed
@@ -703,6 +727,10 @@ struct Held {
 impl HeldInput {
     fn len(&self) -> usize {
         self.0.as_ref().map_or(0, |h| h.bytes.len() - h.from)
+    }
+
+    fn capacity(&self) -> usize {
+        self.0.as_ref().map_or(0, |h| h.bytes.capacity())
     }
 
     fn as_slice(&self) -> &[u8] {

@@ -1,7 +1,21 @@
 //! A worker's TCP connections, whatever its I/O interface: each one's
-//! socket, its core, and its place in the deadline heap. The drivers keep
-//! their own per-connection I/O state in `io`.
+//! socket, its core, its place in the deadline heap, and its share of the
+//! worker's memory budget. The drivers keep their own per-connection I/O
+//! state in `io`.
+//!
+//! The memory budget is the bound over all connections together (each one
+//! alone is held to the output limit by its core): N peers that never read
+//! would otherwise hold N times the output limit, which at the default
+//! connection limit is more memory than a machine has. Every time a
+//! connection has moved, [`Conns::settle`] re-counts what it holds; once the
+//! worker's connections hold more than the budget, [`Conns::evict_over_budget`]
+//! ends those holding the most until they hold an eighth less than it.
+//! Connections already ending still count until they are removed (on
+//! io_uring a send in flight keeps its buffer until the kernel reports),
+//! so a burst of evictions in one batch cannot leave their memory
+//! uncounted; they are not evicted twice.
 
+use std::cmp::Reverse;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Instant;
 
@@ -18,31 +32,73 @@ pub struct Tracked<D> {
     /// What the driver keeps of its own (readiness flags, say).
     pub io: D,
     scheduled: Scheduled,
+    /// Its memory when last counted.
+    counted: Counted,
 }
 
-/// A worker's connections and their deadlines.
-pub struct Conns<D> {
-    slab: Slab<Tracked<D>>,
-    deadlines: Deadlines,
+/// A connection's memory as last counted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Counted {
+    /// What [`Connection::memory`] said.
+    bytes: usize,
+    /// It had failed: eviction cannot free this, the kernel's report will.
+    ending: bool,
 }
 
-impl<D> Default for Conns<D> {
-    fn default() -> Self {
-        Self {
-            slab: Slab::default(),
-            deadlines: Deadlines::default(),
+/// The memory a worker's connections hold together, against the budget.
+#[derive(Debug)]
+struct Memory {
+    budget: usize,
+    /// The sum of every connection's counted bytes.
+    held: usize,
+    /// The part of `held` that connections already ending hold.
+    releasing: usize,
+}
+
+impl Memory {
+    /// A connection that counted `was` now counts `now`.
+    fn recount(&mut self, was: &mut Counted, now: Counted) {
+        self.held = self.held - was.bytes + now.bytes;
+        if was.ending {
+            self.releasing -= was.bytes;
         }
+        if now.ending {
+            self.releasing += now.bytes;
+        }
+        *was = now;
     }
 }
 
+/// A worker's connections, their deadlines, and the memory they hold.
+pub struct Conns<D> {
+    slab: Slab<Tracked<D>>,
+    deadlines: Deadlines,
+    memory: Memory,
+}
+
 impl<D> Conns<D> {
-    /// Adds a connection; its index and generation.
+    /// No connections yet; together they may hold `budget` bytes.
+    pub fn new(budget: usize) -> Self {
+        Self {
+            slab: Slab::default(),
+            deadlines: Deadlines::default(),
+            memory: Memory {
+                budget,
+                held: 0,
+                releasing: 0,
+            },
+        }
+    }
+
+    /// Adds a connection; its index and generation. Call [`settle`](Self::settle)
+    /// once it has moved.
     pub fn insert(&mut self, fd: OwnedFd, conn: Connection, io: D) -> (u32, u32) {
         self.slab.insert(Tracked {
             fd,
             conn,
             io,
             scheduled: None,
+            counted: Counted::default(),
         })
     }
 
@@ -56,7 +112,9 @@ impl<D> Conns<D> {
     /// it) or the driver must own no operation on it (a connection never
     /// armed).
     pub fn remove(&mut self, index: u32) -> Option<D> {
-        self.slab.remove(index).map(|t| t.io)
+        let mut t = self.slab.remove(index)?;
+        self.memory.recount(&mut t.counted, Counted::default());
+        Some(t.io)
     }
 
     /// Open connections.
@@ -69,12 +127,70 @@ impl<D> Conns<D> {
         self.slab.is_empty()
     }
 
-    /// Schedules the connection's next deadline, after it moved.
-    pub fn reschedule(&mut self, index: u32, generation: u32, limits: &Limits) {
+    /// After the connection moved: schedules its next deadline and counts
+    /// the memory it now holds. Then check [`over_budget`](Self::over_budget).
+    pub fn settle(&mut self, index: u32, generation: u32, limits: &Limits) {
         if let Some(t) = self.slab.get_mut(index, generation) {
             let at = t.conn.next_deadline(limits);
             self.deadlines
                 .schedule(at, index, generation, &mut t.scheduled);
+            let now = Counted {
+                bytes: t.conn.memory(),
+                ending: t.conn.has_failed(),
+            };
+            self.memory.recount(&mut t.counted, now);
+        }
+    }
+
+    /// The memory the connections hold, as last counted.
+    pub fn memory_held(&self) -> usize {
+        self.memory.held
+    }
+
+    /// True when the connections hold more than the budget and some of it
+    /// is held by connections not yet ending, which eviction can free.
+    pub fn over_budget(&self) -> bool {
+        let m = &self.memory;
+        m.held > m.budget && m.held > m.releasing
+    }
+
+    /// Once over the budget: evicts the connections holding the most
+    /// ([`Connection::evict`] drops what they queued at once) until the
+    /// connections hold at most seven eighths of it, or none not already
+    /// ending holds anything, and lists the evicted in `evicted` (cleared
+    /// first) for the driver to move to their close. What an evicted
+    /// connection still holds (a send buffer in flight) counts until the
+    /// kernel lets go of it, so a burst of evictions may end more
+    /// connections than the memory they queue would need, never fewer.
+    /// The walk over every connection happens only here, and leaves an
+    /// eighth of the budget free, so a peer cannot make it happen often.
+    pub fn evict_over_budget(&mut self, env: &Env, evicted: &mut Vec<(u32, u32)>) {
+        evicted.clear();
+        if !self.over_budget() {
+            return;
+        }
+        let target = self.memory.budget - self.memory.budget / 8;
+        let mut holders: Vec<(usize, u32, u32)> = self
+            .slab
+            .iter_mut()
+            .filter(|(_, _, t)| t.counted.bytes > 0 && !t.counted.ending)
+            .map(|(index, generation, t)| (t.counted.bytes, index, generation))
+            .collect();
+        holders.sort_unstable_by_key(|&(held, ..)| Reverse(held));
+        for (_, index, generation) in holders {
+            if self.memory.held <= target {
+                break;
+            }
+            let Some(t) = self.slab.get_mut(index, generation) else {
+                continue;
+            };
+            t.conn.evict(env);
+            let now = Counted {
+                bytes: t.conn.memory(),
+                ending: true,
+            };
+            self.memory.recount(&mut t.counted, now);
+            evicted.push((index, generation));
         }
     }
 
@@ -113,5 +229,195 @@ impl<D> Conns<D> {
                 all.push((index, generation));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs::File;
+    use std::time::Instant;
+
+    use protocols::echo::EchoStream;
+
+    use super::*;
+    use crate::connection::Action;
+    use crate::stats::WorkerStats;
+
+    const BUDGET: usize = 1 << 20;
+
+    /// A worker's connections driven in memory: sends never complete (the
+    /// peers never read) until `report_cancels` plays the kernel.
+    struct Sim {
+        conns: Conns<()>,
+        limits: Limits,
+        stats: WorkerStats,
+        now: Instant,
+    }
+
+    impl Sim {
+        fn new() -> Self {
+            Self {
+                conns: Conns::new(BUDGET),
+                limits: Limits {
+                    output_limit: 512 * 1024,
+                    ..Limits::default()
+                },
+                stats: WorkerStats::default(),
+                now: Instant::now(),
+            }
+        }
+
+        fn open(&mut self) -> (u32, u32) {
+            let fd = File::open("/dev/null").expect("open /dev/null").into();
+            let conn = Connection::new(Box::new(EchoStream), self.now);
+            let key = self.conns.insert(fd, conn, ());
+            self.settle(key);
+            key
+        }
+
+        /// Carries out what the connection asks for (a send stays in
+        /// flight; a cancelled one is reported only by `report_cancels`),
+        /// then settles it; false once it has closed.
+        fn settle(&mut self, (index, generation): (u32, u32)) -> bool {
+            let env = Env {
+                limits: &self.limits,
+                stats: &self.stats,
+                now: self.now,
+            };
+            let t = self.conns.get_mut(index, generation).expect("open");
+            while let Some(action) = t.conn.poll_action(&env) {
+                match action {
+                    Action::StopReceiving => t.conn.on_recv_ended(),
+                    Action::Close => {
+                        self.conns.remove(index);
+                        return false;
+                    }
+                    _ => {}
+                }
+            }
+            self.conns.settle(index, generation, &self.limits);
+            true
+        }
+
+        /// The peer sends `len` bytes, which echo queues to send back.
+        fn receive(&mut self, key: (u32, u32), len: usize) {
+            let env = Env {
+                limits: &self.limits,
+                stats: &self.stats,
+                now: self.now,
+            };
+            let t = self.conns.get_mut(key.0, key.1).expect("open");
+            t.conn.on_received(&vec![b'x'; len], &env);
+            self.settle(key);
+        }
+
+        fn memory(&mut self, key: (u32, u32)) -> usize {
+            self.conns
+                .get_mut(key.0, key.1)
+                .map_or(0, |t| t.conn.memory())
+        }
+
+        /// Every connection's memory, summed afresh.
+        fn actual(&mut self) -> usize {
+            self.conns
+                .slab
+                .iter_mut()
+                .map(|(_, _, t)| t.conn.memory())
+                .sum()
+        }
+
+        fn evict(&mut self) -> Vec<(u32, u32)> {
+            let mut evicted = Vec::new();
+            let env = Env {
+                limits: &self.limits,
+                stats: &self.stats,
+                now: self.now,
+            };
+            self.conns.evict_over_budget(&env, &mut evicted);
+            for &key in &evicted {
+                assert!(self.settle(key), "a send in flight keeps it open");
+            }
+            evicted
+        }
+
+        /// The kernel reports the cancelled sends of `keys`; they close.
+        fn report_cancels(&mut self, keys: &[(u32, u32)]) {
+            for &key in keys {
+                let env = Env {
+                    limits: &self.limits,
+                    stats: &self.stats,
+                    now: self.now,
+                };
+                let t = self.conns.get_mut(key.0, key.1).expect("open");
+                t.conn.on_send_error(&env);
+                assert!(!self.settle(key), "closed once nothing is in flight");
+            }
+        }
+    }
+
+    #[test]
+    fn past_the_budget_the_largest_holders_go_until_an_eighth_is_free() {
+        let mut sim = Sim::new();
+        let [a, b, c, d, e] = [(); 5].map(|_| sim.open());
+        // Each first message goes into a send that stays in flight; a
+        // second one waits behind it.
+        for (key, first, second) in [(a, 200, 250), (b, 150, 150), (c, 100, 0), (d, 10, 0)] {
+            sim.receive(key, first * 1024);
+            if second > 0 {
+                sim.receive(key, second * 1024);
+            }
+        }
+        assert_eq!(sim.conns.memory_held(), sim.actual());
+        assert!(!sim.conns.over_budget(), "{} B", sim.conns.memory_held());
+        let largest = sim.memory(a);
+        assert!([b, c, d].iter().all(|&k| sim.memory(k) < largest));
+
+        sim.receive(e, 200 * 1024);
+        assert!(sim.conns.over_budget(), "{} B", sim.conns.memory_held());
+        assert_eq!(sim.evict(), vec![a], "the largest holder, and enough");
+        assert_eq!(sim.stats.connections_evicted.get(), 1);
+        // What it queued is gone at once; its send in flight still counts.
+        assert_eq!(sim.memory(a), 200 * 1024);
+        assert_eq!(sim.conns.memory_held(), sim.actual());
+        assert!(sim.conns.memory_held() <= BUDGET - BUDGET / 8);
+        assert!(!sim.conns.over_budget());
+
+        sim.report_cancels(&[a]);
+        assert_eq!(sim.conns.len(), 4);
+        assert_eq!(sim.conns.memory_held(), sim.actual());
+        assert!(sim.evict().is_empty(), "within the budget: nobody goes");
+    }
+
+    #[test]
+    fn memory_an_evicted_send_still_holds_counts_until_the_kernel_lets_go() {
+        let mut sim = Sim::new();
+        // Five connections whose memory is all in sends in flight: evicting
+        // one frees nothing until its cancelled send is reported, so the
+        // walk ends every one rather than let memory past the budget.
+        let keys: Vec<_> = (0..5).map(|_| sim.open()).collect();
+        for (i, &key) in keys.iter().enumerate() {
+            sim.receive(key, (200 + 10 * i) * 1024);
+        }
+        assert!(sim.conns.over_budget());
+        let evicted = sim.evict();
+        assert_eq!(evicted.len(), 5);
+        let sizes: Vec<usize> = evicted.iter().map(|&k| sim.memory(k)).collect();
+        assert!(
+            sizes.windows(2).all(|w| w[0] >= w[1]),
+            "largest first: {sizes:?}"
+        );
+        assert_eq!(sim.conns.memory_held(), sim.actual());
+        assert!(
+            !sim.conns.over_budget(),
+            "nothing is left that eviction frees"
+        );
+        // Once the kernel has let go of most of it, a newcomer is served.
+        let newcomer = sim.open();
+        sim.report_cancels(&evicted[..3]);
+        sim.receive(newcomer, 10 * 1024);
+        assert!(sim.evict().is_empty());
+        sim.report_cancels(&evicted[3..]);
+        assert_eq!(sim.conns.memory_held(), sim.memory(newcomer));
+        assert_eq!(sim.stats.connections_evicted.get(), 5);
     }
 }

@@ -231,7 +231,7 @@ impl CoreWorker for EpollWorker {
                     gso: true,
                 })
                 .collect(),
-            conns: Conns::default(),
+            conns: Conns::new(settings.memory_budget),
             due: Vec::new(),
             _wake: wake,
             scratch: vec![0; settings.tcp_buffers.1 as usize],
@@ -286,6 +286,9 @@ impl CoreWorker for EpollWorker {
                 self.progress(index, generation);
             }
             self.after_batch();
+            self.stats
+                .connection_memory
+                .set(self.conns.memory_held() as u64);
             if self.finished() {
                 return Ok(());
             }
@@ -376,7 +379,27 @@ impl EpollWorker {
             // Budget spent with input left: no new edge will come for it.
             self.revisit.push((index, generation));
         }
-        self.conns.reschedule(index, generation, &self.limits);
+        self.conns.settle(index, generation, &self.limits);
+        if self.conns.over_budget() {
+            self.evict_over_budget();
+        }
+    }
+
+    /// The connections hold more than the worker's memory budget: those
+    /// holding the most are ended and moved to their close. (Their own
+    /// `progress` cannot come back here: eviction leaves the connections
+    /// under the budget, or with nothing left that eviction could free.)
+    fn evict_over_budget(&mut self) {
+        let env = Env {
+            limits: &self.limits,
+            stats: &self.stats,
+            now: self.now,
+        };
+        let mut evicted = Vec::new();
+        self.conns.evict_over_budget(&env, &mut evicted);
+        for (index, generation) in evicted {
+            self.progress(index, generation);
+        }
     }
 
     /// Hands connections whose deadline has come their `on_deadline`.

@@ -12,7 +12,12 @@ use std::time::Duration;
 use crate::stats::{StatsSnapshot, WorkerStats};
 
 /// Figures that go up and down.
-const GAUGES: &[&str] = &["sessions_open", "tcp_buffers_spare", "tcp_buffers_lent"];
+const GAUGES: &[&str] = &[
+    "sessions_open",
+    "tcp_buffers_spare",
+    "tcp_buffers_lent",
+    "connection_memory",
+];
 
 /// Renders which I/O path serves (`ringcore_io_info{path="..."} 1`, e.g.
 /// `io_uring` or `epoll-fallback`), then every counter per worker

@@ -35,6 +35,8 @@ pub struct WorkerSettings {
     pub send_timeout: Duration,
     /// Most connections this worker keeps open.
     pub max_connections: usize,
+    /// The most memory this worker's connections may hold together.
+    pub memory_budget: usize,
     /// UDP sends in flight at most.
     pub udp_sends_in_flight: usize,
     /// Time allowed to flush replies at shutdown.
@@ -206,6 +208,7 @@ impl PerCore {
                     output_limit: config.output_limit,
                     send_timeout: config.send_timeout,
                     max_connections: per_worker_connections,
+                    memory_budget: config.memory_limit / n,
                     udp_sends_in_flight: config.udp_sends_in_flight,
                     shutdown_deadline: config.shutdown_deadline,
                 },

@@ -81,6 +81,14 @@ impl<T> Slab<T> {
         slot.value.as_ref().map(|_| slot.generation & 0xff_ffff)
     }
 
+    /// Every occupied slot: its index, generation and value.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (u32, u32, &mut T)> {
+        self.slots.iter_mut().enumerate().filter_map(|(i, s)| {
+            let generation = s.generation & 0xff_ffff;
+            s.value.as_mut().map(|v| (i as u32, generation, v))
+        })
+    }
+
     /// Indices and generations of every occupied slot.
     pub fn keys(&self) -> Vec<(u32, u32)> {
         self.slots

@@ -127,6 +127,13 @@ counters! {
     /// Connections closed because the peer accepted none of their pending
     /// output for --send-timeout.
     send_timeouts,
+    /// Connections closed because the worker's connections together held
+    /// more than its share of --memory-limit: those holding the most go
+    /// first.
+    connections_evicted,
+    /// Bytes of input and output the worker's connections hold now (a
+    /// gauge, held within the worker's share of --memory-limit).
+    connection_memory,
     /// UDP sessions (per-peer conversations) held now.
     sessions_open,
     /// UDP sessions dropped to keep the session table within its bound.

@@ -183,7 +183,7 @@ impl Worker {
                     gso: true,
                 })
                 .collect(),
-            conns: Conns::default(),
+            conns: Conns::new(settings.memory_budget),
             lent: 0,
             max_lent: count / 4,
             due: Vec::new(),
@@ -225,6 +225,9 @@ impl Worker {
             let spare = self.uring.buffers(self.tcp_bufs).spare();
             self.stats.tcp_buffers_spare.set(u64::from(spare));
             self.stats.tcp_buffers_lent.set(u64::from(self.lent));
+            self.stats
+                .connection_memory
+                .set(self.conns.memory_held() as u64);
             self.after_batch();
             if self.finished() {
                 return Ok(());
@@ -511,7 +514,27 @@ impl Worker {
             }
             self.stats.connections_closed.inc();
         } else {
-            self.conns.reschedule(index, generation, &self.limits);
+            self.conns.settle(index, generation, &self.limits);
+            if self.conns.over_budget() {
+                self.evict_over_budget();
+            }
+        }
+    }
+
+    /// The connections hold more than the worker's memory budget: those
+    /// holding the most are ended and moved to their close. (Their own
+    /// `progress` cannot come back here: eviction leaves the connections
+    /// under the budget, or with nothing left that eviction could free.)
+    fn evict_over_budget(&mut self) {
+        let env = Env {
+            limits: &self.limits,
+            stats: &self.stats,
+            now: self.now,
+        };
+        let mut evicted = Vec::new();
+        self.conns.evict_over_budget(&env, &mut evicted);
+        for (index, generation) in evicted {
+            self.progress(index, generation);
         }
     }
 
@@ -788,7 +811,7 @@ impl Drop for Worker {
             self.uring.in_flight()
         );
         // The kernel may still read or write these: never free them.
-        std::mem::forget(std::mem::take(&mut self.conns));
+        std::mem::forget(std::mem::replace(&mut self.conns, Conns::new(0)));
         std::mem::forget(std::mem::take(&mut self.send_slots));
         std::mem::forget(std::mem::take(&mut self.udp));
         std::mem::forget(std::mem::replace(&mut self.overflow_slot, SendSlot::new()));

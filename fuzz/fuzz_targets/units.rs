@@ -1,5 +1,6 @@
 //! Flag values: sizes, durations, rates, CPU lists and wall-clock times
-//! parse or refuse any text without panicking.
+//! parse or refuse any text without panicking; a size prints back as it
+//! parses.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -9,7 +10,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let _ = parse_size(text);
+    if let Ok(size) = parse_size(text) {
+        let printed = protocols::units::format_size(size);
+        assert_eq!(parse_size(&printed), Ok(size), "{text:?} printed as {printed:?}");
+    }
     let _ = parse_duration(text);
     let _ = parse_wall_time(text, std::time::SystemTime::now());
     if let Ok(rate) = parse_rate(text) {

@@ -37,6 +37,18 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("'{text}' is too large"))
 }
 
+/// Writes a byte size the way [`parse_size`] reads it: the largest of G, M
+/// and K that divides it exactly (`1G`, `256K`), else plain bytes, so a
+/// size printed in a message can be typed back as a flag.
+pub fn format_size(bytes: u64) -> String {
+    for (shift, suffix) in [(30, "G"), (20, "M"), (10, "K")] {
+        if bytes != 0 && bytes.is_multiple_of(1 << shift) {
+            return format!("{}{suffix}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
+
 /// Parses a duration: plain seconds (`5`, `0.5`) or a number with `ms`, `s`, `m` or `h`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, suffix) = split_number(text, true);
@@ -249,6 +261,20 @@ mod tests {
         assert!(parse_size("12Q").unwrap_err().contains("suffix"));
         assert!(parse_size("lots").is_err());
         assert!(parse_size("99999999999999G").is_err());
+    }
+
+    #[test]
+    fn sizes_print_as_they_parse() {
+        for (bytes, text) in [
+            (0, "0"),
+            (1000, "1000"),
+            (65536, "64K"),
+            (3 << 29, "1536M"),
+            (6 << 30, "6G"),
+        ] {
+            assert_eq!(format_size(bytes), text);
+            assert_eq!(parse_size(text), Ok(bytes));
+        }
     }
 
     #[test]
