@@ -550,6 +550,68 @@ fn lent_receive_buffers_echo_whole_and_stalled_readers_cannot_take_them_all() {
     drop(stalled);
 }
 
+/// The `--metrics` endpoint against clients that connect and say nothing,
+/// one that trickles its head a byte at a time, and one that never reads:
+/// each is cut off at the request deadline, and a scrape behind twice as
+/// many of them as are answered at once still gets the counters. (Before,
+/// one thread answered one request at a time, each read waiting up to 2 s
+/// afresh: the trickler held it for as long as it liked.)
+#[test]
+fn slow_and_silent_clients_cannot_hold_the_metrics_endpoint() {
+    let server = Server::start(&["--threads", "1", "--serve", "tcp:0=echo"]);
+    let endpoint = server.metrics;
+    let trickler = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(endpoint).unwrap();
+        // Bounded: 10 s of a byte every 50 ms, far past the deadline.
+        for &byte in b"GET /metrics HTTP/1.1\r\n".iter().cycle().take(200) {
+            if s.write_all(&[byte]).is_err() {
+                return true; // cut off
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    });
+    let silent: Vec<TcpStream> = (0..2 * engine::metrics::CONCURRENT_REQUESTS)
+        .map(|_| TcpStream::connect(endpoint).unwrap())
+        .collect();
+    let never_reads = connect_small_window(endpoint);
+    (&never_reads)
+        .write_all(&b"GET /metrics HTTP/1.1\r\n\r\n".repeat(8))
+        .unwrap();
+    // The scrape waits behind them in the backlog, then is answered.
+    let counters = server.metrics();
+    assert_eq!(counters.get("ringcore_connections_accepted"), Some(&0));
+    for (i, mut s) in silent.into_iter().enumerate() {
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut got = Vec::new();
+        match s.read_to_end(&mut got) {
+            Ok(_) => assert!(got.is_empty(), "silent client {i} got {got:?}"),
+            Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "client {i}: {e}"),
+        }
+    }
+    assert!(trickler.join().unwrap(), "the trickler was never cut off");
+    // Statuses for what is not a scrape.
+    let ask = |request: &[u8]| {
+        let mut s = TcpStream::connect(endpoint).unwrap();
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        s.write_all(request).unwrap();
+        let mut got = String::new();
+        s.read_to_string(&mut got).unwrap();
+        got
+    };
+    assert!(ask(b"GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404 "));
+    assert!(ask(b"PUT /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405 "));
+    assert!(ask(b"\x16\x03\x01\x00\x05hello\r\n\r\n").starts_with("HTTP/1.1 400 "));
+    let huge = [&b"GET /metrics HTTP/1.1\r\n"[..], &b"X: y\r\n".repeat(2000)].concat();
+    assert!(ask(&huge).starts_with("HTTP/1.1 431 "));
+    let head = ask(b"HEAD /metrics HTTP/1.1\r\n\r\n");
+    assert!(
+        head.starts_with("HTTP/1.1 200 ") && head.ends_with("\r\n\r\n"),
+        "{head}"
+    );
+    drop(never_reads);
+}
+
 /// Writes what the socket takes of `data` at once, without blocking.
 fn write_nonblocking_once(stream: &mut TcpStream, data: &[u8]) -> u64 {
     stream.set_nonblocking(true).unwrap();

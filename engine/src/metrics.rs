@@ -1,13 +1,16 @@
 //! The counters in the Prometheus text format, and a tiny endpoint serving them.
 //!
-//! The endpoint runs on its own plain thread, off the workers' hot path: it
-//! only reads the counters the workers publish.
+//! The endpoint runs on plain threads of its own, off the workers' hot
+//! path (so it still answers when the workers are overloaded, which is
+//! when it is wanted): it only reads the counters the workers publish.
 
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use protocols::http::metrics_endpoint::{metrics_request, MetricsRequest, MAX_HEAD};
 
 use crate::stats::{StatsSnapshot, WorkerStats};
 
@@ -69,7 +72,18 @@ pub fn render(stats: &[Arc<WorkerStats>], io_path: &str) -> String {
     out
 }
 
-/// Serves `GET /metrics` on `addr` from a background thread; returns the bound address.
+/// How long one request may take, from its accept to its last byte
+/// written: a client that trickles its head or never reads the answer is
+/// cut off then, so it cannot hold the endpoint.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
+/// Requests answered at once; further connections wait, unaccepted, in the
+/// listen backlog until one is done, so a flood of slow clients delays a
+/// scrape by at most a few deadlines instead of starving it.
+pub const CONCURRENT_REQUESTS: usize = 8;
+
+/// Serves `GET /metrics` on `addr` from a background thread, each request
+/// on a short-lived thread of its own (at most [`CONCURRENT_REQUESTS`],
+/// each within [`REQUEST_DEADLINE`]); returns the bound address.
 pub fn serve(
     addr: SocketAddr,
     stats: Vec<Arc<WorkerStats>>,
@@ -77,60 +91,140 @@ pub fn serve(
 ) -> io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let local = listener.local_addr()?;
+    let stats: Arc<[Arc<WorkerStats>]> = stats.into();
+    let slots = Arc::new(Slots::new(CONCURRENT_REQUESTS));
     std::thread::Builder::new()
         .name("ringcore-metrics".into())
-        .spawn(move || {
-            for stream in listener.incoming() {
-                match stream {
-                    Ok(stream) => {
-                        if let Err(e) = answer(stream, &stats, io_path) {
-                            tracing::debug!("metrics request: {e}");
-                        }
+        .spawn(move || loop {
+            let slot = Slots::take(&slots);
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    let stats = stats.clone();
+                    let answered = std::thread::Builder::new()
+                        .name("ringcore-metrics-request".into())
+                        .spawn(move || {
+                            let _slot = slot;
+                            if let Err(e) = answer(stream, &stats, io_path) {
+                                tracing::debug!("metrics request: {e}");
+                            }
+                        });
+                    if let Err(e) = answered {
+                        tracing::debug!("metrics request thread: {e}");
                     }
-                    // Out of descriptors (or a similar passing failure): back
-                    // off instead of spinning; the request waits in the backlog.
-                    Err(e) => {
-                        tracing::debug!("metrics accept: {e}");
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
+                }
+                // Out of descriptors (or a similar passing failure): back
+                // off instead of spinning; the request waits in the backlog.
+                Err(e) => {
+                    drop(slot);
+                    tracing::debug!("metrics accept: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
                 }
             }
         })?;
     Ok(local)
 }
 
+/// A counting semaphore: how many requests may be answered at once.
+struct Slots {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// One request's place; given back when dropped.
+struct Slot(Arc<Slots>);
+
+impl Slots {
+    fn new(n: usize) -> Self {
+        Self {
+            free: Mutex::new(n),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// Waits for a free place and takes it.
+    fn take(slots: &Arc<Slots>) -> Slot {
+        // A poisoned lock only means a request thread panicked while
+        // counting; the count itself is still right.
+        let mut free = slots.free.lock().unwrap_or_else(|e| e.into_inner());
+        while *free == 0 {
+            free = slots.freed.wait(free).unwrap_or_else(|e| e.into_inner());
+        }
+        *free -= 1;
+        Slot(slots.clone())
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.0.freed.notify_one();
+    }
+}
+
+/// Reads a request head and answers it, all before the request's deadline.
 fn answer(mut stream: TcpStream, stats: &[Arc<WorkerStats>], io_path: &str) -> io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
+    let deadline = Instant::now() + REQUEST_DEADLINE;
     let mut head = Vec::with_capacity(512);
     let mut chunk = [0u8; 512];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
-        let n = stream.read(&mut chunk)?;
-        if n == 0 || head.len() > 8192 {
-            return Ok(());
+    let verdict = loop {
+        match metrics_request(&head) {
+            MetricsRequest::Incomplete => {}
+            verdict => break verdict,
         }
-        head.extend_from_slice(&chunk[..n]);
-    }
-    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
-    let mut words = line.split(|&b| b == b' ');
-    let (method, path) = (words.next(), words.next());
-    let (status, body) = match (method, path) {
-        (Some(b"GET"), Some(b"/metrics")) => ("200 OK", render(stats, io_path)),
-        (Some(b"GET"), _) => (
-            "404 Not Found",
-            "only /metrics is served here\n".to_string(),
-        ),
-        _ => (
-            "405 Method Not Allowed",
-            "only GET is served here\n".to_string(),
-        ),
+        stream.set_read_timeout(Some(left(deadline)?))?;
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(()); // the client left before finishing its head
+        }
+        // Never more than MAX_HEAD: at it, the verdict is TooLarge.
+        head.extend_from_slice(&chunk[..n.min(MAX_HEAD - head.len())]);
     };
-    write!(
-        stream,
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+    let body = match verdict {
+        MetricsRequest::Metrics => render(stats, io_path),
+        MetricsRequest::NotFound => "only /metrics is served here\n".to_string(),
+        MetricsRequest::NotAllowed => "only GET is served here\n".to_string(),
+        _ => "not a request for /metrics\n".to_string(),
+    };
+    let status = verdict.status().unwrap_or("400 Bad Request");
+    let mut response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
-    )?;
-    stream.flush()
+    );
+    if !head.starts_with(b"HEAD ") {
+        response.push_str(&body);
+    }
+    let mut rest = response.as_bytes();
+    while !rest.is_empty() {
+        stream.set_write_timeout(Some(left(deadline)?))?;
+        let n = stream.write(rest)?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        rest = &rest[n..];
+    }
+    // Closing with unread input would reset the connection, which can
+    // destroy the answer before the client reads it: send our FIN, and
+    // discard what else comes until the client closes or the deadline.
+    stream.shutdown(std::net::Shutdown::Write)?;
+    while let Ok(wait) = left(deadline) {
+        stream.set_read_timeout(Some(wait))?;
+        if stream.read(&mut chunk)? == 0 {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The time left before `deadline`, or a timeout error once it has passed.
+fn left(deadline: Instant) -> io::Result<Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the request took longer than its deadline",
+        ));
+    }
+    Ok(left)
 }
 
 #[cfg(test)]

@@ -1,12 +1,14 @@
 //! The HTTP service's request side: any bytes, cut anywhere, with any room,
 //! give the same responses as the whole input at once (long bodies taken
 //! from static memory, as a transport does, against copied), and no one offer
-//! writes much past its room.
+//! writes much past its room; and the --metrics endpoint's verdict on a
+//! request head never changes as more of it arrives.
 #![no_main]
 
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
+use protocols::http::metrics_endpoint::{metrics_request, MetricsRequest};
 use protocols::http::{HttpConfig, HttpSession};
 use protocols::stream::drive_bounded;
 use protocols::StreamSession;
@@ -38,4 +40,16 @@ fuzz_target!(|data: &[u8]| {
         worst <= 16 * 1024,
         "one offer wrote {worst} bytes past its room"
     );
+    // The --metrics endpoint answers at its first verdict on what it has
+    // read: no later byte may change it.
+    let verdict = metrics_request(case.whole);
+    let mut read = 0;
+    for chunk in &case.chunks {
+        read += chunk.len();
+        let early = metrics_request(&case.whole[..read]);
+        assert!(
+            early == MetricsRequest::Incomplete || early == verdict,
+            "{early:?} after {read} bytes, {verdict:?} on the whole"
+        );
+    }
 });

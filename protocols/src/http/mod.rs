@@ -9,6 +9,7 @@
 //! follow a pattern (`a`..`z` repeating from offset 0) that a client can
 //! verify.
 
+pub mod metrics_endpoint;
 pub mod response;
 
 use std::sync::{Arc, OnceLock};
