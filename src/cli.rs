@@ -101,6 +101,12 @@ pub struct Cli {
     #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     pub send_timeout: Duration,
 
+    /// A TCP connection that owes nothing and has received nothing for this
+    /// long is closed with a FIN (counted as idle_timeouts), so silent
+    /// clients cannot hold every connection slot; `off` keeps them forever.
+    #[arg(long, default_value = "5m", value_parser = parse_idle_timeout, value_name = "DURATION|off")]
+    pub idle_timeout: DurationOrOff,
+
     /// Most open TCP connections (default: what RLIMIT_NOFILE allows, up to 65536).
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
@@ -304,6 +310,7 @@ impl Cli {
             output_limit: usize::try_from(self.output_limit)
                 .context("--output-limit is too large")?,
             send_timeout: self.send_timeout,
+            idle_timeout: self.idle_timeout.0,
             max_connections,
             memory_limit: usize::try_from(
                 self.memory_limit
@@ -333,6 +340,17 @@ impl Cli {
         }
         Ok(config)
     }
+}
+
+/// A duration, or `off` (`None`).
+#[derive(Debug, Clone, Copy)]
+pub struct DurationOrOff(pub Option<Duration>);
+
+fn parse_idle_timeout(text: &str) -> Result<DurationOrOff, String> {
+    if text.trim().eq_ignore_ascii_case("off") {
+        return Ok(DurationOrOff(None));
+    }
+    parse_duration(text).map(|d| DurationOrOff(Some(d)))
 }
 
 fn service(spec: &ServeSpec, bind: IpAddr, options: &Options) -> anyhow::Result<ServiceConfig> {

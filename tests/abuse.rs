@@ -229,6 +229,53 @@ fn the_memory_limit_evicts_the_largest_holders_and_bounds_the_server(io: &str) {
     assert_eq!(&back, b"cba\n");
 }
 
+/// Clients that connect and say nothing, as many as --max-connections
+/// allows: the idle timeout closes them (with a FIN, not a reset), so a
+/// client waiting in the backlog gets in, and one that talks more often
+/// than the timeout is never cut off.
+fn silent_clients_cannot_hold_every_connection_slot(io: &str) {
+    const SLOTS: usize = 8;
+    let slots = SLOTS.to_string();
+    let server = start_with(
+        io,
+        LIMIT,
+        "60s",
+        &["--max-connections", &slots, "--idle-timeout", "300ms"],
+    );
+    let addr = server.addr("tcp", "echo");
+    let silent: Vec<TcpStream> = (0..SLOTS).map(|_| connect(addr)).collect();
+    server.wait_counter("connections_accepted", |c| c >= SLOTS as u64);
+    // Every slot is taken: this one waits in the backlog until the idle
+    // timeout frees one.
+    let mut waiting = connect(addr);
+    waiting.set_read_timeout(Some(PATIENCE)).unwrap();
+    waiting.write_all(b"let me in").unwrap();
+    let mut back = [0u8; 9];
+    waiting.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"let me in");
+    assert!(server.counter("idle_timeouts") >= 1);
+    for (i, mut s) in silent.into_iter().enumerate() {
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got)
+            .unwrap_or_else(|e| panic!("{io}: silent client {i} was not closed cleanly: {e}"));
+        assert!(got.is_empty(), "{io}: silent client {i} got {got:?}");
+    }
+    drop(waiting);
+    // Talking every 100 ms for over three timeouts: never idle.
+    let mut talker = connect(addr);
+    talker.set_read_timeout(Some(PATIENCE)).unwrap();
+    for round in 0..10u8 {
+        talker.write_all(&[round; 4]).unwrap();
+        let mut echo = [0u8; 4];
+        talker
+            .read_exact(&mut echo)
+            .unwrap_or_else(|e| panic!("{io}: the talker was cut off in round {round}: {e}"));
+        assert_eq!(echo, [round; 4]);
+        std::thread::sleep(Duration::from_millis(100)); // the scenario: a pause under the timeout
+    }
+}
+
 fn never_reading_clients_are_cut_off_after_the_send_timeout(io: &str) {
     let server = start(io, "1s");
     // The flood goes on until every connection is cut off. A connection
@@ -638,6 +685,7 @@ macro_rules! suite {
 suite!(
     amplifying_input_never_read_stays_within_the_bound,
     the_memory_limit_evicts_the_largest_holders_and_bounds_the_server,
+    silent_clients_cannot_hold_every_connection_slot,
     never_reading_clients_are_cut_off_after_the_send_timeout,
     pipelining_during_a_long_body_is_answered_in_order,
     a_reset_mid_reply_frees_the_connection,

@@ -49,6 +49,8 @@ fn bad_flags_get_clear_messages() {
         (&["--shutdown-deadline", "soon"], "not a duration"),
         (&["--buffers", "300"], "power of two"),
         (&["--memory-limit", "lots"], "not a size"),
+        (&["--idle-timeout", "soon"], "not a duration"),
+        (&["--idle-timeout", "0"], "idle timeout must be above zero (or off)"),
         (
             &["--threads", "2", "--memory-limit", "3M"],
             "memory limit 3M leaves each of 2 workers 1536K, under twice the output limit (1M); raise --memory-limit to at least 4M",

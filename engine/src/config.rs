@@ -79,6 +79,9 @@ pub struct EngineConfig {
     pub send_timeout: Duration,
     /// Most open TCP connections in the whole process (shared evenly by workers).
     pub max_connections: usize,
+    /// A TCP connection that owes nothing and has received nothing for
+    /// this long is closed (counted as `idle_timeouts`); `None`: never.
+    pub idle_timeout: Option<Duration>,
     /// The most memory all TCP connections together may hold for their
     /// input and output (shared evenly by workers); past a worker's share,
     /// the connections holding the most are closed (`connections_evicted`).
@@ -103,6 +106,7 @@ impl Default for EngineConfig {
             output_limit: 1024 * 1024,
             send_timeout: Duration::from_secs(60),
             max_connections: 10_000,
+            idle_timeout: Some(Duration::from_secs(300)),
             memory_limit: 1 << 30,
             udp_sends_in_flight: 512,
             shutdown_deadline: Duration::from_secs(5),
@@ -146,6 +150,9 @@ impl EngineConfig {
         }
         if self.send_timeout.is_zero() {
             return Err("send timeout must be above zero".into());
+        }
+        if self.idle_timeout.is_some_and(|t| t.is_zero()) {
+            return Err("idle timeout must be above zero (or off)".into());
         }
         if self.max_connections == 0 {
             return Err("max connections must be above zero".into());

@@ -17,6 +17,9 @@
 //!   ratio can multiply the bound;
 //! - send timeout: a peer that accepts no byte of pending output for that
 //!   long loses its connection;
+//! - idle timeout: a connection that owes nothing and has heard nothing
+//!   for that long is closed with a FIN, so silent peers cannot hold every
+//!   connection slot;
 //! - every ending (protocol close, end of stream, error, timeout) reaches
 //!   [`Action::Close`] once no kernel operation refers to the connection.
 //!
@@ -59,6 +62,9 @@ pub struct Limits {
     pub output_limit: usize,
     /// A peer that accepts none of our pending output for this long is cut off.
     pub send_timeout: Duration,
+    /// A connection with nothing owed and nothing received for this long
+    /// is closed; `None`: never.
+    pub idle_timeout: Option<Duration>,
     /// How long, after our FIN, to wait for the peer to close.
     pub linger: Duration,
 }
@@ -68,6 +74,7 @@ impl Default for Limits {
         Self {
             output_limit: 1024 * 1024,
             send_timeout: Duration::from_secs(60),
+            idle_timeout: None,
             linger: Duration::from_secs(2),
         }
     }
@@ -160,7 +167,10 @@ pub struct Connection {
     /// Reading is held back by the output (counted once per pause).
     paused: bool,
     ticks: bool,
+    /// When the peer last sent us anything.
     last_active: Instant,
+    /// When bytes last moved either way: the idle timeout counts from here.
+    last_traffic: Instant,
     /// The next tick while the session is fed (if it keeps time); after
     /// our FIN, when to stop waiting for the peer to close.
     timer: Option<Instant>,
@@ -197,6 +207,7 @@ impl Connection {
             paused: false,
             ticks,
             last_active: now,
+            last_traffic: now,
             timer: ticks.then(|| now + TICK),
             send_waiting_since: None,
         }
@@ -207,6 +218,7 @@ impl Connection {
     /// Bytes arrived from the peer.
     pub fn on_received(&mut self, data: &[u8], env: &Env) {
         self.last_active = env.now;
+        self.last_traffic = env.now;
         if self.reading == Reading::Done || self.failed || self.fin_sent {
             env.stats.bytes_discarded.add(data.len() as u64);
             return;
@@ -256,6 +268,7 @@ impl Connection {
             return false;
         }
         self.last_active = env.now;
+        self.last_traffic = env.now;
         env.stats.bytes_in.add(len as u64);
         env.stats.messages_in.inc();
         self.sending.clear();
@@ -303,6 +316,7 @@ impl Connection {
         env.stats.messages_out.inc();
         if n > 0 {
             self.send_waiting_since = Some(env.now);
+            self.last_traffic = env.now;
         }
     }
 
@@ -336,6 +350,18 @@ impl Connection {
                 self.fail_quietly();
                 return;
             }
+        }
+        if self.idle_since().is_some_and(|since| {
+            env.limits
+                .idle_timeout
+                .is_some_and(|idle| now >= since + idle)
+        }) {
+            // Nothing owed, nothing heard: answer nothing more, send our
+            // FIN, and close once the peer closes (or the linger ends).
+            env.stats.idle_timeouts.inc();
+            self.reading = Reading::Done;
+            self.held = HeldInput::default();
+            return;
         }
         let due = self.timer.is_some_and(|at| now >= at);
         if due && self.fin_sent {
@@ -450,7 +476,11 @@ impl Connection {
             .filter(|_| self.unsent() > 0)
             .map(|since| since + limits.send_timeout);
         let timer = self.timer.filter(|_| self.fin_sent || self.ticking());
-        [stall, timer].into_iter().flatten().min()
+        let idle = self
+            .idle_since()
+            .zip(limits.idle_timeout)
+            .map(|(since, idle)| since + idle);
+        [stall, timer, idle].into_iter().flatten().min()
     }
 
     /// Reply bytes produced but not yet taken by the kernel.
@@ -654,6 +684,20 @@ impl Connection {
         }
         self.sending.clear();
         self.sent = 0;
+    }
+
+    /// Since when the connection has been idle, while the idle timeout may
+    /// end it: still read, nothing owed or held, no long output under way.
+    fn idle_since(&self) -> Option<Instant> {
+        let idle = self.reading == Reading::Open
+            && !self.fin_sent
+            && !self.failed
+            && self.drain_budget.is_none()
+            && self.unsent() == 0
+            && !self.send_in_flight
+            && self.held_len() == 0
+            && !self.session.has_more_output();
+        idle.then_some(self.last_traffic)
     }
 
     /// True while the session gets ticks: it keeps time and is still fed.

@@ -33,6 +33,8 @@ pub struct WorkerSettings {
     pub output_limit: usize,
     /// A peer that accepts no pending output for this long is cut off.
     pub send_timeout: Duration,
+    /// A connection silent and owing nothing for this long is closed.
+    pub idle_timeout: Option<Duration>,
     /// Most connections this worker keeps open.
     pub max_connections: usize,
     /// The most memory this worker's connections may hold together.
@@ -49,6 +51,7 @@ impl WorkerSettings {
         crate::connection::Limits {
             output_limit: self.output_limit,
             send_timeout: self.send_timeout,
+            idle_timeout: self.idle_timeout,
             ..crate::connection::Limits::default()
         }
     }
@@ -207,6 +210,7 @@ impl PerCore {
                     udp_buffers: config.udp_buffers,
                     output_limit: config.output_limit,
                     send_timeout: config.send_timeout,
+                    idle_timeout: config.idle_timeout,
                     max_connections: per_worker_connections,
                     memory_budget: config.memory_limit / n,
                     udp_sends_in_flight: config.udp_sends_in_flight,

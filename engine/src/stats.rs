@@ -122,7 +122,8 @@ counters! {
     backpressure_pauses,
     /// Multishot operations re-armed after ending (ENOBUFS and the like).
     multishot_rearms,
-    /// Connections their protocol closed on a timeout (idle, or headers too slow).
+    /// Connections closed on a timeout: --idle-timeout, or their protocol's
+    /// own (idle, or headers too slow).
     idle_timeouts,
     /// Connections closed because the peer accepted none of their pending
     /// output for --send-timeout.

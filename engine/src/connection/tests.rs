@@ -280,6 +280,56 @@ fn progress_resets_the_send_timeout() {
 }
 
 #[test]
+fn a_silent_connection_that_owes_nothing_is_closed_after_the_idle_timeout() {
+    let limits = Limits {
+        idle_timeout: Some(Duration::from_secs(10)),
+        ..Limits::default()
+    };
+    let mut sim = Sim::new(Box::new(EchoStream), limits);
+    let opened = sim.now;
+    assert_eq!(
+        sim.conn.next_deadline(&sim.limits),
+        Some(opened + Duration::from_secs(10))
+    );
+    // Traffic either way restarts the clock.
+    sim.advance(Duration::from_secs(6));
+    assert!(sim.peer_sends(b"ping"));
+    sim.advance(Duration::from_secs(3));
+    sim.peer_reads();
+    assert_eq!(
+        sim.conn.next_deadline(&sim.limits),
+        Some(opened + Duration::from_secs(19))
+    );
+    sim.advance(Duration::from_secs(9));
+    assert!(!sim.actions.contains(&Action::ShutdownWrite));
+    sim.advance(Duration::from_secs(1));
+    // Closed as a finished conversation: our FIN, then the peer's close.
+    assert_eq!(sim.stats.idle_timeouts.get(), 1);
+    assert!(sim.actions.contains(&Action::ShutdownWrite));
+    assert_eq!(sim.delivered, b"ping");
+    sim.peer_closes();
+    assert!(sim.closed());
+    assert_eq!(sim.stats.connection_errors.get(), 0);
+}
+
+#[test]
+fn output_owed_to_a_silent_peer_is_the_send_timeouts_not_the_idle_timeouts() {
+    let limits = Limits {
+        idle_timeout: Some(Duration::from_secs(1)),
+        send_timeout: Duration::from_secs(5),
+        ..Limits::default()
+    };
+    let mut sim = Sim::new(Box::new(EchoStream), limits);
+    sim.peer_sends(b"never read");
+    sim.advance(Duration::from_secs(4));
+    assert_eq!(sim.stats.idle_timeouts.get(), 0);
+    assert!(!sim.closed());
+    sim.advance(Duration::from_secs(1));
+    assert_eq!(sim.stats.send_timeouts.get(), 1);
+    assert!(sim.closed());
+}
+
+#[test]
 fn a_failed_session_always_finishes() {
     // A line over the bound: an error line, our FIN, then the close once
     // the peer closes, or the linger deadline if it never does.
