@@ -381,6 +381,45 @@ fn a_long_body_streams_in_bounded_memory(io: &str) {
     );
 }
 
+/// Datagrams spoofed to come from a port that answers datagrams (the
+/// server's own UDP services, or the classic echo port): answering one
+/// would start an endless exchange between two answering services (one
+/// such datagram from "our echo" to our `ok` kept both at 130,000
+/// datagrams a second, for good). Each is dropped, counted, unanswered,
+/// and ordinary clients are still answered.
+fn udp_loops_are_refused(io: &str) {
+    let server = start(io, &["udp:0=echo", "udp:0=ok", "udp:0=bot"]);
+    let (echo, ok, bot) = (
+        server.addr("udp", "echo"),
+        server.addr("udp", "ok"),
+        server.addr("udp", "bot"),
+    );
+    let spoofed = [
+        (echo.port(), ok, &b"from our echo"[..]),
+        (ok.port(), ok, b"from itself"),
+        (bot.port(), echo, b"from our bot"),
+        (7, echo, b"from an echo service"),
+    ];
+    for (from, to, payload) in spoofed {
+        if let Err(why) = common::send_spoofed_udp(from, to, payload) {
+            eprintln!("{io}: skipped: {why}");
+            return;
+        }
+    }
+    server.wait_counter("udp_loops_refused", |n| n >= spoofed.len() as u64);
+    // Nothing was answered: a loop would have sent replies by now, and
+    // kept the refusals counting.
+    assert_eq!(
+        server.counter("datagrams_out"),
+        0,
+        "{io}: {:?}",
+        server.metrics()
+    );
+    assert_eq!(udp_exchange(ok, b"hi"), b"OK...hi");
+    assert_eq!(udp_exchange(echo, b"ping"), b"ping");
+    assert_eq!(server.counter("udp_loops_refused"), spoofed.len() as u64);
+}
+
 macro_rules! for_every_model {
     ($($name:ident),* $(,)?) => {
         mod uring {
@@ -415,4 +454,5 @@ for_every_model!(
     counters_tell_what_the_kernel_did,
     a_long_body_streams_in_bounded_memory,
     session_counters_sum_over_udp_services,
+    udp_loops_are_refused,
 );

@@ -547,6 +547,7 @@ impl EpollWorker {
                 self.now,
                 &mut self.replies,
                 &self.stats,
+                &self.settings.loop_guard,
             );
             self.send_replies(i, peer);
             self.replies.clear();

@@ -43,6 +43,8 @@ pub struct WorkerSettings {
     pub udp_sends_in_flight: usize,
     /// Time allowed to flush replies at shutdown.
     pub shutdown_deadline: Duration,
+    /// Source ports whose datagrams go unanswered (loops).
+    pub loop_guard: crate::udp::LoopGuard,
 }
 
 impl WorkerSettings {
@@ -176,6 +178,7 @@ impl PerCore {
             });
         }
 
+        let loop_guard = crate::udp::LoopGuard::for_services(&services);
         let mut wakers = Vec::with_capacity(n);
         let mut worker_wakes = Vec::with_capacity(n);
         for _ in 0..n {
@@ -215,6 +218,7 @@ impl PerCore {
                     memory_budget: config.memory_limit / n,
                     udp_sends_in_flight: config.udp_sends_in_flight,
                     shutdown_deadline: config.shutdown_deadline,
+                    loop_guard: loop_guard.clone(),
                 },
                 stats: worker_stats,
                 tcp,

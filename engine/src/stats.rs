@@ -145,6 +145,10 @@ counters! {
     /// more than three times what it sent (anti-amplification), or past
     /// what one datagram carries.
     udp_replies_capped,
+    /// UDP datagrams dropped unanswered because they came from a port that
+    /// answers datagrams (this server's UDP services, echo, daytime,
+    /// chargen, time): answering a spoofed one could start an endless loop.
+    udp_loops_refused,
     /// TCP receives sent back from the buffer the kernel wrote them into,
     /// with no copy in user space (echo on io_uring).
     receives_lent,

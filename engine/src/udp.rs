@@ -71,9 +71,54 @@ pub fn parse_received<'a>(buffer: &'a [u8], template: &libc::msghdr) -> Option<R
     })
 }
 
+/// Source ports whose datagrams are never answered: this server's own UDP
+/// services, the classic services that answer any datagram (echo 7,
+/// daytime 13, chargen 19, time 37), and port 0. A datagram whose source
+/// address was spoofed to one of them would otherwise start an endless
+/// exchange between two answering services: one 5-byte datagram from
+/// "our echo port" to our `ok` port kept both busy at 130,000 datagrams a
+/// second of 64 KiB, for good (`udp_loops_refused` counts what is
+/// dropped). The check is inetd's (`check_loop`), by port and on any
+/// address, since another host running the same services loops as well.
+#[derive(Debug, Clone, Default)]
+pub struct LoopGuard {
+    ports: Vec<u16>,
+}
+
+impl LoopGuard {
+    /// The well-known services that answer whatever they are sent.
+    pub const ANSWERING_SERVICES: [u16; 5] = [0, 7, 13, 19, 37];
+
+    /// Refuses the well-known answering ports and `own` (this server's UDP
+    /// service ports).
+    pub fn new(own: impl IntoIterator<Item = u16>) -> Self {
+        let mut ports: Vec<u16> = Self::ANSWERING_SERVICES.into_iter().chain(own).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        Self { ports }
+    }
+
+    /// Refuses the well-known answering ports and those of the UDP
+    /// services among `services`.
+    pub fn for_services(services: &[crate::BoundService]) -> Self {
+        Self::new(
+            services
+                .iter()
+                .filter(|s| s.transport == protocols::Transport::Udp)
+                .map(|s| s.addr.port()),
+        )
+    }
+
+    /// True when datagrams from `peer` must go unanswered.
+    pub fn refuses(&self, peer: SocketAddr) -> bool {
+        self.ports.contains(&peer.port())
+    }
+}
+
 /// Hands each datagram of `received` (one datagram, or a GRO train cut at
 /// its segment size) from `peer` to `handler`, collecting the replies in
-/// `replies`, and counts what arrived.
+/// `replies`, and counts what arrived; drops, unanswered, what comes from a
+/// port `guard` refuses.
 pub fn deliver(
     received: &Received<'_>,
     peer: SocketAddr,
@@ -81,15 +126,24 @@ pub fn deliver(
     now: Instant,
     replies: &mut Replies,
     stats: &WorkerStats,
+    guard: &LoopGuard,
 ) {
+    let refused = guard.refuses(peer);
     let mut segments = 0u64;
     if received.payload.is_empty() {
-        handler.on_datagram(now, peer, &[], replies);
+        if !refused {
+            handler.on_datagram(now, peer, &[], replies);
+        }
         segments = 1;
     }
     for datagram in received.payload.chunks(received.segment.max(1)) {
-        handler.on_datagram(now, peer, datagram, replies);
+        if !refused {
+            handler.on_datagram(now, peer, datagram, replies);
+        }
         segments += 1;
+    }
+    if refused {
+        stats.udp_loops_refused.add(segments);
     }
     stats.datagrams_in.add(segments);
     stats.bytes_in.add(received.payload.len() as u64);
@@ -337,6 +391,23 @@ pub fn plan_sends(lens: &[usize], gso: bool, plan: &mut Vec<PlannedSend>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answering_ports_and_our_own_are_refused_on_any_address() {
+        let guard = LoopGuard::new([8888, 65432, 8888]);
+        for refused in [
+            "127.0.0.1:8888",
+            "10.1.2.3:65432",
+            "[::1]:7",
+            "127.0.0.1:19",
+            "127.0.0.1:0",
+        ] {
+            assert!(guard.refuses(refused.parse().unwrap()), "{refused}");
+        }
+        for answered in ["127.0.0.1:40000", "127.0.0.1:8889", "[::1]:53"] {
+            assert!(!guard.refuses(answered.parse().unwrap()), "{answered}");
+        }
+    }
 
     fn plan_sends(lens: &[usize], gso: bool) -> Vec<PlannedSend> {
         let mut plan = Vec::new();

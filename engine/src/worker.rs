@@ -592,6 +592,7 @@ impl Worker {
                 self.now,
                 &mut self.replies,
                 &self.stats,
+                &self.settings.loop_guard,
             );
         }
         bufs.recycle(taken);

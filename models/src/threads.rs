@@ -89,16 +89,22 @@ impl ThreadsServer {
             cpus: config.cpus.clone(),
         });
         let mut services = Vec::new();
-        let mut threads = Vec::new();
+        let mut sockets = Vec::new();
         for service in &config.services {
-            let (mut sockets, addr) = engine::socket::bind_group(service, 1, false)?;
-            let fd: OwnedFd = sockets.remove(0);
+            let (mut bound, addr) = engine::socket::bind_group(service, 1, false)?;
+            let fd: OwnedFd = bound.remove(0);
             services.push(BoundService {
                 transport: service.transport(),
                 addr,
                 protocol: service.protocol.clone(),
             });
+            sockets.push((service, fd, addr));
+        }
+        let guard = engine::udp::LoopGuard::for_services(&services);
+        let mut threads = Vec::new();
+        for (service, fd, addr) in sockets {
             let shared = shared.clone();
+            let guard = guard.clone();
             let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
                 std::thread::Builder::new()
                     .name(name)
@@ -123,7 +129,7 @@ impl ThreadsServer {
                     let socket = UdpSocket::from(fd);
                     threads.push(spawn(
                         format!("udp-{}", addr.port()),
-                        Box::new(move || udp_loop(socket, factory(), shared)),
+                        Box::new(move || udp_loop(socket, factory(), shared, guard)),
                     )?);
                 }
             }
@@ -368,7 +374,12 @@ fn write_out(
     }
 }
 
-fn udp_loop(socket: UdpSocket, mut handler: Box<dyn DatagramHandler>, shared: Arc<Shared>) {
+fn udp_loop(
+    socket: UdpSocket,
+    mut handler: Box<dyn DatagramHandler>,
+    shared: Arc<Shared>,
+    guard: engine::udp::LoopGuard,
+) {
     pin_to(&shared.cpus);
     let stats = &shared.stats;
     let _ = socket.set_read_timeout(Some(TICK));
@@ -383,6 +394,10 @@ fn udp_loop(socket: UdpSocket, mut handler: Box<dyn DatagramHandler>, shared: Ar
         };
         stats.datagrams_in.add_shared(1);
         stats.bytes_in.add_shared(n as u64);
+        if guard.refuses(peer) {
+            stats.udp_loops_refused.add_shared(1);
+            continue;
+        }
         replies.clear();
         handler.on_datagram(Instant::now(), peer, &buf[..n], &mut replies);
         for reply in replies.iter() {

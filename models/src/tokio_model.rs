@@ -66,14 +66,18 @@ impl TokioServer {
         let mut services = Vec::new();
         let mut tasks = Vec::new();
         let _guard = runtime.enter();
+        let mut sockets = Vec::new();
         for service in &config.services {
-            let (mut sockets, addr) = engine::socket::bind_group(service, 1, false)?;
-            let fd = sockets.remove(0);
+            let (mut bound, addr) = engine::socket::bind_group(service, 1, false)?;
             services.push(BoundService {
                 transport: service.transport(),
                 addr,
                 protocol: service.protocol.clone(),
             });
+            sockets.push((service, bound.remove(0)));
+        }
+        let guard = engine::udp::LoopGuard::for_services(&services);
+        for (service, fd) in sockets {
             let shared = shared.clone();
             let stop = stop.subscribe();
             match &service.handler {
@@ -93,7 +97,8 @@ impl TokioServer {
                         .map_err(worker_error("preparing a UDP socket"))?;
                     let socket = UdpSocket::from_std(std_socket)
                         .map_err(worker_error("preparing a UDP socket"))?;
-                    tasks.push(runtime.spawn(udp_loop(socket, factory(), shared, stop)));
+                    let guard = guard.clone();
+                    tasks.push(runtime.spawn(udp_loop(socket, factory(), shared, stop, guard)));
                 }
             }
         }
@@ -335,6 +340,7 @@ async fn udp_loop(
     mut handler: Box<dyn DatagramHandler>,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
+    guard: engine::udp::LoopGuard,
 ) {
     let stats = &shared.stats;
     let mut buf = vec![0u8; 65_536];
@@ -351,6 +357,10 @@ async fn udp_loop(
         };
         stats.datagrams_in.add_shared(1);
         stats.bytes_in.add_shared(n as u64);
+        if guard.refuses(peer) {
+            stats.udp_loops_refused.add_shared(1);
+            continue;
+        }
         replies.clear();
         handler.on_datagram(Instant::now(), peer, &buf[..n], &mut replies);
         for reply in replies.iter() {

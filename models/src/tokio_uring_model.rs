@@ -83,7 +83,8 @@ async fn serve(parts: WorkerParts) -> Result<(), EngineError> {
         services.push(tokio_uring::spawn(accept_loop(service, shared.clone())));
     }
     for service in udp {
-        services.push(tokio_uring::spawn(udp_loop(service, shared.clone())));
+        let guard = settings.loop_guard.clone();
+        services.push(tokio_uring::spawn(udp_loop(service, shared.clone(), guard)));
     }
     let woken = wait_for_wake(wake).await;
     let _ = stop_tx.send(true);
@@ -316,7 +317,7 @@ async fn write_out(
     }
 }
 
-async fn udp_loop(service: UdpService, shared: Rc<Shared>) {
+async fn udp_loop(service: UdpService, shared: Rc<Shared>, guard: engine::udp::LoopGuard) {
     let stats = &shared.stats;
     let mut handler: Box<dyn DatagramHandler> = (service.factory)();
     let socket = UdpSocket::from_std(std::net::UdpSocket::from(service.fd));
@@ -338,6 +339,10 @@ async fn udp_loop(service: UdpService, shared: Rc<Shared>) {
         };
         stats.datagrams_in.inc();
         stats.bytes_in.add(n as u64);
+        if guard.refuses(peer) {
+            stats.udp_loops_refused.inc();
+            continue;
+        }
         replies.clear();
         handler.on_datagram(Instant::now(), peer, &buf[..n], &mut replies);
         for r in replies.iter() {

@@ -432,3 +432,53 @@ pub fn port_holder(port: u16) -> String {
 mod seccomp;
 #[allow(unused_imports)] // not every test binary uses it
 pub use seccomp::{allow_only, deny_io_uring};
+
+/// Sends one UDP datagram to `to` (IPv4 loopback) that claims to come from
+/// `from_port`, through a raw socket, as a spoofing attacker would. Needs
+/// CAP_NET_RAW: `Err` says why it could not (the caller skips).
+pub fn send_spoofed_udp(from_port: u16, to: SocketAddr, payload: &[u8]) -> Result<(), String> {
+    // SAFETY: plain socket(2); the descriptor is owned below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_UDP) };
+    if fd < 0 {
+        return Err(format!(
+            "no raw socket ({}): spoofing needs CAP_NET_RAW",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: a descriptor just returned by socket(2), owned by nothing else.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // The kernel writes the IP header; the UDP header is ours. A zero UDP
+    // checksum means "none" over IPv4.
+    let mut packet = Vec::with_capacity(8 + payload.len());
+    packet.extend_from_slice(&from_port.to_be_bytes());
+    packet.extend_from_slice(&to.port().to_be_bytes());
+    packet.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    packet.extend_from_slice(&[0, 0]);
+    packet.extend_from_slice(payload);
+    let std::net::IpAddr::V4(ip) = to.ip() else {
+        return Err("spoofing is done over IPv4".into());
+    };
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: `packet` and `addr` are live for the call, lengths match.
+    let sent = unsafe {
+        libc::sendto(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            packet.as_ptr().cast(),
+            packet.len(),
+            0,
+            (&addr as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    if sent != packet.len() as isize {
+        return Err(format!("raw send: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
