@@ -360,7 +360,6 @@ impl Connection {
             // FIN, and close once the peer closes (or the linger ends).
             env.stats.idle_timeouts.inc();
             self.reading = Reading::Done;
-            self.held = HeldInput::default();
             return;
         }
         let due = self.timer.is_some_and(|at| now >= at);
