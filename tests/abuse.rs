@@ -186,9 +186,10 @@ fn the_memory_limit_evicts_the_largest_holders_and_bounds_the_server(io: &str) {
     // above: n x 1 MiB here). With it: the budget, what one connection may
     // add in one step before eviction sees it (up to twice its limit, as a
     // buffer doubles), the receive ring, and per-connection and allocator
-    // overhead.
+    // overhead (heap chunks under the mmap threshold stay resident once
+    // freed: uring's peak reached 13 MiB in 1 run of 10 here, epoll's 7).
     let grew = (server.peak_rss_kib() * 1024).saturating_sub(before);
-    let bound = BUDGET + 2 * OUTPUT_LIMIT + RING + n * 64 * 1024 + (4 << 20);
+    let bound = BUDGET + 2 * OUTPUT_LIMIT + RING + n * 64 * 1024 + (8 << 20);
     eprintln!(
         "{io}: {evicted} of {n} evicted; peak RSS grew {} KiB (bound {} KiB, unbounded flood {} KiB)",
         grew / 1024,

@@ -516,6 +516,12 @@ impl Connection {
         self.pending.capacity() + self.sending.capacity() + self.held.capacity()
     }
 
+    /// Since when output owed to the peer has waited without the kernel
+    /// taking a byte of it; `None` while nothing is owed.
+    pub fn stalled_since(&self) -> Option<Instant> {
+        self.send_waiting_since.filter(|_| self.unsent() > 0)
+    }
+
     /// True once an error, a timeout or an eviction has ended the
     /// connection: it is on its way to [`Action::Close`].
     pub fn has_failed(&self) -> bool {

@@ -9,7 +9,8 @@
 //! connection limit is more memory than a machine has. Every time a
 //! connection has moved, [`Conns::settle`] re-counts what it holds; once the
 //! worker's connections hold more than the budget, [`Conns::evict_over_budget`]
-//! ends those holding the most until they hold an eighth less than it.
+//! ends those holding the most, the ones whose peer has stopped reading
+//! first, until they hold an eighth less than it.
 //! Connections already ending still count until they are removed (on
 //! io_uring a send in flight keeps its buffer until the kernel reports),
 //! so a burst of evictions in one batch cannot leave their memory
@@ -17,11 +18,16 @@
 
 use std::cmp::Reverse;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::connection::{Connection, Env, Limits};
 use crate::deadlines::{self, Deadlines, Scheduled};
 use crate::slab::Slab;
+
+/// Output that has waited this long without the peer taking a byte marks
+/// a connection as stalled: past the memory budget, stalled ones go before
+/// any whose peer is reading, whatever they hold.
+pub const STALLED: Duration = Duration::from_secs(1);
 
 /// One connection as a worker holds it.
 pub struct Tracked<D> {
@@ -154,11 +160,13 @@ impl<D> Conns<D> {
         m.held > m.budget && m.held > m.releasing
     }
 
-    /// Once over the budget: evicts the connections holding the most
-    /// ([`Connection::evict`] drops what they queued at once) until the
-    /// connections hold at most seven eighths of it, or none not already
-    /// ending holds anything, and lists the evicted in `evicted` (cleared
-    /// first) for the driver to move to their close. What an evicted
+    /// Once over the budget: evicts connections ([`Connection::evict`]
+    /// drops what they queued at once) until they hold at most seven
+    /// eighths of it, or none not already ending holds anything, and lists
+    /// the evicted in `evicted` (cleared first) for the driver to move to
+    /// their close. Those whose peer has taken nothing for [`STALLED`] go
+    /// first, the largest first; a peer that is reading goes only after
+    /// every one that is not, however much it is owed. What an evicted
     /// connection still holds (a send buffer in flight) counts until the
     /// kernel lets go of it, so a burst of evictions may end more
     /// connections than the memory they queue would need, never fewer.
@@ -170,14 +178,18 @@ impl<D> Conns<D> {
             return;
         }
         let target = self.memory.budget - self.memory.budget / 8;
-        let mut holders: Vec<(usize, u32, u32)> = self
+        let stalled = |conn: &Connection| {
+            conn.stalled_since()
+                .is_some_and(|since| env.now.saturating_duration_since(since) >= STALLED)
+        };
+        let mut holders: Vec<(bool, usize, u32, u32)> = self
             .slab
             .iter_mut()
             .filter(|(_, _, t)| t.counted.bytes > 0 && !t.counted.ending)
-            .map(|(index, generation, t)| (t.counted.bytes, index, generation))
+            .map(|(index, generation, t)| (stalled(&t.conn), t.counted.bytes, index, generation))
             .collect();
-        holders.sort_unstable_by_key(|&(held, ..)| Reverse(held));
-        for (_, index, generation) in holders {
+        holders.sort_unstable_by_key(|&(stalled, held, ..)| Reverse((stalled, held)));
+        for (_, _, index, generation) in holders {
             if self.memory.held <= target {
                 break;
             }
@@ -311,6 +323,18 @@ mod tests {
             self.settle(key);
         }
 
+        /// The kernel takes `n` bytes of the connection's send in flight.
+        fn kernel_takes(&mut self, key: (u32, u32), n: usize) {
+            let env = Env {
+                limits: &self.limits,
+                stats: &self.stats,
+                now: self.now,
+            };
+            let t = self.conns.get_mut(key.0, key.1).expect("open");
+            t.conn.on_sent(n, &env);
+            self.settle(key);
+        }
+
         fn memory(&mut self, key: (u32, u32)) -> usize {
             self.conns
                 .get_mut(key.0, key.1)
@@ -386,6 +410,29 @@ mod tests {
         assert_eq!(sim.conns.len(), 4);
         assert_eq!(sim.conns.memory_held(), sim.actual());
         assert!(sim.evict().is_empty(), "within the budget: nobody goes");
+    }
+
+    #[test]
+    fn a_stalled_holder_goes_before_a_larger_one_whose_peer_reads() {
+        let mut sim = Sim::new();
+        let [stalled, reading, newcomer] = [(); 3].map(|_| sim.open());
+        for (key, first, second) in [(stalled, 50, 300), (reading, 300, 200)] {
+            sim.receive(key, first * 1024);
+            sim.receive(key, second * 1024);
+        }
+        // Two seconds on, the reader's kernel has taken a little of its
+        // send; the other's peer has taken nothing.
+        sim.now += 2 * STALLED;
+        sim.kernel_takes(reading, 1024);
+        assert!(sim.memory(reading) > sim.memory(stalled));
+        sim.receive(newcomer, 250 * 1024);
+        assert!(sim.conns.over_budget());
+        assert_eq!(
+            sim.evict(),
+            vec![stalled],
+            "the stalled one, though smaller"
+        );
+        assert!(!sim.conns.over_budget());
     }
 
     #[test]
