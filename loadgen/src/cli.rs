@@ -131,6 +131,12 @@ pub struct Cli {
     #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: Duration,
 
+    /// A single --http fetch gives up after this long in all, reporting
+    /// what arrived (as curl's --max-time): a server that never ends its
+    /// body would otherwise keep it reading for good.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub max_time: Option<Duration>,
+
     /// UDP: run one step per rate from FROM to TO (STEPS rates, evenly
     /// spaced, default 8) and print offered vs delivered vs loss.
     #[arg(long, value_parser = parse_sweep, value_name = "FROM..TO[:STEPS]")]

@@ -344,7 +344,7 @@ fn tcp_plan(
 fn run_http(cli: &Cli, url: &str, cpus: Vec<usize>) -> anyhow::Result<()> {
     let url = crate::http::Url::parse(url)?;
     let Some(connections) = cli.connections else {
-        let mut report = crate::http::fetch(&url, cli.follow, cli.timeout)?;
+        let mut report = crate::http::fetch(&url, cli.follow, cli.timeout, cli.max_time)?;
         report.tag = cli.tag.clone();
         if cli.json {
             println!("{}", serde_json::to_string(&report)?);

@@ -153,12 +153,20 @@ pub struct FetchReport {
     pub followed: Vec<String>,
 }
 
-/// Fetches `url` once, following redirects if asked.
-pub fn fetch(url: &Url, follow: bool, timeout: Duration) -> anyhow::Result<FetchReport> {
+/// Fetches `url` once, following redirects if asked: `timeout` bounds
+/// each wait for bytes, `max_time` (if any) the whole fetch, redirects
+/// included.
+pub fn fetch(
+    url: &Url,
+    follow: bool,
+    timeout: Duration,
+    max_time: Option<Duration>,
+) -> anyhow::Result<FetchReport> {
     let mut url = url.clone();
     let mut followed = Vec::new();
+    let give_up = max_time.map(|t| (Instant::now() + t, t));
     loop {
-        let mut report = fetch_once(&url, timeout)?;
+        let mut report = fetch_once(&url, timeout, give_up)?;
         match report.redirect.take() {
             Some(location) if follow => {
                 if followed.len() >= MAX_REDIRECTS {
@@ -176,11 +184,21 @@ pub fn fetch(url: &Url, follow: bool, timeout: Duration) -> anyhow::Result<Fetch
     }
 }
 
-fn fetch_once(url: &Url, timeout: Duration) -> anyhow::Result<FetchReport> {
+/// One request and its response; `give_up`: when to stop reading, and the
+/// --max-time it came from (for the message).
+fn fetch_once(
+    url: &Url,
+    timeout: Duration,
+    give_up: Option<(Instant, Duration)>,
+) -> anyhow::Result<FetchReport> {
     let start = Instant::now();
     let addr = url.resolve()?;
     let resolved = Instant::now();
-    let mut stream = TcpStream::connect_timeout(&addr, timeout)
+    let connect_wait = give_up.map_or(timeout, |(at, _)| {
+        at.saturating_duration_since(Instant::now())
+            .clamp(Duration::from_millis(1), timeout)
+    });
+    let mut stream = TcpStream::connect_timeout(&addr, connect_wait)
         .map_err(|e| crate::tcp::connect_error(addr, &e))?;
     let connected = Instant::now();
     stream.set_read_timeout(Some(timeout))?;
@@ -192,7 +210,22 @@ fn fetch_once(url: &Url, timeout: Duration) -> anyhow::Result<FetchReport> {
     let mut done: Vec<Response> = Vec::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut first_byte = None;
+    let mut received = 0u64;
     while done.is_empty() {
+        // This wait ends at the --max-time deadline, not after --timeout.
+        let mut until_deadline = false;
+        if let Some((at, max_time)) = give_up {
+            // Each wait ends at the deadline at the latest (a system call
+            // only once the deadline is nearer than --timeout).
+            let left = at.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                bail!(stopped_at_max_time(addr, max_time, received, first_byte));
+            }
+            if left < timeout {
+                stream.set_read_timeout(Some(left))?;
+                until_deadline = true;
+            }
+        }
         let n = match stream.read(&mut buf) {
             Ok(n) => n,
             Err(e)
@@ -201,11 +234,15 @@ fn fetch_once(url: &Url, timeout: Duration) -> anyhow::Result<FetchReport> {
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) =>
             {
+                if let (true, Some((_, max_time))) = (until_deadline, give_up) {
+                    bail!(stopped_at_max_time(addr, max_time, received, first_byte));
+                }
                 bail!("{addr} sent nothing for {timeout:?} (the response is incomplete)")
             }
             Err(e) => return Err(e).with_context(|| format!("reading the response from {addr}")),
         };
         first_byte.get_or_insert_with(Instant::now);
+        received += n as u64;
         if n == 0 {
             reader
                 .finish(&mut done)
@@ -255,6 +292,28 @@ fn fetch_once(url: &Url, timeout: Duration) -> anyhow::Result<FetchReport> {
         redirect,
         followed: Vec::new(),
     })
+}
+
+/// What a fetch stopped by --max-time says: what arrived, and how fast.
+fn stopped_at_max_time(
+    addr: SocketAddr,
+    max_time: Duration,
+    received: u64,
+    first_byte: Option<Instant>,
+) -> String {
+    let rate = first_byte
+        .map(|at| at.elapsed())
+        .filter(|&t| t >= MIN_TRANSFER && received >= MIN_MEASURED_BODY)
+        .map(|t| {
+            format!(
+                ", {:.2} MB/s since the first byte",
+                received as f64 / t.as_secs_f64() / 1e6
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "stopped after --max-time {max_time:?}: {received} B received from {addr}{rate}; the response was not complete"
+    )
 }
 
 /// Prints a fetch for people.

@@ -144,6 +144,46 @@ fn broken_servers_and_bad_urls_are_reported_clearly() {
     assert_fails_with(&["--http", "127.0.0.1/"], "not a URL like http://");
 }
 
+/// A server that never ends its body: --max-time stops the fetch and says
+/// what arrived (without it, --timeout, an idle bound, never fires).
+#[test]
+fn max_time_stops_a_body_that_never_ends() {
+    let endless = serve(|s| {
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        let chunk = [b"4000\r\n".as_slice(), &[b'a'; 0x4000], b"\r\n"].concat();
+        // Bounded: far more than 300 ms of reading, then the server stops.
+        for _ in 0..1_000_000 {
+            if s.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    let started = std::time::Instant::now();
+    assert_fails_with(
+        &[
+            "--http",
+            &format!("http://{endless}/"),
+            "--max-time",
+            "300ms",
+        ],
+        "stopped after --max-time 300ms:",
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "--max-time 300ms took {:?}",
+        started.elapsed()
+    );
+    assert_fails_with(
+        &[
+            "--http",
+            &format!("http://{endless}/"),
+            "--max-time",
+            "soon",
+        ],
+        "not a duration",
+    );
+}
+
 #[test]
 fn redirects_are_reported_and_followed_only_when_asked() {
     let server = TestServer::start(&[(Transport::Tcp, Protocol::Http)]);
