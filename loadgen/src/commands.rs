@@ -110,6 +110,9 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
     if !cli.warmup.is_zero() && (cli.udp.is_some() || !load_run) {
         bail!("--warmup is for TCP and HTTP load runs (--tcp, or --http with --connections)");
     }
+    if cli.max_time.is_some() && (cli.http.is_none() || cli.connections.is_some() || cli.bot) {
+        bail!("--max-time bounds a single --http fetch; a load run ends at --duration");
+    }
     if cli.bot {
         return run_bot(cli, cpus);
     }

@@ -212,11 +212,10 @@ fn fetch_once(
     let mut first_byte = None;
     let mut received = 0u64;
     while done.is_empty() {
-        // This wait ends at the --max-time deadline, not after --timeout.
+        // Each wait ends at the --max-time deadline at the latest (a
+        // system call only once the deadline is nearer than --timeout).
         let mut until_deadline = false;
         if let Some((at, max_time)) = give_up {
-            // Each wait ends at the deadline at the latest (a system call
-            // only once the deadline is nearer than --timeout).
             let left = at.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 bail!(stopped_at_max_time(addr, max_time, received, first_byte));

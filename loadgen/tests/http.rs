@@ -182,6 +182,17 @@ fn max_time_stops_a_body_that_never_ends() {
         ],
         "not a duration",
     );
+    assert_fails_with(
+        &[
+            "--http",
+            &format!("http://{endless}/"),
+            "--connections",
+            "2",
+            "--max-time",
+            "1s",
+        ],
+        "--max-time bounds a single --http fetch",
+    );
 }
 
 #[test]
