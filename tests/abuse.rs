@@ -222,12 +222,7 @@ fn the_memory_limit_evicts_the_largest_holders_and_bounds_the_server(io: &str) {
         closed >= n - may_stay,
         "{io}: {closed} of {n} connections closed, {evicted} evicted"
     );
-    // Others are still served.
-    let mut other = connect(server.addr("tcp", "reverse-lines"));
-    other.write_all(b"abc\n").unwrap();
-    let mut back = [0u8; 4];
-    other.read_exact(&mut back).unwrap();
-    assert_eq!(&back, b"cba\n");
+    still_served(&server);
 }
 
 /// Clients that connect and say nothing, as many as --max-connections
@@ -393,6 +388,15 @@ fn stalled_long_bodies_hold_no_output_memory_and_time_out(io: &str) {
     }
 }
 
+/// A new client of reverse-lines gets its answer: the server still serves.
+fn still_served(server: &Server) {
+    let mut other = connect(server.addr("tcp", "reverse-lines"));
+    other.write_all(b"abc\n").unwrap();
+    let mut back = [0u8; 4];
+    other.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"cba\n");
+}
+
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
@@ -430,11 +434,7 @@ fn a_reset_mid_reply_frees_the_connection(io: &str) {
         writer.join().unwrap();
     }
     server.wait_counter("connections_closed", |c| c >= opened);
-    let mut other = connect(server.addr("tcp", "reverse-lines"));
-    other.write_all(b"abc\n").unwrap();
-    let mut back = [0u8; 4];
-    other.read_exact(&mut back).unwrap();
-    assert_eq!(&back, b"cba\n");
+    still_served(&server);
 }
 
 fn half_closed_requests_are_answered_whole(io: &str) {

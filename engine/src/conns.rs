@@ -311,28 +311,27 @@ mod tests {
             true
         }
 
-        /// The peer sends `len` bytes, which echo queues to send back.
-        fn receive(&mut self, key: (u32, u32), len: usize) {
+        /// Runs `event` on the connection, then settles it as a driver
+        /// would; false once it has closed.
+        fn event(&mut self, key: (u32, u32), event: impl FnOnce(&mut Connection, &Env)) -> bool {
             let env = Env {
                 limits: &self.limits,
                 stats: &self.stats,
                 now: self.now,
             };
             let t = self.conns.get_mut(key.0, key.1).expect("open");
-            t.conn.on_received(&vec![b'x'; len], &env);
-            self.settle(key);
+            event(&mut t.conn, &env);
+            self.settle(key)
+        }
+
+        /// The peer sends `len` bytes, which echo queues to send back.
+        fn receive(&mut self, key: (u32, u32), len: usize) {
+            self.event(key, |c, env| c.on_received(&vec![b'x'; len], env));
         }
 
         /// The kernel takes `n` bytes of the connection's send in flight.
         fn kernel_takes(&mut self, key: (u32, u32), n: usize) {
-            let env = Env {
-                limits: &self.limits,
-                stats: &self.stats,
-                now: self.now,
-            };
-            let t = self.conns.get_mut(key.0, key.1).expect("open");
-            t.conn.on_sent(n, &env);
-            self.settle(key);
+            self.event(key, |c, env| c.on_sent(n, env));
         }
 
         fn memory(&mut self, key: (u32, u32)) -> usize {
@@ -367,14 +366,8 @@ mod tests {
         /// The kernel reports the cancelled sends of `keys`; they close.
         fn report_cancels(&mut self, keys: &[(u32, u32)]) {
             for &key in keys {
-                let env = Env {
-                    limits: &self.limits,
-                    stats: &self.stats,
-                    now: self.now,
-                };
-                let t = self.conns.get_mut(key.0, key.1).expect("open");
-                t.conn.on_send_error(&env);
-                assert!(!self.settle(key), "closed once nothing is in flight");
+                let open = self.event(key, |c, env| c.on_send_error(env));
+                assert!(!open, "closed once nothing is in flight");
             }
         }
     }
