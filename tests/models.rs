@@ -417,6 +417,17 @@ fn udp_loops_are_refused(io: &str) {
     );
     assert_eq!(udp_exchange(ok, b"hi"), b"OK...hi");
     assert_eq!(udp_exchange(echo, b"ping"), b"ping");
+    // A client that was handed our port number on another address is no
+    // loop (the services' ports here are in the ephemeral range, where
+    // clients get them all the time): it is answered.
+    let twin = UdpSocket::bind(("127.0.0.2", ok.port())).unwrap();
+    twin.set_read_timeout(Some(PATIENCE)).unwrap();
+    twin.send_to(b"same port", ok).unwrap();
+    let mut buf = [0u8; 64];
+    let (n, _) = twin
+        .recv_from(&mut buf)
+        .expect("an answer to our port number elsewhere");
+    assert_eq!(&buf[..n], b"OK...same port");
     assert_eq!(server.counter("udp_loops_refused"), spoofed.len() as u64);
 }
 

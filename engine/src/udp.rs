@@ -71,18 +71,27 @@ pub fn parse_received<'a>(buffer: &'a [u8], template: &libc::msghdr) -> Option<R
     })
 }
 
-/// Source ports whose datagrams are never answered: this server's own UDP
-/// services, the classic services that answer any datagram (echo 7,
-/// daytime 13, chargen 19, time 37), and port 0. A datagram whose source
-/// address was spoofed to one of them would otherwise start an endless
-/// exchange between two answering services: one 5-byte datagram from
-/// "our echo port" to our `ok` port kept both busy at 130,000 datagrams a
-/// second of 64 KiB, for good (`udp_loops_refused` counts what is
-/// dropped). The check is inetd's (`check_loop`), by port and on any
-/// address, since another host running the same services loops as well.
+/// Sources whose datagrams are never answered, because they are services
+/// that answer datagrams themselves: a datagram whose source was spoofed
+/// to one of them would start an endless exchange between two answering
+/// services (one 5-byte datagram "from our echo port" to our `ok` port kept
+/// both busy at 130,000 datagrams a second of 64 KiB, for good;
+/// `udp_loops_refused` counts what is dropped). As inetd's `check_loop`:
+///
+/// - by port, from any address: echo (7), daytime (13), chargen (19),
+///   time (37), port 0, and this server's own UDP ports that lie outside
+///   the kernel's ephemeral range (another host running the same services
+///   loops too, and no client is given such a port unless it binds one);
+/// - by address: this server's own UDP sockets (for a service bound to
+///   every address, its port on any loopback address). An own port inside
+///   the ephemeral range is refused only there, since ordinary clients
+///   elsewhere are handed that port number all the time.
 #[derive(Debug, Clone, Default)]
 pub struct LoopGuard {
+    /// Source ports refused from any address.
     ports: Vec<u16>,
+    /// Our own UDP service addresses.
+    own: Vec<SocketAddr>,
 }
 
 impl LoopGuard {
@@ -90,29 +99,59 @@ impl LoopGuard {
     pub const ANSWERING_SERVICES: [u16; 5] = [0, 7, 13, 19, 37];
 
     /// Refuses the well-known answering ports and `own` (this server's UDP
-    /// service ports).
-    pub fn new(own: impl IntoIterator<Item = u16>) -> Self {
-        let mut ports: Vec<u16> = Self::ANSWERING_SERVICES.into_iter().chain(own).collect();
+    /// service addresses) as the type's docs say, with `ephemeral` the
+    /// kernel's range of ports for clients.
+    pub fn new(
+        own: impl IntoIterator<Item = SocketAddr>,
+        ephemeral: std::ops::RangeInclusive<u16>,
+    ) -> Self {
+        let own: Vec<SocketAddr> = own.into_iter().collect();
+        let mut ports: Vec<u16> = Self::ANSWERING_SERVICES
+            .into_iter()
+            .chain(
+                own.iter()
+                    .map(SocketAddr::port)
+                    .filter(|p| !ephemeral.contains(p)),
+            )
+            .collect();
         ports.sort_unstable();
         ports.dedup();
-        Self { ports }
+        Self { ports, own }
     }
 
-    /// Refuses the well-known answering ports and those of the UDP
-    /// services among `services`.
+    /// [`new`](Self::new) for the UDP services among `services`, with the
+    /// ephemeral range this machine's kernel uses.
     pub fn for_services(services: &[crate::BoundService]) -> Self {
         Self::new(
             services
                 .iter()
                 .filter(|s| s.transport == protocols::Transport::Udp)
-                .map(|s| s.addr.port()),
+                .map(|s| s.addr),
+            ephemeral_ports(),
         )
     }
 
     /// True when datagrams from `peer` must go unanswered.
     pub fn refuses(&self, peer: SocketAddr) -> bool {
         self.ports.contains(&peer.port())
+            || self.own.iter().any(|own| {
+                own.port() == peer.port()
+                    && (own.ip() == peer.ip()
+                        || (own.ip().is_unspecified() && peer.ip().is_loopback()))
+            })
     }
+}
+
+/// The kernel's range of ports for clients (`net.ipv4.ip_local_port_range`,
+/// which IPv6 shares); Linux's default where it cannot be read.
+fn ephemeral_ports() -> std::ops::RangeInclusive<u16> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut ends = text.split_whitespace().map(|n| n.parse::<u16>().ok());
+            Some(ends.next()??..=ends.next()??)
+        })
+        .unwrap_or(32768..=60999)
 }
 
 /// Hands each datagram of `received` (one datagram, or a GRO train cut at
@@ -393,18 +432,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn answering_ports_and_our_own_are_refused_on_any_address() {
-        let guard = LoopGuard::new([8888, 65432, 8888]);
-        for refused in [
+    fn answering_ports_and_our_own_sockets_are_refused() {
+        let own = [
             "127.0.0.1:8888",
-            "10.1.2.3:65432",
-            "[::1]:7",
+            "0.0.0.0:5555",
+            "127.0.0.1:40000",
+            "0.0.0.0:41000",
+        ]
+        .map(|a| a.parse().unwrap());
+        let guard = LoopGuard::new(own, 32768..=60999);
+        for refused in [
+            "127.0.0.1:8888", // our own socket
+            "10.1.2.3:8888",  // our port, outside the ephemeral range: any address
+            "[::1]:5555",
+            "[::1]:7", // the classic answering services
             "127.0.0.1:19",
             "127.0.0.1:0",
+            "127.0.0.1:40000", // our socket, its port in the ephemeral range
+            "127.0.0.9:41000", // bound to every address: any loopback one
         ] {
             assert!(guard.refuses(refused.parse().unwrap()), "{refused}");
         }
-        for answered in ["127.0.0.1:40000", "127.0.0.1:8889", "[::1]:53"] {
+        for answered in [
+            "127.0.0.1:40001",
+            "127.0.5.1:40000", // a client handed our port number elsewhere
+            "10.1.2.3:40000",
+            "10.1.2.3:41000",
+            "[::1]:53",
+        ] {
             assert!(!guard.refuses(answered.parse().unwrap()), "{answered}");
         }
     }
