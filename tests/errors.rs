@@ -49,6 +49,8 @@ fn bad_flags_get_clear_messages() {
         (&["--shutdown-deadline", "soon"], "not a duration"),
         (&["--buffers", "300"], "power of two"),
         (&["--memory-limit", "lots"], "not a size"),
+        // Found in review: twice this limit overflowed (a panic in debug builds).
+        (&["--output-limit", "8589934592G"], "under twice the output limit"),
         (&["--idle-timeout", "soon"], "not a duration"),
         (&["--idle-timeout", "0"], "idle timeout must be above zero (or off)"),
         (

@@ -161,13 +161,14 @@ impl EngineConfig {
         // output limit, or one ordinary large reply would evict others.
         let workers = self.cpus.len();
         let share = self.memory_limit / workers;
-        if share < 2 * self.output_limit {
+        let least = self.output_limit.saturating_mul(2);
+        if share < least {
             return Err(format!(
                 "memory limit {} leaves each of {workers} workers {}, under twice the output limit ({}); raise --memory-limit to at least {} or lower --output-limit",
                 protocols::units::format_size(self.memory_limit as u64),
                 protocols::units::format_size(share as u64),
                 protocols::units::format_size(self.output_limit as u64),
-                protocols::units::format_size((2 * self.output_limit * workers) as u64),
+                protocols::units::format_size(least.saturating_mul(workers) as u64),
             ));
         }
         if self.udp_sends_in_flight == 0 {
