@@ -359,7 +359,7 @@ fn service(spec: &ServeSpec, bind: IpAddr, options: &Options) -> anyhow::Result<
     let handler = match spec.transport {
         // `ServeSpec` only pairs protocols with transports they serve, so the
         // factories below always produce a session.
-        Transport::Tcp => Handler::Stream(Arc::new(move || {
+        Transport::Tcp => Handler::Stream(Arc::new(move |_| {
             protocol
                 .stream_session(&options)
                 .unwrap_or_else(|| Box::new(protocols::echo::EchoStream))

@@ -3,7 +3,6 @@
 mod cli;
 mod limits;
 mod model;
-mod signals;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -50,7 +49,7 @@ fn init_logging(level: &str) {
 fn run(cli: &Cli) -> anyhow::Result<()> {
     // Block the shutdown signals before any thread starts, so every thread
     // inherits the mask and only this one receives them.
-    let signals = signals::ShutdownSignals::block().context("blocking SIGINT/SIGTERM")?;
+    let signals = engine::signals::ShutdownSignals::block().context("blocking SIGINT/SIGTERM")?;
     let cpus = cli.worker_cpus()?;
     let workers = cpus.len();
     let options = cli.protocol_options()?;

@@ -1,21 +1,96 @@
 //! What the engine serves and how: services, workers, ring and buffer sizes.
 
+use std::io;
 use std::net::SocketAddr;
+use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
 use protocols::{DatagramHandler, StreamSession, Transport};
 
-/// Makes a fresh session for every accepted connection.
-pub type StreamFactory = Arc<dyn Fn() -> Box<dyn StreamSession> + Send + Sync>;
+/// What a new session is told about its connection: who is on the other
+/// end, which worker serves it, and which service it belongs to.
+///
+/// The addresses are read from the socket only when asked (a system call
+/// each), so sessions that never ask pay nothing for them.
+pub struct SessionContext<'a> {
+    socket: BorrowedFd<'a>,
+    worker: usize,
+    service: &'a str,
+}
+
+impl<'a> SessionContext<'a> {
+    /// The context of the connection on `socket`, served by `worker` for
+    /// the service named `service`. Transports make these; a session only
+    /// reads them.
+    pub fn new(socket: BorrowedFd<'a>, worker: usize, service: &'a str) -> Self {
+        Self {
+            socket,
+            worker,
+            service,
+        }
+    }
+
+    /// The index of the worker (thread) that serves the connection, from 0.
+    /// A connection stays on its worker for its whole life.
+    pub fn worker(&self) -> usize {
+        self.worker
+    }
+
+    /// The name the service was configured with.
+    pub fn service(&self) -> &str {
+        self.service
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        socket_addr(socket2::SockRef::from(&self.socket).peer_addr()?)
+    }
+
+    /// The local address the peer connected to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        socket_addr(socket2::SockRef::from(&self.socket).local_addr()?)
+    }
+}
+
+fn socket_addr(addr: socket2::SockAddr) -> io::Result<SocketAddr> {
+    addr.as_socket()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an IP socket address"))
+}
+
+/// Makes a fresh session for every accepted connection, on any thread:
+/// the form every server model (threads, tokio, the engine) can serve.
+pub type StreamFactory =
+    Arc<dyn Fn(&SessionContext) -> Box<dyn StreamSession + Send> + Send + Sync>;
+/// Makes one worker's session maker, once, on that worker's own thread
+/// (given the worker's index): what it captures is that worker's state,
+/// shared by its sessions without locks.
+pub type WorkerSessions = Arc<dyn Fn(usize) -> SessionMaker + Send + Sync>;
+/// One worker's session maker: called on that worker for each connection
+/// it accepts.
+pub type SessionMaker = Box<dyn FnMut(&SessionContext) -> Box<dyn StreamSession>>;
+/// The per-worker form of a shared stream factory: every worker's maker
+/// calls it.
+pub(crate) fn per_worker(factory: &StreamFactory) -> WorkerSessions {
+    let factory = factory.clone();
+    Arc::new(move |_worker| {
+        let factory = factory.clone();
+        Box::new(move |cx: &SessionContext| -> Box<dyn StreamSession> { factory(cx) })
+    })
+}
+
 /// Makes one handler for every worker's socket of a datagram service.
 pub type DatagramFactory = Arc<dyn Fn() -> Box<dyn DatagramHandler> + Send + Sync>;
 
 /// How a service turns bytes into replies; the engine knows nothing more of it.
 #[derive(Clone)]
 pub enum Handler {
-    /// A TCP service: one session per connection.
+    /// A TCP service: one session per connection, made on any thread.
     Stream(StreamFactory),
+    /// A TCP service whose sessions share per-worker state: each worker
+    /// makes its own session maker on its own thread. Served by the
+    /// thread-per-core engine (io_uring and epoll), not by the other models.
+    StreamPerWorker(WorkerSessions),
     /// A UDP service: one handler per worker socket.
     Datagram(DatagramFactory),
 }
@@ -24,7 +99,7 @@ impl Handler {
     /// The transport this handler is served over.
     pub fn transport(&self) -> Transport {
         match self {
-            Handler::Stream(_) => Transport::Tcp,
+            Handler::Stream(_) | Handler::StreamPerWorker(_) => Transport::Tcp,
             Handler::Datagram(_) => Transport::Udp,
         }
     }

@@ -147,6 +147,9 @@ pub struct Connection {
     static_out: Option<&'static [u8]>,
     /// Input received but not yet taken by the session.
     held: HeldInput,
+    /// The session took nothing of the `n` bytes held ("need more
+    /// input"): they are offered again only once more arrive.
+    awaiting: Option<usize>,
     recv: Recv,
     reading: Reading,
     send_in_flight: bool,
@@ -193,6 +196,7 @@ impl Connection {
             lent: None,
             static_out: None,
             held: HeldInput::default(),
+            awaiting: None,
             recv: Recv::Idle,
             reading: Reading::Open,
             send_in_flight: false,
@@ -362,6 +366,13 @@ impl Connection {
             self.reading = Reading::Done;
             return;
         }
+        if self.reading == Reading::Open && !self.fin_sent {
+            if let Some(at) = self.session.timer() {
+                if now >= at && self.session.on_timer(now, &mut self.pending) == Next::Close {
+                    self.reading = Reading::Done;
+                }
+            }
+        }
         let due = self.timer.is_some_and(|at| now >= at);
         if due && self.fin_sent {
             // The peer never closed: close without waiting any longer.
@@ -479,7 +490,11 @@ impl Connection {
             .idle_since()
             .zip(limits.idle_timeout)
             .map(|(since, idle)| since + idle);
-        [stall, timer, idle].into_iter().flatten().min()
+        let session = self
+            .session
+            .timer()
+            .filter(|_| self.reading == Reading::Open && !self.fin_sent);
+        [stall, timer, idle, session].into_iter().flatten().min()
     }
 
     /// Reply bytes produced but not yet taken by the kernel.
@@ -575,6 +590,10 @@ impl Connection {
                 return input.len();
             }
             if fed.consumed == 0 {
+                if !self.session.has_more_output() {
+                    // Need more input: hold the rest until more arrives.
+                    self.awaiting = Some(input.len() - taken);
+                }
                 break;
             }
         }
@@ -588,37 +607,51 @@ impl Connection {
         if self.session.has_more_output() && self.produce_more(limit) == Next::Close {
             self.reading = Reading::Done;
         }
-        if self.held_len() > 0 {
+        if self.held_len() > 0 && !self.awaiting_more() {
+            self.awaiting = None;
             let mut held = std::mem::take(&mut self.held);
             let taken = self.offer(held.as_slice(), env);
             held.consume(taken);
             self.held = held;
-            if self.reading == Reading::Done {
-                env.stats.bytes_discarded.add(self.held_len() as u64);
-                self.held = HeldInput::default();
-            }
         }
-        let input_spent = self.held_len() == 0 && !self.session.has_more_output();
+        if self.awaiting_more() && self.held_len() > self.session.max_frame() {
+            // The frame outgrew its bound: a last word, then close.
+            env.stats.frames_too_large.inc();
+            self.session.on_frame_too_large(&mut self.pending);
+            self.reading = Reading::Done;
+        }
+        // Input that only waits for the rest of a frame is spent once no
+        // more can come (end of stream, shutdown's budget used up).
+        let input_spent =
+            (self.held_len() == 0 || self.awaiting_more()) && !self.session.has_more_output();
         if self.reading == Reading::Open && input_spent {
             if self.peer_closed && !self.eof_delivered {
                 self.eof_delivered = true;
+                self.discard_held(env);
                 self.session.on_eof(&mut self.pending);
                 self.reading = Reading::Done;
             } else if self.drain_budget == Some(0) {
                 self.reading = Reading::Done;
             }
         }
-        if self.reading == Reading::Open
-            && self.held_len() > 0
-            && self.unsent() == 0
-            && !self.send_in_flight
-            && !self.session.has_more_output()
-        {
-            // The session refuses input with nothing left to write: it can
-            // never move again, so end the connection rather than hang.
-            tracing::debug!("a session took no input with room to spare; closing");
-            self.fail(env);
+        if self.reading == Reading::Done {
+            self.discard_held(env);
         }
+    }
+
+    /// True while everything held is a frame's beginning the session has
+    /// seen and waits to complete.
+    fn awaiting_more(&self) -> bool {
+        self.awaiting.is_some_and(|n| n == self.held_len()) && self.held_len() > 0
+    }
+
+    /// Drops held input that will never be offered (counted as discarded).
+    fn discard_held(&mut self, env: &Env) {
+        if self.held_len() > 0 {
+            env.stats.bytes_discarded.add(self.held_len() as u64);
+            self.held = HeldInput::default();
+        }
+        self.awaiting = None;
     }
 
     /// Lets the session produce more of a long output: a static part once
@@ -650,7 +683,7 @@ impl Connection {
             return true; // discard until the peer closes
         }
         self.reading == Reading::Open
-            && self.held_len() == 0
+            && (self.held_len() == 0 || self.awaiting_more())
             && self.drain_budget != Some(0)
             && self.output_held() <= output_at_most
     }
@@ -700,7 +733,7 @@ impl Connection {
             && self.drain_budget.is_none()
             && self.unsent() == 0
             && !self.send_in_flight
-            && self.held_len() == 0
+            && (self.held_len() == 0 || self.awaiting_more())
             && !self.session.has_more_output();
         idle.then_some(self.last_traffic)
     }
@@ -741,6 +774,7 @@ impl Connection {
         self.failed = true;
         self.pending = Vec::new();
         self.held = HeldInput::default();
+        self.awaiting = None;
     }
 
     fn release_idle_memory(&mut self) {

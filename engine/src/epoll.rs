@@ -13,7 +13,7 @@
 //! without waiting, since no new edge will come for them.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,7 @@ use protocols::{DatagramHandler, Replies};
 use crate::connection::{Action, Connection, Env, Limits};
 use crate::conns::{Conns, Tracked};
 use crate::error::EngineError;
-use crate::per_core::{CoreWorker, TcpService, WorkerParts, WorkerSettings};
+use crate::per_core::{CoreWorker, Sessions, WorkerParts, WorkerSettings};
 use crate::stats::WorkerStats;
 use crate::timers::Timers;
 use crate::token::{Op, Token};
@@ -38,7 +38,8 @@ const CONTROL_LEN: usize = 64;
 
 /// A listening socket and whether it may have connections waiting.
 struct Listener {
-    service: TcpService,
+    fd: OwnedFd,
+    sessions: Sessions,
     pending: bool,
 }
 
@@ -217,8 +218,10 @@ impl CoreWorker for EpollWorker {
             // before registration is read on the first round.
             listeners: tcp
                 .into_iter()
-                .map(|service| Listener {
-                    service,
+                .map(|service| service.on_worker(settings.id))
+                .map(|(fd, sessions)| Listener {
+                    fd,
+                    sessions,
                     pending: true,
                 })
                 .collect(),
@@ -425,7 +428,7 @@ impl EpollWorker {
                 return; // at the limit: new connections wait in the backlog
             }
             budget -= 1;
-            let listener = self.listeners[i].service.fd.as_raw_fd();
+            let listener = self.listeners[i].fd.as_raw_fd();
             // SAFETY: plain syscall; no address is asked for.
             let fd = unsafe {
                 libc::accept4(
@@ -458,7 +461,7 @@ impl EpollWorker {
 
     fn open(&mut self, listener: usize, fd: OwnedFd) {
         let raw = fd.as_raw_fd();
-        let session = (self.listeners[listener].service.factory)();
+        let session = self.listeners[listener].sessions.open(fd.as_fd());
         let io = Readiness {
             unread: false,
             hung_up: false,

@@ -56,6 +56,12 @@ pub enum EngineError {
         /// The OS error.
         source: io::Error,
     },
+    /// SIGINT and SIGTERM could not be blocked or waited for.
+    #[error("cannot wait for SIGINT/SIGTERM: {source}")]
+    Signals {
+        /// The OS error.
+        source: io::Error,
+    },
     /// A worker thread panicked; this is a bug.
     #[error("worker {0} panicked (a bug: please report it with the log)")]
     WorkerPanicked(usize),

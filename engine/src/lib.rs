@@ -25,6 +25,8 @@ pub mod error;
 pub mod metrics;
 pub mod per_core;
 pub mod ring;
+pub mod server;
+pub mod signals;
 pub mod slab;
 pub mod socket;
 pub mod stats;
@@ -37,12 +39,17 @@ pub mod worker;
 use std::net::SocketAddr;
 use std::ops::Deref;
 
-pub use config::{DatagramFactory, EngineConfig, Handler, ServiceConfig, StreamFactory};
+pub use config::{
+    DatagramFactory, EngineConfig, Handler, ServiceConfig, SessionContext, SessionMaker,
+    StreamFactory, WorkerSessions,
+};
 pub use epoll::EpollWorker;
 pub use error::EngineError;
 pub use per_core::{PerCore, ShutdownHandle};
 pub use protocols::Transport;
+pub use protocols::{DatagramHandler, Fed, Next, Replies, StreamSession};
 pub use ring::RingMode;
+pub use server::{Driver, Server};
 pub use stats::{StatsSnapshot, WorkerStats};
 
 /// A service as it was actually bound.
@@ -92,6 +99,11 @@ impl Engine {
     /// Waits for every worker; the first worker error, if any.
     pub fn join(self) -> Result<(), EngineError> {
         self.core.join()
+    }
+
+    /// The running workers, without the ring setup they report.
+    pub fn into_core(self) -> PerCore {
+        self.core
     }
 }
 

@@ -4,12 +4,14 @@
 //! what a worker does with its sockets differs between the models.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::config::{DatagramFactory, EngineConfig, Handler, StreamFactory};
+use crate::config::{
+    DatagramFactory, EngineConfig, Handler, SessionContext, SessionMaker, WorkerSessions,
+};
 use crate::error::EngineError;
 use crate::stats::WorkerStats;
 use crate::{socket, BoundService};
@@ -63,8 +65,38 @@ impl WorkerSettings {
 pub struct TcpService {
     /// The listening socket (SO_REUSEPORT, this worker's own).
     pub fd: OwnedFd,
-    /// Makes each connection's session.
-    pub factory: StreamFactory,
+    /// Makes the worker's session maker.
+    sessions: WorkerSessions,
+    /// The service's name, for the sessions' context.
+    protocol: Arc<str>,
+}
+
+impl TcpService {
+    /// Splits the service into its listening socket and this worker's
+    /// session maker; call on the worker's own thread, where whatever
+    /// per-worker state the maker creates stays.
+    pub fn on_worker(self, worker: usize) -> (OwnedFd, Sessions) {
+        let sessions = Sessions {
+            make: (self.sessions)(worker),
+            protocol: self.protocol,
+            worker,
+        };
+        (self.fd, sessions)
+    }
+}
+
+/// One worker's session maker for one service.
+pub struct Sessions {
+    make: SessionMaker,
+    protocol: Arc<str>,
+    worker: usize,
+}
+
+impl Sessions {
+    /// A session for the connection just accepted on `conn`.
+    pub fn open(&mut self, conn: BorrowedFd) -> Box<dyn protocols::StreamSession> {
+        (self.make)(&SessionContext::new(conn, self.worker, &self.protocol))
+    }
 }
 
 /// A UDP socket and its protocol.
@@ -159,17 +191,24 @@ impl PerCore {
         let mut services = Vec::new();
         for service in &config.services {
             let (sockets, addr) = socket::bind_group(service, n, udp_gro)?;
+            let protocol: Arc<str> = Arc::from(service.protocol.as_str());
             for (w, fd) in sockets.into_iter().enumerate() {
-                match &service.handler {
-                    Handler::Stream(factory) => tcp[w].push(TcpService {
-                        fd,
-                        factory: factory.clone(),
-                    }),
-                    Handler::Datagram(factory) => udp[w].push(UdpService {
-                        fd,
-                        factory: factory.clone(),
-                    }),
-                }
+                let sessions = match &service.handler {
+                    Handler::Datagram(factory) => {
+                        udp[w].push(UdpService {
+                            fd,
+                            factory: factory.clone(),
+                        });
+                        continue;
+                    }
+                    Handler::Stream(factory) => crate::config::per_worker(factory),
+                    Handler::StreamPerWorker(make) => make.clone(),
+                };
+                tcp[w].push(TcpService {
+                    fd,
+                    sessions,
+                    protocol: protocol.clone(),
+                });
             }
             services.push(BoundService {
                 transport: service.transport(),
@@ -307,6 +346,12 @@ impl PerCore {
         self.shutdown.clone()
     }
 
+    /// Asks every worker to stop accepting, flush its replies and exit;
+    /// [`join`](Self::join) then waits for them.
+    pub fn shutdown(&self) {
+        self.shutdown.shutdown();
+    }
+
     /// True once any worker has stopped (normally only after shutdown).
     pub fn any_worker_stopped(&self) -> bool {
         self.workers.iter().any(JoinHandle::is_finished)
@@ -377,7 +422,7 @@ mod tests {
             services: vec![crate::ServiceConfig {
                 addr: "127.0.0.1:0".parse().unwrap(),
                 protocol: "echo".into(),
-                handler: Handler::Stream(Arc::new(|| Box::new(protocols::echo::EchoStream))),
+                handler: Handler::Stream(Arc::new(|_| Box::new(protocols::echo::EchoStream))),
             }],
             cpus: vec![0, 0, 0],
             ..EngineConfig::default()

@@ -125,6 +125,10 @@ counters! {
     /// Connections closed on a timeout: --idle-timeout, or their protocol's
     /// own (idle, or headers too slow).
     idle_timeouts,
+    /// Connections closed because the peer sent more than the session's
+    /// frame bound without completing a frame ("need more input" past
+    /// `StreamSession::max_frame`).
+    frames_too_large,
     /// Connections closed because the peer accepted none of their pending
     /// output for --send-timeout.
     send_timeouts,

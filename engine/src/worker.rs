@@ -7,7 +7,7 @@
 
 use std::cell::UnsafeCell;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,7 @@ use crate::bufring::{BufRing, Taken};
 use crate::connection::{Action, Connection, Env, Limits, Outgoing, RECEIVE_WINDOW};
 use crate::conns::Conns;
 use crate::error::EngineError;
-use crate::per_core::{CoreWorker, TcpService, WorkerParts, WorkerSettings};
+use crate::per_core::{CoreWorker, Sessions, WorkerParts, WorkerSettings};
 use crate::ring::RingMode;
 use crate::stats::WorkerStats;
 use crate::timers::Timers;
@@ -35,7 +35,8 @@ const TEARDOWN_WAIT: Duration = Duration::from_secs(2);
 const MULTISHOT_ROOM: usize = 16;
 
 struct Listener {
-    service: TcpService,
+    fd: OwnedFd,
+    sessions: Sessions,
     /// An accept is outstanding (possibly being cancelled).
     armed: bool,
     /// The outstanding accept is multishot (single-shot near the limit).
@@ -166,8 +167,10 @@ impl Worker {
             limits: settings.limits(),
             listeners: tcp
                 .into_iter()
-                .map(|service| Listener {
-                    service,
+                .map(|service| service.on_worker(settings.id))
+                .map(|(fd, sessions)| Listener {
+                    fd,
+                    sessions,
                     armed: false,
                     multishot: false,
                     cancelling: false,
@@ -346,7 +349,7 @@ impl Worker {
             return;
         }
         self.stats.connections_accepted.inc();
-        let session = (self.listeners[listener].service.factory)();
+        let session = self.listeners[listener].sessions.open(fd.as_fd());
         let conn = Connection::new(session, self.now);
         let (index, generation) = self.conns.insert(fd, conn, None);
         self.progress(index, generation);
@@ -733,7 +736,7 @@ impl Worker {
             }
             l.armed = true;
             l.multishot = multishot_fits;
-            let fd = types::Fd(l.service.fd.as_raw_fd());
+            let fd = types::Fd(l.fd.as_raw_fd());
             let entry = if multishot_fits {
                 opcode::AcceptMulti::new(fd)
                     .flags(libc::SOCK_CLOEXEC)

@@ -394,7 +394,7 @@ impl ServerInNamespace {
                         ServiceConfig {
                             addr: discard,
                             protocol: "discard".into(),
-                            handler: Handler::Stream(Arc::new(|| {
+                            handler: Handler::Stream(Arc::new(|_| {
                                 Box::new(protocols::discard::DiscardStream)
                             })),
                         },

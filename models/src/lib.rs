@@ -11,3 +11,12 @@ pub mod tokio_uring_model;
 
 pub use threads::ThreadsServer;
 pub use tokio_model::TokioServer;
+
+/// The error for a service whose sessions share per-worker state: only the
+/// thread-per-core engine has workers to give them.
+pub(crate) fn per_worker_refused(service: &engine::ServiceConfig) -> engine::EngineError {
+    engine::EngineError::Config(format!(
+        "service '{}' keeps per-worker state, which only the thread-per-core engine (io_uring or epoll) serves",
+        service.protocol
+    ))
+}

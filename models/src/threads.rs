@@ -10,7 +10,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use protocols::{feed_in_steps, DatagramHandler, Next, Replies, StreamSession, STEP_ROOM};
 
-use engine::config::{EngineConfig, Handler};
+use engine::config::{EngineConfig, Handler, SessionContext};
 use engine::error::EngineError;
 use engine::stats::WorkerStats;
 use engine::BoundService;
@@ -119,11 +119,13 @@ impl ThreadsServer {
                 Handler::Stream(factory) => {
                     let factory = factory.clone();
                     let listener = TcpListener::from(fd);
+                    let protocol: Arc<str> = Arc::from(service.protocol.as_str());
                     threads.push(spawn(
                         format!("accept-{}", addr.port()),
-                        Box::new(move || accept_loop(listener, factory, shared)),
+                        Box::new(move || accept_loop(listener, factory, protocol, shared)),
                     )?);
                 }
+                Handler::StreamPerWorker(_) => return Err(crate::per_worker_refused(service)),
                 Handler::Datagram(factory) => {
                     let factory = factory.clone();
                     let socket = UdpSocket::from(fd);
@@ -173,7 +175,12 @@ impl ThreadsServer {
     }
 }
 
-fn accept_loop(listener: TcpListener, factory: engine::config::StreamFactory, shared: Arc<Shared>) {
+fn accept_loop(
+    listener: TcpListener,
+    factory: engine::config::StreamFactory,
+    protocol: Arc<str>,
+    shared: Arc<Shared>,
+) {
     // Connection threads inherit this thread's CPUs.
     pin_to(&shared.cpus);
     // Non-blocking accept polled every tick, so shutdown is noticed.
@@ -192,9 +199,10 @@ fn accept_loop(listener: TcpListener, factory: engine::config::StreamFactory, sh
                 shared.open.fetch_add(1, Ordering::SeqCst);
                 let for_thread = shared.clone();
                 // Sessions live on the thread that made them.
-                let factory = factory.clone();
+                let (factory, protocol) = (factory.clone(), protocol.clone());
                 match std::thread::Builder::new().spawn(move || {
-                    serve(stream, factory(), &for_thread);
+                    let session = factory(&SessionContext::new(stream.as_fd(), 0, &protocol));
+                    serve(stream, session, &for_thread);
                     for_thread.open.fetch_sub(1, Ordering::SeqCst);
                     for_thread.stats.connections_closed.add_shared(1);
                 }) {

@@ -12,10 +12,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::watch;
 
-use engine::config::{EngineConfig, Handler, StreamFactory};
+use engine::config::{EngineConfig, Handler, SessionContext, StreamFactory};
 use engine::error::EngineError;
 use engine::stats::WorkerStats;
 use engine::BoundService;
+use std::os::fd::AsFd;
 
 const TICK: Duration = Duration::from_millis(100);
 const LINGER: Duration = Duration::from_secs(2);
@@ -88,8 +89,16 @@ impl TokioServer {
                         .map_err(worker_error("preparing a listener"))?;
                     let listener = TcpListener::from_std(std_listener)
                         .map_err(worker_error("preparing a listener"))?;
-                    tasks.push(runtime.spawn(accept_loop(listener, factory.clone(), shared, stop)));
+                    let protocol: Arc<str> = Arc::from(service.protocol.as_str());
+                    tasks.push(runtime.spawn(accept_loop(
+                        listener,
+                        factory.clone(),
+                        protocol,
+                        shared,
+                        stop,
+                    )));
                 }
+                Handler::StreamPerWorker(_) => return Err(crate::per_worker_refused(service)),
                 Handler::Datagram(factory) => {
                     let std_socket = std::net::UdpSocket::from(fd);
                     std_socket
@@ -159,6 +168,7 @@ impl TokioServer {
 async fn accept_loop(
     listener: TcpListener,
     factory: StreamFactory,
+    protocol: Arc<str>,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -176,8 +186,9 @@ async fn accept_loop(
                     shared.stats.connections_accepted.add_shared(1);
                     shared.open.fetch_add(1, Ordering::SeqCst);
                     let (factory, shared, stop) = (factory.clone(), shared.clone(), stop.clone());
+                    let session = factory(&SessionContext::new(stream.as_fd(), 0, &protocol));
                     tokio::spawn(async move {
-                        serve(stream, factory(), &shared, stop).await;
+                        serve(stream, session, &shared, stop).await;
                         shared.open.fetch_sub(1, Ordering::SeqCst);
                         shared.stats.connections_closed.add_shared(1);
                     });
@@ -194,7 +205,7 @@ async fn accept_loop(
 
 async fn serve(
     mut stream: TcpStream,
-    mut session: Box<dyn StreamSession>,
+    mut session: Box<dyn StreamSession + Send>,
     shared: &Shared,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -293,7 +304,7 @@ async fn serve(
 /// blocking writers.
 async fn feed(
     stream: &mut TcpStream,
-    session: &mut dyn StreamSession,
+    session: &mut (dyn StreamSession + Send),
     mut input: &[u8],
     out: &mut Vec<u8>,
     stats: &WorkerStats,
@@ -315,7 +326,7 @@ async fn feed(
 async fn write_out(
     stream: &mut TcpStream,
     out: &mut Vec<u8>,
-    session: &mut dyn StreamSession,
+    session: &mut (dyn StreamSession + Send),
     stats: &WorkerStats,
 ) -> std::io::Result<Next> {
     let mut next = Next::Continue;

@@ -12,7 +12,7 @@
 
 use std::cell::Cell;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -111,7 +111,7 @@ async fn wait_for_wake(wake: OwnedFd) -> std::io::Result<()> {
 }
 
 async fn accept_loop(service: TcpService, shared: Rc<Shared>) {
-    let TcpService { fd, factory } = service;
+    let (fd, mut sessions) = service.on_worker(0);
     let listener = TcpListener::from_std(std::net::TcpListener::from(fd));
     let mut stop = shared.stop.clone();
     loop {
@@ -131,7 +131,8 @@ async fn accept_loop(service: TcpService, shared: Rc<Shared>) {
                 shared.stats.connections_accepted.inc();
                 shared.open.set(shared.open.get() + 1);
                 let shared = shared.clone();
-                let session = factory();
+                // SAFETY: the stream owns the descriptor for this borrow's life.
+                let session = sessions.open(unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) });
                 tokio_uring::spawn(async move {
                     serve_connection(stream, session, &shared).await;
                     shared.open.set(shared.open.get() - 1);

@@ -139,7 +139,7 @@ impl Protocol {
     }
 
     /// A new session for one TCP connection, if this is a stream protocol.
-    pub fn stream_session(self, options: &Options) -> Option<Box<dyn StreamSession>> {
+    pub fn stream_session(self, options: &Options) -> Option<Box<dyn StreamSession + Send>> {
         match self {
             Protocol::Echo => Some(Box::new(EchoStream)),
             Protocol::Reverse => Some(Box::new(ReverseChunks)),

@@ -29,7 +29,16 @@ impl Fed {
             next: Next::Continue,
         }
     }
+
+    /// Nothing taken: the session needs more input to complete a frame.
+    pub fn need_more() -> Self {
+        Self::all(0)
+    }
 }
+
+/// The most input a session may leave waiting for the rest of its frame
+/// unless it says otherwise ([`StreamSession::max_frame`]).
+pub const DEFAULT_MAX_FRAME: usize = 64 * 1024;
 
 /// One conversation on a byte stream.
 ///
@@ -43,14 +52,79 @@ impl Fed {
 /// request with a 400-byte answer cannot make a 16 KiB receive into 3 MB of
 /// output). Chunk boundaries carry no meaning unless the protocol gives them
 /// one, as the chapter's `reverse` does.
-pub trait StreamSession: Send {
+///
+/// A framed protocol answers "I need more bytes" by taking nothing
+/// (`consumed: 0` with [`Next::Continue`]): the transport holds what it
+/// offered, adds what arrives next, and offers it all again, as
+/// tokio-util's `Decoder` returning `Ok(None)`. The bytes it holds for one
+/// frame are bounded by [`max_frame`](Self::max_frame); past that the
+/// session is told ([`on_frame_too_large`](Self::on_frame_too_large)) and
+/// the connection is closed once that reply is sent.
+///
+/// A session lives and dies on the worker thread that accepted its
+/// connection, so it need not be `Send`: it may hold per-worker state in an
+/// `Rc`. Transports that move sessions between threads (the tokio model)
+/// ask for `StreamSession + Send`.
+///
+/// ```
+/// use protocols::{Fed, Next, StreamSession};
+///
+/// /// Answers each line with its length.
+/// struct LineLength;
+///
+/// impl StreamSession for LineLength {
+///     fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>, room: usize) -> Fed {
+///         let mut taken = 0;
+///         // Whole lines only; a line's tail waits for the rest of it.
+///         while let Some(end) = input[taken..].iter().position(|&b| b == b'\n') {
+///             out.extend_from_slice(format!("{}\n", end).as_bytes());
+///             taken += end + 1;
+///             if out.len() >= room {
+///                 break;
+///             }
+///         }
+///         Fed { consumed: taken, next: Next::Continue }
+///     }
+/// }
+///
+/// let mut out = Vec::new();
+/// LineLength.on_bytes(b"hello\nab\n", &mut out);
+/// assert_eq!(out, b"5\n2\n");
+/// ```
+pub trait StreamSession {
     /// Takes a prefix of `input`, appending its replies to `out`, and stops
     /// once it has appended at least `room` bytes (finishing the message it
-    /// is on). With `room > 0` it takes at least one byte, unless it has
-    /// output still to produce ([`has_more_output`](Self::has_more_output)):
-    /// a session writing a long body takes no new request until the body is
-    /// written.
+    /// is on). Taking nothing means "need more input": the same bytes are
+    /// offered again, with more after them, once more arrive. A session
+    /// with output still to produce ([`has_more_output`](Self::has_more_output))
+    /// takes no new request until that output is written.
     fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>, room: usize) -> Fed;
+
+    /// The most bytes the transport holds for this session while it waits
+    /// for the rest of a frame ("need more input"). Past it, the transport
+    /// calls [`on_frame_too_large`](Self::on_frame_too_large), sends what
+    /// that wrote, and closes the connection.
+    fn max_frame(&self) -> usize {
+        DEFAULT_MAX_FRAME
+    }
+
+    /// The peer sent more than [`max_frame`](Self::max_frame) bytes
+    /// without completing a frame: write a last reply (an error the peer
+    /// can read) if the protocol has one. The connection closes after it.
+    fn on_frame_too_large(&mut self, _out: &mut Vec<u8>) {}
+
+    /// When the session next wants [`on_timer`](Self::on_timer), if ever.
+    /// Asked again after every event, so a session moves or clears its
+    /// deadline simply by changing what it answers.
+    fn timer(&self) -> Option<Instant> {
+        None
+    }
+
+    /// The time asked for by [`timer`](Self::timer) has come (`now` is at
+    /// or after it): reply, keep going, or close once the output is sent.
+    fn on_timer(&mut self, _now: Instant, _out: &mut Vec<u8>) -> Next {
+        Next::Continue
+    }
 
     /// Consumes all of `input`, appending every reply (long bodies included,
     /// written whole) to `out`. For in-memory use, tests and verifiers: a
@@ -175,10 +249,10 @@ pub fn prefix_for_room(input: &[u8], room: usize) -> usize {
 /// `room` bytes of room at a time, the output is "sent" (moved to the
 /// result) between offers, and long bodies are written as the output
 /// drains, from static memory when the session offers it (parts of at most
-/// `room` bytes). Returns everything written and the most one `on_input` call
-/// appended beyond its room. Panics when the session breaks its contract:
-/// takes more than offered, or nothing with room to spare and nothing left
-/// to write.
+/// `room` bytes). Input a session leaves untaken ("need more input") is
+/// held and offered again with the next chunk. Returns everything written
+/// and the most one `on_input` call appended beyond its room. Panics when
+/// the session takes more than offered.
 pub fn drive_bounded(
     session: &mut dyn StreamSession,
     chunks: &[&[u8]],
@@ -221,12 +295,11 @@ pub fn drive_bounded(
                 written.append(&mut out);
                 return (written, worst);
             }
-            assert!(
-                fed.consumed > 0 || session.has_more_output(),
-                "a session took nothing with room to spare"
-            );
+            if fed.consumed == 0 && !session.has_more_output() {
+                break; // needs more input: keep the rest for the next chunk
+            }
         }
-        held.clear();
+        held.drain(..from);
     }
     (written, worst)
 }

@@ -397,17 +397,156 @@ fn shutdown_answers_what_was_queued_then_finishes() {
     assert_eq!(sim.stats.bytes_discarded.get(), 3);
 }
 
+/// Frames of one length byte and that many bytes; answers each with
+/// `<n>` and, past `max_frame`, with `too large`. Written out here, apart
+/// from any protocol of the crate, as a user of the API would.
+struct LengthPrefixed {
+    max_frame: usize,
+    eof_seen: bool,
+    timer: Option<Instant>,
+}
+
+impl LengthPrefixed {
+    fn new(max_frame: usize) -> Box<Self> {
+        Box::new(Self {
+            max_frame,
+            eof_seen: false,
+            timer: None,
+        })
+    }
+}
+
+impl StreamSession for LengthPrefixed {
+    fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>, _room: usize) -> Fed {
+        let Some(&len) = input.first() else {
+            return Fed::need_more();
+        };
+        let end = 1 + len as usize;
+        if input.len() < end {
+            return Fed::need_more();
+        }
+        out.extend_from_slice(format!("<{len}>").as_bytes());
+        Fed::all(end)
+    }
+
+    fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+
+    fn on_frame_too_large(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"too large");
+    }
+
+    fn on_eof(&mut self, _out: &mut Vec<u8>) {
+        self.eof_seen = true;
+    }
+
+    fn timer(&self) -> Option<Instant> {
+        self.timer
+    }
+}
+
 #[test]
-fn a_session_that_refuses_input_is_closed_not_left_hanging() {
-    struct Stubborn;
-    impl StreamSession for Stubborn {
-        fn on_input(&mut self, _input: &[u8], _out: &mut Vec<u8>, _room: usize) -> Fed {
-            Fed::all(0)
+fn a_frame_arriving_a_byte_at_a_time_is_answered_once_whole() {
+    let mut sim = Sim::new(LengthPrefixed::new(64), Limits::default());
+    let frames = [&[3u8, b'a', b'b', b'c'][..], &[0], &[2, b'x', b'y']].concat();
+    for byte in &frames {
+        assert!(sim.peer_sends(&[*byte]), "still receiving mid-frame");
+        sim.peer_reads();
+    }
+    assert_eq!(sim.delivered, b"<3><0><2>");
+    assert_eq!(sim.conn.held_len(), 0);
+    // Two frames and a half in one receive: two answers, the half held.
+    sim.peer_sends(&[1, b'q', 4, b'w']);
+    sim.peer_reads();
+    assert_eq!(sim.delivered, b"<3><0><2><1>");
+    assert_eq!(sim.conn.held_len(), 2);
+    assert!(sim.receiving);
+    sim.peer_sends(b"xyz");
+    sim.peer_reads();
+    assert_eq!(sim.delivered, b"<3><0><2><1><4>");
+}
+
+#[test]
+fn a_frame_past_the_sessions_bound_gets_its_error_and_a_close() {
+    let mut sim = Sim::new(LengthPrefixed::new(16), Limits::default());
+    sim.peer_sends(&[200]);
+    sim.peer_sends(&[0; 15]);
+    assert!(sim.receiving, "16 bytes held is within the bound");
+    assert_eq!(sim.stats.frames_too_large.get(), 0);
+    sim.peer_sends(&[0]);
+    assert_eq!(sim.stats.frames_too_large.get(), 1);
+    sim.peer_reads();
+    assert_eq!(sim.delivered, b"too large");
+    assert!(sim.actions.contains(&Action::ShutdownWrite));
+    assert_eq!(sim.conn.held_len(), 0, "the held frame is dropped");
+    assert_eq!(sim.stats.bytes_discarded.get(), 17);
+    sim.peer_closes();
+    assert!(sim.closed());
+}
+
+#[test]
+fn the_end_of_stream_mid_frame_reaches_the_session_and_finishes() {
+    let mut sim = Sim::new(LengthPrefixed::new(64), Limits::default());
+    sim.peer_sends(&[1, b'a', 5, b'b']);
+    sim.peer_reads();
+    sim.peer_closes();
+    assert_eq!(sim.delivered, b"<1>");
+    assert_eq!(sim.stats.bytes_discarded.get(), 2);
+    assert!(sim.closed());
+}
+
+#[test]
+fn a_peer_that_stops_mid_frame_meets_the_idle_timeout() {
+    let limits = Limits {
+        idle_timeout: Some(Duration::from_secs(10)),
+        ..Limits::default()
+    };
+    let mut sim = Sim::new(LengthPrefixed::new(64), limits);
+    sim.peer_sends(&[9, b'a']);
+    assert_eq!(
+        sim.conn.next_deadline(&sim.limits),
+        Some(sim.now + Duration::from_secs(10))
+    );
+    sim.advance(Duration::from_secs(10));
+    assert_eq!(sim.stats.idle_timeouts.get(), 1);
+    assert!(sim.actions.contains(&Action::ShutdownWrite));
+}
+
+#[test]
+fn a_session_timer_is_a_deadline_that_calls_on_timer() {
+    struct Beeper {
+        at: Option<Instant>,
+    }
+    impl StreamSession for Beeper {
+        fn on_input(&mut self, input: &[u8], _out: &mut Vec<u8>, _room: usize) -> Fed {
+            Fed::all(input.len())
+        }
+        fn timer(&self) -> Option<Instant> {
+            self.at
+        }
+        fn on_timer(&mut self, now: Instant, out: &mut Vec<u8>) -> Next {
+            out.extend_from_slice(b"beep");
+            self.at = Some(now + Duration::from_millis(50));
+            Next::Continue
         }
     }
-    let mut sim = Sim::new(Box::new(Stubborn), Limits::default());
-    sim.peer_sends(b"x");
-    assert!(sim.closed());
+    let start = Instant::now();
+    let at = start + Duration::from_millis(50);
+    let mut sim = Sim::new(Box::new(Beeper { at: Some(at) }), Limits::default());
+    sim.now = start;
+    assert_eq!(sim.conn.next_deadline(&sim.limits), Some(at));
+    sim.advance(Duration::from_millis(49));
+    sim.peer_reads();
+    assert!(sim.delivered.is_empty(), "not before its time");
+    sim.advance(Duration::from_millis(1));
+    sim.peer_reads();
+    assert_eq!(sim.delivered, b"beep");
+    assert_eq!(
+        sim.conn.next_deadline(&sim.limits),
+        Some(at + Duration::from_millis(50)),
+        "the session moved its timer"
+    );
 }
 
 #[test]

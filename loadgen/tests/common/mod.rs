@@ -24,7 +24,7 @@ impl TestServer {
                 addr: "127.0.0.1:0".parse().unwrap(),
                 protocol: protocol.name().to_string(),
                 handler: match transport {
-                    Transport::Tcp => Handler::Stream(Arc::new(move || {
+                    Transport::Tcp => Handler::Stream(Arc::new(move |_| {
                         protocol.stream_session(&Options::default()).unwrap()
                     })),
                     Transport::Udp => Handler::Datagram(Arc::new(move || {
