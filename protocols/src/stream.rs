@@ -30,6 +30,14 @@ impl Fed {
         }
     }
 
+    /// `n` bytes taken, and the connection closes once the output is sent.
+    pub fn close(n: usize) -> Self {
+        Self {
+            consumed: n,
+            next: Next::Close,
+        }
+    }
+
     /// Nothing taken: the session needs more input to complete a frame.
     pub fn need_more() -> Self {
         Self::all(0)

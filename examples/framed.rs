@@ -1,0 +1,82 @@
+//! A framed protocol on the engine: each frame is a 4-byte big-endian
+//! length and that many bytes; the reply is the same frame reversed. An
+//! empty frame asks how many frames this worker has served (per-worker
+//! state, no lock). A frame must arrive whole within 2 s of its first byte.
+//!
+//! `cargo run --release --example framed -- [ADDR] [WORKERS]` (default
+//! 127.0.0.1:7001, one worker per CPU); stops on SIGINT/SIGTERM.
+use std::{cell::Cell, rc::Rc, time::Duration, time::Instant};
+
+use engine::{Fed, Next, Server, StreamSession};
+
+const MAX_PAYLOAD: usize = 1 << 20;
+
+struct Framed {
+    served: Rc<Cell<u64>>,     // this worker's count, shared by its sessions
+    deadline: Option<Instant>, // set while a frame is incomplete
+}
+
+fn frame(out: &mut Vec<u8>, payload: impl Iterator<Item = u8> + ExactSizeIterator) {
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend(payload);
+}
+
+impl StreamSession for Framed {
+    fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>, _room: usize) -> Fed {
+        let Some(head) = input.first_chunk::<4>() else {
+            return self.need_more();
+        };
+        let len = u32::from_be_bytes(*head) as usize;
+        if len > MAX_PAYLOAD {
+            frame(out, b"frame too large".iter().copied());
+            return Fed::close(input.len());
+        }
+        let Some(payload) = input.get(4..4 + len) else {
+            return self.need_more();
+        };
+        self.deadline = None;
+        self.served.set(self.served.get() + 1);
+        match len {
+            0 => frame(out, self.served.get().to_string().into_bytes().into_iter()),
+            _ => frame(out, payload.iter().rev().copied()),
+        }
+        Fed::all(4 + len)
+    }
+
+    fn max_frame(&self) -> usize {
+        4 + MAX_PAYLOAD
+    }
+
+    fn timer(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    fn on_timer(&mut self, _now: Instant, out: &mut Vec<u8>) -> Next {
+        frame(out, b"timeout".iter().copied());
+        Next::Close
+    }
+}
+
+impl Framed {
+    fn need_more(&mut self) -> Fed {
+        self.deadline
+            .get_or_insert_with(|| Instant::now() + Duration::from_secs(2));
+        Fed::need_more()
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let addr = args.next().unwrap_or_else(|| "127.0.0.1:7001".into());
+    let mut server = Server::new().tcp_per_worker(addr.parse()?, "framed", |_worker| {
+        let served = Rc::new(Cell::new(0)); // made on, and kept by, this worker
+        move |_cx: &engine::SessionContext| Framed {
+            served: served.clone(),
+            deadline: None,
+        }
+    });
+    if let Some(workers) = args.next() {
+        server = server.workers(workers.parse()?);
+    }
+    Ok(server.run()?)
+}

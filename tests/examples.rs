@@ -1,0 +1,269 @@
+//! The examples in `examples/`, each run as its own process the way a user
+//! runs it (`cargo run --example NAME -- ADDR`), through real sockets on
+//! loopback, and stopped with SIGTERM. The redis-benchmark and redis-cli
+//! checks need Debian's `redis-tools` (`.ci/run` installs it and runs them
+//! with `--ignored`).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// How long anything the example should do promptly may take.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// An example started on a free loopback port; killed if still running
+/// when dropped.
+struct Example {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Example {
+    /// Starts `target/<profile>/examples/NAME 127.0.0.1:0 EXTRA...` and
+    /// reads the address it bound from its first line.
+    fn start(name: &str, extra: &[&str]) -> Example {
+        let path = examples_dir().join(name);
+        let mut child = Command::new(&path)
+            .arg("127.0.0.1:0")
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", path.display()));
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("stdout");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("first line");
+        // "tcp 127.0.0.1:PORT NAME"
+        let addr = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("{name} printed no address: {line:?}"));
+        Example { child, addr }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    fn stop(mut self) {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: signals our own child, which we have not reaped yet.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(status.success(), "the example exited with {status}");
+                return;
+            }
+            assert!(started.elapsed() < PATIENCE, "no exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Example {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `target/<profile>/examples`, with every example freshly built: a
+/// `cargo test` that runs only this file does not build them, and a stale
+/// binary would test old code.
+fn examples_dir() -> &'static PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "--examples"])
+            .args((!cfg!(debug_assertions)).then_some("--release"))
+            .status()
+            .expect("running cargo build --examples");
+        assert!(status.success(), "cargo build --examples: {status}");
+        // Integration tests run from target/<profile>/deps.
+        let exe = std::env::current_exe().expect("test binary path");
+        let profile = exe.parent().and_then(|d| d.parent()).expect("target dir");
+        profile.join("examples")
+    })
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    s
+}
+
+/// Reads exactly `n` bytes.
+fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0; n];
+    s.read_exact(&mut buf).expect("reply");
+    buf
+}
+
+#[test]
+fn ping_answers_resp_split_anywhere_and_pipelined() {
+    let ex = Example::start("ping", &["1"]);
+    let mut s = connect(ex.addr);
+    // Multibulk PING, ECHO of a value with CR LF inside, inline PING, and
+    // an unknown command, in one write.
+    s.write_all(
+        b"*1\r\n$4\r\nPING\r\n*2\r\n$4\r\nECHO\r\n$4\r\na\r\nb\r\nPING\r\n*1\r\n$3\r\nFOO\r\n",
+    )
+    .unwrap();
+    let expected = b"+PONG\r\n$4\r\na\r\nb\r\n+PONG\r\n-ERR unknown command\r\n";
+    assert_eq!(read_n(&mut s, expected.len()), expected);
+    // The same ECHO a byte at a time: the engine holds the partial command.
+    for byte in b"*2\r\n$4\r\nECHO\r\n$5\r\nhello\r\n" {
+        s.write_all(&[*byte]).unwrap();
+    }
+    assert_eq!(read_n(&mut s, 11), b"$5\r\nhello\r\n");
+    // Garbage is an error the client can read, then a close.
+    s.write_all(b"*x\r\n").unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest, b"-ERR Protocol error\r\n");
+    ex.stop();
+}
+
+/// Sends one frame of the framed example and reads its reply frame.
+fn framed_round_trip(s: &mut TcpStream, payload: &[u8]) -> Vec<u8> {
+    let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(payload);
+    s.write_all(&frame).unwrap();
+    let len = u32::from_be_bytes(read_n(s, 4).try_into().unwrap()) as usize;
+    read_n(s, len)
+}
+
+#[test]
+fn framed_reverses_frames_counts_per_worker_and_times_out_a_partial_frame() {
+    // One worker, so that both connections below share its state.
+    let ex = Example::start("framed", &["1"]);
+    let mut a = connect(ex.addr);
+    assert_eq!(framed_round_trip(&mut a, b"abc"), b"cba");
+    // A frame larger than one receive, sent in two halves.
+    let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let mut frame = (big.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&big);
+    a.write_all(&frame[..100_000]).unwrap();
+    a.write_all(&frame[100_000..]).unwrap();
+    let len = u32::from_be_bytes(read_n(&mut a, 4).try_into().unwrap()) as usize;
+    let reversed: Vec<u8> = big.iter().rev().copied().collect();
+    assert_eq!(read_n(&mut a, len), reversed);
+    // Another connection's frame counts in the same worker's tally: 2
+    // from a, 1 from d, and the empty frame that asks.
+    let mut d = connect(ex.addr);
+    assert_eq!(framed_round_trip(&mut d, b"z"), b"z");
+    assert_eq!(framed_round_trip(&mut a, b""), b"4");
+    // A partial frame is answered "timeout" after 2 s, then closed.
+    let mut b = connect(ex.addr);
+    let sent = Instant::now();
+    b.write_all(&[0, 0, 0, 9, b'x']).unwrap();
+    let mut rest = Vec::new();
+    b.read_to_end(&mut rest).unwrap();
+    let waited = sent.elapsed();
+    assert_eq!(rest, b"\0\0\0\x07timeout");
+    assert!(
+        waited >= Duration::from_secs(2),
+        "timed out early: {waited:?}"
+    );
+    // A length past the 1 MiB bound is refused at once.
+    let mut c = connect(ex.addr);
+    c.write_all(&(2u32 << 20).to_be_bytes()).unwrap();
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest, b"\0\0\0\x0fframe too large");
+    ex.stop();
+}
+
+#[test]
+fn udp_upper_answers_in_capitals_and_never_longer() {
+    let ex = Example::start("udp_upper", &[]);
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    for message in [&b"hello, World 42"[..], b"", &[b'q'; 1400]] {
+        s.send_to(message, ex.addr).unwrap();
+        let mut buf = [0; 2048];
+        let (n, from) = s.recv_from(&mut buf).expect("a reply");
+        assert_eq!(from, ex.addr);
+        assert_eq!(&buf[..n], message.to_ascii_uppercase());
+    }
+    ex.stop();
+}
+
+/// Runs a tool from Debian's redis-tools, failing with what it printed.
+fn redis_tool(program: &str, args: &[&str]) -> Output {
+    let output = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{program} not runnable ({e}): apt-get install redis-tools"));
+    assert!(
+        output.status.success(),
+        "{program} {args:?}: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+#[test]
+#[ignore = "needs redis-tools (CI installs it)"]
+fn redis_cli_and_redis_benchmark_drive_the_ping_example() {
+    let ex = Example::start("ping", &["1"]);
+    let port = ex.addr.port().to_string();
+    let cli = |args: &[&str]| {
+        let all = [&["-h", "127.0.0.1", "-p", &port][..], args].concat();
+        String::from_utf8(redis_tool("redis-cli", &all).stdout).unwrap()
+    };
+    assert_eq!(cli(&["ping"]), "PONG\n");
+    assert_eq!(cli(&["ping", "hi there"]), "hi there\n");
+    assert_eq!(cli(&["echo", "line\r\nbreak"]), "line\r\nbreak\n");
+    for pipeline in ["1", "16"] {
+        let out = redis_tool(
+            "redis-benchmark",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-t",
+                "ping_inline,ping_mbulk",
+                "-c",
+                "50",
+                "-n",
+                "50000",
+                "-P",
+                pipeline,
+                "--csv",
+            ],
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // redis-benchmark finishes only once every request is answered; it
+        // reports each test as one CSV row, and any error on stderr.
+        for test in ["PING_INLINE", "PING_MBULK"] {
+            let row = stdout
+                .lines()
+                .find(|l| l.starts_with(&format!("\"{test}\"")))
+                .unwrap_or_else(|| panic!("no {test} row at -P {pipeline}: {stdout}"));
+            let rps: f64 = row
+                .split(',')
+                .nth(1)
+                .unwrap()
+                .trim_matches('"')
+                .parse()
+                .unwrap();
+            assert!(rps > 0.0, "{row}");
+        }
+        assert!(
+            !stderr.to_lowercase().contains("error") && !stderr.contains("WARNING"),
+            "-P {pipeline}: {stderr}"
+        );
+    }
+    ex.stop();
+}
