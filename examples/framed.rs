@@ -16,7 +16,7 @@ struct Framed {
     deadline: Option<Instant>, // set while a frame is incomplete
 }
 
-fn frame(out: &mut Vec<u8>, payload: impl Iterator<Item = u8> + ExactSizeIterator) {
+fn frame(out: &mut Vec<u8>, payload: impl ExactSizeIterator<Item = u8>) {
     out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
     out.extend(payload);
 }

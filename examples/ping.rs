@@ -16,10 +16,13 @@ fn number(digits: Option<&[u8]>) -> Result<usize, ()> {
     text.parse().map_err(|_| ())
 }
 
+/// A command's words, and the bytes after it.
+type Command<'a> = (Vec<&'a [u8]>, &'a [u8]);
+
 /// The command at the front of `input` and the bytes after it: `Ok(None)`
 /// until it is whole (the engine holds the bytes meanwhile), `Err` if it
 /// is not RESP.
-fn command(input: &[u8]) -> Result<Option<(Vec<&[u8]>, &[u8])>, ()> {
+fn command(input: &[u8]) -> Result<Option<Command<'_>>, ()> {
     let Some((first, mut rest)) = line(input) else {
         return Ok(None);
     };
@@ -69,7 +72,8 @@ impl StreamSession for Ping {
                     // Each key asked for, with no value: nothing to tell.
                     out.extend_from_slice(format!("*{}\r\n", keys.len() * 2).as_bytes());
                     for key in keys {
-                        (bulk(out, key), bulk(out, b""));
+                        bulk(out, key);
+                        bulk(out, b"");
                     }
                 }
                 (None, _) => {} // an empty line

@@ -147,9 +147,6 @@ pub struct Connection {
     static_out: Option<&'static [u8]>,
     /// Input received but not yet taken by the session.
     held: HeldInput,
-    /// The session took nothing of the `n` bytes held ("need more
-    /// input"): they are offered again only once more arrive.
-    awaiting: Option<usize>,
     recv: Recv,
     reading: Reading,
     send_in_flight: bool,
@@ -196,7 +193,6 @@ impl Connection {
             lent: None,
             static_out: None,
             held: HeldInput::default(),
-            awaiting: None,
             recv: Recv::Idle,
             reading: Reading::Open,
             send_in_flight: false,
@@ -240,8 +236,9 @@ impl Connection {
         env.stats.messages_in.inc();
         if self.held_len() == 0 {
             // The usual case: the session takes the bytes where they lie.
-            let taken = self.offer(data, env);
+            let (taken, awaiting) = self.offer(data, env);
             self.held.push(&data[taken..]);
+            self.held.set_awaiting(awaiting);
         } else {
             self.held.push(data);
         }
@@ -572,10 +569,12 @@ impl Connection {
     }
 
     /// Offers `input` to the session while output stays under the limit;
-    /// returns how much it took.
-    fn offer(&mut self, input: &[u8], env: &Env) -> usize {
+    /// returns how much it took, and whether it asked for more input
+    /// before it takes the rest.
+    fn offer(&mut self, input: &[u8], env: &Env) -> (usize, bool) {
         let limit = env.limits.output_limit;
         let mut taken = 0;
+        let mut awaiting = false;
         while taken < input.len() && self.reading == Reading::Open {
             let held = self.output_held();
             if held >= limit || self.session.has_more_output() {
@@ -587,17 +586,15 @@ impl Connection {
             taken += fed.consumed.min(input.len() - taken);
             if fed.next == Next::Close {
                 self.reading = Reading::Done;
-                return input.len();
+                return (input.len(), false);
             }
             if fed.consumed == 0 {
-                if !self.session.has_more_output() {
-                    // Need more input: hold the rest until more arrives.
-                    self.awaiting = Some(input.len() - taken);
-                }
+                // Need more input: the rest waits until more arrives.
+                awaiting = !self.session.has_more_output();
                 break;
             }
         }
-        taken
+        (taken, awaiting)
     }
 
     /// Moves everything that can move without I/O: long bodies refilled,
@@ -608,10 +605,10 @@ impl Connection {
             self.reading = Reading::Done;
         }
         if self.held_len() > 0 && !self.awaiting_more() {
-            self.awaiting = None;
             let mut held = std::mem::take(&mut self.held);
-            let taken = self.offer(held.as_slice(), env);
+            let (taken, awaiting) = self.offer(held.as_slice(), env);
             held.consume(taken);
+            held.set_awaiting(awaiting);
             self.held = held;
         }
         if self.awaiting_more() && self.held_len() > self.session.max_frame() {
@@ -642,7 +639,7 @@ impl Connection {
     /// True while everything held is a frame's beginning the session has
     /// seen and waits to complete.
     fn awaiting_more(&self) -> bool {
-        self.awaiting.is_some_and(|n| n == self.held_len()) && self.held_len() > 0
+        self.held.awaiting()
     }
 
     /// Drops held input that will never be offered (counted as discarded).
@@ -651,7 +648,6 @@ impl Connection {
             env.stats.bytes_discarded.add(self.held_len() as u64);
             self.held = HeldInput::default();
         }
-        self.awaiting = None;
     }
 
     /// Lets the session produce more of a long output: a static part once
@@ -774,7 +770,6 @@ impl Connection {
         self.failed = true;
         self.pending = Vec::new();
         self.held = HeldInput::default();
-        self.awaiting = None;
     }
 
     fn release_idle_memory(&mut self) {
@@ -805,6 +800,9 @@ struct Held {
     bytes: Vec<u8>,
     /// How much of `bytes` the session has taken.
     from: usize,
+    /// The session has seen every byte held and asked for more ("need
+    /// more input"): they are offered again only once more arrive.
+    awaiting: bool,
 }
 
 impl HeldInput {
@@ -829,10 +827,24 @@ impl HeldInput {
             Box::new(Held {
                 bytes: Vec::new(),
                 from: 0,
+                awaiting: false,
             })
         });
+        held.awaiting = false; // new bytes: worth offering again
         held.bytes.reserve_exact(data.len());
         held.bytes.extend_from_slice(data);
+    }
+
+    /// True while the session waits for more than what is held.
+    fn awaiting(&self) -> bool {
+        self.0.as_ref().is_some_and(|h| h.awaiting)
+    }
+
+    /// Records whether the session, offered everything held, asked for more.
+    fn set_awaiting(&mut self, awaiting: bool) {
+        if let Some(held) = self.0.as_mut() {
+            held.awaiting = awaiting;
+        }
     }
 
     /// The session took `n` bytes from the front.

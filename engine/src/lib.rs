@@ -15,6 +15,8 @@
 //! building blocks loadgen shares ([`uring`], [`bufring`], [`ring`],
 //! [`token`], [`socket`], [`udp`]) live here.
 
+#![deny(missing_docs)]
+
 pub mod bufring;
 pub mod config;
 pub mod connection;

@@ -151,6 +151,35 @@ impl Server {
     /// Binds every service and starts the workers; returns once all are
     /// serving. Stop it with [`PerCore::shutdown`], then
     /// [`PerCore::join`].
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use engine::{Fed, Server, StreamSession};
+    ///
+    /// /// Answers every byte with its capital.
+    /// struct Upper;
+    ///
+    /// impl StreamSession for Upper {
+    ///     fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>, _room: usize) -> Fed {
+    ///         out.extend(input.iter().map(u8::to_ascii_uppercase));
+    ///         Fed::all(input.len())
+    ///     }
+    /// }
+    ///
+    /// let running = Server::new()
+    ///     .workers(1)
+    ///     .tcp("127.0.0.1:0".parse().unwrap(), "upper", |_cx| Upper)
+    ///     .start()
+    ///     .expect("io_uring and a free port");
+    /// let addr = running.services()[0].addr;
+    /// let mut client = std::net::TcpStream::connect(addr).unwrap();
+    /// client.write_all(b"hello").unwrap();
+    /// let mut reply = [0; 5];
+    /// client.read_exact(&mut reply).unwrap();
+    /// assert_eq!(&reply, b"HELLO");
+    /// running.shutdown();
+    /// running.join().unwrap();
+    /// ```
     pub fn start(self) -> Result<PerCore, EngineError> {
         match self.driver {
             Driver::Uring => crate::Engine::start(self.config).map(crate::Engine::into_core),

@@ -1,6 +1,8 @@
 //! ringcore's load generator as a library: the `loadgen` binary is a thin
 //! command line over these runners, and the tests drive them directly too.
 
+#![deny(missing_docs)]
+
 pub mod bot;
 pub mod bulk;
 pub mod cc;

@@ -335,6 +335,7 @@ pub fn delivered_pps(r: &UdpReport) -> f64 {
     delivered as f64 / r.duration_s
 }
 
+/// Prints a UDP rate sweep: one row per offered rate.
 pub fn print_sweep(steps: &[&UdpReport]) {
     if let Some(first) = steps.first() {
         println!(
@@ -359,6 +360,7 @@ pub fn print_sweep(steps: &[&UdpReport]) {
     }
 }
 
+/// Prints a UDP run's report for a person.
 pub fn print_udp(r: &UdpReport) {
     let pacing = match (r.requested_pps, r.accuracy_pct) {
         _ if r.cc.is_some() => format!(
@@ -518,6 +520,7 @@ impl TcpReport {
     }
 }
 
+/// Prints a TCP run's report for a person.
 pub fn print_tcp(r: &TcpReport) {
     let mode = match r.requested_rate {
         Some(rate) => format!("open loop at {rate:.0} req/s"),

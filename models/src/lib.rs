@@ -5,6 +5,8 @@
 //! runtime per pinned worker). They are baselines: the engine crate holds
 //! only the io_uring engine and the epoll driver that shares its layout.
 
+#![deny(missing_docs)]
+
 pub mod threads;
 pub mod tokio_model;
 pub mod tokio_uring_model;

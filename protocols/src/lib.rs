@@ -6,6 +6,8 @@
 //! engine, the baseline servers and the load generator's verifier all share this
 //! code, and every protocol is tested here with plain byte slices.
 
+#![deny(missing_docs)]
+
 pub mod bot;
 pub mod datagram;
 pub mod discard;
