@@ -64,11 +64,11 @@ impl StreamSession for Ping {
             };
             let Some((args, after)) = parsed else { break }; // need more input
             rest = after;
-            let name = args.first().map(|c| c.to_ascii_uppercase());
-            match (name.as_deref(), &args[..]) {
-                (Some(b"PING"), [_]) => out.extend_from_slice(b"+PONG\r\n"),
-                (Some(b"PING" | b"ECHO"), [_, text]) => bulk(out, text),
-                (Some(b"CONFIG"), [_, _, keys @ ..]) => {
+            let is = |word: &[u8], name: &[u8]| word.eq_ignore_ascii_case(name);
+            match &args[..] {
+                [c] if is(c, b"PING") => out.extend_from_slice(b"+PONG\r\n"),
+                [c, text] if is(c, b"PING") || is(c, b"ECHO") => bulk(out, text),
+                [c, _, keys @ ..] if is(c, b"CONFIG") => {
                     // Each key asked for, with no value: nothing to tell.
                     out.extend_from_slice(format!("*{}\r\n", keys.len() * 2).as_bytes());
                     for key in keys {
@@ -76,7 +76,7 @@ impl StreamSession for Ping {
                         bulk(out, b"");
                     }
                 }
-                (None, _) => {} // an empty line
+                [] => {} // an empty line
                 _ => out.extend_from_slice(b"-ERR unknown command\r\n"),
             }
         }

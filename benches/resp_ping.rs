@@ -1,0 +1,240 @@
+//! The PING example (`examples/ping.rs`, one worker) beside Debian's
+//! `redis-server`, both driven by `redis-benchmark`, in one run.
+//!
+//! Each server runs on CPU 0 (the example pins its one worker there;
+//! redis-server is started under `taskset -c 0`), redis-benchmark on CPU 1,
+//! and the servers alternate within every round. redis-server is set up as
+//! its users would for a one-core PING test: no persistence (`save ""`,
+//! `appendonly no`), `io-threads 1` (one core is all it gets). Per cell
+//! (test x pipeline depth) and server: requests per second and p50/p99 as
+//! redis-benchmark reports them, and the server's CPU time per request,
+//! user and system apart (from /proc/PID/stat around each run).
+//!
+//! `cargo bench --bench resp_ping` (3 rounds) or `-- --quick` (1 round,
+//! a tenth of the requests); `-- --rounds N` for more. Needs
+//! `apt-get install redis-server redis-tools`.
+
+mod support;
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::summary;
+
+/// A server process, killed when dropped.
+struct Running {
+    name: &'static str,
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free loopback port (bound, read, released).
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+fn wait_until_listening(port: u16) {
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let until = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < until, "nothing listens on {addr}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn ping_example() -> PathBuf {
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--quiet", "--release", "--example", "ping"])
+        .status()
+        .expect("cargo build --example ping");
+    assert!(status.success());
+    let exe = std::env::current_exe().expect("bench path");
+    let release = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    release.join("examples").join("ping")
+}
+
+fn start_ping(path: &PathBuf) -> Running {
+    let port = free_port();
+    let child = Command::new(path)
+        .args([format!("127.0.0.1:{port}"), "1".into()])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start the ping example");
+    wait_until_listening(port);
+    Running {
+        name: "ping example",
+        child,
+        port,
+    }
+}
+
+fn start_redis() -> Running {
+    let port = free_port();
+    let child = Command::new("taskset")
+        .args(["-c", "0", "redis-server", "--bind", "127.0.0.1", "--port"])
+        .arg(port.to_string())
+        .args(["--save", "", "--appendonly", "no", "--io-threads", "1"])
+        .args([
+            "--daemonize",
+            "no",
+            "--logfile",
+            "",
+            "--loglevel",
+            "warning",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start redis-server (apt-get install redis-server)");
+    wait_until_listening(port);
+    Running {
+        name: "redis-server",
+        child,
+        port,
+    }
+}
+
+/// User and system CPU seconds `pid` has used so far.
+fn cpu_split(pid: u32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("comm")
+        .1
+        .split_whitespace()
+        .collect();
+    // SAFETY: sysconf only reads a system constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let ticks = |i: usize| fields[i].parse::<u64>().expect("ticks") as f64 / hz;
+    (ticks(11), ticks(12))
+}
+
+/// One measurement: requests/s, p50 and p99 in ms, server CPU µs per
+/// request (user, system).
+struct Sample {
+    rps: f64,
+    p50: f64,
+    p99: f64,
+    user_us: f64,
+    sys_us: f64,
+    /// redis-benchmark's own CPU per request, and how often it slept and
+    /// woke per request (voluntary context switches): a client near a
+    /// whole core sets the rate, whatever the server could do.
+    client_us: f64,
+    client_wakeups: f64,
+}
+
+/// CPU seconds and voluntary context switches of this process's reaped
+/// children so far.
+fn children_usage() -> (f64, f64) {
+    // SAFETY: getrusage fills the struct we pass; zeroed is a valid start.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; RUSAGE_CHILDREN is a valid selector.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (
+        secs(usage.ru_utime) + secs(usage.ru_stime),
+        usage.ru_nvcsw as f64,
+    )
+}
+
+fn run(server: &Running, test: &str, pipeline: u32, requests: u64) -> Sample {
+    let pid = server.child.id();
+    let (user0, sys0) = cpu_split(pid);
+    let (client0, switches0) = children_usage();
+    let out = Command::new("taskset")
+        .args(["-c", "1", "redis-benchmark", "-h", "127.0.0.1", "-p"])
+        .arg(server.port.to_string())
+        .args(["-t", test, "-c", "50", "-n"])
+        .arg(requests.to_string())
+        .arg("-P")
+        .arg(pipeline.to_string())
+        .arg("--csv")
+        .output()
+        .expect("run redis-benchmark (apt-get install redis-tools)");
+    let (user1, sys1) = cpu_split(pid);
+    let (client1, switches1) = children_usage();
+    let csv = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        server.name,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // "test","rps","avg","min","p50","p95","p99","max"
+    let row: Vec<f64> = csv
+        .lines()
+        .nth(1)
+        .unwrap_or_else(|| panic!("no result row: {csv}"))
+        .split(',')
+        .skip(1)
+        .map(|v| v.trim_matches('"').parse().expect("a number"))
+        .collect();
+    let per_request = 1e6 / requests as f64;
+    Sample {
+        rps: row[0],
+        p50: row[3],
+        p99: row[5],
+        user_us: (user1 - user0) * per_request,
+        sys_us: (sys1 - sys0) * per_request,
+        client_us: (client1 - client0) * per_request,
+        client_wakeups: (switches1 - switches0) / requests as f64,
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
+        return; // cargo bench -- --list: nothing to enumerate
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let rounds: usize = support::arg("--rounds", if quick { 1 } else { 3 });
+    let scale = if quick { 10 } else { 1 };
+    let ping = ping_example();
+    let servers = [start_ping(&ping), start_redis()];
+    println!("| test | -P | server | requests/s | p50 ms | p99 ms | server CPU µs/req (user + sys) | client CPU µs/req | client wake-ups/req | ops/s vs redis-server |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for (pipeline, requests) in [(1u32, 200_000u64), (16, 2_000_000)] {
+        for test in ["ping_inline", "ping_mbulk"] {
+            let mut samples: [Vec<Sample>; 2] = [Vec::new(), Vec::new()];
+            for round in 0..rounds {
+                // A B, then B A: neither server always goes first.
+                for i in 0..2 {
+                    let s = (i + round) % 2;
+                    samples[s].push(run(&servers[s], test, pipeline, requests / scale));
+                }
+            }
+            let redis_rps: Vec<f64> = samples[1].iter().map(|s| s.rps).collect();
+            for (server, samples) in servers.iter().zip(&samples) {
+                let of =
+                    |f: fn(&Sample) -> f64| summary(&samples.iter().map(f).collect::<Vec<_>>());
+                let (rps, lo, hi) = of(|s| s.rps);
+                let ratios: Vec<f64> = samples
+                    .iter()
+                    .zip(&redis_rps)
+                    .map(|(s, r)| s.rps / r)
+                    .collect();
+                let (ratio, rlo, rhi) = summary(&ratios);
+                println!(
+                    "| {test} | {pipeline} | {} | {rps:.0} ({lo:.0}-{hi:.0}) | {:.3} | {:.3} | {:.2} + {:.2} | {:.2} | {:.3} | {ratio:.2} ({rlo:.2}-{rhi:.2}) |",
+                    server.name,
+                    of(|s| s.p50).0,
+                    of(|s| s.p99).0,
+                    of(|s| s.user_us).0,
+                    of(|s| s.sys_us).0,
+                    of(|s| s.client_us).0,
+                    of(|s| s.client_wakeups).0,
+                );
+            }
+        }
+    }
+}
