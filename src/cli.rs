@@ -320,6 +320,19 @@ impl Cli {
             shutdown_deadline: self.shutdown_deadline,
             ..EngineConfig::default()
         };
+        // The engine's rule, in the flags' terms.
+        let least = config.least_memory_limit();
+        if config.memory_limit < least && !config.cpus.is_empty() {
+            let share = config.memory_limit / config.cpus.len();
+            anyhow::bail!(
+                "memory limit {} leaves each of {} workers {}, under twice the output limit ({}); raise --memory-limit to at least {} or lower --output-limit",
+                protocols::units::format_size(config.memory_limit as u64),
+                config.cpus.len(),
+                protocols::units::format_size(share as u64),
+                protocols::units::format_size(config.output_limit as u64),
+                protocols::units::format_size(least as u64),
+            );
+        }
         config.validate().map_err(anyhow::Error::msg)?;
         let uring_only = [
             ("--sqpoll", self.sqpoll.is_some()),

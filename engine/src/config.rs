@@ -190,6 +190,15 @@ impl Default for EngineConfig {
 }
 
 impl EngineConfig {
+    /// The smallest `memory_limit` these workers and this output limit
+    /// allow: each worker's share must hold two connections at their output
+    /// limit, or one ordinary large reply would evict others.
+    pub fn least_memory_limit(&self) -> usize {
+        self.output_limit
+            .saturating_mul(2)
+            .saturating_mul(self.cpus.len().max(1))
+    }
+
     /// Checks the values that would otherwise fail deep inside a worker.
     pub fn validate(&self) -> Result<(), String> {
         if self.services.is_empty() {
@@ -232,18 +241,15 @@ impl EngineConfig {
         if self.max_connections == 0 {
             return Err("max connections must be above zero".into());
         }
-        // A worker's share must hold at least two connections at their
-        // output limit, or one ordinary large reply would evict others.
-        let workers = self.cpus.len();
-        let share = self.memory_limit / workers;
-        let least = self.output_limit.saturating_mul(2);
-        if share < least {
+        let least = self.least_memory_limit();
+        if self.memory_limit < least {
+            let workers = self.cpus.len();
             return Err(format!(
-                "memory limit {} leaves each of {workers} workers {}, under twice the output limit ({}); raise --memory-limit to at least {} or lower --output-limit",
+                "memory limit {} leaves each of {workers} workers {}, under twice the output limit ({}); raise the memory limit to at least {} or lower the output limit",
                 protocols::units::format_size(self.memory_limit as u64),
-                protocols::units::format_size(share as u64),
+                protocols::units::format_size((self.memory_limit / workers) as u64),
                 protocols::units::format_size(self.output_limit as u64),
-                protocols::units::format_size(least.saturating_mul(workers) as u64),
+                protocols::units::format_size(least as u64),
             ));
         }
         if self.udp_sends_in_flight == 0 {

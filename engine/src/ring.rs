@@ -151,7 +151,7 @@ pub fn unavailable(err: &io::Error) -> EngineError {
             "io_uring_setup does not exist here (ENOSYS): either the kernel is older than 5.1 or built without CONFIG_IO_URING, or a seccomp filter (Docker's default profile) blocks it; ringcore needs Linux 6.0 or newer with io_uring allowed".to_string()
         }
         (Some(libc::ENOMEM), _) => {
-            "not enough locked memory for the ring (ENOMEM): without CAP_IPC_LOCK, io_uring's memory counts against RLIMIT_MEMLOCK; raise it (`ulimit -l`; in Docker `--ulimit memlock=-1`) or lower --ring-entries".to_string()
+            "not enough locked memory for the ring (ENOMEM): without CAP_IPC_LOCK, io_uring's memory counts against RLIMIT_MEMLOCK; raise it (`ulimit -l`; in Docker `--ulimit memlock=-1`) or use fewer ring entries".to_string()
         }
         _ => format!("io_uring_setup failed: {err}"),
     };

@@ -139,7 +139,9 @@ impl Worker {
             }
         };
         if let Some(wait) = settings.batch_wait {
-            uring.set_batch_wait(wait).map_err(fail("--batch-wait"))?;
+            uring
+                .set_batch_wait(wait)
+                .map_err(fail("setting the batch wait"))?;
         }
         let (count, size) = settings.tcp_buffers;
         let tcp_bufs = BufRing::new(count, size as usize, TCP_GROUP)
