@@ -116,11 +116,10 @@ impl UdpChat {
         self.socket.send_to(message, self.to).unwrap();
     }
 
-    /// Opens the conversation: a first datagram padded so that the greeting
-    /// is within three times it (the bot's anti-amplification limit).
+    /// Opens the conversation: proves this address receives (the bot's
+    /// prompt and its code), after which the greeting comes.
     fn hello(&self) {
-        let greeting = expected_turns(&[]).remove(0);
-        self.send(&loadgen::bot::opener_for(greeting.len()));
+        loadgen::bot::prove_udp(&self.socket, self.to).expect("the bot's prompt and code");
     }
 
     /// Reads reply datagrams until they hold as many bytes as `expected`.
@@ -315,11 +314,16 @@ fn idle_conversations_end_with_a_goodbye_or_start_fresh() {
     udp.read_like(&expected_turns(&["1"])[1]);
     // Outlast the idle time (the wait is the test's subject, not luck).
     std::thread::sleep(Duration::from_millis(450));
-    udp.send(b"yes");
-    let notice = "Your previous chat ended after 0.0 minutes of silence; let's start over.\n";
-    let reply = udp.read_like(&format!("{notice}{opening}"));
-    assert_eq!(reply, format!("{notice}{opening}"));
+    // Forgotten: the address proves itself again before anything more.
+    udp.send(b"yes, still here");
+    let prompt = udp.read_like("Hello! To start a chat, send: 3kf9xq\n");
+    assert!(
+        protocols::cookie::code_in_prompt(prompt.as_bytes()).is_some(),
+        "{prompt}"
+    );
     assert_eq!(server.counter("sessions_expired"), 1);
+    udp.hello();
+    assert_eq!(udp.read_like(&opening), opening);
 }
 
 #[test]
@@ -384,21 +388,144 @@ fn a_bad_script_fails_startup_naming_the_node() {
     );
 }
 
+/// The bytes the bot's prompt takes for a first datagram of `sent` bytes,
+/// written out by hand from the README's table: nothing for 0 or 1 byte,
+/// the bare 6-character code for 2, the code and a newline for 3,
+/// `send <code>` for 4 to 12, the full sentence from 13 on.
+fn prompt_len(sent: usize) -> usize {
+    match sent {
+        0 | 1 => 0,
+        2 => 6,
+        3 => 7,
+        4..=12 => 12,
+        _ => "Hello! To start a chat, send: ".len() + 7,
+    }
+}
+
+/// Waits until the bot has handled everything sent to it before: one
+/// worker reads one socket in order, so once a later datagram is
+/// answered, every earlier one was.
+fn settle(bot: SocketAddr) {
+    let marker = UdpSocket::bind("127.0.0.1:0").unwrap();
+    marker.set_read_timeout(Some(PATIENCE)).unwrap();
+    marker.send_to(b"hello", bot).unwrap();
+    let mut buf = [0u8; 64];
+    marker.recv_from(&mut buf).expect("the marker's prompt");
+}
+
+/// Everything waiting on `socket`, read without blocking.
+fn drain(socket: &UdpSocket) -> usize {
+    socket.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 2048];
+    let mut total = 0;
+    while let Ok(n) = socket.recv(&mut buf) {
+        total += n;
+    }
+    total
+}
+
 #[test]
-fn a_new_address_is_no_reflection_amplifier() {
+fn a_blind_sender_gets_at_most_three_times_what_it_sent() {
     let server = Server::start(&["--serve", "udp:0=bot", "--threads", "1"]);
-    let chat = UdpChat::open(server.addr("udp", "bot"));
-    // One byte from a new (possibly spoofed) address: at most three back,
-    // so nothing; the next datagram starts the conversation. Loopback keeps
-    // order, so a reply to the first would arrive before the greeting.
-    chat.send(b"x");
-    chat.send(b"hi");
+    let bot = server.addr("udp", "bot");
+    // K datagrams of 0 to 12 bytes from one address that never reads
+    // (until the end, to count), for K from 1 to 100.
+    let messages = [
+        "",
+        "x",
+        "hi",
+        "hey",
+        "help",
+        "?",
+        "yes",
+        "1",
+        "hello",
+        "restart",
+        "quit",
+        "back it up",
+        "hello there!",
+    ];
+    let mut blind = Vec::new();
+    for k in 1..=100usize {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sent: Vec<usize> = (0..k)
+            .map(|i| {
+                let m = messages[(i * 7 + k) % messages.len()];
+                socket.send_to(m.as_bytes(), bot).unwrap();
+                m.len()
+            })
+            .collect();
+        blind.push((socket, sent));
+    }
+    settle(bot);
+    for (socket, sent) in &blind {
+        let got = drain(socket);
+        let expected: usize = sent.iter().map(|&n| prompt_len(n)).sum();
+        assert_eq!(got, expected, "{} datagrams of {sent:?}", sent.len());
+        assert!(got <= 3 * sent.iter().sum::<usize>());
+    }
+    assert_eq!(
+        server.counter("sessions_open"),
+        0,
+        "a blind sender keeps nothing"
+    );
+    // An honest client proves itself and talks.
+    let chat = UdpChat::open(bot);
+    chat.hello();
     let greeting = expected_turns(&[]).remove(0);
     assert_eq!(chat.read_like(&greeting), greeting);
-    assert_eq!(server.counter("udp_replies_capped"), 1);
-    assert_eq!(server.counter("sessions_open"), 1);
-    // The conversation goes on as usual.
     chat.send(b"1");
     let next = expected_turns(&["1"]).remove(1);
     assert_eq!(chat.read_like(&next), next);
+    assert_eq!(server.counter("sessions_open"), 1);
+}
+
+#[test]
+fn a_spoofed_victim_receives_at_most_three_times_what_the_spoofer_sent() {
+    if let Err(why) = common::own_network_namespace() {
+        eprintln!("skipped: {why} (run as root)");
+        return;
+    }
+    let server = Server::start(&["--serve", "udp:0=bot", "--threads", "1"]);
+    let bot = server.addr("udp", "bot");
+    // The victim, at an address of this namespace's loopback that never
+    // sent the bot anything; the attacker forges its address.
+    let victim = UdpSocket::bind("127.0.0.2:0").unwrap();
+    let victim_addr = victim.local_addr().unwrap();
+    let forged = [
+        "x",
+        "hi",
+        "hey",
+        "help",
+        "hello",
+        "restart",
+        "1",
+        "",
+        "hello there!",
+        "yes",
+    ];
+    let mut sent = Vec::new();
+    for round in 0..20 {
+        for m in forged {
+            // A forged "code" too: a guess, which starts nothing.
+            let payload = if round % 5 == 4 { "3kf9xq" } else { m };
+            if let Err(why) = common::send_spoofed_udp_from(victim_addr, bot, payload.as_bytes()) {
+                eprintln!("skipped: {why}");
+                return;
+            }
+            sent.push(payload.len());
+        }
+    }
+    server.wait_counter("datagrams_in", |n| n >= sent.len() as u64);
+    settle(bot);
+    let got = drain(&victim);
+    let expected: usize = sent.iter().map(|&n| prompt_len(n)).sum();
+    let payload: usize = sent.iter().sum();
+    assert_eq!(got, expected, "the victim got the prompts only");
+    assert!(got <= 3 * payload, "{got} bytes for {payload}");
+    assert_eq!(server.counter("sessions_open"), 0);
+    eprintln!(
+        "spoofed {} datagrams, {payload} bytes: the victim got {got} bytes",
+        sent.len()
+    );
 }

@@ -200,3 +200,103 @@ fn cargo_run_starts_the_server() {
         "the root package names its default binary"
     );
 }
+
+/// The chapter's UDP client, run by a person: lines go in as typed, and
+/// each answer is read from its output before the next line is typed.
+struct Person {
+    child: std::process::Child,
+    output: std::sync::mpsc::Receiver<u8>,
+    seen: String,
+}
+
+impl Person {
+    fn start(script: &str) -> Person {
+        let path = format!("{}/tests/chapter/{script}", env!("CARGO_MANIFEST_DIR"));
+        let mut child = Command::new("python3")
+            .arg("-u") // unbuffered, as at a terminal
+            .arg(&path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run python3");
+        let mut stdout = child.stdout.take().unwrap();
+        let (tx, output) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut byte = [0u8; 1];
+            while stdout.read_exact(&mut byte).is_ok() && tx.send(byte[0]).is_ok() {}
+        });
+        let mut person = Person {
+            child,
+            output,
+            seen: String::new(),
+        };
+        person.read_until_prompt();
+        person
+    }
+
+    /// Everything printed up to the client's next `Enter message to send`.
+    fn read_until_prompt(&mut self) -> String {
+        const PROMPT: &str = "Enter message to send";
+        let deadline = std::time::Instant::now() + common::PATIENCE;
+        let start = self.seen.len();
+        while !self.seen[start..].contains(PROMPT) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let byte = self.output.recv_timeout(left).unwrap_or_else(|_| {
+                panic!("no prompt from the client; it printed:\n{}", self.seen)
+            });
+            self.seen.push(byte as char);
+        }
+        self.seen[start..].replace(PROMPT, "")
+    }
+
+    /// Types `line` and returns the reply the client printed.
+    fn say(&mut self, line: &str) -> String {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
+        let printed = self.read_until_prompt();
+        printed
+            .strip_prefix("Server reply : ")
+            .unwrap_or_else(|| panic!("no reply to {line:?}: {printed:?}"))
+            .to_string()
+    }
+}
+
+impl Drop for Person {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_person_at_the_chapters_udp_client_can_talk_to_the_bot() {
+    // The chapter's UDP client sends to port 8888: the bot serves there.
+    let Some(server) = start_on_the_chapters_ports(|c| {
+        c.args(["--serve", "udp:8888=bot"]);
+    }) else {
+        return;
+    };
+    assert_eq!(server.addr("udp", "bot").port(), 8888);
+    let mut person = Person::start("udp_client.py");
+    // The first line typed gets an answer that says what to do next.
+    let first = person.say("hello");
+    let code = first
+        .trim_end()
+        .strip_prefix("send ")
+        .unwrap_or_else(|| panic!("told what to send: {first:?}"))
+        .to_string();
+    assert_eq!(code.len(), 6, "{first:?}");
+    // Typing it (as the prompt shows, "send" included) starts the chat.
+    let greeting = person.say(&format!("send {code}"));
+    assert!(greeting.starts_with("Hello! I'm Rita"), "{greeting}");
+    assert!(greeting.contains("1) No connection at all"), "{greeting}");
+    // The whole conversation, to its end.
+    assert!(person
+        .say("1")
+        .contains("Are the lights on your router on?"));
+    assert!(person.say("no").contains('?'));
+    let end = person.say("quit");
+    assert!(end.starts_with("Goodbye!"), "{end}");
+}

@@ -138,12 +138,8 @@ fn bot_over_tcp_and_udp(io: &str) {
     let mut writer = tcp;
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     udp.set_read_timeout(Some(PATIENCE)).unwrap();
-    // Padded so the greeting fits the bot's anti-amplification limit.
-    udp.send_to(
-        &loadgen::bot::opener_for(turns[0].len()),
-        server.addr("udp", "bot"),
-    )
-    .unwrap();
+    // The bot greets an address only once it proved it receives.
+    loadgen::bot::prove_udp(&udp, server.addr("udp", "bot")).expect("prompt and code");
     for (i, turn) in turns.iter().enumerate() {
         if i > 0 {
             writer

@@ -145,9 +145,10 @@ counters! {
     sessions_evicted,
     /// UDP sessions that ended because their peer went silent.
     sessions_expired,
-    /// UDP replies withheld or cut: to an address not yet heard from twice,
-    /// more than three times what it sent (anti-amplification), or past
-    /// what one datagram carries.
+    /// UDP replies held back: a datagram from an address that has not
+    /// proved it receives (the bot) answered only with a prompt and its
+    /// code, within three times its size (anti-amplification), or a reply
+    /// cut to what one datagram carries (`ok`).
     udp_replies_capped,
     /// UDP datagrams dropped unanswered because they came from a port that
     /// answers datagrams (this server's UDP services, echo, daytime,

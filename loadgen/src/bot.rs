@@ -244,11 +244,12 @@ impl<'a> Walker<'a> {
             Transport::Udp(socket) => {
                 let s = udp_socket(self.plan.addr, self.plan.timeout)
                     .map_err(|e| Failure::from_io(&e))?;
-                // The bot sends a new address at most three times what it
-                // sent (anti-amplification): pad the opener so the greeting
-                // fits, as QUIC clients pad their first packet.
-                let opener = opener_for(expected.len());
-                s.send(&opener).map_err(|e| Failure::from_io(&e))?;
+                // The bot says more than three times what it got only to an
+                // address that proved it receives.
+                prove_udp(&s, self.plan.addr).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::InvalidData => Failure::Mismatch,
+                    _ => Failure::from_io(&e),
+                })?;
                 *socket = Some(s);
             }
         }
@@ -373,14 +374,30 @@ fn udp_socket(addr: SocketAddr, timeout: Duration) -> std::io::Result<UdpSocket>
     Ok(socket)
 }
 
-/// A first datagram long enough that a greeting of `greeting` bytes is
-/// within three times it: `hello`, then spaces (which the bot ignores in an
-/// opener).
-pub fn opener_for(greeting: usize) -> Vec<u8> {
-    let mut opener = b"hello".to_vec();
-    let least = greeting.div_ceil(protocols::bot::AMPLIFICATION_LIMIT);
-    opener.resize(least.max(opener.len()), b' ');
-    opener
+/// What a program sends the bot over UDP first: long enough (18 bytes)
+/// that the prompt it gets back is the full one.
+pub const UDP_OPENER: &[u8] = b"hello, I need help";
+
+/// Proves to the bot at `to` that `socket` receives, as the bot asks of
+/// every new address before it says more than three times what it got:
+/// sends [`UDP_OPENER`], reads the prompt, and sends back its code. The
+/// bot's next datagrams are the greeting. This costs one round trip before
+/// the greeting, the least a proof of receipt can (as TCP's handshake).
+pub fn prove_udp(socket: &UdpSocket, to: SocketAddr) -> std::io::Result<()> {
+    socket.send_to(UDP_OPENER, to)?;
+    let mut buf = [0u8; 2048];
+    let (n, _) = socket.recv_from(&mut buf)?;
+    let code = protocols::cookie::code_in_prompt(&buf[..n]).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "expected the bot's prompt with a code, got {:?}",
+                String::from_utf8_lossy(&buf[..n])
+            ),
+        )
+    })?;
+    socket.send_to(&code, to)?;
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -106,6 +106,9 @@ pub fn udp(addr: SocketAddr, script: Option<&Path>, reply_timeout: Duration) -> 
         .with_context(|| format!("cannot reach UDP {addr}"))?;
     let transcript = script.is_some();
     let mut buf = vec![0u8; 65_536];
+    // A server that asks new addresses to prove they receive (ringcore's
+    // bot) is answered once, on its own.
+    let mut proved = false;
     for line in input_lines(script)? {
         let line = line.context("reading input")?;
         if transcript {
@@ -126,6 +129,19 @@ pub fn udp(addr: SocketAddr, script: Option<&Path>, reply_timeout: Duration) -> 
                         println!();
                     }
                     io::stdout().flush()?;
+                    if let Some(code) = (!proved)
+                        .then(|| protocols::cookie::code_in_prompt(&buf[..n]))
+                        .flatten()
+                    {
+                        proved = true;
+                        let code = String::from_utf8_lossy(&code).into_owned();
+                        eprintln!("(sending {code} back: the server asks a new address to prove it receives before it says more)");
+                        socket
+                            .send(code.as_bytes())
+                            .with_context(|| format!("sending to UDP {addr}"))?;
+                        socket.set_read_timeout(Some(reply_timeout))?;
+                        continue;
+                    }
                     // A reply may come in several datagrams.
                     socket.set_read_timeout(Some(QUIET))?;
                 }

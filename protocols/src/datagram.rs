@@ -67,9 +67,9 @@ pub struct SessionStats {
     pub evicted: u64,
     /// Sessions that ended because their peer went silent.
     pub expired: u64,
-    /// Replies withheld or cut: to an address not yet heard from twice,
-    /// more than three times what it sent (anti-amplification), or past
-    /// what one datagram can carry.
+    /// Replies held back: to an address that has not proved it receives,
+    /// a prompt within three times what it sent (anti-amplification), or
+    /// a reply cut to what one datagram can carry.
     pub capped: u64,
 }
 

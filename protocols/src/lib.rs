@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod bot;
+pub mod cookie;
 pub mod datagram;
 pub mod discard;
 pub mod echo;

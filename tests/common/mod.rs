@@ -437,8 +437,22 @@ pub use seccomp::{allow_only, deny_io_uring};
 /// `from_port`, through a raw socket, as a spoofing attacker would. Needs
 /// CAP_NET_RAW: `Err` says why it could not (the caller skips).
 pub fn send_spoofed_udp(from_port: u16, to: SocketAddr, payload: &[u8]) -> Result<(), String> {
+    send_spoofed_udp_from(SocketAddr::from(([127, 0, 0, 1], from_port)), to, payload)
+}
+
+/// Sends one UDP datagram to `to` that claims to come from `from` (both
+/// IPv4), with an IP header of our own through a raw socket, as a spoofing
+/// attacker would. Needs CAP_NET_RAW: `Err` says why it could not.
+pub fn send_spoofed_udp_from(
+    from: SocketAddr,
+    to: SocketAddr,
+    payload: &[u8],
+) -> Result<(), String> {
+    let (std::net::IpAddr::V4(src), std::net::IpAddr::V4(dst)) = (from.ip(), to.ip()) else {
+        return Err("spoofing is done over IPv4".into());
+    };
     // SAFETY: plain socket(2); the descriptor is owned below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_UDP) };
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
     if fd < 0 {
         return Err(format!(
             "no raw socket ({}): spoofing needs CAP_NET_RAW",
@@ -447,22 +461,36 @@ pub fn send_spoofed_udp(from_port: u16, to: SocketAddr, payload: &[u8]) -> Resul
     }
     // SAFETY: a descriptor just returned by socket(2), owned by nothing else.
     let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    // The kernel writes the IP header; the UDP header is ours. A zero UDP
-    // checksum means "none" over IPv4.
-    let mut packet = Vec::with_capacity(8 + payload.len());
-    packet.extend_from_slice(&from_port.to_be_bytes());
+    // IPPROTO_RAW: the IP header is ours; the kernel fills in its checksum
+    // and total length (raw(7)). A zero UDP checksum means "none" over IPv4.
+    let udp_len = 8 + payload.len();
+    let mut packet = Vec::with_capacity(20 + udp_len);
+    packet.extend_from_slice(&[
+        0x45,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0x40,
+        0,
+        64,
+        libc::IPPROTO_UDP as u8,
+        0,
+        0,
+    ]);
+    packet.extend_from_slice(&src.octets());
+    packet.extend_from_slice(&dst.octets());
+    packet.extend_from_slice(&from.port().to_be_bytes());
     packet.extend_from_slice(&to.port().to_be_bytes());
-    packet.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    packet.extend_from_slice(&(udp_len as u16).to_be_bytes());
     packet.extend_from_slice(&[0, 0]);
     packet.extend_from_slice(payload);
-    let std::net::IpAddr::V4(ip) = to.ip() else {
-        return Err("spoofing is done over IPv4".into());
-    };
     let addr = libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: 0,
         sin_addr: libc::in_addr {
-            s_addr: u32::from(ip).to_be(),
+            s_addr: u32::from(dst).to_be(),
         },
         sin_zero: [0; 8],
     };

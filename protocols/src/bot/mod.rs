@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 pub use script::{Kind, Outcome, Script, ScriptError};
 
+use crate::cookie::Cookies;
 use crate::datagram::SessionStats;
 use crate::{DatagramHandler, Fed, Next, Replies, StreamSession};
 
@@ -401,39 +402,26 @@ struct PeerSession {
     touch: u64,
 }
 
-/// An address heard from once: it may be spoofed, so it gets no more than
-/// three times what it sent until it is heard from again.
-struct Probation {
-    /// The greeting went out already (its first datagram was large enough).
-    greeted: bool,
-    first_seen: Instant,
-    touch: u64,
-}
-
-/// How much more than it sent an address not yet heard from twice may be
-/// sent (QUIC's anti-amplification limit, RFC 9000 section 8).
-pub const AMPLIFICATION_LIMIT: usize = 3;
-
-/// The answer to an unverified address when the greeting does not fit its
-/// allowance: a prompt to send again, if it fits.
-const NUDGE: &str = "Say again to start.\n";
+pub use crate::cookie::AMPLIFICATION_LIMIT;
 
 /// The bot over UDP: one datagram per message, one conversation per peer
 /// address, at most `max_sessions` of them (least recently used evicted).
 ///
-/// An address is trusted with a conversation only from its second datagram
-/// on: its first goes to a probation table of its own (bounded the same way),
-/// so a flood of spoofed addresses churns that table and never evicts a
-/// conversation. Until then it is sent at most [`AMPLIFICATION_LIMIT`] times
-/// the bytes it sent: the greeting if that fits (a client that wants it at
-/// once pads its first datagram to a third of the greeting, as QUIC clients
-/// pad their first packet), else a short prompt, else nothing.
+/// A conversation starts only once its address has proved it receives:
+/// any datagram from an address without one is answered with a short
+/// prompt carrying a code ([`crate::cookie`]), never more than
+/// [`AMPLIFICATION_LIMIT`] times the bytes it carried, and nothing is kept
+/// of it. A datagram that sends the code back starts the conversation (the
+/// greeting and the first question). So a forged source address gets at
+/// most three times what the forger sent, and a flood of them neither
+/// grows memory nor evicts a conversation. A conversation silent past the
+/// idle time is forgotten, and its address must prove itself again.
 pub struct BotDatagram {
     config: Arc<BotConfig>,
     sessions: HashMap<SocketAddr, PeerSession>,
-    probation: HashMap<SocketAddr, Probation>,
-    /// Probation entries in arrival order (stale ones skipped lazily).
-    probation_order: VecDeque<(SocketAddr, u64)>,
+    cookies: Cookies,
+    /// Datagrams from unproved addresses, answered with a prompt (or
+    /// nothing, when not even the code fits three times their size).
     capped: u64,
     /// Peers in the order they were last seen; stale entries (an older
     /// touch than the session's) are skipped and dropped lazily.
@@ -442,22 +430,29 @@ pub struct BotDatagram {
     evicted: u64,
     expired: u64,
     text: String,
+    prompt: Vec<u8>,
 }
 
 impl BotDatagram {
     /// A handler for one socket.
     pub fn new(config: Arc<BotConfig>) -> Self {
+        Self::with_cookies(config, Cookies::default())
+    }
+
+    /// A handler that makes its codes with `cookies` (tests shorten their
+    /// period).
+    pub fn with_cookies(config: Arc<BotConfig>, cookies: Cookies) -> Self {
         Self {
             config,
             sessions: HashMap::new(),
-            probation: HashMap::new(),
-            probation_order: VecDeque::new(),
+            cookies,
             capped: 0,
             recency: VecDeque::new(),
             touches: 0,
             evicted: 0,
             expired: 0,
             text: String::new(),
+            prompt: Vec::new(),
         }
     }
 
@@ -492,51 +487,35 @@ impl BotDatagram {
         }
     }
 
-    /// A datagram from an address with no conversation, whose greeting is
-    /// in `self.text`. Heard from before (in time): the conversation may
-    /// start; `Some(greeted)` says whether the greeting went out already.
-    /// Otherwise the address goes on probation and `self.text` is cut to
-    /// what its allowance covers; `None`.
-    fn admit(&mut self, now: Instant, peer: SocketAddr, received: usize) -> Option<bool> {
-        let idle = self.config.idle;
-        if let Some(p) = self.probation.remove(&peer) {
-            if now.duration_since(p.first_seen) <= idle {
-                return Some(p.greeted);
-            }
-        }
-        let allowance = received.saturating_mul(AMPLIFICATION_LIMIT);
-        let greeted = self.text.len() <= allowance;
-        if !greeted {
+    /// A datagram of `input` from an address with no conversation: the
+    /// conversation starts if it carries the address's code, otherwise the
+    /// address gets a prompt within its allowance.
+    fn unproved(&mut self, now: Instant, peer: SocketAddr, input: &[u8], replies: &mut Replies) {
+        if !self.cookies.proves(now, peer, input) {
             self.capped += 1;
-            self.text.clear();
-            if NUDGE.len() <= allowance {
-                self.text.push_str(NUDGE);
+            self.prompt.clear();
+            let allowance = crate::cookie::allowance(input.len());
+            if self.cookies.prompt(now, peer, allowance, &mut self.prompt) {
+                replies.push(&[&self.prompt]);
             }
+            return;
         }
-        self.touches += 1;
-        self.probation.insert(
+        let mut conversation = Conversation::new(
+            self.config.script.clone(),
+            self.touches ^ u64::from(peer.port()),
+        );
+        conversation.open(&mut self.text);
+        self.sessions.insert(
             peer,
-            Probation {
-                greeted,
-                first_seen: now,
-                touch: self.touches,
+            PeerSession {
+                conversation,
+                last_seen: now,
+                touch: 0,
             },
         );
-        self.probation_order.push_back((peer, self.touches));
-        while self.probation.len() > self.config.max_sessions {
-            let Some((old, touch)) = self.probation_order.pop_front() else {
-                break;
-            };
-            if self.probation.get(&old).is_some_and(|p| p.touch == touch) {
-                self.probation.remove(&old);
-            }
-        }
-        if self.probation_order.len() > 4 * self.probation.len().max(16) {
-            let probation = &self.probation;
-            self.probation_order
-                .retain(|(p, t)| probation.get(p).is_some_and(|e| e.touch == *t));
-        }
-        None
+        self.touch(peer, now);
+        self.enforce_bound(now);
+        self.reply(replies);
     }
 
     fn reply(&mut self, replies: &mut Replies) {
@@ -567,6 +546,16 @@ impl BotDatagram {
 
 impl DatagramHandler for BotDatagram {
     fn on_datagram(&mut self, now: Instant, peer: SocketAddr, input: &[u8], replies: &mut Replies) {
+        let idle = self.config.idle;
+        let Some(session) = self.sessions.get_mut(&peer) else {
+            return self.unproved(now, peer, input, replies);
+        };
+        if now.duration_since(session.last_seen) > idle {
+            // Silent too long: forgotten, and to be proved again.
+            self.sessions.remove(&peer);
+            self.expired += 1;
+            return self.unproved(now, peer, input, replies);
+        }
         let mut message = input.strip_suffix(b"\n").unwrap_or(input);
         message = message.strip_suffix(b"\r").unwrap_or(message);
         if message.len() > self.config.max_line {
@@ -574,71 +563,17 @@ impl DatagramHandler for BotDatagram {
                 &mut self.text,
                 &format!("error: message longer than {} bytes", self.config.max_line),
             );
-            return self.reply(replies);
-        }
-        let text = match message_text(message) {
-            Ok(text) => text,
-            Err(problem) => {
-                line(&mut self.text, problem);
-                return self.reply(replies);
-            }
-        };
-        let idle = self.config.idle;
-        let expired = self
-            .sessions
-            .get(&peer)
-            .is_some_and(|s| now.duration_since(s.last_seen) > idle);
-        if expired {
-            self.sessions.remove(&peer);
-            self.expired += 1;
-            line(
-                &mut self.text,
-                &format!(
-                    "Your previous chat ended after {:.1} minutes of silence; let's start over.",
-                    idle.as_secs_f64() / 60.0
-                ),
-            );
-        }
-        match self.sessions.get_mut(&peer) {
-            Some(session) => {
-                if session.conversation.answer(text, &mut self.text) == Next::Close {
-                    self.sessions.remove(&peer);
-                }
-            }
-            None => {
-                let mut conversation = Conversation::new(
-                    self.config.script.clone(),
-                    self.touches ^ u64::from(peer.port()),
-                );
-                conversation.open(&mut self.text);
-                // A peer whose conversation just expired was heard from
-                // many times: it starts over at once.
-                let greeted = if expired {
-                    false
-                } else {
-                    match self.admit(now, peer, input.len()) {
-                        Some(greeted) => greeted,
-                        None => return self.reply(replies),
+        } else {
+            match message_text(message) {
+                Ok(text) => {
+                    if session.conversation.answer(text, &mut self.text) == Next::Close {
+                        self.sessions.remove(&peer);
                     }
-                };
-                if greeted {
-                    // The greeting went out on the first datagram: this one
-                    // is the first answer.
-                    self.text.clear();
-                    conversation.answer(text, &mut self.text);
                 }
-                self.sessions.insert(
-                    peer,
-                    PeerSession {
-                        conversation,
-                        last_seen: now,
-                        touch: 0,
-                    },
-                );
+                Err(problem) => line(&mut self.text, problem),
             }
         }
         self.touch(peer, now);
-        self.enforce_bound(now);
         self.reply(replies);
     }
 

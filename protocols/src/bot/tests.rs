@@ -131,10 +131,16 @@ fn say(bot: &mut BotDatagram, now: Instant, port: u16, text: &str) -> String {
         .collect()
 }
 
-/// A first datagram padded so that the greeting fits three times it.
-fn opener() -> String {
-    format!("hi{}", " ".repeat(400))
+/// Proves `port` receives, as a client does: any datagram, then the code
+/// from the prompt; returns the reply to the code (the greeting).
+fn prove(bot: &mut BotDatagram, now: Instant, port: u16) -> String {
+    let prompt = say(bot, now, port, "hello");
+    let code = crate::cookie::code_in_prompt(prompt.as_bytes())
+        .unwrap_or_else(|| panic!("a prompt with a code: {prompt:?}"));
+    say(bot, now, port, std::str::from_utf8(&code).unwrap())
 }
+
+const GREETING_START: &str = "Hello! I'm Rita";
 
 #[test]
 fn udp_sessions_are_per_peer_and_bounded() {
@@ -144,84 +150,134 @@ fn udp_sessions_are_per_peer_and_bounded() {
     }));
     let t0 = Instant::now();
     for port in 1..=3 {
-        assert!(say(&mut bot, t0, port, &opener()).starts_with("Hello! I'm Rita"));
+        assert!(prove(&mut bot, t0, port).starts_with(GREETING_START));
     }
-    // Peers keep their own place (and are trusted from this, their second
-    // datagram, on).
+    // Peers keep their own place.
     assert!(say(&mut bot, t0, 1, "1").contains("router on?"));
     assert!(say(&mut bot, t0, 2, "4").contains("network's name"));
     assert!(say(&mut bot, t0, 3, "1").contains("router on?"));
-    // A fourth peer, once trusted, evicts the least recently used (1).
-    say(&mut bot, t0, 4, &opener());
-    assert_eq!(bot.sessions().open, 3, "a first datagram evicts nobody");
-    say(&mut bot, t0, 4, "1");
+    // A fourth peer's first datagram evicts nobody; once proved, it
+    // evicts the least recently used (1).
+    say(&mut bot, t0, 4, "hello");
+    assert_eq!(bot.sessions().open, 3, "an unproved datagram evicts nobody");
+    prove(&mut bot, t0, 4);
     let stats = |open, evicted, expired, capped| SessionStats {
         open,
         evicted,
         expired,
         capped,
     };
-    assert_eq!(bot.sessions(), stats(3, 1, 0, 0));
-    // Peer 1 starts over: a one-byte datagram gets no greeting (it would
-    // amplify), its next one does, and that evicts the next (2).
-    assert_eq!(say(&mut bot, t0, 1, "1"), "");
+    // Four prompts so far (one per peer) and one more for "hello" of 4.
+    assert_eq!(bot.sessions(), stats(3, 1, 0, 5));
+    // Peer 1 was evicted: it is unproved again, and gets a prompt.
     assert!(
-        say(&mut bot, t0, 1, "1").starts_with("Hello! I'm Rita"),
-        "peer 1 starts over"
+        say(&mut bot, t0, 1, "1").is_empty(),
+        "1 byte: no code fits 3"
     );
-    assert_eq!(bot.sessions(), stats(3, 2, 0, 1));
+    assert!(prove(&mut bot, t0, 1).starts_with(GREETING_START));
+    assert_eq!(bot.sessions(), stats(3, 2, 0, 7));
     // A finished conversation leaves the table.
     assert!(say(&mut bot, t0, 3, "quit").starts_with("Goodbye!"));
     assert_eq!(bot.sessions().open, 2);
-    // Silence past the idle time: the peer starts fresh and is told so.
+    // Silence past the idle time: forgotten, and to be proved again.
     let later = t0 + Duration::from_secs(301);
-    let reply = say(&mut bot, later, 4, "yes");
-    assert!(
-        reply.starts_with(
-            "Your previous chat ended after 5.0 minutes of silence; let's start over.\nHello!"
-        ),
-        "{reply}"
-    );
-    assert_eq!(bot.sessions(), stats(2, 2, 1, 1));
+    let prompt = say(&mut bot, later, 4, "yes, go on");
+    assert!(prompt.starts_with("send "), "{prompt}");
+    assert_eq!(bot.sessions(), stats(1, 2, 1, 8));
 }
 
 #[test]
-fn a_new_address_gets_at_most_three_times_what_it_sent() {
+fn a_blind_sender_gets_at_most_three_times_what_it_sent() {
     let mut bot = BotDatagram::new(config());
     let t0 = Instant::now();
-    // An ongoing conversation.
-    say(&mut bot, t0, 1, "hello there");
-    assert!(say(&mut bot, t0, 1, "hi").starts_with("Hello! I'm Rita"));
+    // Every mix a sender that never reads can make: K datagrams of 0..N
+    // bytes from one address, help and empties included.
+    let messages = [
+        "", "x", "hi", "hey", "help", "?", "yes", "1", "hello", "restart",
+    ];
+    for k in 1..=100usize {
+        let port = 20_000 + k as u16;
+        let (mut sent, mut received) = (0, 0);
+        for i in 0..k {
+            let m = messages[(i * 7 + k) % messages.len()];
+            sent += m.len();
+            let reply = say(&mut bot, t0, port, m);
+            assert!(reply.len() <= 3 * m.len(), "{m:?} got {reply:?}");
+            received += reply.len();
+        }
+        assert!(received <= 3 * sent, "{k} datagrams: {received} for {sent}");
+    }
+    assert_eq!(bot.sessions().open, 0, "nothing kept for a blind sender");
+}
+
+#[test]
+fn a_flood_of_new_addresses_keeps_nothing_and_evicts_no_conversation() {
+    let mut bot = BotDatagram::new(Arc::new(BotConfig {
+        max_sessions: 2,
+        ..(*config()).clone()
+    }));
+    let t0 = Instant::now();
+    prove(&mut bot, t0, 1);
     assert!(say(&mut bot, t0, 1, "1").contains("router on?"));
-    // A flood of (spoofable) new addresses, one byte each.
     for port in 1000..31_000 {
-        let reply = say(&mut bot, t0, port, "x");
-        assert!(reply.len() <= 3, "{} bytes for 1", reply.len());
-    }
-    for port in [40_000, 40_001] {
         let reply = say(&mut bot, t0, port, "hello!!");
-        assert_eq!(reply, "Say again to start.\n", "20 bytes for 7");
+        assert!(reply.len() <= 21, "{} bytes for 7", reply.len());
     }
-    assert_eq!(bot.sessions().open, 1, "only the trusted conversation");
+    assert_eq!(bot.sessions().open, 1, "only the proved conversation");
     assert_eq!(bot.sessions().evicted, 0, "the flood evicted nobody");
-    assert!(bot.sessions().capped >= 30_000);
+    assert_eq!(bot.sessions().capped, 30_001);
     // The conversation goes on where it was.
     assert!(say(&mut bot, t0, 1, "yes").contains('?'));
+}
+
+#[test]
+fn a_code_from_another_address_or_an_old_period_starts_nothing() {
+    let period = Duration::from_secs(60);
+    let mut bot = BotDatagram::with_cookies(config(), crate::cookie::Cookies::with_period(period));
+    let t0 = Instant::now();
+    let prompt = say(&mut bot, t0, 1, "hello");
+    let code = String::from_utf8(
+        crate::cookie::code_in_prompt(prompt.as_bytes())
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
+    // Port 2 replays port 1's code: another prompt, no conversation.
+    assert!(say(&mut bot, t0, 2, &code).starts_with("send "));
+    // Two periods later the code is stale.
+    assert!(say(&mut bot, t0 + 2 * period + Duration::from_secs(1), 1, &code).starts_with("send "));
+    assert_eq!(bot.sessions().open, 0);
+    // A fresh code still works, typed as the prompt shows it.
+    let later = t0 + 3 * period;
+    let prompt = say(&mut bot, later, 1, "hello");
+    assert!(say(&mut bot, later, 1, prompt.trim_end()).starts_with(GREETING_START));
+    assert_eq!(bot.sessions().open, 1);
+}
+
+#[test]
+fn a_person_typing_hello_is_told_what_to_send() {
+    let mut bot = BotDatagram::new(config());
+    let t0 = Instant::now();
+    let reply = say(&mut bot, t0, 7, "hello");
+    assert!(reply.starts_with("send ") && reply.len() == 12, "{reply:?}");
+    let longer = say(&mut bot, t0, 7, "hello, I need help");
+    assert!(
+        longer.starts_with("Hello! To start a chat, send: "),
+        "{longer:?}"
+    );
 }
 
 #[test]
 fn udp_replies_fit_in_datagrams() {
     let mut bot = BotDatagram::new(config());
     let mut replies = Replies::new();
-    bot.on_datagram(Instant::now(), peer(9), opener().as_bytes(), &mut replies);
+    let t0 = Instant::now();
+    let greeting = prove(&mut bot, t0, 9);
+    assert!(greeting.ends_with("  6) A billing question or an outage\n"));
+    bot.on_datagram(t0, peer(9), b"?", &mut replies);
     assert!(replies.iter().all(|r| r.len() <= MAX_REPLY_DATAGRAM));
-    let text: Vec<u8> = replies.iter().flatten().copied().collect();
-    assert!(String::from_utf8(text)
-        .unwrap()
-        .ends_with("  6) A billing question or an outage\n"));
-    let mut long = BotDatagram::new(config());
-    let mut replies = Replies::new();
-    long.on_datagram(Instant::now(), peer(9), &vec![b'x'; 5000], &mut replies);
+    replies.clear();
+    bot.on_datagram(t0, peer(9), &vec![b'x'; 5000], &mut replies);
     assert_eq!(
         replies.get(0),
         Some(&b"error: message longer than 4096 bytes\n"[..])
