@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::summary;
+use support::{cpu_split, summary};
 
 /// A server process, killed when dropped.
 struct Running {
@@ -101,21 +101,6 @@ fn start_redis() -> Running {
         child,
         port,
     }
-}
-
-/// User and system CPU seconds `pid` has used so far.
-fn cpu_split(pid: u32) -> (f64, f64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .expect("comm")
-        .1
-        .split_whitespace()
-        .collect();
-    // SAFETY: sysconf only reads a system constant.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let ticks = |i: usize| fields[i].parse::<u64>().expect("ticks") as f64 / hz;
-    (ticks(11), ticks(12))
 }
 
 /// One measurement: requests/s, p50 and p99 in ms, server CPU µs per

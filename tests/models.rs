@@ -188,10 +188,8 @@ fn session_counters_sum_over_udp_services(io: &str) {
         for _ in 0..(3 - i) {
             let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
             peer.set_read_timeout(Some(PATIENCE)).unwrap();
-            // A session begins with an address's second datagram.
-            for message in [&b"hi"[..], b"hi"] {
-                peer.send_to(message, to).unwrap();
-            }
+            // A session begins once the address proved it receives.
+            loadgen::bot::prove_udp(&peer, *to).expect("prompt and code");
             let mut buf = [0u8; 2048];
             peer.recv_from(&mut buf).expect("a greeting");
             peers.push(peer);

@@ -123,6 +123,12 @@ pub fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 /// CPU seconds (user + system) `pid` has used so far.
 pub fn cpu_seconds(pid: u32) -> f64 {
+    let (user, system) = cpu_split(pid);
+    user + system
+}
+
+/// User and system CPU seconds `pid` has used so far, apart.
+pub fn cpu_split(pid: u32) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
     let fields: Vec<&str> = stat
         .rsplit_once(')')
@@ -130,10 +136,10 @@ pub fn cpu_seconds(pid: u32) -> f64 {
         .1
         .split_whitespace()
         .collect();
-    let ticks: u64 =
-        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
     // SAFETY: sysconf only reads a system constant.
-    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let ticks = |i: usize| fields[i].parse::<u64>().expect("ticks") as f64 / hz;
+    (ticks(11), ticks(12))
 }
 
 /// Builds the loadgen binary (release) and returns its path, next to this

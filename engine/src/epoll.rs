@@ -564,15 +564,8 @@ impl EpollWorker {
     /// Copies the session tables' state, summed over this worker's UDP
     /// sockets, into the counters.
     fn publish_sessions(&self) {
-        let mut total = protocols::SessionStats::default();
-        for socket in &self.udp {
-            let s = socket.handler.sessions();
-            total.open += s.open;
-            total.evicted += s.evicted;
-            total.expired += s.expired;
-            total.capped += s.capped;
-        }
-        self.stats.publish_sessions(total);
+        let tables = self.udp.iter().map(|socket| socket.handler.sessions());
+        self.stats.publish_sessions(tables);
     }
 
     /// Sends `self.replies` to `peer` at once, equal-sized runs as GSO trains.

@@ -211,9 +211,19 @@ impl SessionShare {
 }
 
 impl WorkerStats {
-    /// Records the state of a worker's session tables (the sum over its
-    /// handlers: see [`SessionShare`] where several handlers share counters).
-    pub fn publish_sessions(&self, sessions: protocols::SessionStats) {
+    /// Records the state of a worker's session tables: the sum over its
+    /// handlers (see [`SessionShare`] where several threads share counters).
+    pub fn publish_sessions(&self, tables: impl IntoIterator<Item = protocols::SessionStats>) {
+        let sessions = tables
+            .into_iter()
+            .fold(protocols::SessionStats::default(), |sum, s| {
+                protocols::SessionStats {
+                    open: sum.open + s.open,
+                    evicted: sum.evicted + s.evicted,
+                    expired: sum.expired + s.expired,
+                    capped: sum.capped + s.capped,
+                }
+            });
         self.sessions_open.set(sessions.open);
         self.sessions_evicted.set(sessions.evicted);
         self.sessions_expired.set(sessions.expired);
