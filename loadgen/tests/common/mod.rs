@@ -57,10 +57,19 @@ impl TestServer {
 }
 
 impl Drop for TestServer {
+    /// Stops the engine and fails the test if any worker failed: a worker
+    /// error must not pass unseen behind a test that checked only its
+    /// client. (Not while the test is already failing: its own panic says
+    /// more.)
     fn drop(&mut self) {
         if let Some(engine) = self.engine.take() {
             engine.shutdown_handle().shutdown();
-            let _ = engine.join();
+            let joined = engine.join();
+            if !std::thread::panicking() {
+                if let Err(e) = joined {
+                    panic!("the engine under test failed: {e}");
+                }
+            }
         }
     }
 }
