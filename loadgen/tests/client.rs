@@ -56,12 +56,19 @@ fn transcripts_over_tcp_and_udp() {
         "{out}"
     );
 
-    // Over UDP the bot trusts an address from its second datagram on (a
-    // two-byte first one is answered with at most six bytes: nothing).
-    let (ok, out, _) = client(&["udp", &server.addr(1).to_string()], "hi\nhi\n6\n1\nyes\n");
-    assert!(ok);
+    // Over UDP the bot asks a new address to prove it receives: `hello`
+    // gets `send <code>`, which the client sends back on its own (and says
+    // so on stderr); the greeting follows, then the conversation.
+    let (ok, out, err) = client(&["udp", &server.addr(1).to_string()], "hello\n6\n1\nyes\n");
+    assert!(ok, "{err}");
+    let code = out
+        .strip_prefix("> hello\nsend ")
+        .and_then(|rest| rest.get(..6))
+        .unwrap_or_else(|| panic!("the prompt first: {out}"));
+    assert!(err.contains(&format!("sending {code} back")), "{err}");
     assert!(
-        out.contains("> hi\n> hi\nHello! I'm Rita") && out.contains("Glad I could help."),
+        out.contains(&format!("send {code}\nHello! I'm Rita"))
+            && out.contains("Glad I could help."),
         "{out}"
     );
 
