@@ -22,6 +22,7 @@ use protocols::{DatagramHandler, Replies};
 use crate::connection::{Action, Connection, Env, Limits};
 use crate::conns::{Conns, Tracked};
 use crate::error::EngineError;
+use crate::lifecycle;
 use crate::per_core::{CoreWorker, Sessions, WorkerParts, WorkerSettings};
 use crate::stats::WorkerStats;
 use crate::timers::Timers;
@@ -53,7 +54,7 @@ struct DatagramSocket {
 }
 
 /// What epoll last said of a connection's socket.
-struct Readiness {
+pub(crate) struct Readiness {
     /// The socket may hold unread input (an edge was reported and it has
     /// not been read empty since).
     unread: bool,
@@ -292,7 +293,7 @@ impl CoreWorker for EpollWorker {
             self.stats
                 .connection_memory
                 .set(self.conns.memory_held() as u64);
-            if self.finished() {
+            if lifecycle::shutdown_finished(&self.conns, &self.timers, self.settings.id, true) {
                 return Ok(());
             }
         }
@@ -384,41 +385,8 @@ impl EpollWorker {
         }
         self.conns.settle(index, generation, &self.limits);
         if self.conns.over_budget() {
-            self.evict_over_budget();
+            lifecycle::evict_over_budget(self);
         }
-    }
-
-    /// The connections hold more than the worker's memory budget: those
-    /// holding the most are ended and moved to their close. (Their own
-    /// `progress` cannot come back here: eviction leaves the connections
-    /// under the budget, or with nothing left that eviction could free.)
-    fn evict_over_budget(&mut self) {
-        let env = Env {
-            limits: &self.limits,
-            stats: &self.stats,
-            now: self.now,
-        };
-        let mut evicted = Vec::new();
-        self.conns.evict_over_budget(&env, &mut evicted);
-        for (index, generation) in evicted {
-            self.progress(index, generation);
-        }
-    }
-
-    /// Hands connections whose deadline has come their `on_deadline`.
-    fn fire_deadlines(&mut self) {
-        self.now = Instant::now();
-        let env = Env {
-            limits: &self.limits,
-            stats: &self.stats,
-            now: self.now,
-        };
-        let mut due = std::mem::take(&mut self.due);
-        self.conns.fire_deadlines(&env, &mut due);
-        for &(index, generation) in &due {
-            self.progress(index, generation);
-        }
-        self.due = due;
     }
 
     fn accept(&mut self, i: usize) {
@@ -570,9 +538,13 @@ impl EpollWorker {
 
     /// Sends `self.replies` to `peer` at once, equal-sized runs as GSO trains.
     fn send_replies(&mut self, i: usize, peer: std::net::SocketAddr) {
-        self.reply_lens.clear();
-        self.reply_lens.extend(self.replies.iter().map(<[u8]>::len));
-        udp::plan_sends(&self.reply_lens, self.udp[i].gso, &mut self.send_plan);
+        let gso = self.udp[i].gso;
+        udp::plan_replies(
+            &self.replies,
+            gso,
+            &mut self.reply_lens,
+            &mut self.send_plan,
+        );
         let fd = self.udp[i].fd.as_raw_fd();
         for &(first, count, size) in &self.send_plan {
             let gso = (count > 1).then_some(size as u16);
@@ -591,7 +563,7 @@ impl EpollWorker {
     // ----- timers, accepting and shutdown -----
 
     fn after_batch(&mut self) {
-        self.fire_deadlines();
+        lifecycle::fire_deadlines(self);
         let accept_paused = self.timers.accept_paused(self.now);
         if self.timers.draining() {
             return;
@@ -607,31 +579,26 @@ impl EpollWorker {
     }
 
     fn begin_shutdown(&mut self) {
-        if self.timers.draining() {
-            return;
+        lifecycle::begin_shutdown(self, self.settings.shutdown_deadline);
+    }
+}
+
+impl lifecycle::Driver for EpollWorker {
+    type Io = Readiness;
+
+    fn parts(&mut self) -> lifecycle::Parts<'_, Readiness> {
+        lifecycle::Parts {
+            conns: &mut self.conns,
+            limits: &self.limits,
+            stats: &self.stats,
+            now: &mut self.now,
+            due: &mut self.due,
+            timers: &mut self.timers,
         }
-        self.timers.drain_deadline = Some(self.now + self.settings.shutdown_deadline);
-        let mut all = std::mem::take(&mut self.due);
-        self.conns.begin_shutdown(&mut all);
-        for &(index, generation) in &all {
-            self.progress(index, generation);
-        }
-        self.due = all;
     }
 
-    fn finished(&mut self) -> bool {
-        let Some(deadline) = self.timers.drain_deadline else {
-            return false;
-        };
-        if !self.conns.is_empty() && Instant::now() >= deadline {
-            tracing::warn!(
-                worker = self.settings.id,
-                "shutdown deadline passed with {} connection(s) still flushing; closing them",
-                self.conns.len()
-            );
-            return true;
-        }
-        self.conns.is_empty()
+    fn progress(&mut self, index: u32, generation: u32) {
+        EpollWorker::progress(self, index, generation);
     }
 }
 

@@ -24,6 +24,7 @@ pub mod conns;
 pub mod deadlines;
 pub mod epoll;
 pub mod error;
+mod lifecycle;
 pub mod metrics;
 pub mod per_core;
 pub mod ring;

@@ -398,6 +398,19 @@ impl SendSlot {
 /// `segment`-byte datagrams when `count > 1`.
 pub type PlannedSend = (usize, usize, usize);
 
+/// Plans `replies` (all to one peer) as sends into `plan`, with `lens` as
+/// scratch: what [`plan_sends`] makes of their lengths.
+pub fn plan_replies(
+    replies: &protocols::Replies,
+    gso: bool,
+    lens: &mut Vec<usize>,
+    plan: &mut Vec<PlannedSend>,
+) {
+    lens.clear();
+    lens.extend(replies.iter().map(<[u8]>::len));
+    plan_sends(lens, gso, plan);
+}
+
 /// Splits replies of the given lengths (all to one peer) into sends into
 /// `plan` (cleared first): runs of equal-sized replies become one GSO train
 /// (the last of a run may be shorter, as GSO allows); anything else goes alone.

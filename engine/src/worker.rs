@@ -18,6 +18,7 @@ use crate::bufring::{BufRing, Taken};
 use crate::connection::{Action, Connection, Env, Limits, Outgoing, RECEIVE_WINDOW};
 use crate::conns::Conns;
 use crate::error::EngineError;
+use crate::lifecycle;
 use crate::per_core::{CoreWorker, Sessions, WorkerParts, WorkerSettings};
 use crate::ring::RingMode;
 use crate::stats::WorkerStats;
@@ -234,7 +235,12 @@ impl Worker {
                 .connection_memory
                 .set(self.conns.memory_held() as u64);
             self.after_batch();
-            if self.finished() {
+            if lifecycle::shutdown_finished(
+                &self.conns,
+                &self.timers,
+                self.settings.id,
+                self.free_send_slots.len() == self.send_slots.len(),
+            ) {
                 return Ok(());
             }
         }
@@ -521,25 +527,8 @@ impl Worker {
         } else {
             self.conns.settle(index, generation, &self.limits);
             if self.conns.over_budget() {
-                self.evict_over_budget();
+                lifecycle::evict_over_budget(self);
             }
-        }
-    }
-
-    /// The connections hold more than the worker's memory budget: those
-    /// holding the most are ended and moved to their close. (Their own
-    /// `progress` cannot come back here: eviction leaves the connections
-    /// under the budget, or with nothing left that eviction could free.)
-    fn evict_over_budget(&mut self) {
-        let env = Env {
-            limits: &self.limits,
-            stats: &self.stats,
-            now: self.now,
-        };
-        let mut evicted = Vec::new();
-        self.conns.evict_over_budget(&env, &mut evicted);
-        for (index, generation) in evicted {
-            self.progress(index, generation);
         }
     }
 
@@ -547,22 +536,6 @@ impl Worker {
     fn give_back_lent(&mut self, taken: Taken) {
         self.uring.buffers(self.tcp_bufs).recycle(taken);
         self.lent -= 1;
-    }
-
-    /// Hands connections whose deadline has come their `on_deadline`.
-    fn fire_deadlines(&mut self) {
-        self.now = Instant::now();
-        let env = Env {
-            limits: &self.limits,
-            stats: &self.stats,
-            now: self.now,
-        };
-        let mut due = std::mem::take(&mut self.due);
-        self.conns.fire_deadlines(&env, &mut due);
-        for &(index, generation) in &due {
-            self.progress(index, generation);
-        }
-        self.due = due;
     }
 
     fn on_udp_recv(&mut self, i: usize, res: i32, flags: u32) {
@@ -617,9 +590,13 @@ impl Worker {
 
     /// Sends `self.replies` to `peer`, equal-sized runs as GSO trains.
     fn send_replies(&mut self, i: usize, peer: std::net::SocketAddr) {
-        self.reply_lens.clear();
-        self.reply_lens.extend(self.replies.iter().map(<[u8]>::len));
-        udp::plan_sends(&self.reply_lens, self.udp[i].gso, &mut self.send_plan);
+        let gso = self.udp[i].gso;
+        udp::plan_replies(
+            &self.replies,
+            gso,
+            &mut self.reply_lens,
+            &mut self.send_plan,
+        );
         for p in 0..self.send_plan.len() {
             let (first, count, size) = self.send_plan[p];
             let gso = (count > 1).then_some(size as u16);
@@ -691,7 +668,7 @@ impl Worker {
     // ----- accepting, timers and shutdown -----
 
     fn after_batch(&mut self) {
-        self.fire_deadlines();
+        lifecycle::fire_deadlines(self);
         let accept_paused = self.timers.accept_paused(self.now);
         self.update_accepting(accept_paused);
         if !self.timers.draining() {
@@ -750,38 +727,15 @@ impl Worker {
     }
 
     fn begin_shutdown(&mut self) {
-        if self.timers.draining() {
+        if !lifecycle::begin_shutdown(self, self.settings.shutdown_deadline) {
             return;
         }
-        self.timers.drain_deadline = Some(Instant::now() + self.settings.shutdown_deadline);
         self.update_accepting(true);
         for i in 0..self.udp.len() {
             if self.udp[i].armed {
                 self.cancel(Token::new(Op::UdpRecv, i as u32, 0));
             }
         }
-        let mut all = std::mem::take(&mut self.due);
-        self.conns.begin_shutdown(&mut all);
-        for &(index, generation) in &all {
-            self.progress(index, generation);
-        }
-        self.due = all;
-    }
-
-    fn finished(&mut self) -> bool {
-        let Some(deadline) = self.timers.drain_deadline else {
-            return false;
-        };
-        let flushed = self.conns.is_empty() && self.free_send_slots.len() == self.send_slots.len();
-        if !flushed && Instant::now() >= deadline {
-            tracing::warn!(
-                worker = self.settings.id,
-                "shutdown deadline passed with {} connection(s) still flushing; closing them",
-                self.conns.len()
-            );
-            return true;
-        }
-        flushed
     }
 
     /// Cancels every operation and reaps until none is in flight (closing
@@ -826,4 +780,23 @@ fn cancel_entry(target: Token) -> squeue::Entry {
     opcode::AsyncCancel::new(target.encode())
         .build()
         .user_data(Token::new(Op::Cancel, 0, 0).encode())
+}
+
+impl lifecycle::Driver for Worker {
+    type Io = Option<Taken>;
+
+    fn parts(&mut self) -> lifecycle::Parts<'_, Option<Taken>> {
+        lifecycle::Parts {
+            conns: &mut self.conns,
+            limits: &self.limits,
+            stats: &self.stats,
+            now: &mut self.now,
+            due: &mut self.due,
+            timers: &mut self.timers,
+        }
+    }
+
+    fn progress(&mut self, index: u32, generation: u32) {
+        Worker::progress(self, index, generation);
+    }
 }
