@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use protocols::{DatagramHandler, StreamSession, Transport};
 
+use crate::stats::ServiceCounter;
+
 /// What a new session is told about its connection: who is on the other
 /// end, which worker serves it, and which service it belongs to.
 ///
@@ -17,6 +19,40 @@ pub struct SessionContext<'a> {
     socket: BorrowedFd<'a>,
     worker: usize,
     service: &'a str,
+    counters: Option<&'a CounterSource>,
+}
+
+/// Where a worker's sessions of one service get their counters: the
+/// worker's registry, with what was registered kept here so that a new
+/// session takes no lock.
+pub struct CounterSource {
+    service: Arc<str>,
+    stats: Option<Arc<crate::stats::WorkerStats>>,
+    known: std::cell::RefCell<Vec<(&'static str, ServiceCounter)>>,
+}
+
+impl CounterSource {
+    /// The counters of `service` on the worker whose counters are `stats`.
+    pub(crate) fn new(service: Arc<str>, stats: Option<Arc<crate::stats::WorkerStats>>) -> Self {
+        Self {
+            service,
+            stats,
+            known: std::cell::RefCell::new(Vec::new()),
+        }
+    }
+
+    fn counter(&self, name: &'static str) -> ServiceCounter {
+        let Some(stats) = &self.stats else {
+            return ServiceCounter::detached();
+        };
+        let mut known = self.known.borrow_mut();
+        if let Some((_, c)) = known.iter().find(|(n, _)| *n == name) {
+            return c.clone();
+        }
+        let counter = stats.services.register(&self.service, name);
+        known.push((name, counter.clone()));
+        counter
+    }
 }
 
 impl<'a> SessionContext<'a> {
@@ -28,6 +64,25 @@ impl<'a> SessionContext<'a> {
             socket,
             worker,
             service,
+            counters: None,
+        }
+    }
+
+    /// The same context, with the sessions' counters going to `source`.
+    pub(crate) fn with_counters(mut self, source: &'a CounterSource) -> Self {
+        self.counters = Some(source);
+        self
+    }
+
+    /// The service's counter `name` on this worker, exported by `/metrics`
+    /// as `ringcore_service_counter{service="...",name="..."}` (summed over
+    /// workers, and per worker). Keep it in the session and add to it; a
+    /// transport without workers (the threads and tokio models) gives a
+    /// counter that is not exported.
+    pub fn counter(&self, name: &'static str) -> ServiceCounter {
+        match self.counters {
+            Some(source) => source.counter(name),
+            None => ServiceCounter::detached(),
         }
     }
 

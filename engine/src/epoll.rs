@@ -210,6 +210,15 @@ impl CoreWorker for EpollWorker {
                 libc::EPOLLIN as u32,
             )
             .map_err(fail("watching the shutdown eventfd"))?;
+        let listeners: Vec<Listener> = tcp
+            .into_iter()
+            .map(|service| service.on_worker(settings.id, Some(stats.clone())))
+            .map(|(fd, sessions)| Listener {
+                fd,
+                sessions,
+                pending: true,
+            })
+            .collect();
         let worker = EpollWorker {
             epoll,
             events: Vec::with_capacity(EVENTS),
@@ -217,15 +226,7 @@ impl CoreWorker for EpollWorker {
             limits: settings.limits(),
             // Listeners and UDP sockets start pending: anything that arrived
             // before registration is read on the first round.
-            listeners: tcp
-                .into_iter()
-                .map(|service| service.on_worker(settings.id))
-                .map(|(fd, sessions)| Listener {
-                    fd,
-                    sessions,
-                    pending: true,
-                })
-                .collect(),
+            listeners,
             udp: udp
                 .into_iter()
                 .map(|service| DatagramSocket {

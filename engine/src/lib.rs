@@ -53,7 +53,7 @@ pub use protocols::Transport;
 pub use protocols::{DatagramHandler, Fed, Next, Replies, StreamSession};
 pub use ring::RingMode;
 pub use server::{Driver, Server};
-pub use stats::{StatsSnapshot, WorkerStats};
+pub use stats::{ServiceCounter, StatsSnapshot, WorkerStats};
 
 /// A service as it was actually bound.
 #[derive(Debug, Clone)]

@@ -69,7 +69,55 @@ pub fn render(stats: &[Arc<WorkerStats>], io_path: &str) -> String {
         "ringcore_connections_open {}",
         total.connections_open()
     );
+    render_service_counters(stats, &mut out);
     out
+}
+
+/// The counters sessions keep ([`crate::SessionContext::counter`]): one
+/// line per worker that has the counter, and the sum, labelled with the
+/// service's name and the counter's.
+fn render_service_counters(stats: &[Arc<WorkerStats>], out: &mut String) {
+    let per_worker: Vec<_> = stats.iter().map(|s| s.services.snapshot()).collect();
+    // (service, name) in the order first seen, with the sum over workers.
+    let mut totals: Vec<(Arc<str>, &'static str, u64)> = Vec::new();
+    for (service, name, value) in per_worker.iter().flatten() {
+        match totals
+            .iter_mut()
+            .find(|(s, n, _)| s == service && n == name)
+        {
+            Some(total) => total.2 += value,
+            None => totals.push((service.clone(), name, *value)),
+        }
+    }
+    if totals.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "# HELP ringcore_service_counter Counters the services' sessions keep, by service and name."
+    );
+    let _ = writeln!(out, "# TYPE ringcore_service_counter counter");
+    for (service, name, total) in &totals {
+        let labels = format!("service=\"{}\",name=\"{name}\"", escape_label(service));
+        for (w, counters) in per_worker.iter().enumerate() {
+            if let Some((_, _, v)) = counters.iter().find(|(s, n, _)| s == service && n == name) {
+                let _ = writeln!(
+                    out,
+                    "ringcore_service_counter{{{labels},worker=\"{w}\"}} {v}"
+                );
+            }
+        }
+        let _ = writeln!(out, "ringcore_service_counter{{{labels}}} {total}");
+    }
+}
+
+/// A label value as the exposition format writes it: backslash, quote and
+/// newline escaped.
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// How long one request may take, from its accept to its last byte
@@ -249,5 +297,28 @@ mod tests {
             text.contains("ringcore_io_info{path=\"io_uring\"} 1\n"),
             "{text}"
         );
+        assert!(!text.contains("service_counter"), "none registered");
+    }
+
+    #[test]
+    fn service_counters_are_labelled_per_worker_and_summed() {
+        let a = Arc::new(WorkerStats::default());
+        let b = Arc::new(WorkerStats::default());
+        let kv: Arc<str> = Arc::from("kv");
+        a.services.register(&kv, "hits").add(3);
+        b.services.register(&kv, "hits").add(4);
+        b.services.register(&Arc::from("odd\"name"), "misses").inc();
+        // Registering again finds the same counter.
+        a.services.register(&kv, "hits").inc();
+        let text = render(&[a, b], "epoll");
+        for line in [
+            "# TYPE ringcore_service_counter counter\n",
+            "ringcore_service_counter{service=\"kv\",name=\"hits\",worker=\"0\"} 4\n",
+            "ringcore_service_counter{service=\"kv\",name=\"hits\",worker=\"1\"} 4\n",
+            "ringcore_service_counter{service=\"kv\",name=\"hits\"} 8\n",
+            "ringcore_service_counter{service=\"odd\\\"name\",name=\"misses\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line} in:\n{text}");
+        }
     }
 }

@@ -74,10 +74,12 @@ pub struct TcpService {
 impl TcpService {
     /// Splits the service into its listening socket and this worker's
     /// session maker; call on the worker's own thread, where whatever
-    /// per-worker state the maker creates stays.
-    pub fn on_worker(self, worker: usize) -> (OwnedFd, Sessions) {
+    /// per-worker state the maker creates stays. The sessions' counters go
+    /// to `stats` (the worker's own); `None` leaves them detached.
+    pub fn on_worker(self, worker: usize, stats: Option<Arc<WorkerStats>>) -> (OwnedFd, Sessions) {
         let sessions = Sessions {
             make: (self.sessions)(worker),
+            counters: crate::config::CounterSource::new(self.protocol.clone(), stats),
             protocol: self.protocol,
             worker,
         };
@@ -90,12 +92,15 @@ pub struct Sessions {
     make: SessionMaker,
     protocol: Arc<str>,
     worker: usize,
+    counters: crate::config::CounterSource,
 }
 
 impl Sessions {
     /// A session for the connection just accepted on `conn`.
     pub fn open(&mut self, conn: BorrowedFd) -> Box<dyn protocols::StreamSession> {
-        (self.make)(&SessionContext::new(conn, self.worker, &self.protocol))
+        let cx =
+            SessionContext::new(conn, self.worker, &self.protocol).with_counters(&self.counters);
+        (self.make)(&cx)
     }
 }
 

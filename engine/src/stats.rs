@@ -5,6 +5,7 @@
 //! sum the workers' values whenever they like.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 
 /// A counter with a single writer.
 #[derive(Debug, Default)]
@@ -42,6 +43,66 @@ impl Counter {
     }
 }
 
+/// A counter a service's sessions keep ([`crate::SessionContext::counter`]),
+/// exported by `/metrics` with the service's name. Add to it from the
+/// worker that serves the session: each worker has its own.
+#[derive(Debug, Clone)]
+pub struct ServiceCounter(Arc<Counter>);
+
+impl ServiceCounter {
+    /// A counter counted nowhere else (for server models without workers).
+    pub fn detached() -> Self {
+        Self(Arc::default())
+    }
+
+    /// Adds `n`.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.add(n);
+    }
+
+    /// Adds one.
+    #[inline]
+    pub fn inc(&self) {
+        self.0.add(1);
+    }
+
+    /// The value on this worker.
+    pub fn get(&self) -> u64 {
+        self.0.get()
+    }
+}
+
+/// One worker's service counters. Registering takes a lock (once per
+/// service and name on each worker: the session makers keep what they
+/// got); adding does not.
+#[derive(Debug, Default)]
+pub struct ServiceCounters {
+    entries: Mutex<Vec<(Arc<str>, &'static str, ServiceCounter)>>,
+}
+
+impl ServiceCounters {
+    /// The counter `name` of `service`, made on first use.
+    pub(crate) fn register(&self, service: &Arc<str>, name: &'static str) -> ServiceCounter {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, _, c)) = entries.iter().find(|(s, n, _)| s == service && *n == name) {
+            return c.clone();
+        }
+        let counter = ServiceCounter(Arc::default());
+        entries.push((service.clone(), name, counter.clone()));
+        counter
+    }
+
+    /// Every counter now: (service, name, value), in registration order.
+    pub fn snapshot(&self) -> Vec<(Arc<str>, &'static str, u64)> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .iter()
+            .map(|(s, n, c)| (s.clone(), *n, c.get()))
+            .collect()
+    }
+}
+
 macro_rules! counters {
     ($($(#[doc = $doc:literal])* $name:ident,)*) => {
         /// One worker's counters. Aligned to its own cache lines so that two
@@ -50,6 +111,8 @@ macro_rules! counters {
         #[repr(align(128))]
         pub struct WorkerStats {
             $($(#[doc = $doc])* pub $name: Counter,)*
+            /// Counters the worker's sessions keep, by service and name.
+            pub services: ServiceCounters,
         }
 
         /// A plain copy of counters, for printing and arithmetic.

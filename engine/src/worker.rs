@@ -162,23 +162,24 @@ impl Worker {
             .add_buffers(udp_bufs)
             .map_err(|e| crate::ring::buffer_ring_refused("UDP", &e))?;
         let slots = settings.udp_sends_in_flight;
+        let listeners: Vec<Listener> = tcp
+            .into_iter()
+            .map(|service| service.on_worker(settings.id, Some(stats.clone())))
+            .map(|(fd, sessions)| Listener {
+                fd,
+                sessions,
+                armed: false,
+                multishot: false,
+                cancelling: false,
+            })
+            .collect();
         let worker = Self {
             uring,
             tcp_bufs,
             udp_bufs,
             stats,
             limits: settings.limits(),
-            listeners: tcp
-                .into_iter()
-                .map(|service| service.on_worker(settings.id))
-                .map(|(fd, sessions)| Listener {
-                    fd,
-                    sessions,
-                    armed: false,
-                    multishot: false,
-                    cancelling: false,
-                })
-                .collect(),
+            listeners,
             udp: udp
                 .into_iter()
                 .map(|service| UdpSocket {

@@ -111,7 +111,7 @@ async fn wait_for_wake(wake: OwnedFd) -> std::io::Result<()> {
 }
 
 async fn accept_loop(service: TcpService, shared: Rc<Shared>) {
-    let (fd, mut sessions) = service.on_worker(0);
+    let (fd, mut sessions) = service.on_worker(0, Some(shared.stats.clone()));
     let listener = TcpListener::from_std(std::net::TcpListener::from(fd));
     let mut stop = shared.stop.clone();
     loop {
