@@ -28,14 +28,20 @@ Examples:
       line-framed reverse on IPv6 loopback, one worker pinned to CPU 1
   ringcore --metrics 127.0.0.1:9100 --stats-interval 5
       Prometheus counters at http://127.0.0.1:9100/metrics, a summary every 5 s
+";
 
-Protocols: echo (tcp, udp), reverse (tcp), reverse-lines (tcp), ok (udp), bot (tcp, udp), discard (tcp, udp),
-http (tcp).
-Sizes take K/M/G suffixes; durations take ms/s/m.";
+/// `--help`'s closing text: the examples, every protocol (from the
+/// registry), and how sizes and durations are written.
+fn after_help() -> String {
+    format!(
+        "{EXAMPLES}\nProtocols (--serve TRANSPORT:PORT=PROTOCOL):\n{}\nSizes take K/M/G suffixes; durations take ms/s/m.",
+        Protocol::help()
+    )
+}
 
 /// ringcore: a thread-per-core io_uring server for the classic socket protocols.
 #[derive(Debug, Parser)]
-#[command(name = "ringcore", version, about, after_help = EXAMPLES)]
+#[command(name = "ringcore", version, about, after_help = after_help())]
 pub struct Cli {
     /// The I/O model: `auto` (io_uring where the kernel allows it, else
     /// epoll, saying why); the thread-per-core io_uring engine; the same
@@ -209,13 +215,13 @@ pub type CpuList = Vec<usize>;
 /// The chapter's services, served when no `--serve` is given.
 pub fn default_services() -> Vec<ServeSpec> {
     [
-        (Transport::Tcp, 65432, Protocol::Echo),
-        (Transport::Udp, 65432, Protocol::Echo),
-        (Transport::Tcp, 12345, Protocol::Reverse),
-        (Transport::Udp, 8888, Protocol::Ok),
-        (Transport::Tcp, 5555, Protocol::Bot),
-        (Transport::Udp, 5555, Protocol::Bot),
-        (Transport::Tcp, 8080, Protocol::Http),
+        (Transport::Tcp, 65432, Protocol::ECHO),
+        (Transport::Udp, 65432, Protocol::ECHO),
+        (Transport::Tcp, 12345, Protocol::REVERSE),
+        (Transport::Udp, 8888, Protocol::OK),
+        (Transport::Tcp, 5555, Protocol::BOT),
+        (Transport::Udp, 5555, Protocol::BOT),
+        (Transport::Tcp, 8080, Protocol::HTTP),
     ]
     .into_iter()
     .map(|(transport, port, protocol)| ServeSpec {
@@ -404,6 +410,37 @@ fn core_ids() -> Vec<usize> {
 mod tests {
     use super::*;
 
+    /// The protocols page's table names every protocol of the registry,
+    /// with the transports the registry serves it over, and no other.
+    #[test]
+    fn the_protocols_page_lists_the_registry() {
+        let page = include_str!("../docs/protocols.md");
+        let rows: Vec<(String, String)> = page
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| {
+                let (name, rest) = l.split_once("` | ")?;
+                let transports = rest.split(" | ").next()?;
+                Some((name.to_string(), transports.to_string()))
+            })
+            .collect();
+        let expected: Vec<(String, String)> = Protocol::names()
+            .map(|name| {
+                let p: Protocol = name.parse().unwrap();
+                let served: Vec<&str> = [(Transport::Tcp, "tcp"), (Transport::Udp, "udp")]
+                    .into_iter()
+                    .filter(|(t, _)| p.serves(*t))
+                    .map(|(_, t)| t)
+                    .collect();
+                (name.to_string(), served.join(", "))
+            })
+            .collect();
+        assert_eq!(
+            rows, expected,
+            "docs/protocols.md's table against the registry"
+        );
+    }
+
     #[test]
     fn serve_specs_parse_and_reject_clearly() {
         assert_eq!(
@@ -411,7 +448,7 @@ mod tests {
             Ok(ServeSpec {
                 transport: Transport::Tcp,
                 port: 7100,
-                protocol: Protocol::Echo
+                protocol: Protocol::ECHO
             })
         );
         assert!("udp:1=reverse"

@@ -16,7 +16,7 @@ const AGENTS: usize = 4;
 
 #[test]
 fn four_agents_started_together_merge_into_one_run() {
-    let server = TestServer::start(&[(Transport::Tcp, Protocol::Echo)]);
+    let server = TestServer::start(&[(Transport::Tcp, Protocol::ECHO)]);
     let addr = server.addr(0).to_string();
     let dir = std::env::temp_dir().join(format!("ringcore-agents-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

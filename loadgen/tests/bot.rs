@@ -8,8 +8,8 @@ use protocols::{Protocol, Transport};
 #[test]
 fn scripted_conversations_over_tcp_and_udp_are_all_verified() {
     let server = TestServer::start(&[
-        (Transport::Tcp, Protocol::Bot),
-        (Transport::Udp, Protocol::Bot),
+        (Transport::Tcp, Protocol::BOT),
+        (Transport::Udp, Protocol::BOT),
     ]);
     for (flag, addr) in [("--tcp", server.addr(0)), ("--udp", server.addr(1))] {
         let r = loadgen_json(&[
@@ -43,7 +43,7 @@ fn scripted_conversations_over_tcp_and_udp_are_all_verified() {
 
 #[test]
 fn a_bot_that_says_something_else_is_a_mismatch() {
-    let server = TestServer::start(&[(Transport::Tcp, Protocol::Bot)]);
+    let server = TestServer::start(&[(Transport::Tcp, Protocol::BOT)]);
     let path =
         std::env::temp_dir().join(format!("ringcore-other-script-{}.toml", std::process::id()));
     std::fs::write(&path, "name = \"x\"\ngreeting = \"Howdy!\"\nstart = \"a\"\n[nodes.a]\nsay = \"ok\"\nend = \"resolved\"\n").unwrap();
@@ -105,7 +105,7 @@ fn lossy_relay(bot: std::net::SocketAddr, drop_nth: u64) -> std::net::SocketAddr
 /// exactly that many conversations, whatever `--connections` divides.
 #[test]
 fn a_lost_datagram_fails_one_conversation_only() {
-    let server = TestServer::start(&[(Transport::Udp, Protocol::Bot)]);
+    let server = TestServer::start(&[(Transport::Udp, Protocol::BOT)]);
     let relay = lossy_relay(server.addr(0), 30);
     let out = loadgen(&[
         "--bot",

@@ -10,7 +10,7 @@ use protocols::{Protocol, Transport};
 
 #[test]
 fn bulk_goodput_is_what_the_discard_server_received() {
-    let server = TestServer::start(&[(Transport::Tcp, Protocol::Discard)]);
+    let server = TestServer::start(&[(Transport::Tcp, Protocol::DISCARD)]);
     let r = loadgen_json(&[
         "--tcp",
         &server.addr(0).to_string(),

@@ -32,10 +32,10 @@ fn client(args: &[&str], script: &str) -> (bool, String, String) {
 #[test]
 fn transcripts_over_tcp_and_udp() {
     let server = TestServer::start(&[
-        (Transport::Tcp, Protocol::Bot),
-        (Transport::Udp, Protocol::Bot),
-        (Transport::Tcp, Protocol::Reverse),
-        (Transport::Udp, Protocol::Ok),
+        (Transport::Tcp, Protocol::BOT),
+        (Transport::Udp, Protocol::BOT),
+        (Transport::Tcp, Protocol::REVERSE),
+        (Transport::Udp, Protocol::OK),
     ]);
     let (ok, out, err) = client(&["tcp", &server.addr(0).to_string()], "1\nyes\nyes\nyes\n");
     assert!(ok, "{err}");

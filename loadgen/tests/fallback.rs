@@ -13,9 +13,9 @@ use protocols::{Protocol, Transport};
 #[test]
 fn tcp_and_http_load_verify_every_reply_through_epoll() {
     let server = TestServer::start(&[
-        (Transport::Tcp, Protocol::Echo),
-        (Transport::Tcp, Protocol::ReverseLines),
-        (Transport::Tcp, Protocol::Http),
+        (Transport::Tcp, Protocol::ECHO),
+        (Transport::Tcp, Protocol::REVERSE_LINES),
+        (Transport::Tcp, Protocol::HTTP),
     ]);
     let cases: [(&str, Vec<String>); 3] = [
         (
@@ -96,8 +96,8 @@ fn loadgen_without_io_uring(args: &[&str]) -> (bool, serde_json::Value, String) 
 #[test]
 fn without_io_uring_loadgen_falls_back_and_says_so() {
     let server = TestServer::start(&[
-        (Transport::Tcp, Protocol::Echo),
-        (Transport::Udp, Protocol::Echo),
+        (Transport::Tcp, Protocol::ECHO),
+        (Transport::Udp, Protocol::ECHO),
     ]);
     let tcp = server.addr(0).to_string();
     let (ok, r, stderr) = loadgen_without_io_uring(&["--tcp", &tcp, "--requests", "3000"]);

@@ -160,7 +160,7 @@ fn close(a: f64, b: f64) -> bool {
 
 #[test]
 fn the_log_is_a_time_series_that_reference_readers_decode() {
-    let server = TestServer::start(&[(Transport::Tcp, Protocol::Echo)]);
+    let server = TestServer::start(&[(Transport::Tcp, Protocol::ECHO)]);
     let dir = std::env::temp_dir().join(format!("ringcore-hdr-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let log = dir.join("run.hlog");
@@ -261,9 +261,9 @@ print(json.dumps({"intervals": rows, "count": acc.get_total_count(),
 #[test]
 fn report_merges_logs_interval_by_interval_and_results_of_every_mode() {
     let server = TestServer::start(&[
-        (Transport::Tcp, Protocol::Echo),
-        (Transport::Tcp, Protocol::Http),
-        (Transport::Udp, Protocol::Echo),
+        (Transport::Tcp, Protocol::ECHO),
+        (Transport::Tcp, Protocol::HTTP),
+        (Transport::Udp, Protocol::ECHO),
     ]);
     let dir = std::env::temp_dir().join(format!("ringcore-merge-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

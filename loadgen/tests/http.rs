@@ -39,7 +39,7 @@ fn canned(response: &'static [u8]) -> String {
 
 #[test]
 fn single_fetches_read_every_framing() {
-    let server = TestServer::start(&[(Transport::Tcp, Protocol::Http)]);
+    let server = TestServer::start(&[(Transport::Tcp, Protocol::HTTP)]);
     let base = format!("http://{}", server.addr(0));
     let r = loadgen_json(&["--http", &format!("{base}/bytes/3000000")]);
     assert_eq!(
@@ -222,7 +222,7 @@ fn max_time_stops_a_body_that_never_ends() {
 
 #[test]
 fn redirects_are_reported_and_followed_only_when_asked() {
-    let server = TestServer::start(&[(Transport::Tcp, Protocol::Http)]);
+    let server = TestServer::start(&[(Transport::Tcp, Protocol::HTTP)]);
     let target: &'static str = Box::leak(format!("HTTP/1.1 301 Moved Permanently\r\nLocation: http://{}/bytes/10\r\nContent-Length: 0\r\n\r\n", server.addr(0)).into_boxed_str());
     let mover = canned(target.as_bytes());
     let r = loadgen_json(&["--http", &format!("http://{mover}/old")]);
@@ -235,7 +235,7 @@ fn redirects_are_reported_and_followed_only_when_asked() {
 
 #[test]
 fn keep_alive_load_with_pipelining_reads_every_response() {
-    let server = TestServer::start(&[(Transport::Tcp, Protocol::Http)]);
+    let server = TestServer::start(&[(Transport::Tcp, Protocol::HTTP)]);
     let url = format!("http://{}/chunked/2000", server.addr(0));
     let r = loadgen_json(&[
         "--http",

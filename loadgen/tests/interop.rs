@@ -67,7 +67,7 @@ fn loadgen_fetches_and_loads_nginx() {
 #[ignore = "needs curl (CI installs it)"]
 fn curl_reads_the_engines_bodies() {
     require("curl");
-    let server = TestServer::start(&[(Transport::Tcp, Protocol::Http)]);
+    let server = TestServer::start(&[(Transport::Tcp, Protocol::HTTP)]);
     for path in ["/bytes/1048576", "/chunked/1048576"] {
         let out = Command::new("curl")
             .args([
@@ -133,7 +133,7 @@ fn curl_reads_the_engines_bodies() {
 #[ignore = "needs wrk (CI installs it)"]
 fn wrk_loads_the_engine_without_errors() {
     require("wrk");
-    let server = TestServer::start(&[(Transport::Tcp, Protocol::Http)]);
+    let server = TestServer::start(&[(Transport::Tcp, Protocol::HTTP)]);
     let out = Command::new("wrk")
         .args([
             "-t1",

@@ -11,8 +11,8 @@ use protocols::{Protocol, Transport};
 #[test]
 fn echo_and_reverse_runs_verify_every_reply() {
     let server = TestServer::start(&[
-        (Transport::Tcp, Protocol::Echo),
-        (Transport::Tcp, Protocol::ReverseLines),
+        (Transport::Tcp, Protocol::ECHO),
+        (Transport::Tcp, Protocol::REVERSE_LINES),
     ]);
     let echo = server.addr(0).to_string();
     let r = loadgen_json(&[
@@ -65,7 +65,7 @@ fn echo_and_reverse_runs_verify_every_reply() {
 
 #[test]
 fn open_loop_holds_a_modest_rate() {
-    let server = TestServer::start(&[(Transport::Tcp, Protocol::Echo)]);
+    let server = TestServer::start(&[(Transport::Tcp, Protocol::ECHO)]);
     let addr = server.addr(0).to_string();
     let r = loadgen_json(&[
         "--tcp",
@@ -164,7 +164,7 @@ fn clear_errors_for_bad_input() {
 
 #[test]
 fn report_merges_results_and_histogram_logs_from_several_runs() {
-    let server = TestServer::start(&[(Transport::Tcp, Protocol::Echo)]);
+    let server = TestServer::start(&[(Transport::Tcp, Protocol::ECHO)]);
     let addr = server.addr(0).to_string();
     let dir = std::env::temp_dir().join(format!("ringcore-report-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -13,8 +13,8 @@ use protocols::{Protocol, Transport};
 #[test]
 fn a_moderate_paced_run_accounts_for_every_datagram() {
     let server = TestServer::start(&[
-        (Transport::Udp, Protocol::Echo),
-        (Transport::Udp, Protocol::Ok),
+        (Transport::Udp, Protocol::ECHO),
+        (Transport::Udp, Protocol::OK),
     ]);
     for i in 0..2 {
         let addr = server.addr(i).to_string();
@@ -176,7 +176,7 @@ fn bad_udp_input_gets_clear_errors() {
 
 #[test]
 fn a_sweep_prints_one_step_per_rate_and_draws_the_curve() {
-    let server = TestServer::start(&[(Transport::Udp, Protocol::Echo)]);
+    let server = TestServer::start(&[(Transport::Udp, Protocol::ECHO)]);
     let addr = server.addr(0).to_string();
     let plot = std::env::temp_dir().join(format!("ringcore-sweep-{}.svg", std::process::id()));
     let plot_arg = plot.to_string_lossy().into_owned();

@@ -43,25 +43,6 @@ impl FromStr for Transport {
     }
 }
 
-/// Every protocol ringcore serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Protocol {
-    /// RFC 862 echo, TCP and UDP.
-    Echo,
-    /// The chapter's reverse: each received chunk reversed (TCP).
-    Reverse,
-    /// Line-framed reverse (TCP).
-    ReverseLines,
-    /// The chapter's UDP server: `OK...` + the datagram (UDP).
-    Ok,
-    /// The ISP customer-support bot (TCP and UDP).
-    Bot,
-    /// A minimal HTTP/1.1 service (TCP).
-    Http,
-    /// RFC 863 discard: read and counted, never answered (TCP and UDP).
-    Discard,
-}
-
 /// What protocols need beyond their name: limits and the bot's script.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -99,70 +80,158 @@ impl Default for Options {
 
 /// A protocol name that is not one of ours.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown protocol '{0}' (expected one of: {names})", names = Protocol::NAMES.join(", "))]
+#[error("unknown protocol '{0}' (expected one of: {names})", names = Protocol::names().collect::<Vec<_>>().join(", "))]
 pub struct UnknownProtocol(pub String);
 
+/// Makes a protocol's session for one TCP connection.
+pub type MakeSession = fn(&Options) -> Box<dyn StreamSession + Send>;
+/// Makes a protocol's handler for one UDP socket.
+pub type MakeHandler = fn(&Options) -> Box<dyn DatagramHandler>;
+
+/// Everything the `ringcore` binary knows of one protocol. Parsing,
+/// `--serve`'s checks and `--help` all come from [`REGISTRY`], so a new
+/// protocol is its module and one entry there.
+pub struct Entry {
+    /// The name the command line uses.
+    pub name: &'static str,
+    /// What it does, in one line, for `--help`.
+    pub help: &'static str,
+    /// Makes the session of one TCP connection; `None`: not served over TCP.
+    pub stream: Option<MakeSession>,
+    /// Makes the handler of one UDP socket; `None`: not served over UDP.
+    pub datagram: Option<MakeHandler>,
+}
+
+/// Every protocol the binary serves, in the order `--help` lists them.
+pub const REGISTRY: &[Entry] = &[
+    Entry {
+        name: "echo",
+        help: "RFC 862: every byte (or datagram) back as it came",
+        stream: Some(|_| Box::new(EchoStream)),
+        datagram: Some(|_| Box::new(EchoDatagram)),
+    },
+    Entry {
+        name: "reverse",
+        help: "the chapter's threaded server: each received chunk reversed",
+        stream: Some(|_| Box::new(ReverseChunks)),
+        datagram: None,
+    },
+    Entry {
+        name: "reverse-lines",
+        help: "each line reversed, whatever the chunks (up to --line-limit)",
+        stream: Some(|o| Box::new(ReverseLines::new(o.max_line))),
+        datagram: None,
+    },
+    Entry {
+        name: "ok",
+        help: "the chapter's UDP server: `OK...` and the datagram",
+        stream: None,
+        datagram: Some(|_| Box::new(OkDatagram::default())),
+    },
+    Entry {
+        name: "bot",
+        help: "the ISP support bot of the chapter's exercises (--bot-script)",
+        stream: Some(|o| {
+            let seed = o.conversations.fetch_add(1, Ordering::Relaxed);
+            Box::new(BotStream::new(o.bot.clone(), seed))
+        }),
+        datagram: Some(|o| Box::new(BotDatagram::new(o.bot.clone()))),
+    },
+    Entry {
+        name: "http",
+        help: "HTTP/1.1: /, /bytes/N, /metrics, pipelining and keep-alive",
+        stream: Some(|o| Box::new(HttpSession::new(o.http.clone()))),
+        datagram: None,
+    },
+    Entry {
+        name: "discard",
+        help: "RFC 863: read and counted, never answered",
+        stream: Some(|_| Box::new(DiscardStream)),
+        datagram: Some(|_| Box::new(DiscardDatagram)),
+    },
+];
+
+/// A protocol of [`REGISTRY`]: a handle on its entry.
+#[derive(Clone, Copy)]
+pub struct Protocol(&'static Entry);
+
 impl Protocol {
-    /// Every protocol name, in the order `--help` lists them.
-    pub const NAMES: &'static [&'static str] = &[
-        "echo",
-        "reverse",
-        "reverse-lines",
-        "ok",
-        "bot",
-        "http",
-        "discard",
-    ];
+    /// RFC 862 echo, TCP and UDP.
+    pub const ECHO: Protocol = Protocol(&REGISTRY[0]);
+    /// The chapter's reverse: each received chunk reversed (TCP).
+    pub const REVERSE: Protocol = Protocol(&REGISTRY[1]);
+    /// Line-framed reverse (TCP).
+    pub const REVERSE_LINES: Protocol = Protocol(&REGISTRY[2]);
+    /// The chapter's UDP server: `OK...` + the datagram (UDP).
+    pub const OK: Protocol = Protocol(&REGISTRY[3]);
+    /// The ISP customer-support bot (TCP and UDP).
+    pub const BOT: Protocol = Protocol(&REGISTRY[4]);
+    /// A minimal HTTP/1.1 service (TCP).
+    pub const HTTP: Protocol = Protocol(&REGISTRY[5]);
+    /// RFC 863 discard: read and counted, never answered (TCP and UDP).
+    pub const DISCARD: Protocol = Protocol(&REGISTRY[6]);
+
+    /// Every protocol's name, in the order `--help` lists them.
+    pub fn names() -> impl Iterator<Item = &'static str> {
+        REGISTRY.iter().map(|e| e.name)
+    }
 
     /// The name the command line uses.
     pub fn name(self) -> &'static str {
-        match self {
-            Protocol::Echo => "echo",
-            Protocol::Reverse => "reverse",
-            Protocol::ReverseLines => "reverse-lines",
-            Protocol::Ok => "ok",
-            Protocol::Bot => "bot",
-            Protocol::Http => "http",
-            Protocol::Discard => "discard",
-        }
+        self.0.name
     }
 
     /// Whether this protocol can be served over `transport`.
     pub fn serves(self, transport: Transport) -> bool {
-        match self {
-            Protocol::Echo | Protocol::Bot | Protocol::Discard => true,
-            Protocol::Reverse | Protocol::ReverseLines | Protocol::Http => {
-                transport == Transport::Tcp
-            }
-            Protocol::Ok => transport == Transport::Udp,
+        match transport {
+            Transport::Tcp => self.0.stream.is_some(),
+            Transport::Udp => self.0.datagram.is_some(),
         }
     }
 
     /// A new session for one TCP connection, if this is a stream protocol.
     pub fn stream_session(self, options: &Options) -> Option<Box<dyn StreamSession + Send>> {
-        match self {
-            Protocol::Echo => Some(Box::new(EchoStream)),
-            Protocol::Reverse => Some(Box::new(ReverseChunks)),
-            Protocol::ReverseLines => Some(Box::new(ReverseLines::new(options.max_line))),
-            Protocol::Bot => {
-                let seed = options.conversations.fetch_add(1, Ordering::Relaxed);
-                Some(Box::new(BotStream::new(options.bot.clone(), seed)))
-            }
-            Protocol::Http => Some(Box::new(HttpSession::new(options.http.clone()))),
-            Protocol::Discard => Some(Box::new(DiscardStream)),
-            Protocol::Ok => None,
-        }
+        self.0.stream.map(|make| make(options))
     }
 
     /// A new handler for one UDP socket, if this is a datagram protocol.
     pub fn datagram_handler(self, options: &Options) -> Option<Box<dyn DatagramHandler>> {
-        match self {
-            Protocol::Echo => Some(Box::new(EchoDatagram)),
-            Protocol::Ok => Some(Box::new(OkDatagram::default())),
-            Protocol::Bot => Some(Box::new(BotDatagram::new(options.bot.clone()))),
-            Protocol::Discard => Some(Box::new(DiscardDatagram)),
-            Protocol::Reverse | Protocol::ReverseLines | Protocol::Http => None,
-        }
+        self.0.datagram.map(|make| make(options))
+    }
+
+    /// The protocols for `--help`, one line each: name, transports, what it does.
+    pub fn help() -> String {
+        REGISTRY
+            .iter()
+            .map(|e| {
+                let transports: Vec<&str> =
+                    [(e.stream.is_some(), "tcp"), (e.datagram.is_some(), "udp")]
+                        .into_iter()
+                        .filter_map(|(served, t)| served.then_some(t))
+                        .collect();
+                format!("  {:<14} {:<9} {}\n", e.name, transports.join(", "), e.help)
+            })
+            .collect()
+    }
+}
+
+impl PartialEq for Protocol {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.name == other.0.name
+    }
+}
+
+impl Eq for Protocol {}
+
+impl std::hash::Hash for Protocol {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.name.hash(state);
+    }
+}
+
+impl fmt::Debug for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -175,16 +244,11 @@ impl fmt::Display for Protocol {
 impl FromStr for Protocol {
     type Err = UnknownProtocol;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "echo" => Ok(Protocol::Echo),
-            "reverse" => Ok(Protocol::Reverse),
-            "reverse-lines" => Ok(Protocol::ReverseLines),
-            "ok" => Ok(Protocol::Ok),
-            "bot" => Ok(Protocol::Bot),
-            "http" => Ok(Protocol::Http),
-            "discard" => Ok(Protocol::Discard),
-            other => Err(UnknownProtocol(other.to_string())),
-        }
+        REGISTRY
+            .iter()
+            .find(|e| e.name == s)
+            .map(Protocol)
+            .ok_or_else(|| UnknownProtocol(s.to_string()))
     }
 }
 
@@ -193,10 +257,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_round_trip_and_transports_match_factories() {
-        for name in Protocol::NAMES {
+    fn names_parse_to_their_entries_and_the_constants_name_theirs() {
+        for name in Protocol::names() {
             let p: Protocol = name.parse().unwrap();
-            assert_eq!(p.name(), *name);
+            assert_eq!(p.name(), name);
             let options = Options::default();
             assert_eq!(
                 p.serves(Transport::Tcp),
@@ -206,11 +270,43 @@ mod tests {
                 p.serves(Transport::Udp),
                 p.datagram_handler(&options).is_some()
             );
+            assert!(
+                p.serves(Transport::Tcp) || p.serves(Transport::Udp),
+                "{name}"
+            );
         }
+        // The constants point at the entries their names say (written out
+        // here, apart from the table).
+        for (p, name) in [
+            (Protocol::ECHO, "echo"),
+            (Protocol::REVERSE, "reverse"),
+            (Protocol::REVERSE_LINES, "reverse-lines"),
+            (Protocol::OK, "ok"),
+            (Protocol::BOT, "bot"),
+            (Protocol::HTTP, "http"),
+            (Protocol::DISCARD, "discard"),
+        ] {
+            assert_eq!(p.name(), name);
+        }
+        let names: Vec<&str> = Protocol::names().collect();
+        let unique: std::collections::HashSet<&str> = names.iter().copied().collect();
+        assert_eq!(unique.len(), names.len(), "a name used twice");
         let err = "gopher".parse::<Protocol>().unwrap_err().to_string();
         assert!(
             err.contains("gopher") && err.contains("reverse-lines"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn help_lists_every_protocol_with_its_transports() {
+        let help = Protocol::help();
+        assert_eq!(help.lines().count(), REGISTRY.len());
+        assert!(
+            help.contains("  echo           tcp, udp  RFC 862"),
+            "{help}"
+        );
+        assert!(help.contains("  ok             udp       "), "{help}");
+        assert!(help.contains("  http           tcp       "), "{help}");
     }
 }
