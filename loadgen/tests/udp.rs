@@ -61,8 +61,12 @@ fn reordered_and_duplicated_replies_are_counted_as_such() {
     // sends every fifth pair's later datagram twice.
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = socket.local_addr().unwrap().to_string();
+    // An unpaired last datagram goes back after 10 ms of quiet; loadgen
+    // waits 2 s for it (`--drain`), 200 times that. (With both at 50 ms,
+    // the reply could come just after loadgen stopped listening, and count
+    // as lost: a flake under load.)
     socket
-        .set_read_timeout(Some(Duration::from_millis(50)))
+        .set_read_timeout(Some(Duration::from_millis(10)))
         .unwrap();
     let (swaps, dups, stop) = (
         Arc::new(AtomicU64::new(0)),
@@ -108,6 +112,8 @@ fn reordered_and_duplicated_replies_are_counted_as_such() {
         "0.4",
         "--size",
         "32",
+        "--drain",
+        "2s",
     ]);
     stop.store(true, Relaxed);
     reflector.join().unwrap();
