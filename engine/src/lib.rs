@@ -126,3 +126,9 @@ pub fn start_epoll(config: EngineConfig) -> Result<PerCore, EngineError> {
     let (core, ()) = PerCore::start::<EpollWorker>(&config, true)?;
     Ok(core)
 }
+
+/// The engine guide, `docs/engine.md`: its code compiles as doc tests, so
+/// what a newcomer copies from it builds.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/engine.md")]
+pub struct EngineGuide;
