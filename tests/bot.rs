@@ -12,7 +12,7 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{connect, run_failing, Server, PATIENCE};
+use common::{connect, run_failing, Lack, Server, PATIENCE};
 use protocols::bot::{Conversation, Script};
 
 /// Three paths through the built-in script, each to its own diagnosis.
@@ -483,7 +483,7 @@ fn a_blind_sender_gets_at_most_three_times_what_it_sent() {
 #[test]
 fn a_spoofed_victim_receives_at_most_three_times_what_the_spoofer_sent() {
     if let Err(why) = common::own_network_namespace() {
-        eprintln!("skipped: {why} (run as root)");
+        common::skip(Lack::Root, format!("{why} (run as root)"));
         return;
     }
     let server = Server::start(&["--serve", "udp:0=bot", "--threads", "1"]);
@@ -510,7 +510,7 @@ fn a_spoofed_victim_receives_at_most_three_times_what_the_spoofer_sent() {
             // A forged "code" too: a guess, which starts nothing.
             let payload = if round % 5 == 4 { "3kf9xq" } else { m };
             if let Err(why) = common::send_spoofed_udp_from(victim_addr, bot, payload.as_bytes()) {
-                eprintln!("skipped: {why}");
+                common::skip(Lack::Root, why);
                 return;
             }
             sent.push(payload.len());

@@ -6,7 +6,7 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use common::{allow_only, binary, deny_io_uring, own_network_namespace, port_holder, Server};
+use common::{allow_only, binary, deny_io_uring, own_network_namespace, port_holder, Lack, Server};
 
 /// The chapter's ports, which this test must use.
 const CHAPTER_PORTS: [u16; 5] = [65432, 12345, 8888, 5555, 8080];
@@ -111,7 +111,10 @@ fn the_container_seccomp_profile_serves_the_chapter_through_io_uring() {
 /// skip.
 fn start_on_the_chapters_ports(prepare: impl FnOnce(&mut Command)) -> Option<Server> {
     if Command::new("python3").arg("--version").output().is_err() {
-        println!("SKIPPED: python3 is not installed, the chapter's clients cannot run");
+        common::skip(
+            Lack::Program("python3"),
+            "python3 is not installed, the chapter's clients cannot run",
+        );
         return None;
     }
     // The chapter's fixed ports, in a network namespace of the test's own:
@@ -123,9 +126,9 @@ fn start_on_the_chapters_ports(prepare: impl FnOnce(&mut Command)) -> Option<Ser
             if std::net::TcpListener::bind(("127.0.0.1", port)).is_err()
                 || std::net::UdpSocket::bind(("127.0.0.1", port)).is_err()
             {
-                println!(
-                    "SKIPPED: port {port} is held by {} and {why}",
-                    port_holder(port)
+                common::skip(
+                    Lack::Port,
+                    format!("port {port} is held by {} and {why}", port_holder(port)),
                 );
                 return None;
             }

@@ -11,7 +11,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{run_failing, Server};
+use common::{run_failing, Lack, Server};
 use loadgen::cli::{SizeRange, TcpProtocol};
 use loadgen::progress::Live;
 use loadgen::tcp::{IoPath, TcpPlan, Workload};
@@ -45,7 +45,10 @@ fn with_io_uring_disabled_by_sysctl_everything_falls_back_to_epoll() {
     let _guard = match SysctlGuard::set("2") {
         Ok(guard) => guard,
         Err(e) => {
-            println!("SKIPPED: cannot set {SYSCTL} ({e}): needs root on Linux 6.6+");
+            common::skip(
+                Lack::Root,
+                format!("cannot set {SYSCTL} ({e}): needs root on Linux 6.6+"),
+            );
             return;
         }
     };

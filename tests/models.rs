@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, UdpSocket};
 use std::sync::Arc;
 
-use common::{connect, gso_client, write_until_stalled, Rng, Server, PATIENCE};
+use common::{connect, gso_client, write_until_stalled, Lack, Rng, Server, PATIENCE};
 use protocols::bot::{Conversation, Script};
 
 fn start(io: &str, services: &[&str]) -> Server {
@@ -396,7 +396,7 @@ fn udp_loops_are_refused(io: &str) {
     ];
     for (from, to, payload) in spoofed {
         if let Err(why) = common::send_spoofed_udp(from, to, payload) {
-            eprintln!("{io}: skipped: {why}");
+            common::skip(Lack::Root, format!("{io}: {why}"));
             return;
         }
     }

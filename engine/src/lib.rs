@@ -33,6 +33,10 @@ pub mod signals;
 pub mod slab;
 pub mod socket;
 pub mod stats;
+/// The test suite's one way to skip (shared with the integration tests).
+#[cfg(test)]
+#[path = "../../tests/common/skip.rs"]
+mod test_skip;
 pub mod timers;
 pub mod token;
 pub mod udp;

@@ -5,7 +5,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{loadgen, num};
+use common::{loadgen, num, Lack};
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -28,7 +28,10 @@ fn lab_namespaces(pid: u32) -> Vec<String> {
 #[test]
 fn the_flood_loses_at_the_qdisc_and_the_paced_run_loses_nothing() {
     if !is_root() {
-        println!("SKIPPED: the network lab needs root to create namespaces");
+        common::skip(
+            Lack::Root,
+            "the network lab needs root to create namespaces",
+        );
         let out = loadgen(&["lab"]);
         assert!(String::from_utf8_lossy(&out.stderr).contains("needs root"));
         return;
@@ -62,7 +65,10 @@ fn the_flood_loses_at_the_qdisc_and_the_paced_run_loses_nothing() {
 #[test]
 fn an_interrupted_lab_removes_its_namespaces() {
     if !is_root() {
-        println!("SKIPPED: the network lab needs root to create namespaces");
+        common::skip(
+            Lack::Root,
+            "the network lab needs root to create namespaces",
+        );
         return;
     }
     let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
@@ -98,7 +104,10 @@ fn an_interrupted_lab_removes_its_namespaces() {
 #[test]
 fn a_flood_starves_tcp_on_a_shared_link_and_pacing_shares_it() {
     if !is_root() {
-        println!("SKIPPED: the shared-link lab needs root to create namespaces");
+        common::skip(
+            Lack::Root,
+            "the shared-link lab needs root to create namespaces",
+        );
         return;
     }
     let svg = std::env::temp_dir().join(format!("ringcore-shared-{}.svg", std::process::id()));

@@ -430,8 +430,11 @@ pub fn port_holder(port: u16) -> String {
 }
 
 mod seccomp;
+pub mod skip;
 #[allow(unused_imports)] // not every test binary uses it
 pub use seccomp::{allow_only, deny_io_uring};
+#[allow(unused_imports)] // not every test binary uses it
+pub use skip::{skip, Lack};
 
 /// Sends one UDP datagram to `to` (IPv4 loopback) that claims to come from
 /// `from_port`, through a raw socket, as a spoofing attacker would. Needs

@@ -8,7 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use engine::{Engine, EngineConfig, Handler, ServiceConfig};
+
+#[path = "../../../tests/common/skip.rs"]
+pub mod skip;
 use protocols::{Options, Protocol, Transport};
+#[allow(unused_imports)] // not every test binary uses it
+pub use skip::{skip, Lack};
 
 /// A ringcore engine serving on 127.0.0.1 ephemeral ports; stopped on drop.
 pub struct TestServer {
