@@ -26,6 +26,7 @@ fn four_agents_started_together_merge_into_one_run() {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs_f64();
+    let start_at_s = start_at;
     let start_at = format!("{start_at:.6}");
     let agents: Vec<_> = (0..AGENTS)
         .map(|i| {
@@ -59,7 +60,14 @@ fn four_agents_started_together_merge_into_one_run() {
     let mut files = Vec::new();
     for (i, r) in results.iter().enumerate() {
         assert_eq!(r["tag"], format!("agent-{i}"));
-        assert!(num(r, "start_lateness_ms") < 5.0, "{r}");
+        // The absolute instant is honoured: not before it (an agent that
+        // ignored --start-at would start 1.5 s early), and late by less
+        // than a sixth of the lead however loaded the machine (idle, it is
+        // under a millisecond; 20 ms was seen beside a build).
+        let started = num(r, "started_at");
+        assert!(started >= start_at_s - 0.001, "early: {r}");
+        assert!(num(r, "start_lateness_ms") < 250.0, "{r}");
+        assert!(started - start_at_s < 0.25, "{r}");
         let file = path(format!("agent-{i}.json"));
         std::fs::write(&file, r.to_string()).unwrap();
         files.push(file);
@@ -71,23 +79,28 @@ fn four_agents_started_together_merge_into_one_run() {
     args.extend(files.iter().map(String::as_str));
     let m = loadgen_json(&args);
 
-    // They started within 5 ms of each other...
+    // The merge reports how far apart they started...
     let starts: Vec<f64> = results.iter().map(|r| num(r, "started_at")).collect();
-    let spread = starts.iter().cloned().fold(f64::MIN, f64::max)
-        - starts.iter().cloned().fold(f64::MAX, f64::min);
-    assert!(spread < 0.005, "started {:.3} ms apart", spread * 1e3);
+    let first = starts.iter().cloned().fold(f64::MAX, f64::min);
+    let spread = starts.iter().cloned().fold(f64::MIN, f64::max) - first;
     assert!(
         (num(&m, "start_spread_ms") - spread * 1e3).abs() < 1e-6,
         "{m}"
     );
-    // ...so the merged run's own rate (all requests over its span) is the
-    // sum of theirs, within 2 %.
+    // ...and the merged run's own rate: every request over the span from
+    // the first start to the last end, computed here from the sources.
     let sum: f64 = results.iter().map(|r| num(r, "requests_per_sec")).sum();
     assert!((num(&m, "tcp.requests_per_sec") - sum).abs() < 1e-6);
+    let last_end = results
+        .iter()
+        .map(|r| num(r, "started_at") + num(r, "duration_s"))
+        .fold(f64::MIN, f64::max);
+    let requests: f64 = results.iter().map(|r| num(r, "requests")).sum();
+    let expected_rate = requests / (last_end - first);
     let span_rate = num(&m, "tcp.span_rate");
     assert!(
-        (span_rate - sum).abs() <= sum * 0.02,
-        "merged {span_rate:.0}/s against a sum of {sum:.0}/s: {m}"
+        (span_rate - expected_rate).abs() <= expected_rate * 1e-6,
+        "merged {span_rate:.3}/s against {expected_rate:.3}/s: {m}"
     );
     assert_eq!(
         num(&m, "tcp.requests"),
@@ -114,7 +127,8 @@ fn four_agents_started_together_merge_into_one_run() {
             "{key}"
         );
     }
-    assert_eq!(num(&m, "histograms.latency.count"), 4.0 * 4000.0);
+    let samples: f64 = results.iter().map(|r| num(r, "latency_us.count")).sum();
+    assert_eq!(num(&m, "histograms.latency.count"), samples);
     let tags: Vec<&str> = m["sources"]
         .as_array()
         .unwrap()
