@@ -14,6 +14,7 @@ const MAX_PAYLOAD: usize = 1 << 20;
 struct Framed {
     served: Rc<Cell<u64>>,     // this worker's count, shared by its sessions
     deadline: Option<Instant>, // set while a frame is incomplete
+    needed: usize,             // the incomplete frame's size, once known
 }
 
 fn frame(out: &mut Vec<u8>, payload: impl ExactSizeIterator<Item = u8>) {
@@ -24,7 +25,7 @@ fn frame(out: &mut Vec<u8>, payload: impl ExactSizeIterator<Item = u8>) {
 impl StreamSession for Framed {
     fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>, _room: usize) -> Fed {
         let Some(head) = input.first_chunk::<4>() else {
-            return self.need_more();
+            return self.need_more(4);
         };
         let len = u32::from_be_bytes(*head) as usize;
         if len > MAX_PAYLOAD {
@@ -32,7 +33,7 @@ impl StreamSession for Framed {
             return Fed::close(input.len());
         }
         let Some(payload) = input.get(4..4 + len) else {
-            return self.need_more();
+            return self.need_more(4 + len); // offered again once it is all here
         };
         self.deadline = None;
         self.served.set(self.served.get() + 1);
@@ -47,6 +48,10 @@ impl StreamSession for Framed {
         4 + MAX_PAYLOAD
     }
 
+    fn input_needed(&self) -> usize {
+        self.needed
+    }
+
     fn timer(&self) -> Option<Instant> {
         self.deadline
     }
@@ -58,7 +63,8 @@ impl StreamSession for Framed {
 }
 
 impl Framed {
-    fn need_more(&mut self) -> Fed {
+    fn need_more(&mut self, needed: usize) -> Fed {
+        self.needed = needed;
         self.deadline
             .get_or_insert_with(|| Instant::now() + Duration::from_secs(2));
         Fed::need_more()
@@ -73,6 +79,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         move |_cx: &engine::SessionContext| Framed {
             served: served.clone(),
             deadline: None,
+            needed: 0,
         }
     });
     if let Some(workers) = args.next() {

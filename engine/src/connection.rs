@@ -238,7 +238,8 @@ impl Connection {
             // The usual case: the session takes the bytes where they lie.
             let (taken, awaiting) = self.offer(data, env);
             self.held.push(&data[taken..]);
-            self.held.set_awaiting(awaiting);
+            self.held
+                .set_awaiting(awaiting, self.session.input_needed());
         } else {
             self.held.push(data);
         }
@@ -608,7 +609,7 @@ impl Connection {
             let mut held = std::mem::take(&mut self.held);
             let (taken, awaiting) = self.offer(held.as_slice(), env);
             held.consume(taken);
-            held.set_awaiting(awaiting);
+            held.set_awaiting(awaiting, self.session.input_needed());
             self.held = held;
         }
         if self.awaiting_more() && self.held_len() > self.session.max_frame() {
@@ -801,8 +802,12 @@ struct Held {
     /// How much of `bytes` the session has taken.
     from: usize,
     /// The session has seen every byte held and asked for more ("need
-    /// more input"): they are offered again only once more arrive.
+    /// more input"): they are offered again only once more arrive, and at
+    /// least `needed` bytes are held.
     awaiting: bool,
+    /// How many bytes the awaited frame needs in all, as the session said
+    /// ([`StreamSession::input_needed`]); 0 when it did not say.
+    needed: usize,
 }
 
 impl HeldInput {
@@ -818,7 +823,10 @@ impl HeldInput {
         self.0.as_ref().map_or(&[], |h| &h.bytes[h.from..])
     }
 
-    /// Keeps `data` after what is held, with no slack capacity.
+    /// Keeps `data` after what is held. Input held back by full output
+    /// gets no slack capacity; a frame being gathered grows geometrically
+    /// (or at once to the size the session said it needs), so a peer
+    /// trickling a large frame a byte at a time costs no copy per byte.
     fn push(&mut self, data: &[u8]) {
         if data.is_empty() {
             return;
@@ -828,11 +836,19 @@ impl HeldInput {
                 bytes: Vec::new(),
                 from: 0,
                 awaiting: false,
+                needed: 0,
             })
         });
-        held.awaiting = false; // new bytes: worth offering again
-        held.bytes.reserve_exact(data.len());
+        if held.awaiting {
+            let wanted = held.needed.saturating_sub(held.bytes.len() - held.from);
+            held.bytes.reserve(data.len().max(wanted));
+        } else {
+            held.bytes.reserve_exact(data.len());
+        }
         held.bytes.extend_from_slice(data);
+        if held.bytes.len() - held.from >= held.needed {
+            held.awaiting = false; // enough new bytes: worth offering again
+        }
     }
 
     /// True while the session waits for more than what is held.
@@ -840,10 +856,12 @@ impl HeldInput {
         self.0.as_ref().is_some_and(|h| h.awaiting)
     }
 
-    /// Records whether the session, offered everything held, asked for more.
-    fn set_awaiting(&mut self, awaiting: bool) {
+    /// Records whether the session, offered everything held, asked for
+    /// more, and how many bytes in all it said it needs (0: any more).
+    fn set_awaiting(&mut self, awaiting: bool, needed: usize) {
         if let Some(held) = self.0.as_mut() {
             held.awaiting = awaiting;
+            held.needed = if awaiting { needed } else { 0 };
         }
     }
 

@@ -80,7 +80,12 @@ async fn serve(parts: WorkerParts) -> Result<(), EngineError> {
     });
     let mut services = Vec::new();
     for service in tcp {
-        services.push(tokio_uring::spawn(accept_loop(service, shared.clone())));
+        let worker = settings.id;
+        services.push(tokio_uring::spawn(accept_loop(
+            service,
+            worker,
+            shared.clone(),
+        )));
     }
     for service in udp {
         let guard = settings.loop_guard.clone();
@@ -110,8 +115,8 @@ async fn wait_for_wake(wake: OwnedFd) -> std::io::Result<()> {
     result.map(|_| ())
 }
 
-async fn accept_loop(service: TcpService, shared: Rc<Shared>) {
-    let (fd, mut sessions) = service.on_worker(0, Some(shared.stats.clone()));
+async fn accept_loop(service: TcpService, worker: usize, shared: Rc<Shared>) {
+    let (fd, mut sessions) = service.on_worker(worker, Some(shared.stats.clone()));
     let listener = TcpListener::from_std(std::net::TcpListener::from(fd));
     let mut stop = shared.stop.clone();
     loop {

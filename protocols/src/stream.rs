@@ -108,6 +108,18 @@ pub trait StreamSession {
     /// takes no new request until that output is written.
     fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>, room: usize) -> Fed;
 
+    /// After taking nothing ("need more input"): how many bytes the frame
+    /// needs in all, counting from the first byte the session did not
+    /// take, when the session knows (a length prefix says so). The
+    /// transport then offers the input again only once it holds that
+    /// many, and makes room for them at once, instead of on every byte
+    /// that arrives: a peer trickling a large frame cannot make the
+    /// session parse it over and over. 0 (the default): offer again on
+    /// any new byte.
+    fn input_needed(&self) -> usize {
+        0
+    }
+
     /// The most bytes the transport holds for this session while it waits
     /// for the rest of a frame ("need more input"). Past it, the transport
     /// calls [`on_frame_too_large`](Self::on_frame_too_large), sends what

@@ -446,6 +446,59 @@ impl StreamSession for LengthPrefixed {
     }
 }
 
+/// A length-prefixed session that says how much its frame needs, and
+/// counts how often it is offered input.
+struct Hinting {
+    needed: usize,
+    offers: std::rc::Rc<std::cell::Cell<usize>>,
+    hint: bool,
+}
+
+impl StreamSession for Hinting {
+    fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>, _room: usize) -> Fed {
+        self.offers.set(self.offers.get() + 1);
+        self.needed = input.first().map_or(0, |&len| 1 + len as usize);
+        if self.needed == 0 || input.len() < self.needed {
+            return Fed::need_more();
+        }
+        out.extend_from_slice(b"!");
+        Fed::all(self.needed)
+    }
+
+    fn input_needed(&self) -> usize {
+        if self.hint {
+            self.needed
+        } else {
+            0
+        }
+    }
+}
+
+#[test]
+fn a_session_that_says_how_much_it_needs_is_not_offered_every_byte() {
+    for (hint, most_offers) in [(false, 200), (true, 2)] {
+        let offers = std::rc::Rc::new(std::cell::Cell::new(0));
+        let session = Hinting {
+            needed: 0,
+            offers: offers.clone(),
+            hint,
+        };
+        let mut sim = Sim::new(Box::new(session), Limits::default());
+        // A 200-byte frame (a length byte of 199), one byte per receive.
+        let frame: Vec<u8> = std::iter::once(199u8).chain([7u8; 199]).collect();
+        for byte in &frame {
+            assert!(sim.peer_sends(&[*byte]));
+        }
+        sim.peer_reads();
+        assert_eq!(sim.delivered, b"!", "hint {hint}");
+        assert!(
+            offers.get() <= most_offers,
+            "hint {hint}: offered {} times",
+            offers.get()
+        );
+    }
+}
+
 #[test]
 fn a_frame_arriving_a_byte_at_a_time_is_answered_once_whole() {
     let mut sim = Sim::new(LengthPrefixed::new(64), Limits::default());
