@@ -10,7 +10,7 @@ mod common;
 use std::net::UdpSocket;
 use std::process::Command;
 
-use common::{gso_client, Server};
+use common::{gso_client, Lack, Server};
 
 /// Moves this test's thread (and the processes it starts) into a new
 /// network namespace whose loopback is up with a 1500-byte MTU; false
@@ -19,9 +19,12 @@ fn enter_small_mtu_namespace() -> bool {
     // SAFETY: unshare(2) moves only the calling thread; libtest runs each
     // test on a thread of its own that ends with it.
     if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-        eprintln!(
-            "skipped: no network namespace of our own ({}); run as root",
-            std::io::Error::last_os_error()
+        common::skip(
+            Lack::Root,
+            format!(
+                "no network namespace of our own ({}); run as root",
+                std::io::Error::last_os_error()
+            ),
         );
         return false;
     }
