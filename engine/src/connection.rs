@@ -405,7 +405,7 @@ impl Connection {
                 self.recv = Recv::Stopping;
                 return Some(Action::StopReceiving);
             }
-            return self.close_if_quiescent();
+            return self.close_if_quiescent(env);
         }
         self.advance(env);
         if !self.send_in_flight && !self.send_blocked && self.next_send() {
@@ -419,13 +419,13 @@ impl Connection {
         if self.all_answered() && !self.fin_sent {
             self.fin_sent = true;
             if self.peer_closed {
-                return self.close_if_quiescent();
+                return self.close_if_quiescent(env);
             }
             self.timer = Some(env.now + env.limits.linger);
             return Some(Action::ShutdownWrite);
         }
         if self.fin_sent && self.peer_closed {
-            return self.close_if_quiescent();
+            return self.close_if_quiescent(env);
         }
         // Hysteresis: reading stops above the limit and resumes at half of it.
         let limit = env.limits.output_limit;
@@ -441,7 +441,7 @@ impl Connection {
         if held_back && !self.paused {
             env.stats.backpressure_pauses.inc();
         }
-        self.paused = held_back;
+        self.set_paused(held_back, env);
         match self.recv {
             Recv::Active if !wanted => {
                 self.recv = Recv::Stopping;
@@ -751,8 +751,20 @@ impl Connection {
         }
     }
 
-    fn close_if_quiescent(&mut self) -> Option<Action> {
+    /// Records whether reading is held back by the output, keeping the
+    /// worker's `connections_paused` gauge.
+    fn set_paused(&mut self, paused: bool, env: &Env) {
+        match (self.paused, paused) {
+            (false, true) => env.stats.connections_paused.inc(),
+            (true, false) => env.stats.connections_paused.add(u64::MAX), // minus one
+            _ => {}
+        }
+        self.paused = paused;
+    }
+
+    fn close_if_quiescent(&mut self, env: &Env) -> Option<Action> {
         if self.recv == Recv::Idle && !self.send_in_flight {
+            self.set_paused(false, env);
             self.closed = true;
             Some(Action::Close)
         } else {

@@ -20,6 +20,7 @@ const GAUGES: &[&str] = &[
     "tcp_buffers_spare",
     "tcp_buffers_lent",
     "connection_memory",
+    "connections_paused",
 ];
 
 /// Renders which I/O path serves (`ringcore_io_info{path="..."} 1`, e.g.

@@ -183,6 +183,9 @@ counters! {
     accept_errors,
     /// Times a connection stopped being read because its output was full.
     backpressure_pauses,
+    /// TCP connections not read now because their output is full (a
+    /// gauge: up when one pauses, down when it resumes or closes).
+    connections_paused,
     /// Multishot operations re-armed after ending (ENOBUFS and the like).
     multishot_rearms,
     /// Connections closed on a timeout: --idle-timeout, or their protocol's

@@ -233,6 +233,7 @@ fn amplifying_input_never_read_stays_within_the_output_limit() {
         "held input is what arrived"
     );
     assert_eq!(sim.stats.backpressure_pauses.get(), 1);
+    assert_eq!(sim.stats.connections_paused.get(), 1, "paused now");
     // Once the peer reads, the held questions are answered in order.
     for _ in 0..10_000 {
         if sim.conn.held_len() == 0 {
@@ -242,6 +243,20 @@ fn amplifying_input_never_read_stays_within_the_output_limit() {
     }
     assert_eq!(sim.conn.held_len(), 0);
     assert!(sim.receiving, "reading resumes once the output drains");
+    assert_eq!(sim.stats.connections_paused.get(), 0, "no longer paused");
+}
+
+#[test]
+fn a_paused_connection_that_closes_leaves_the_paused_gauge() {
+    let mut sim = Sim::new(Box::new(EchoStream), limits(1024));
+    while sim.peer_sends(&[b'x'; 512]) {}
+    assert_eq!(sim.stats.connections_paused.get(), 1);
+    // An error ends it while paused: the gauge comes back down at the close.
+    sim.event(|c, env| c.on_recv_error(env));
+    sim.in_flight = None;
+    sim.event(|c, env| c.on_send_error(env));
+    assert!(sim.closed());
+    assert_eq!(sim.stats.connections_paused.get(), 0);
 }
 
 #[test]
