@@ -304,6 +304,35 @@ fn never_reading_clients_are_cut_off_after_the_send_timeout(io: &str) {
     }
 }
 
+/// The send timeout fires no sooner than its duration after the peer's
+/// last progress, and well before twice it. A client with a tiny receive
+/// window asks for a gigabyte and never reads: the kernel's last progress
+/// comes after the request was written (so the close cannot come sooner
+/// than the timeout after it), and loopback fills the window within
+/// microseconds of it (so the close comes within about the timeout).
+fn the_send_timeout_fires_after_its_duration_and_before_twice_it(io: &str) {
+    let timeout = Duration::from_secs(1);
+    let server = start(io, "1s");
+    let mut s = connect_small_window(server.addr("tcp", "http"));
+    s.write_all(b"GET /bytes/1073741824 HTTP/1.1\r\n\r\n")
+        .unwrap();
+    let written = Instant::now();
+    let deadline = written + PATIENCE;
+    while server.counter("send_timeouts") == 0 {
+        assert!(Instant::now() < deadline, "{io}: no send timeout");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let fired = written.elapsed();
+    assert!(
+        fired >= timeout,
+        "{io}: fired after {fired:?}, before {timeout:?}"
+    );
+    assert!(
+        fired < 2 * timeout,
+        "{io}: fired after {fired:?}, past twice {timeout:?}"
+    );
+}
+
 fn pipelining_during_a_long_body_is_answered_in_order(io: &str) {
     let server = start(io, "60s");
     let addr = server.addr("tcp", "http");
@@ -689,6 +718,7 @@ suite!(
     the_memory_limit_evicts_the_largest_holders_and_bounds_the_server,
     silent_clients_cannot_hold_every_connection_slot,
     never_reading_clients_are_cut_off_after_the_send_timeout,
+    the_send_timeout_fires_after_its_duration_and_before_twice_it,
     pipelining_during_a_long_body_is_answered_in_order,
     a_reset_mid_reply_frees_the_connection,
     half_closed_requests_are_answered_whole,
