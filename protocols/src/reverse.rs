@@ -266,12 +266,36 @@ pub(crate) mod tests {
         assert_eq!(s.on_bytes(b"y", &mut out), Next::Close);
     }
 
+    /// The rule, written apart from the code under test: each line's body
+    /// reversed (by character when it is valid UTF-8, byte by byte
+    /// otherwise), its terminator (`\r\n` or `\n`) kept.
     fn reference_lines(data: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         for piece in data.split_inclusive(|&b| b == b'\n') {
-            ReverseLines::reply_line(piece, &mut out);
+            let (body, end): (&[u8], &[u8]) = if let Some(b) = piece.strip_suffix(b"\r\n") {
+                (b, b"\r\n")
+            } else if let Some(b) = piece.strip_suffix(b"\n") {
+                (b, b"\n")
+            } else {
+                (piece, b"")
+            };
+            match std::str::from_utf8(body) {
+                Ok(text) => out.extend(text.chars().rev().collect::<String>().into_bytes()),
+                Err(_) => out.extend(body.iter().rev()),
+            }
+            out.extend_from_slice(end);
         }
         out
+    }
+
+    #[test]
+    fn the_reference_agrees_with_hand_written_cases() {
+        assert_eq!(reference_lines(b"abc\r\nx\n"), b"cba\r\nx\n");
+        assert_eq!(
+            reference_lines("h\u{e9}\u{20ac}\n".as_bytes()),
+            "\u{20ac}\u{e9}h\n".as_bytes()
+        );
+        assert_eq!(reference_lines(&[0xff, b'a', b'\n']), [b'a', 0xff, b'\n']);
     }
 
     proptest! {
