@@ -529,3 +529,42 @@ fn a_spoofed_victim_receives_at_most_three_times_what_the_spoofer_sent() {
         sent.len()
     );
 }
+
+/// One conversation as the built-in script (`default_script.toml`) says it
+/// goes, written out here by hand from the script, not computed by the
+/// bot's own state machine: no connection, lights on, Internet light
+/// green, a restart fixes it.
+const NO_CONNECTION_FIXED_BY_A_RESTART: [(&str, &str); 4] = [
+    (
+        "",
+        "Hello! I'm Rita, Ringcore ISP's automated support assistant. I'll ask a few questions to find out what's wrong. You can type help, back, restart or quit at any time.\n\
+         What kind of problem are you having?\n  1) No connection at all\n  2) The connection is slow\n  3) The connection keeps dropping\n  4) Only Wi-Fi is not working\n  5) One device or one website has trouble\n  6) A billing question or an outage\n",
+    ),
+    ("1", "Are the lights on your router on? (yes/no)\n"),
+    ("yes", "Is the light marked Internet (or WAN) green? (yes/no)\n"),
+    (
+        "yes",
+        "Please restart the router: unplug it for 30 seconds, plug it back in and wait two minutes. Can you browse now? (yes/no)\n",
+    ),
+];
+
+const FIXED_SUMMARY: &str = "Great, it works again!\nSummary of what we checked:\n  - router has power: yes\n  - internet light green: yes\n  - browsing after a router restart: yes\nGoodbye! Thanks for contacting us.\n";
+
+#[test]
+fn a_conversation_goes_as_the_script_is_written() {
+    let server = Server::start(&["--serve", "tcp:0=bot", "--serve", "udp:0=bot"]);
+    let mut tcp = TcpChat::open(server.addr("tcp", "bot"));
+    let udp = UdpChat::open(server.addr("udp", "bot"));
+    udp.hello();
+    let mut turns: Vec<(&str, &str)> = NO_CONNECTION_FIXED_BY_A_RESTART.to_vec();
+    turns.push(("yes", FIXED_SUMMARY));
+    for (answer, expected) in turns {
+        if !answer.is_empty() {
+            tcp.send(answer.as_bytes());
+            udp.send(answer.as_bytes());
+        }
+        assert_eq!(tcp.read_like(expected), expected, "TCP, after {answer:?}");
+        assert_eq!(udp.read_like(expected), expected, "UDP, after {answer:?}");
+    }
+    assert_eq!(tcp.rest(), "", "TCP closes after the goodbye");
+}
