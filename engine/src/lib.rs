@@ -83,7 +83,7 @@ impl Engine {
     /// are ready, or the first error any of them met.
     pub fn start(config: EngineConfig) -> Result<Engine, EngineError> {
         config.validate().map_err(EngineError::Config)?;
-        ring::probe()?;
+        uring::probe()?;
         // The engine splits GRO trains, so its UDP sockets ask for them.
         let (core, mode) = PerCore::start::<worker::Worker>(&config, true)?;
         Ok(Engine {

@@ -89,29 +89,6 @@ pub fn create(entries: u32) -> Result<(IoUring, RingMode), EngineError> {
 /// multishot accept and receive, and provided-buffer rings.
 pub const MIN_KERNEL: (u32, u32) = (6, 0);
 
-/// Probes, before any thread starts, that io_uring can be used here with
-/// the features the engine needs: a kernel of [`MIN_KERNEL`] or newer, a
-/// ring, and a provided-buffer ring registered on it.
-pub fn probe() -> Result<RingMode, EngineError> {
-    if let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") {
-        let release = release.trim();
-        if release_version(release).is_some_and(|v| v < MIN_KERNEL) {
-            return Err(EngineError::UringUnavailable(format!(
-                "the kernel is {release}, older than {}.{}: the engine needs multishot receives and provided-buffer rings",
-                MIN_KERNEL.0, MIN_KERNEL.1
-            )));
-        }
-    }
-    let mut uring = crate::uring::Uring::new(8)?;
-    let bufs = crate::bufring::BufRing::new(2, 64, 0).map_err(|e| {
-        EngineError::UringUnavailable(format!("cannot allocate a probe buffer ring: {e}"))
-    })?;
-    uring
-        .add_buffers(bufs)
-        .map_err(|e| buffer_ring_refused("a probe", &e))?;
-    Ok(uring.mode())
-}
-
 /// Names the cause of a refused buffer-ring registration (`what`'s).
 pub fn buffer_ring_refused(what: &str, err: &io::Error) -> EngineError {
     let cause = match err.raw_os_error() {
@@ -169,7 +146,6 @@ mod tests {
         assert_eq!(release_version("6.12"), Some((6, 12)));
         assert!(release_version("5.15.0").unwrap() < MIN_KERNEL);
         assert_eq!(release_version("linux"), None);
-        assert!(probe().is_ok(), "this machine's kernel has io_uring");
     }
 
     #[test]

@@ -23,6 +23,29 @@ use crate::ring::RingMode;
 /// [`Uring::set_batch_wait`]).
 pub const BATCH: usize = 32;
 
+/// Probes, before any thread starts, that io_uring can be used here with
+/// the features the engine needs: a kernel of [`crate::ring::MIN_KERNEL`] or newer, a
+/// ring, and a provided-buffer ring registered on it.
+pub fn probe() -> Result<RingMode, crate::EngineError> {
+    if let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") {
+        let release = release.trim();
+        if crate::ring::release_version(release).is_some_and(|v| v < crate::ring::MIN_KERNEL) {
+            return Err(crate::EngineError::UringUnavailable(format!(
+                "the kernel is {release}, older than {}.{}: the engine needs multishot receives and provided-buffer rings",
+                crate::ring::MIN_KERNEL.0, crate::ring::MIN_KERNEL.1
+            )));
+        }
+    }
+    let mut uring = Uring::new(8)?;
+    let bufs = BufRing::new(2, 64, 0).map_err(|e| {
+        crate::EngineError::UringUnavailable(format!("cannot allocate a probe buffer ring: {e}"))
+    })?;
+    uring
+        .add_buffers(bufs)
+        .map_err(|e| crate::ring::buffer_ring_refused("a probe", &e))?;
+    Ok(uring.mode())
+}
+
 /// A ring, its buffer rings, and what is in flight on it.
 pub struct Uring {
     ring: ManuallyDrop<IoUring>,
@@ -348,6 +371,11 @@ mod tests {
         let recv = opcode::RecvMulti::new(types::Fd(0), 0).build();
         assert_eq!(optlen(&recv), 0);
         assert_eq!(optlen(&cap_multishot_recv(recv, 32 * 1024)), 32 * 1024);
+    }
+
+    #[test]
+    fn the_probe_finds_what_the_engine_needs_here() {
+        assert!(probe().is_ok(), "this machine's kernel has io_uring");
     }
 
     #[test]

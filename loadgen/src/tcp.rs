@@ -84,10 +84,10 @@ impl IoPath {
         match choice {
             IoChoice::Epoll => Ok(IoPath::Epoll),
             IoChoice::Uring => {
-                engine::ring::probe()?;
+                engine::uring::probe()?;
                 Ok(IoPath::Uring)
             }
-            IoChoice::Auto => match engine::ring::probe() {
+            IoChoice::Auto => match engine::uring::probe() {
                 Ok(_) => Ok(IoPath::Uring),
                 Err(engine::EngineError::UringUnavailable(cause)) => {
                     eprintln!("loadgen: io_uring is unavailable, using epoll instead: {cause}");
