@@ -137,6 +137,11 @@ pub struct Cli {
     #[arg(long, default_value_t = 10_000, value_name = "N")]
     pub bot_sessions: usize,
 
+    /// How often the secret behind the UDP bot's codes rotates: a code an
+    /// address is sent stays good for one to two of these.
+    #[arg(long, default_value = "1m", value_parser = parse_duration, value_name = "DURATION")]
+    pub bot_cookie_period: Duration,
+
     /// Longest message the bot accepts.
     #[arg(long, default_value = "4K", value_parser = parse_size, value_name = "BYTES")]
     pub bot_line_limit: u64,
@@ -270,12 +275,16 @@ impl Cli {
         if self.bot_sessions == 0 {
             bail!("--bot-sessions must be at least 1");
         }
+        if self.bot_cookie_period.is_zero() {
+            bail!("--bot-cookie-period must be above zero");
+        }
         let bot = BotConfig {
             script: Arc::new(script),
             idle: self.bot_idle,
             max_line: usize::try_from(self.bot_line_limit)
                 .context("--bot-line-limit is too large")?,
             max_sessions: self.bot_sessions,
+            cookie_period: self.bot_cookie_period,
         };
         let line_limit = usize::try_from(self.line_limit).context("--line-limit is too large")?;
         let http = HttpConfig {

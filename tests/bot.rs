@@ -568,3 +568,55 @@ fn a_conversation_goes_as_the_script_is_written() {
     }
     assert_eq!(tcp.rest(), "", "TCP closes after the goodbye");
 }
+
+#[test]
+fn a_code_from_another_address_or_an_old_period_starts_nothing() {
+    // A short period, so that "two periods later" is under a second.
+    let server = Server::start(&[
+        "--serve",
+        "udp:0=bot",
+        "--threads",
+        "1",
+        "--bot-cookie-period",
+        "300ms",
+    ]);
+    let bot = server.addr("udp", "bot");
+    let socket = || {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        s
+    };
+    let ask = |s: &UdpSocket, message: &[u8]| -> String {
+        s.send_to(message, bot).unwrap();
+        let mut buf = [0u8; 2048];
+        let (n, _) = s.recv_from(&mut buf).expect("a reply");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let (a, b) = (socket(), socket());
+    let prompt = ask(&a, b"hello");
+    let code = protocols::cookie::code_in_prompt(prompt.as_bytes()).expect("a code");
+    let issued = std::time::Instant::now();
+    // Another address replaying it gets a prompt of its own.
+    let replayed = ask(&b, &code);
+    assert!(replayed.starts_with("send "), "{replayed}");
+    assert_ne!(
+        protocols::cookie::code_in_prompt(replayed.as_bytes()),
+        Some(code),
+        "each address has its own code"
+    );
+    // Two periods after it was issued the code is stale (the wait is the
+    // test's subject: a code is good for at most two periods, 600 ms).
+    std::thread::sleep(Duration::from_millis(700).saturating_sub(issued.elapsed()));
+    let stale = ask(&a, &code);
+    assert!(
+        stale.starts_with("send "),
+        "a stale code starts nothing: {stale}"
+    );
+    assert_eq!(server.counter("sessions_open"), 0);
+    // A fresh code, sent straight back, starts the conversation.
+    loadgen::bot::prove_udp(&a, bot).expect("prompt and code");
+    let mut buf = [0u8; 2048];
+    let (n, _) = a.recv_from(&mut buf).expect("the greeting");
+    assert!(buf[..n].starts_with(b"Hello! I'm Rita"));
+    assert_eq!(server.counter("sessions_open"), 1);
+}

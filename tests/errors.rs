@@ -47,6 +47,7 @@ fn bad_flags_get_clear_messages() {
         (&["--cpus", "4096"], "not available"),
         (&["--output-limit", "lots"], "not a size"),
         (&["--shutdown-deadline", "soon"], "not a duration"),
+        (&["--bot-cookie-period", "0"], "--bot-cookie-period must be above zero"),
         (&["--buffers", "300"], "power of two"),
         (&["--memory-limit", "lots"], "not a size"),
         // Found in review: twice this limit overflowed (a panic in debug builds).

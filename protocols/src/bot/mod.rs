@@ -34,6 +34,9 @@ pub struct BotConfig {
     pub max_line: usize,
     /// Most UDP conversations kept at once; the least recently used goes first.
     pub max_sessions: usize,
+    /// How often the secret behind the UDP codes rotates: a code an
+    /// address is given is good for one to two of these.
+    pub cookie_period: Duration,
 }
 
 impl BotConfig {
@@ -44,6 +47,7 @@ impl BotConfig {
             idle: Duration::from_secs(300),
             max_line: 4096,
             max_sessions: 10_000,
+            cookie_period: crate::cookie::PERIOD,
         }
     }
 }
@@ -436,7 +440,8 @@ pub struct BotDatagram {
 impl BotDatagram {
     /// A handler for one socket.
     pub fn new(config: Arc<BotConfig>) -> Self {
-        Self::with_cookies(config, Cookies::default())
+        let cookies = Cookies::with_period(config.cookie_period);
+        Self::with_cookies(config, cookies)
     }
 
     /// A handler that makes its codes with `cookies` (tests shorten their
