@@ -571,14 +571,15 @@ fn a_conversation_goes_as_the_script_is_written() {
 
 #[test]
 fn a_code_from_another_address_or_an_old_period_starts_nothing() {
-    // A short period, so that "two periods later" is under a second.
+    // A short period, so that "two periods later" is 2 s, and a fresh
+    // code sent straight back has a whole second to arrive in.
     let server = Server::start(&[
         "--serve",
         "udp:0=bot",
         "--threads",
         "1",
         "--bot-cookie-period",
-        "300ms",
+        "1s",
     ]);
     let bot = server.addr("udp", "bot");
     let socket = || {
@@ -605,8 +606,8 @@ fn a_code_from_another_address_or_an_old_period_starts_nothing() {
         "each address has its own code"
     );
     // Two periods after it was issued the code is stale (the wait is the
-    // test's subject: a code is good for at most two periods, 600 ms).
-    std::thread::sleep(Duration::from_millis(700).saturating_sub(issued.elapsed()));
+    // test's subject: a code is good for at most two periods, 2 s).
+    std::thread::sleep(Duration::from_millis(2100).saturating_sub(issued.elapsed()));
     let stale = ask(&a, &code);
     assert!(
         stale.starts_with("send "),

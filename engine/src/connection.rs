@@ -238,8 +238,8 @@ impl Connection {
             // The usual case: the session takes the bytes where they lie.
             let (taken, awaiting) = self.offer(data, env);
             self.held.push(&data[taken..]);
-            self.held
-                .set_awaiting(awaiting, self.session.input_needed());
+            let needed = self.input_needed();
+            self.held.set_awaiting(awaiting, needed);
         } else {
             self.held.push(data);
         }
@@ -609,7 +609,7 @@ impl Connection {
             let mut held = std::mem::take(&mut self.held);
             let (taken, awaiting) = self.offer(held.as_slice(), env);
             held.consume(taken);
-            held.set_awaiting(awaiting, self.session.input_needed());
+            held.set_awaiting(awaiting, self.input_needed());
             self.held = held;
         }
         if self.awaiting_more() && self.held_len() > self.session.max_frame() {
@@ -635,6 +635,16 @@ impl Connection {
         if self.reading == Reading::Done {
             self.discard_held(env);
         }
+    }
+
+    /// What the session says its frame needs, never more than one byte
+    /// past its frame bound: a session that passes on a length the peer
+    /// wrote (4 GiB, say) cannot make the connection reserve it; the frame
+    /// bound ends such a frame first.
+    fn input_needed(&self) -> usize {
+        self.session
+            .input_needed()
+            .min(self.session.max_frame().saturating_add(1))
     }
 
     /// True while everything held is a frame's beginning the session has

@@ -14,18 +14,15 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use protocols::{DatagramHandler, Replies};
 
-use crate::connection::{Action, Connection, Env, Limits};
-use crate::conns::{Conns, Tracked};
+use crate::connection::{Action, Connection, Env};
+use crate::conns::Tracked;
 use crate::error::EngineError;
-use crate::lifecycle;
+use crate::lifecycle::{self, WorkerCore};
 use crate::per_core::{CoreWorker, Sessions, WorkerParts, WorkerSettings};
-use crate::stats::WorkerStats;
-use crate::timers::Timers;
 use crate::token::{Op, Token};
 use crate::udp::{self, SendSlot};
 
@@ -72,13 +69,11 @@ pub struct EpollWorker {
     epoll: Epoll,
     events: Vec<libc::epoll_event>,
     settings: WorkerSettings,
-    limits: Limits,
-    stats: Arc<WorkerStats>,
+    /// The connections and what every worker decides about them, shared
+    /// with the other driver ([`lifecycle`]).
+    core: WorkerCore<Readiness>,
     listeners: Vec<Listener>,
     udp: Vec<DatagramSocket>,
-    conns: Conns<Readiness>,
-    /// Reused: connections to move after deadlines or at shutdown.
-    due: Vec<(u32, u32)>,
     /// The shutdown eventfd, in the epoll set; held so it stays open.
     _wake: OwnedFd,
     /// Receive buffer shared by every connection: idle connections hold none.
@@ -93,9 +88,6 @@ pub struct EpollWorker {
     single_slot: Box<SendSlot>,
     /// Connections to visit again without waiting for an edge.
     revisit: Vec<(u32, u32)>,
-    timers: Timers,
-    /// The time this round's events are handled at.
-    now: Instant,
 }
 
 /// An epoll instance (edge-triggered use only), shared with loadgen's
@@ -222,8 +214,6 @@ impl CoreWorker for EpollWorker {
         let worker = EpollWorker {
             epoll,
             events: Vec::with_capacity(EVENTS),
-            stats,
-            limits: settings.limits(),
             // Listeners and UDP sockets start pending: anything that arrived
             // before registration is read on the first round.
             listeners,
@@ -236,8 +226,6 @@ impl CoreWorker for EpollWorker {
                     gso: true,
                 })
                 .collect(),
-            conns: Conns::new(settings.memory_budget),
-            due: Vec::new(),
             _wake: wake,
             scratch: vec![0; settings.tcp_buffers.1 as usize],
             datagram: vec![0; udp::MAX_PAYLOAD],
@@ -248,8 +236,7 @@ impl CoreWorker for EpollWorker {
             send_slot: SendSlot::new(),
             single_slot: SendSlot::new(),
             revisit: Vec::new(),
-            timers: Timers::default(),
-            now: Instant::now(),
+            core: WorkerCore::new(&settings, stats),
             settings,
         };
         Ok((worker, ()))
@@ -258,7 +245,7 @@ impl CoreWorker for EpollWorker {
     fn run(mut self) -> Result<(), EngineError> {
         loop {
             let timeout = self.timeout();
-            self.stats.epoll_waits.inc();
+            self.core.stats.epoll_waits.inc();
             let mut events = std::mem::take(&mut self.events);
             match self.epoll.wait(&mut events, timeout) {
                 Ok(()) => {}
@@ -271,8 +258,8 @@ impl CoreWorker for EpollWorker {
                     })
                 }
             }
-            self.now = Instant::now();
-            self.stats.readiness_events.add(events.len() as u64);
+            self.core.now = Instant::now();
+            self.core.stats.readiness_events.add(events.len() as u64);
             for event in &events {
                 let Some(t) = Token::decode(event.u64) else {
                     continue;
@@ -291,10 +278,16 @@ impl CoreWorker for EpollWorker {
                 self.progress(index, generation);
             }
             self.after_batch();
-            self.stats
+            self.core
+                .stats
                 .connection_memory
-                .set(self.conns.memory_held() as u64);
-            if lifecycle::shutdown_finished(&self.conns, &self.timers, self.settings.id, true) {
+                .set(self.core.conns.memory_held() as u64);
+            if lifecycle::shutdown_finished(
+                &self.core.conns,
+                &self.core.timers,
+                self.settings.id,
+                true,
+            ) {
                 return Ok(());
             }
         }
@@ -305,25 +298,26 @@ impl EpollWorker {
     /// How long epoll_wait may block: not at all while work is left over,
     /// else until the nearest timer, or forever.
     fn timeout(&self) -> Option<Duration> {
-        let draining = self.timers.draining();
+        let draining = self.core.timers.draining();
         let accepting = !draining
-            && self.timers.accept_retry_at.is_none()
-            && self.conns.len() < self.settings.max_connections;
+            && self.core.timers.accept_retry_at.is_none()
+            && self.core.conns.len() < self.settings.max_connections;
         let leftover = !self.revisit.is_empty()
             || (accepting && self.listeners.iter().any(|l| l.pending))
             || (!draining && self.udp.iter().any(|u| u.pending));
         if leftover {
             return Some(Duration::ZERO);
         }
-        self.timers
-            .next_wait(Instant::now(), self.conns.next_deadline())
+        self.core
+            .timers
+            .next_wait(Instant::now(), self.core.conns.next_deadline())
     }
 
     // ----- connections -----
 
     /// A connection's socket reported `bits`.
     fn on_ready(&mut self, index: u32, generation: u32, bits: u32) {
-        let Some(c) = self.conns.get_mut(index, generation) else {
+        let Some(c) = self.core.conns.get_mut(index, generation) else {
             return;
         };
         let hung_up = bits & (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0;
@@ -342,11 +336,11 @@ impl EpollWorker {
     /// next deadline.
     fn progress(&mut self, index: u32, generation: u32) {
         let env = Env {
-            limits: &self.limits,
-            stats: &self.stats,
-            now: self.now,
+            limits: &self.core.limits,
+            stats: &self.core.stats,
+            now: self.core.now,
         };
-        let Some(c) = self.conns.get_mut(index, generation) else {
+        let Some(c) = self.core.conns.get_mut(index, generation) else {
             return;
         };
         let mut reads = 0;
@@ -364,12 +358,12 @@ impl EpollWorker {
                     Action::ShutdownWrite => {
                         // SAFETY: plain syscall on a descriptor this connection owns.
                         unsafe { libc::shutdown(c.fd.as_raw_fd(), libc::SHUT_WR) };
-                        self.stats.io_syscalls.inc();
+                        self.core.stats.io_syscalls.inc();
                     }
                     Action::Close => {
                         // Closing the descriptor also takes it out of the epoll set.
-                        self.conns.remove(index);
-                        self.stats.connections_closed.inc();
+                        self.core.conns.remove(index);
+                        self.core.stats.connections_closed.inc();
                         return;
                     }
                 }
@@ -384,8 +378,8 @@ impl EpollWorker {
             // Budget spent with input left: no new edge will come for it.
             self.revisit.push((index, generation));
         }
-        self.conns.settle(index, generation, &self.limits);
-        if self.conns.over_budget() {
+        self.core.conns.settle(index, generation, &self.core.limits);
+        if self.core.conns.over_budget() {
             lifecycle::evict_over_budget(self);
         }
     }
@@ -393,7 +387,7 @@ impl EpollWorker {
     fn accept(&mut self, i: usize) {
         let mut budget = VISIT_BUDGET;
         while self.listeners[i].pending && budget > 0 {
-            if self.conns.len() >= self.settings.max_connections {
+            if self.core.conns.len() >= self.settings.max_connections {
                 return; // at the limit: new connections wait in the backlog
             }
             budget -= 1;
@@ -407,15 +401,17 @@ impl EpollWorker {
                     libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
                 )
             };
-            self.stats.io_syscalls.inc();
+            self.core.stats.io_syscalls.inc();
             if fd < 0 {
                 let e = io::Error::last_os_error();
                 match e.raw_os_error() {
                     Some(libc::EAGAIN) => self.listeners[i].pending = false,
                     Some(libc::EINTR | libc::ECONNABORTED) => {}
                     _ => {
-                        self.timers.accept_failed(self.settings.id, &e, &self.stats);
-                        if self.timers.accept_retry_at.is_some() {
+                        self.core
+                            .timers
+                            .accept_failed(self.settings.id, &e, &self.core.stats);
+                        if self.core.timers.accept_retry_at.is_some() {
                             return;
                         }
                     }
@@ -437,9 +433,10 @@ impl EpollWorker {
             writable: true,
             receiving: false,
         };
-        let (index, generation) = self
-            .conns
-            .insert(fd, Connection::new(session, self.now), io);
+        let (index, generation) =
+            self.core
+                .conns
+                .insert(fd, Connection::new(session, self.core.now), io);
         // Both directions, edge-triggered, once: no epoll_ctl per send.
         let events = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP) as u32;
         if let Err(e) = self
@@ -447,11 +444,11 @@ impl EpollWorker {
             .add(raw, Token::new(Op::Recv, index, generation), events)
         {
             tracing::debug!("watching a connection: {e}");
-            self.conns.remove(index);
-            self.stats.accept_errors.inc();
+            self.core.conns.remove(index);
+            self.core.stats.accept_errors.inc();
             return;
         }
-        self.stats.connections_accepted.inc();
+        self.core.stats.connections_accepted.inc();
         self.progress(index, generation);
     }
 
@@ -481,7 +478,7 @@ impl EpollWorker {
             // SAFETY: every pointer in `msg` refers to a live buffer of the
             // length given, owned by this worker for the whole call.
             let n = unsafe { libc::recvmsg(self.udp[i].fd.as_raw_fd(), &mut msg, 0) };
-            self.stats.io_syscalls.inc();
+            self.core.stats.io_syscalls.inc();
             if n < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::WouldBlock {
@@ -516,9 +513,9 @@ impl EpollWorker {
                 &received,
                 peer,
                 handler,
-                self.now,
+                self.core.now,
                 &mut self.replies,
-                &self.stats,
+                &self.core.stats,
                 &self.settings.loop_guard,
             );
             self.send_replies(i, peer);
@@ -534,7 +531,7 @@ impl EpollWorker {
     /// sockets, into the counters.
     fn publish_sessions(&self) {
         let tables = self.udp.iter().map(|socket| socket.handler.sessions());
-        self.stats.publish_sessions(tables);
+        self.core.stats.publish_sessions(tables);
     }
 
     /// Sends `self.replies` to `peer` at once, equal-sized runs as GSO trains.
@@ -551,12 +548,12 @@ impl EpollWorker {
             let gso = (count > 1).then_some(size as u16);
             self.send_slot.fill(&self.replies, first, count);
             let result = udp::send_now(fd, &mut self.send_slot, peer, gso);
-            self.stats.io_syscalls.inc();
-            if udp::count_send(&self.stats, self.send_slot.segments, result) {
+            self.core.stats.io_syscalls.inc();
+            if udp::count_send(&self.core.stats, self.send_slot.segments, result) {
                 // The path refused GSO: this train goes a datagram at a
                 // time, and this socket sends no more trains.
                 self.udp[i].gso = false;
-                udp::resend_singly(fd, &self.send_slot, &mut self.single_slot, &self.stats);
+                udp::resend_singly(fd, &self.send_slot, &mut self.single_slot, &self.core.stats);
             }
         }
     }
@@ -565,8 +562,8 @@ impl EpollWorker {
 
     fn after_batch(&mut self) {
         lifecycle::fire_deadlines(self);
-        let accept_paused = self.timers.accept_paused(self.now);
-        if self.timers.draining() {
+        let accept_paused = self.core.timers.accept_paused(self.core.now);
+        if self.core.timers.draining() {
             return;
         }
         if !accept_paused {
@@ -587,15 +584,8 @@ impl EpollWorker {
 impl lifecycle::Driver for EpollWorker {
     type Io = Readiness;
 
-    fn parts(&mut self) -> lifecycle::Parts<'_, Readiness> {
-        lifecycle::Parts {
-            conns: &mut self.conns,
-            limits: &self.limits,
-            stats: &self.stats,
-            now: &mut self.now,
-            due: &mut self.due,
-            timers: &mut self.timers,
-        }
+    fn core(&mut self) -> &mut WorkerCore<Readiness> {
+        &mut self.core
     }
 
     fn progress(&mut self, index: u32, generation: u32) {

@@ -7,36 +7,56 @@
 
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use crate::connection::{Env, Limits};
 use crate::conns::Conns;
+use crate::per_core::WorkerSettings;
 use crate::stats::WorkerStats;
 use crate::timers::Timers;
 
-/// What a driver lends the life-cycle for one step.
-pub(crate) struct Parts<'a, D> {
-    /// The worker's connections.
-    pub(crate) conns: &'a mut Conns<D>,
+/// What every worker keeps of its connections, whatever its I/O: the
+/// table, their bounds, the counters, the batch's time, the deadlines'
+/// scratch list and the worker's own timers. Both drivers own one and lend
+/// it to the life-cycle below.
+pub(crate) struct WorkerCore<D> {
+    /// The worker's connections (and what the driver keeps per connection).
+    pub(crate) conns: Conns<D>,
     /// Their bounds.
-    pub(crate) limits: &'a Limits,
+    pub(crate) limits: Limits,
     /// The worker's counters.
-    pub(crate) stats: &'a WorkerStats,
+    pub(crate) stats: Arc<WorkerStats>,
     /// The time of the batch being handled.
-    pub(crate) now: &'a mut Instant,
-    /// A reusable list of connections to move.
-    pub(crate) due: &'a mut Vec<(u32, u32)>,
+    pub(crate) now: Instant,
+    /// Reused: connections to move after deadlines or at shutdown.
+    pub(crate) due: Vec<(u32, u32)>,
     /// Accept back-off and the shutdown deadline.
-    pub(crate) timers: &'a mut Timers,
+    pub(crate) timers: Timers,
 }
 
-impl<'a, D> Parts<'a, D> {
-    /// The context of the batch's events (borrowing none of the parts, so
-    /// the table can be changed under it).
-    fn env(&self) -> Env<'a> {
-        Env {
-            limits: self.limits,
-            stats: self.stats,
-            now: *self.now,
+impl<D> WorkerCore<D> {
+    /// A worker's core before its first connection.
+    pub(crate) fn new(settings: &WorkerSettings, stats: Arc<WorkerStats>) -> Self {
+        Self {
+            conns: Conns::new(settings.memory_budget),
+            limits: settings.limits(),
+            stats,
+            now: Instant::now(),
+            due: Vec::new(),
+            timers: Timers::default(),
         }
+    }
+
+    /// The due list, taken, and the context of the batch's events (which
+    /// borrows no part the table needs).
+    fn take_due(&mut self) -> (Vec<(u32, u32)>, &mut Conns<D>, Env<'_>) {
+        let due = std::mem::take(&mut self.due);
+        let env = Env {
+            limits: &self.limits,
+            stats: &self.stats,
+            now: self.now,
+        };
+        (due, &mut self.conns, env)
     }
 }
 
@@ -44,8 +64,8 @@ impl<'a, D> Parts<'a, D> {
 pub(crate) trait Driver {
     /// What the driver keeps per connection besides the core.
     type Io;
-    /// Lends the connection table and its context.
-    fn parts(&mut self) -> Parts<'_, Self::Io>;
+    /// Lends the worker's core.
+    fn core(&mut self) -> &mut WorkerCore<Self::Io>;
     /// Carries out what the connection asks for after an event.
     fn progress(&mut self, index: u32, generation: u32);
 }
@@ -57,7 +77,7 @@ fn progress_all<W: Driver>(w: &mut W, list: Vec<(u32, u32)>) {
     }
     let mut list = list;
     list.clear();
-    *w.parts().due = list;
+    w.core().due = list;
 }
 
 /// The connections hold more than the worker's memory budget: those
@@ -65,21 +85,18 @@ fn progress_all<W: Driver>(w: &mut W, list: Vec<(u32, u32)>) {
 /// `progress` cannot come back here: eviction leaves the connections under
 /// the budget, or with nothing left that eviction could free.)
 pub(crate) fn evict_over_budget<W: Driver>(w: &mut W) {
-    let p = w.parts();
-    let mut evicted = std::mem::take(p.due);
-    let env = p.env();
-    p.conns.evict_over_budget(&env, &mut evicted);
+    let (mut evicted, conns, env) = w.core().take_due();
+    conns.evict_over_budget(&env, &mut evicted);
     progress_all(w, evicted);
 }
 
 /// Hands connections whose deadline has come their `on_deadline`, at the
 /// time it is now.
 pub(crate) fn fire_deadlines<W: Driver>(w: &mut W) {
-    let p = w.parts();
-    *p.now = Instant::now();
-    let mut due = std::mem::take(p.due);
-    let env = p.env();
-    p.conns.fire_deadlines(&env, &mut due);
+    let core = w.core();
+    core.now = Instant::now();
+    let (mut due, conns, env) = core.take_due();
+    conns.fire_deadlines(&env, &mut due);
     progress_all(w, due);
 }
 
@@ -87,13 +104,13 @@ pub(crate) fn fire_deadlines<W: Driver>(w: &mut W) {
 /// every connection answers what the kernel had queued, then finishes.
 /// False when shutdown had already begun.
 pub(crate) fn begin_shutdown<W: Driver>(w: &mut W, budget: Duration) -> bool {
-    let p = w.parts();
-    if p.timers.draining() {
+    let core = w.core();
+    if core.timers.draining() {
         return false;
     }
-    p.timers.drain_deadline = Some(Instant::now() + budget);
-    let mut all = std::mem::take(p.due);
-    p.conns.begin_shutdown(&mut all);
+    core.timers.drain_deadline = Some(Instant::now() + budget);
+    let (mut all, conns, _) = core.take_due();
+    conns.begin_shutdown(&mut all);
     progress_all(w, all);
     true
 }

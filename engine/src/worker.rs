@@ -8,21 +8,18 @@
 use std::cell::UnsafeCell;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, opcode, squeue, types};
 use protocols::{DatagramHandler, Replies};
 
 use crate::bufring::{BufRing, Taken};
-use crate::connection::{Action, Connection, Env, Limits, Outgoing, RECEIVE_WINDOW};
+use crate::connection::{Action, Connection, Env, Outgoing, RECEIVE_WINDOW};
 use crate::conns::Conns;
 use crate::error::EngineError;
-use crate::lifecycle;
+use crate::lifecycle::{self, WorkerCore};
 use crate::per_core::{CoreWorker, Sessions, WorkerParts, WorkerSettings};
 use crate::ring::RingMode;
-use crate::stats::WorkerStats;
-use crate::timers::Timers;
 use crate::token::{Op, Token};
 use crate::udp::{self, SendSlot};
 use crate::uring::Uring;
@@ -66,19 +63,16 @@ pub struct Worker {
     tcp_bufs: usize,
     udp_bufs: usize,
     settings: WorkerSettings,
-    limits: Limits,
-    stats: Arc<WorkerStats>,
+    /// The connections and what every worker decides about them, shared
+    /// with the other driver ([`lifecycle`]).
+    core: WorkerCore<Option<Taken>>,
     listeners: Vec<Listener>,
     udp: Vec<UdpSocket>,
-    /// Per connection, the receive buffer it was lent to send back (echo).
-    conns: Conns<Option<Taken>>,
     /// Receive buffers lent out to sends, and the most that may be: a peer
     /// that never reads keeps its buffer until the send timeout, so past
     /// this share of the ring, input is copied instead.
     lent: u16,
     max_lent: u16,
-    /// Reused: connections to move after deadlines or at shutdown.
-    due: Vec<(u32, u32)>,
     // Boxed: a slot's msghdr points into the slot itself, so it must never
     // move, even if this Vec ever grew.
     #[allow(clippy::vec_box)]
@@ -95,12 +89,9 @@ pub struct Worker {
     /// Reused per datagram: the replies' lengths and the sends planned for them.
     reply_lens: Vec<usize>,
     send_plan: Vec<udp::PlannedSend>,
-    timers: Timers,
     /// The kernel caps a multishot receive at a byte count (Linux 6.16+);
     /// cleared when it refuses the cap, after which receives are uncapped.
     recv_window: bool,
-    /// The time this batch of completions is handled at.
-    now: Instant,
 }
 
 impl CoreWorker for Worker {
@@ -177,8 +168,6 @@ impl Worker {
             uring,
             tcp_bufs,
             udp_bufs,
-            stats,
-            limits: settings.limits(),
             listeners,
             udp: udp
                 .into_iter()
@@ -190,10 +179,8 @@ impl Worker {
                     gso: true,
                 })
                 .collect(),
-            conns: Conns::new(settings.memory_budget),
             lent: 0,
             max_lent: count / 4,
-            due: Vec::new(),
             send_slots: (0..slots).map(|_| SendSlot::new()).collect(),
             free_send_slots: (0..slots as u32).rev().collect(),
             overflow_slot: SendSlot::new(),
@@ -203,9 +190,8 @@ impl Worker {
             replies: Replies::new(),
             reply_lens: Vec::new(),
             send_plan: Vec::new(),
-            timers: Timers::default(),
             recv_window: true,
-            now: Instant::now(),
+            core: WorkerCore::new(&settings, stats),
             settings,
         };
         Ok((worker, mode))
@@ -220,25 +206,26 @@ impl Worker {
         self.update_accepting(false);
         loop {
             self.enter()?;
-            self.now = Instant::now();
+            self.core.now = Instant::now();
             let mut cqes = std::mem::take(&mut self.cqes);
             self.uring.reap(&mut cqes);
-            self.stats.cqes_reaped.add(cqes.len() as u64);
+            self.core.stats.cqes_reaped.add(cqes.len() as u64);
             for cqe in cqes.drain(..) {
                 self.handle(&cqe);
             }
             self.cqes = cqes;
             self.uring.publish_buffers();
             let spare = self.uring.buffers(self.tcp_bufs).spare();
-            self.stats.tcp_buffers_spare.set(u64::from(spare));
-            self.stats.tcp_buffers_lent.set(u64::from(self.lent));
-            self.stats
+            self.core.stats.tcp_buffers_spare.set(u64::from(spare));
+            self.core.stats.tcp_buffers_lent.set(u64::from(self.lent));
+            self.core
+                .stats
                 .connection_memory
-                .set(self.conns.memory_held() as u64);
+                .set(self.core.conns.memory_held() as u64);
             self.after_batch();
             if lifecycle::shutdown_finished(
-                &self.conns,
-                &self.timers,
+                &self.core.conns,
+                &self.core.timers,
                 self.settings.id,
                 self.free_send_slots.len() == self.send_slots.len(),
             ) {
@@ -262,8 +249,9 @@ impl Worker {
 
     fn enter(&mut self) -> Result<(), EngineError> {
         let wait = self
+            .core
             .timers
-            .next_wait(Instant::now(), self.conns.next_deadline());
+            .next_wait(Instant::now(), self.core.conns.next_deadline());
         let submitted = self
             .uring
             .enter(wait)
@@ -272,8 +260,8 @@ impl Worker {
                 context: "io_uring_enter",
                 source,
             })?;
-        self.stats.io_uring_enter_calls.inc();
-        self.stats.sqes_submitted.add(submitted);
+        self.core.stats.io_uring_enter_calls.inc();
+        self.core.stats.sqes_submitted.add(submitted);
         Ok(())
     }
 
@@ -339,28 +327,29 @@ impl Worker {
                 libc::ECANCELED => {}
                 errno => {
                     let error = io::Error::from_raw_os_error(errno);
-                    self.timers
-                        .accept_failed(self.settings.id, &error, &self.stats);
+                    self.core
+                        .timers
+                        .accept_failed(self.settings.id, &error, &self.core.stats);
                 }
             }
             return;
         }
         // SAFETY: a successful accept returns a new descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(res) };
-        if self.timers.draining() {
+        if self.core.timers.draining() {
             return; // shutting down: the new connection is closed at once
         }
-        if self.conns.len() >= self.settings.max_connections {
+        if self.core.conns.len() >= self.settings.max_connections {
             // A multishot accept can deliver more in one batch than the limit
             // leaves room for (the cancel lands after): close the extra one
             // rather than exceed --max-connections.
-            self.stats.connections_rejected.inc();
+            self.core.stats.connections_rejected.inc();
             return;
         }
-        self.stats.connections_accepted.inc();
+        self.core.stats.connections_accepted.inc();
         let session = self.listeners[listener].sessions.open(fd.as_fd());
-        let conn = Connection::new(session, self.now);
-        let (index, generation) = self.conns.insert(fd, conn, None);
+        let conn = Connection::new(session, self.core.now);
+        let (index, generation) = self.core.conns.insert(fd, conn, None);
         self.progress(index, generation);
     }
 
@@ -368,13 +357,13 @@ impl Worker {
         let buffer = cqueue::buffer_select(flags);
         let more = cqueue::more(flags);
         let env = Env {
-            limits: &self.limits,
-            stats: &self.stats,
-            now: self.now,
+            limits: &self.core.limits,
+            stats: &self.core.stats,
+            now: self.core.now,
         };
         let bufs = self.uring.buffers(self.tcp_bufs);
         let taken = buffer.map(|bid| bufs.take(bid, res.max(0) as usize));
-        let Some(c) = self.conns.get_mut(token.index, token.generation) else {
+        let Some(c) = self.core.conns.get_mut(token.index, token.generation) else {
             if let Some(taken) = taken {
                 bufs.recycle(taken);
             }
@@ -386,7 +375,7 @@ impl Worker {
                 // Sent back from where it lies; recycled once sent.
                 c.io = Some(taken);
                 self.lent += 1;
-                self.stats.receives_lent.inc();
+                self.core.stats.receives_lent.inc();
             } else {
                 if res > 0 {
                     c.conn.on_received(bufs.bytes(&taken), &env);
@@ -397,14 +386,14 @@ impl Worker {
         match res {
             n if n > 0 => {
                 if !more {
-                    self.stats.multishot_rearms.inc();
+                    self.core.stats.multishot_rearms.inc();
                 }
             }
             0 => c.conn.on_eof(),
             _ => match -res {
                 libc::ENOBUFS => {
                     bufs.ran_out();
-                    self.stats.multishot_rearms.inc();
+                    self.core.stats.multishot_rearms.inc();
                 }
                 libc::ECANCELED => {}
                 libc::EINVAL if self.recv_window => {
@@ -425,11 +414,11 @@ impl Worker {
 
     fn on_send(&mut self, token: Token, res: i32) {
         let env = Env {
-            limits: &self.limits,
-            stats: &self.stats,
-            now: self.now,
+            limits: &self.core.limits,
+            stats: &self.core.stats,
+            now: self.core.now,
         };
-        let Some(c) = self.conns.get_mut(token.index, token.generation) else {
+        let Some(c) = self.core.conns.get_mut(token.index, token.generation) else {
             return;
         };
         if res < 0 {
@@ -449,12 +438,12 @@ impl Worker {
     /// it, and schedules its next deadline.
     fn progress(&mut self, index: u32, generation: u32) {
         let env = Env {
-            limits: &self.limits,
-            stats: &self.stats,
-            now: self.now,
+            limits: &self.core.limits,
+            stats: &self.core.stats,
+            now: self.core.now,
         };
         let group = self.uring.buffers(self.tcp_bufs).group();
-        let Some(c) = self.conns.get_mut(index, generation) else {
+        let Some(c) = self.core.conns.get_mut(index, generation) else {
             return;
         };
         let fd = types::Fd(c.fd.as_raw_fd());
@@ -521,13 +510,13 @@ impl Worker {
         if close {
             // Nothing in flight refers to it any more (the core waits for
             // that): closing the descriptor and freeing the output is safe.
-            if let Some(Some(taken)) = self.conns.remove(index) {
+            if let Some(Some(taken)) = self.core.conns.remove(index) {
                 self.give_back_lent(taken);
             }
-            self.stats.connections_closed.inc();
+            self.core.stats.connections_closed.inc();
         } else {
-            self.conns.settle(index, generation, &self.limits);
-            if self.conns.over_budget() {
+            self.core.conns.settle(index, generation, &self.core.limits);
+            if self.core.conns.over_budget() {
                 lifecycle::evict_over_budget(self);
             }
         }
@@ -547,7 +536,7 @@ impl Worker {
             match -res {
                 libc::ENOBUFS => {
                     self.uring.buffers(self.udp_bufs).ran_out();
-                    self.stats.multishot_rearms.inc();
+                    self.core.stats.multishot_rearms.inc();
                 }
                 libc::ECANCELED => {}
                 errno => tracing::debug!("udp recvmsg: {}", io::Error::from_raw_os_error(errno)),
@@ -568,9 +557,9 @@ impl Worker {
                 received,
                 peer,
                 handler,
-                self.now,
+                self.core.now,
                 &mut self.replies,
-                &self.stats,
+                &self.core.stats,
                 &self.settings.loop_guard,
             );
         }
@@ -586,7 +575,7 @@ impl Worker {
     /// sockets) into the counters.
     fn publish_sessions(&self) {
         let tables = self.udp.iter().map(|socket| socket.handler.sessions());
-        self.stats.publish_sessions(tables);
+        self.core.stats.publish_sessions(tables);
     }
 
     /// Sends `self.replies` to `peer`, equal-sized runs as GSO trains.
@@ -634,13 +623,13 @@ impl Worker {
         slot.fill(&self.replies, first, count);
         let fd = self.udp[i].fd.as_raw_fd();
         let result = udp::send_now(fd, slot, peer, gso);
-        self.stats.udp_direct_sends.inc();
-        if udp::count_send(&self.stats, slot.segments, result) {
+        self.core.stats.udp_direct_sends.inc();
+        if udp::count_send(&self.core.stats, slot.segments, result) {
             // The path refused the train: this socket sends no more, and
             // this one goes out a datagram at a time.
             self.udp[i].gso = false;
             let train = std::mem::replace(&mut self.overflow_slot, SendSlot::new());
-            udp::resend_singly(fd, &train, &mut self.overflow_slot, &self.stats);
+            udp::resend_singly(fd, &train, &mut self.overflow_slot, &self.core.stats);
         }
     }
 
@@ -653,14 +642,14 @@ impl Worker {
         } else {
             Err(io::Error::from_raw_os_error(-res))
         };
-        if udp::count_send(&self.stats, slot.segments, result) {
+        if udp::count_send(&self.core.stats, slot.segments, result) {
             // The path refused GSO on this socket: resend this train one
             // datagram at a time, and send no more trains there.
             let i = slot.socket;
             if let Some(socket) = self.udp.get_mut(i) {
                 socket.gso = false;
                 let fd = socket.fd.as_raw_fd();
-                udp::resend_singly(fd, slot, &mut self.overflow_slot, &self.stats);
+                udp::resend_singly(fd, slot, &mut self.overflow_slot, &self.core.stats);
             }
         }
         self.free_send_slots.push(slot_index);
@@ -670,9 +659,9 @@ impl Worker {
 
     fn after_batch(&mut self) {
         lifecycle::fire_deadlines(self);
-        let accept_paused = self.timers.accept_paused(self.now);
+        let accept_paused = self.core.timers.accept_paused(self.core.now);
         self.update_accepting(accept_paused);
-        if !self.timers.draining() {
+        if !self.core.timers.draining() {
             for i in 0..self.udp.len() {
                 if !self.udp[i].armed {
                     self.arm_udp(i);
@@ -684,11 +673,11 @@ impl Worker {
     /// Arms accepts while below the connection limit, cancels them at it
     /// (and while `paused` after EMFILE, or shutting down).
     fn update_accepting(&mut self, paused: bool) {
-        let open = !self.timers.draining() && !paused;
+        let open = !self.core.timers.draining() && !paused;
         let mut room = self
             .settings
             .max_connections
-            .saturating_sub(self.conns.len());
+            .saturating_sub(self.core.conns.len());
         for i in 0..self.listeners.len() {
             let multishot_fits = room > MULTISHOT_ROOM;
             let l = &mut self.listeners[i];
@@ -765,7 +754,7 @@ impl Drop for Worker {
             self.uring.in_flight()
         );
         // The kernel may still read or write these: never free them.
-        std::mem::forget(std::mem::replace(&mut self.conns, Conns::new(0)));
+        std::mem::forget(std::mem::replace(&mut self.core.conns, Conns::new(0)));
         std::mem::forget(std::mem::take(&mut self.send_slots));
         std::mem::forget(std::mem::take(&mut self.udp));
         std::mem::forget(std::mem::replace(&mut self.overflow_slot, SendSlot::new()));
@@ -786,15 +775,8 @@ fn cancel_entry(target: Token) -> squeue::Entry {
 impl lifecycle::Driver for Worker {
     type Io = Option<Taken>;
 
-    fn parts(&mut self) -> lifecycle::Parts<'_, Option<Taken>> {
-        lifecycle::Parts {
-            conns: &mut self.conns,
-            limits: &self.limits,
-            stats: &self.stats,
-            now: &mut self.now,
-            due: &mut self.due,
-            timers: &mut self.timers,
-        }
+    fn core(&mut self) -> &mut WorkerCore<Option<Taken>> {
+        &mut self.core
     }
 
     fn progress(&mut self, index: u32, generation: u32) {

@@ -515,6 +515,29 @@ fn a_session_that_says_how_much_it_needs_is_not_offered_every_byte() {
 }
 
 #[test]
+fn a_needed_length_the_peer_wrote_reserves_no_more_than_the_frame_bound() {
+    /// Passes on the length the peer wrote, unchecked.
+    struct Credulous;
+    impl StreamSession for Credulous {
+        fn on_input(&mut self, _input: &[u8], _out: &mut Vec<u8>, _room: usize) -> Fed {
+            Fed::need_more()
+        }
+        fn input_needed(&self) -> usize {
+            4 << 30
+        }
+        fn max_frame(&self) -> usize {
+            1024
+        }
+    }
+    let mut sim = Sim::new(Box::new(Credulous), Limits::default());
+    sim.peer_sends(&[0xff; 10]);
+    sim.peer_sends(&[0xff; 10]);
+    assert!(sim.conn.memory() <= 2048, "reserved {}", sim.conn.memory());
+    sim.peer_sends(&[0xff; 1024]);
+    assert_eq!(sim.stats.frames_too_large.get(), 1);
+}
+
+#[test]
 fn a_frame_arriving_a_byte_at_a_time_is_answered_once_whole() {
     let mut sim = Sim::new(LengthPrefixed::new(64), Limits::default());
     let frames = [&[3u8, b'a', b'b', b'c'][..], &[0], &[2, b'x', b'y']].concat();
