@@ -146,15 +146,30 @@ pub enum Handler {
     /// makes its own session maker on its own thread. Served by the
     /// thread-per-core engine (io_uring and epoll), not by the other models.
     StreamPerWorker(WorkerSessions),
+    /// A TCP service whose workers each own a shard of its state, which
+    /// sessions on any worker reach by message ([`crate::Mesh`]). Made by
+    /// [`crate::Server::tcp_sharded`]; served by the thread-per-core
+    /// engine only.
+    Sharded(Sharded),
     /// A UDP service: one handler per worker socket.
     Datagram(DatagramFactory),
 }
+
+/// A sharded service's maker: on each worker, given that worker's end of
+/// the mesh and the service's index, makes the worker's shard and its
+/// session maker.
+#[derive(Clone)]
+pub struct Sharded(
+    pub(crate) Arc<dyn Fn(&std::rc::Rc<crate::mesh::MeshLocal>, u32) -> SessionMaker + Send + Sync>,
+);
 
 impl Handler {
     /// The transport this handler is served over.
     pub fn transport(&self) -> Transport {
         match self {
-            Handler::Stream(_) | Handler::StreamPerWorker(_) => Transport::Tcp,
+            Handler::Stream(_) | Handler::StreamPerWorker(_) | Handler::Sharded(_) => {
+                Transport::Tcp
+            }
             Handler::Datagram(_) => Transport::Udp,
         }
     }

@@ -35,10 +35,12 @@
 //! sent: no copy in user space, and no output memory held per connection.
 //! A part still counts as unsent output, so the send timeout applies.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use protocols::{Next, StreamSession};
 
+use crate::mesh::{self, Finish, Job, MeshLocal, Part};
 use crate::stats::WorkerStats;
 
 /// How often a time-keeping session gets a tick.
@@ -126,6 +128,9 @@ pub struct Env<'a> {
     pub stats: &'a WorkerStats,
     /// When the event happened.
     pub now: Instant,
+    /// The worker's end of the mesh, when it serves a sharded service:
+    /// where its sessions' asks to other workers are staged.
+    pub(crate) mesh: Option<&'a MeshLocal>,
 }
 
 /// A TCP connection's state; see the module docs.
@@ -176,16 +181,20 @@ pub struct Connection {
     timer: Option<Instant>,
     /// Since when pending output has waited for the peer without progress.
     send_waiting_since: Option<Instant>,
+    /// Asks to other workers whose answers are not in the output yet
+    /// (sharded services only; absent otherwise).
+    asks: Option<Box<Asks>>,
 }
 
 impl Connection {
     /// A freshly accepted connection speaking through `session`; a protocol
     /// that speaks first (a greeting) does it now.
-    pub fn new(mut session: Box<dyn StreamSession>, now: Instant) -> Self {
+    pub fn new(mut session: Box<dyn StreamSession>, env: &Env) -> Self {
+        let now = env.now;
         let mut pending = Vec::new();
         session.on_open(&mut pending);
         let ticks = session.wants_ticks();
-        Self {
+        let mut conn = Self {
             session,
             pending,
             sending: Vec::new(),
@@ -210,7 +219,10 @@ impl Connection {
             last_traffic: now,
             timer: ticks.then(|| now + TICK),
             send_waiting_since: None,
-        }
+            asks: None,
+        };
+        conn.adopt_asks(env);
+        conn
     }
 
     // ----- events -----
@@ -366,8 +378,12 @@ impl Connection {
         }
         if self.reading == Reading::Open && !self.fin_sent {
             if let Some(at) = self.session.timer() {
-                if now >= at && self.session.on_timer(now, &mut self.pending) == Next::Close {
-                    self.reading = Reading::Done;
+                if now >= at {
+                    let next = self.session.on_timer(now, &mut self.pending);
+                    self.adopt_asks(env);
+                    if next == Next::Close {
+                        self.reading = Reading::Done;
+                    }
                 }
             }
         }
@@ -512,7 +528,7 @@ impl Connection {
         } else {
             0
         };
-        self.pending.len() + in_flight
+        self.pending.len() + in_flight + self.asks_waiting() * mesh::ASK_MEMORY
     }
 
     /// Input received but not yet taken by the session.
@@ -526,7 +542,10 @@ impl Connection {
     /// a send in flight, released when that send reports. Static parts and
     /// lent receive buffers are not its own heap memory.
     pub fn memory(&self) -> usize {
-        self.pending.capacity() + self.sending.capacity() + self.held.capacity()
+        self.pending.capacity()
+            + self.sending.capacity()
+            + self.held.capacity()
+            + self.asks_waiting() * mesh::ASK_MEMORY
     }
 
     /// Since when output owed to the peer has waited without the kernel
@@ -560,7 +579,49 @@ impl Connection {
         self.ticks
     }
 
+    /// An answer to part `part` of ask `ask` came back from another
+    /// worker: once the ask has all its parts, its bytes take their place
+    /// in the output. An answer for an ask the connection no longer has
+    /// (it failed meanwhile) is dropped.
+    pub(crate) fn on_answer(&mut self, ask: u32, part: u32, answer: Vec<u8>) {
+        let Some(asks) = self.asks.as_mut() else {
+            return;
+        };
+        if let Some((at, bytes)) = asks.answered(ask, part, answer) {
+            self.pending.splice(at..at, bytes);
+        }
+        if self.asks.as_ref().is_some_and(|a| a.is_empty()) {
+            self.asks = None;
+        }
+    }
+
+    /// The parts of asks not yet handed over to travel: (ask, part,
+    /// service, owner, job) each.
+    pub(crate) fn take_unsent_asks(&mut self) -> Vec<(u32, u32, u32, u32, Job)> {
+        self.asks
+            .as_mut()
+            .map(|a| std::mem::take(&mut a.unsent))
+            .unwrap_or_default()
+    }
+
+    /// Asks made and not yet answered.
+    pub fn asks_waiting(&self) -> usize {
+        self.asks.as_ref().map_or(0, |a| a.waiting.len())
+    }
+
     // ----- inside -----
+
+    /// Takes over the asks the session just made (see [`mesh::Mesh::ask`]):
+    /// each marks the place in the output its answer will fill.
+    fn adopt_asks(&mut self, env: &Env) {
+        let Some(mesh) = env.mesh.filter(|m| m.has_staged()) else {
+            return;
+        };
+        let asks = self.asks.get_or_insert_with(Default::default);
+        for staged in mesh.take_staged() {
+            asks.add(staged);
+        }
+    }
 
     /// The length of the current send's whole buffer.
     fn in_flight_len(&self) -> usize {
@@ -584,6 +645,7 @@ impl Connection {
             let fed = self
                 .session
                 .on_input(&input[taken..], &mut self.pending, limit - held);
+            self.adopt_asks(env);
             taken += fed.consumed.min(input.len() - taken);
             if fed.next == Next::Close {
                 self.reading = Reading::Done;
@@ -594,6 +656,9 @@ impl Connection {
                 awaiting = !self.session.has_more_output();
                 break;
             }
+            if self.asks_waiting() >= mesh::MAX_WAITING {
+                break; // the rest waits for answers
+            }
         }
         (taken, awaiting)
     }
@@ -602,7 +667,7 @@ impl Connection {
     /// held input offered, the end of stream and of shutdown's budget.
     fn advance(&mut self, env: &Env) {
         let limit = env.limits.output_limit;
-        if self.session.has_more_output() && self.produce_more(limit) == Next::Close {
+        if self.session.has_more_output() && self.produce_more(limit, env) == Next::Close {
             self.reading = Reading::Done;
         }
         if self.held_len() > 0 && !self.awaiting_more() {
@@ -616,6 +681,7 @@ impl Connection {
             // The frame outgrew its bound: a last word, then close.
             env.stats.frames_too_large.inc();
             self.session.on_frame_too_large(&mut self.pending);
+            self.adopt_asks(env);
             self.reading = Reading::Done;
         }
         // Input that only waits for the rest of a frame is spent once no
@@ -627,6 +693,7 @@ impl Connection {
                 self.eof_delivered = true;
                 self.discard_held(env);
                 self.session.on_eof(&mut self.pending);
+                self.adopt_asks(env);
                 self.reading = Reading::Done;
             } else if self.drain_budget == Some(0) {
                 self.reading = Reading::Done;
@@ -665,7 +732,7 @@ impl Connection {
     /// everything before it is sent (it is sent from where it lies, so it
     /// must not overtake queued bytes), or a copy into `pending` once the
     /// output held falls to half the limit.
-    fn produce_more(&mut self, limit: usize) -> Next {
+    fn produce_more(&mut self, limit: usize, env: &Env) -> Next {
         if self.session.has_static_output() {
             if self.unsent() > 0 || self.send_in_flight {
                 return Next::Continue;
@@ -677,7 +744,9 @@ impl Connection {
             }
         }
         if self.output_held() <= limit / 2 {
-            return self.session.on_drained(&mut self.pending);
+            let next = self.session.on_drained(&mut self.pending);
+            self.adopt_asks(env);
+            return next;
         }
         Next::Continue
     }
@@ -693,6 +762,7 @@ impl Connection {
             && (self.held_len() == 0 || self.awaiting_more())
             && self.drain_budget != Some(0)
             && self.output_held() <= output_at_most
+            && self.asks_waiting() < mesh::MAX_WAITING
     }
 
     /// True once every reply the connection will ever make has been sent.
@@ -701,6 +771,7 @@ impl Connection {
             && self.unsent() == 0
             && !self.send_in_flight
             && !self.session.has_more_output()
+            && self.asks_waiting() == 0
     }
 
     /// Moves queued output into `sending` when the last send is done;
@@ -711,7 +782,11 @@ impl Connection {
         }
         if self.sent == self.sending.len() {
             self.clear_sending();
-            std::mem::swap(&mut self.pending, &mut self.sending);
+            match self.asks.as_mut().and_then(|a| a.sendable()) {
+                // Output stops at the first ask still unanswered.
+                Some(upto) => self.sending.extend(self.pending.drain(..upto)),
+                None => std::mem::swap(&mut self.pending, &mut self.sending),
+            }
         }
         if self.sending.is_empty() {
             self.release_idle_memory();
@@ -741,7 +816,8 @@ impl Connection {
             && self.unsent() == 0
             && !self.send_in_flight
             && (self.held_len() == 0 || self.awaiting_more())
-            && !self.session.has_more_output();
+            && !self.session.has_more_output()
+            && self.asks_waiting() == 0;
         idle.then_some(self.last_traffic)
     }
 
@@ -755,7 +831,9 @@ impl Connection {
             return;
         }
         let silent_for = env.now.duration_since(self.last_active);
-        if self.session.on_tick(env.now, silent_for, &mut self.pending) == Next::Close {
+        let next = self.session.on_tick(env.now, silent_for, &mut self.pending);
+        self.adopt_asks(env);
+        if next == Next::Close {
             self.reading = Reading::Done;
             env.stats.idle_timeouts.inc();
         }
@@ -793,6 +871,8 @@ impl Connection {
         self.failed = true;
         self.pending = Vec::new();
         self.held = HeldInput::default();
+        // Answers still on their way find nothing and are dropped.
+        self.asks = None;
     }
 
     fn release_idle_memory(&mut self) {
@@ -812,6 +892,99 @@ pub enum Outgoing<'a> {
     Owned(&'a [u8]),
     /// This range of the buffer the driver lent (see [`Connection::lend`]).
     Lent(std::ops::Range<usize>),
+}
+
+/// A connection's asks to other workers, in the order they were made,
+/// which is the order of their places in the output.
+#[derive(Default)]
+struct Asks {
+    waiting: VecDeque<Hole>,
+    next_id: u32,
+    /// Parts not yet handed over to travel: (ask, part, service, owner, job).
+    unsent: Vec<(u32, u32, u32, u32, Job)>,
+}
+
+/// The place in the output an ask's answer will fill.
+struct Hole {
+    id: u32,
+    /// Index into `pending` where the answer goes.
+    at: usize,
+    answers: Vec<Option<Vec<u8>>>,
+    /// Parts still unanswered.
+    left: usize,
+    finish: Option<Finish>,
+}
+
+impl Asks {
+    fn is_empty(&self) -> bool {
+        self.waiting.is_empty() && self.unsent.is_empty()
+    }
+
+    fn add(&mut self, staged: mesh::StagedAsk) {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        let mut answers = Vec::with_capacity(staged.parts.len());
+        let mut left = 0;
+        for (part, p) in staged.parts.into_iter().enumerate() {
+            match p {
+                Part::Answered(bytes) => answers.push(Some(bytes)),
+                Part::Remote(owner, job) => {
+                    answers.push(None);
+                    left += 1;
+                    self.unsent
+                        .push((id, part as u32, staged.service, owner, job));
+                }
+            }
+        }
+        self.waiting.push_back(Hole {
+            id,
+            at: staged.at,
+            answers,
+            left,
+            finish: staged.finish,
+        });
+    }
+
+    /// How much of `pending` may be sent now: up to the first unanswered
+    /// ask's place (the places after it move back by that much); `None`
+    /// when no ask waits.
+    fn sendable(&mut self) -> Option<usize> {
+        let upto = self.waiting.front()?.at;
+        for hole in &mut self.waiting {
+            hole.at -= upto;
+        }
+        Some(upto)
+    }
+
+    /// Records an answer; when it completes its ask: where its bytes go
+    /// in `pending`, and the bytes (the places after it move on by as many).
+    fn answered(&mut self, ask: u32, part: u32, answer: Vec<u8>) -> Option<(usize, Vec<u8>)> {
+        let i = self.waiting.iter().position(|h| h.id == ask)?;
+        let hole = &mut self.waiting[i];
+        let slot = hole.answers.get_mut(part as usize)?;
+        if slot.is_some() {
+            return None; // answered twice: never, but not twice in the output
+        }
+        *slot = Some(answer);
+        hole.left -= 1;
+        if hole.left > 0 {
+            return None;
+        }
+        let hole = self.waiting.remove(i)?;
+        let answers: Vec<Vec<u8>> = hole.answers.into_iter().flatten().collect();
+        let bytes = match hole.finish {
+            Some(finish) => {
+                let mut out = Vec::new();
+                finish(answers, &mut out);
+                out
+            }
+            None => answers.into_iter().next().unwrap_or_default(),
+        };
+        for later in self.waiting.iter_mut().skip(i) {
+            later.at += bytes.len();
+        }
+        Some((hole.at, bytes))
+    }
 }
 
 /// Input received but not yet taken by the session. Absent while empty,

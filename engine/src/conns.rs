@@ -281,7 +281,13 @@ mod tests {
 
         fn open(&mut self) -> (u32, u32) {
             let fd = File::open("/dev/null").expect("open /dev/null").into();
-            let conn = Connection::new(Box::new(EchoStream), self.now);
+            let env = Env {
+                limits: &self.limits,
+                stats: &self.stats,
+                now: self.now,
+                mesh: None,
+            };
+            let conn = Connection::new(Box::new(EchoStream), &env);
             let key = self.conns.insert(fd, conn, ());
             self.settle(key);
             key
@@ -295,6 +301,7 @@ mod tests {
                 limits: &self.limits,
                 stats: &self.stats,
                 now: self.now,
+                mesh: None,
             };
             let t = self.conns.get_mut(index, generation).expect("open");
             while let Some(action) = t.conn.poll_action(&env) {
@@ -318,6 +325,7 @@ mod tests {
                 limits: &self.limits,
                 stats: &self.stats,
                 now: self.now,
+                mesh: None,
             };
             let t = self.conns.get_mut(key.0, key.1).expect("open");
             event(&mut t.conn, &env);
@@ -355,6 +363,7 @@ mod tests {
                 limits: &self.limits,
                 stats: &self.stats,
                 now: self.now,
+                mesh: None,
             };
             self.conns.evict_over_budget(&env, &mut evicted);
             for &key in &evicted {

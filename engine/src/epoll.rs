@@ -22,9 +22,11 @@ use crate::connection::{Action, Connection, Env};
 use crate::conns::Tracked;
 use crate::error::EngineError;
 use crate::lifecycle::{self, WorkerCore};
+use crate::mesh::Envelope;
 use crate::per_core::{CoreWorker, Sessions, WorkerParts, WorkerSettings};
 use crate::token::{Op, Token};
 use crate::udp::{self, SendSlot};
+use std::sync::mpsc::Receiver;
 
 /// Reads (or accepts, or datagrams) per socket per visit, so one busy
 /// socket cannot starve the others; the rest waits for the next round.
@@ -88,6 +90,10 @@ pub struct EpollWorker {
     single_slot: Box<SendSlot>,
     /// Connections to visit again without waiting for an edge.
     revisit: Vec<(u32, u32)>,
+    /// Messages from each other worker (sharded services only).
+    mailbox: Vec<Receiver<Box<Envelope>>>,
+    /// Reused: messages to other workers being queued.
+    outgoing: Vec<Box<Envelope>>,
 }
 
 /// An epoll instance (edge-triggered use only), shared with loadgen's
@@ -155,14 +161,17 @@ impl Epoll {
 
 impl CoreWorker for EpollWorker {
     type Ready = ();
+    const MESSAGES: Option<bool> = Some(false);
 
     fn new(parts: WorkerParts) -> Result<(Self, ()), EngineError> {
+        let mesh = parts.mesh_local();
         let WorkerParts {
             settings,
             stats,
             tcp,
             udp,
             wake,
+            mesh: _,
         } = parts;
         let id = settings.id;
         let fail = |context: &'static str| {
@@ -202,9 +211,24 @@ impl CoreWorker for EpollWorker {
                 libc::EPOLLIN as u32,
             )
             .map_err(fail("watching the shutdown eventfd"))?;
+        let inbox = mesh.as_ref().and_then(|m| m.shared.inbox(id));
+        if let Some(inbox) = inbox {
+            epoll
+                .add(
+                    inbox.bell.as_raw_fd(),
+                    Token::new(Op::Mesh, 0, 0),
+                    libc::EPOLLIN as u32,
+                )
+                .map_err(fail("watching the message bell"))?;
+        }
+        let mailbox = inbox
+            .map(|inbox| inbox.take_receivers())
+            .unwrap_or_default();
         let listeners: Vec<Listener> = tcp
             .into_iter()
-            .map(|service| service.on_worker(settings.id, Some(stats.clone())))
+            .map(|service| {
+                service.on_worker_in_mesh(settings.id, Some(stats.clone()), mesh.as_ref())
+            })
             .map(|(fd, sessions)| Listener {
                 fd,
                 sessions,
@@ -236,7 +260,9 @@ impl CoreWorker for EpollWorker {
             send_slot: SendSlot::new(),
             single_slot: SendSlot::new(),
             revisit: Vec::new(),
-            core: WorkerCore::new(&settings, stats),
+            core: WorkerCore::new(&settings, stats, mesh),
+            mailbox,
+            outgoing: Vec::new(),
             settings,
         };
         Ok((worker, ()))
@@ -269,6 +295,7 @@ impl CoreWorker for EpollWorker {
                     Op::Accept => self.listeners[t.index as usize].pending = true,
                     Op::UdpRecv => self.udp[t.index as usize].pending = true,
                     Op::Wake => self.begin_shutdown(),
+                    Op::Mesh => self.read_messages(),
                     Op::Recv => self.on_ready(t.index, t.generation, bits),
                     _ => {}
                 }
@@ -278,6 +305,7 @@ impl CoreWorker for EpollWorker {
                 self.progress(index, generation);
             }
             self.after_batch();
+            self.post_messages();
             self.core
                 .stats
                 .connection_memory
@@ -287,6 +315,7 @@ impl CoreWorker for EpollWorker {
                 &self.core.timers,
                 self.settings.id,
                 true,
+                self.core.mesh.as_deref(),
             ) {
                 return Ok(());
             }
@@ -308,9 +337,61 @@ impl EpollWorker {
         if leftover {
             return Some(Duration::ZERO);
         }
-        self.core
-            .timers
-            .next_wait(Instant::now(), self.core.conns.next_deadline())
+        lifecycle::next_wait(&self.core)
+    }
+
+    // ----- messages between workers -----
+
+    /// The bell rang: takes every message queued for this worker.
+    fn read_messages(&mut self) {
+        if let Some(inbox) = self
+            .core
+            .mesh
+            .as_ref()
+            .and_then(|m| m.shared.inbox(self.settings.id))
+        {
+            let mut count = 0u64;
+            // SAFETY: reads 8 bytes into a live u64 from the mesh's
+            // non-blocking eventfd; EAGAIN (nothing rung) is fine.
+            unsafe { libc::read(inbox.bell.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
+            self.core.stats.io_syscalls.inc();
+        }
+        // Read after the bell is reset: a message queued later rings again.
+        for from in 0..self.mailbox.len() {
+            while let Ok(envelope) = self.mailbox[from].try_recv() {
+                lifecycle::receive_message(self, envelope);
+            }
+        }
+    }
+
+    /// Queues every message ready to go, ringing each receiver once.
+    fn post_messages(&mut self) {
+        let Some(mesh) = self.core.mesh.clone() else {
+            return;
+        };
+        let mut outgoing = std::mem::take(&mut self.outgoing);
+        mesh.take_outbox(&mut outgoing);
+        let mut rung = 0u64; // a bit per worker, for the first 64
+        for envelope in outgoing.drain(..) {
+            let to = envelope.destination();
+            let Some(inbox) = mesh.shared.inbox(to) else {
+                continue;
+            };
+            match inbox.queue(self.settings.id, envelope) {
+                Ok(()) if to < 64 && rung & (1 << to) != 0 => {}
+                Ok(()) => {
+                    rung |= 1u64.checked_shl(to as u32).unwrap_or(0);
+                    inbox.ring_bell();
+                    self.core.stats.io_syscalls.inc();
+                }
+                Err(envelope) => {
+                    // Never: credits bound what the queue holds.
+                    tracing::warn!(worker = self.settings.id, to, "a worker's inbox is full");
+                    lifecycle::message_failed(self, envelope);
+                }
+            }
+        }
+        self.outgoing = outgoing;
     }
 
     // ----- connections -----
@@ -339,6 +420,7 @@ impl EpollWorker {
             limits: &self.core.limits,
             stats: &self.core.stats,
             now: self.core.now,
+            mesh: self.core.mesh.as_deref(),
         };
         let Some(c) = self.core.conns.get_mut(index, generation) else {
             return;
@@ -374,6 +456,7 @@ impl EpollWorker {
             reads += 1;
             read_once(c, &mut self.scratch, &env);
         }
+        lifecycle::dispatch_asks(&mut c.conn, (index, generation), env.mesh);
         if c.io.receiving && c.io.unread {
             // Budget spent with input left: no new edge will come for it.
             self.revisit.push((index, generation));
@@ -433,10 +516,14 @@ impl EpollWorker {
             writable: true,
             receiving: false,
         };
-        let (index, generation) =
-            self.core
-                .conns
-                .insert(fd, Connection::new(session, self.core.now), io);
+        let env = Env {
+            limits: &self.core.limits,
+            stats: &self.core.stats,
+            now: self.core.now,
+            mesh: self.core.mesh.as_deref(),
+        };
+        let conn = Connection::new(session, &env);
+        let (index, generation) = self.core.conns.insert(fd, conn, io);
         // Both directions, edge-triggered, once: no epoll_ctl per send.
         let events = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP) as u32;
         if let Err(e) = self

@@ -25,6 +25,7 @@ pub mod deadlines;
 pub mod epoll;
 pub mod error;
 mod lifecycle;
+pub mod mesh;
 pub mod metrics;
 pub mod per_core;
 pub mod ring;
@@ -47,11 +48,12 @@ use std::net::SocketAddr;
 use std::ops::Deref;
 
 pub use config::{
-    DatagramFactory, EngineConfig, Handler, ServiceConfig, SessionContext, SessionMaker,
+    DatagramFactory, EngineConfig, Handler, ServiceConfig, SessionContext, SessionMaker, Sharded,
     StreamFactory, WorkerSessions,
 };
 pub use epoll::EpollWorker;
 pub use error::EngineError;
+pub use mesh::Mesh;
 pub use per_core::{PerCore, ShutdownHandle};
 pub use protocols::Transport;
 pub use protocols::{DatagramHandler, Fed, Next, Replies, StreamSession};

@@ -7,10 +7,12 @@
 
 use std::time::{Duration, Instant};
 
+use std::rc::Rc;
 use std::sync::Arc;
 
-use crate::connection::{Env, Limits};
+use crate::connection::{Connection, Env, Limits};
 use crate::conns::Conns;
+use crate::mesh::{Body, Envelope, MeshLocal};
 use crate::per_core::WorkerSettings;
 use crate::stats::WorkerStats;
 use crate::timers::Timers;
@@ -32,12 +34,19 @@ pub(crate) struct WorkerCore<D> {
     pub(crate) due: Vec<(u32, u32)>,
     /// Accept back-off and the shutdown deadline.
     pub(crate) timers: Timers,
+    /// The worker's end of the mesh, when a service is sharded.
+    pub(crate) mesh: Option<Rc<MeshLocal>>,
 }
 
 impl<D> WorkerCore<D> {
     /// A worker's core before its first connection.
-    pub(crate) fn new(settings: &WorkerSettings, stats: Arc<WorkerStats>) -> Self {
+    pub(crate) fn new(
+        settings: &WorkerSettings,
+        stats: Arc<WorkerStats>,
+        mesh: Option<Rc<MeshLocal>>,
+    ) -> Self {
         Self {
+            mesh,
             conns: Conns::new(settings.memory_budget),
             limits: settings.limits(),
             stats,
@@ -55,6 +64,7 @@ impl<D> WorkerCore<D> {
             limits: &self.limits,
             stats: &self.stats,
             now: self.now,
+            mesh: self.mesh.as_deref(),
         };
         (due, &mut self.conns, env)
     }
@@ -115,26 +125,124 @@ pub(crate) fn begin_shutdown<W: Driver>(w: &mut W, budget: Duration) -> bool {
     true
 }
 
+/// Hands the parts of asks `conn` just made over to the mesh to travel,
+/// each addressed back to the connection (`key`).
+pub(crate) fn dispatch_asks(conn: &mut Connection, key: (u32, u32), mesh: Option<&MeshLocal>) {
+    let Some(mesh) = mesh else {
+        return;
+    };
+    for (ask, part, service, owner, job) in conn.take_unsent_asks() {
+        mesh.send_ask(Box::new(Envelope {
+            asker: mesh.worker,
+            owner,
+            service,
+            conn: key,
+            ask,
+            part,
+            body: Body::Ask(job),
+        }));
+    }
+}
+
+/// A message from another worker arrived: an ask runs on this worker's
+/// shard (its answer goes back with the next batch); an answer fills its
+/// place in the asking connection's output, which then moves on.
+pub(crate) fn receive_message<W: Driver>(w: &mut W, envelope: Box<Envelope>) {
+    let Some(mesh) = w.core().mesh.clone() else {
+        return;
+    };
+    let Some(answer) = mesh.receive(envelope) else {
+        return;
+    };
+    let (index, generation) = answer.conn;
+    let Body::Answer(bytes) = answer.body else {
+        return;
+    };
+    let Some(t) = w.core().conns.get_mut(index, generation) else {
+        return; // the connection is gone: nobody waits for this
+    };
+    t.conn.on_answer(answer.ask, answer.part, bytes);
+    w.progress(index, generation);
+}
+
+/// A message could not travel: an ask gives its credit back and its
+/// connection, whose reply can never be completed, ends; an answer's
+/// asker is on another worker, which ends that connection at its
+/// shutdown deadline at the latest.
+pub(crate) fn message_failed<W: Driver>(w: &mut W, envelope: Box<Envelope>) {
+    let Body::Ask(_) = envelope.body else {
+        return;
+    };
+    if let Some(mesh) = w.core().mesh.clone() {
+        mesh.credit_back(envelope.owner as usize);
+    }
+    let (index, generation) = envelope.conn;
+    let (due, conns, env) = w.core().take_due();
+    if let Some(t) = conns.get_mut(index, generation) {
+        t.conn.on_recv_error(&env);
+    }
+    w.core().due = due;
+    w.progress(index, generation);
+}
+
+/// How long the worker may wait for events: until its nearest timer or
+/// connection deadline, and briefly while it lingers at shutdown for the
+/// other workers to stop asking (nothing wakes it when they do).
+pub(crate) fn next_wait<D>(core: &WorkerCore<D>) -> Option<Duration> {
+    let wait = core
+        .timers
+        .next_wait(Instant::now(), core.conns.next_deadline());
+    match &core.mesh {
+        Some(mesh) if mesh.lingering() => Some(wait.map_or(LINGER_POLL, |w| w.min(LINGER_POLL))),
+        _ => wait,
+    }
+}
+
+/// How often a worker that lingers at shutdown looks whether the others
+/// have stopped asking.
+const LINGER_POLL: Duration = Duration::from_millis(1);
+
+/// How long past the drain deadline a worker still waits for the other
+/// workers to stop asking it things, before it stops regardless.
+const MESH_GRACE: Duration = Duration::from_secs(1);
+
 /// True once shutdown may end: every connection is closed and
 /// `sends_settled` (the driver's own sends are done), or the drain
-/// deadline passed (said in the log, with what was still flushing).
+/// deadline passed (said in the log, with what was still flushing). With
+/// a mesh, also once no other worker may still ask this one anything
+/// (see [`MeshLocal::may_stop`]).
 pub(crate) fn shutdown_finished<D>(
     conns: &Conns<D>,
     timers: &Timers,
     worker: usize,
     sends_settled: bool,
+    mesh: Option<&MeshLocal>,
 ) -> bool {
     let Some(deadline) = timers.drain_deadline else {
         return false;
     };
     let flushed = conns.is_empty() && sends_settled;
-    if !flushed && Instant::now() >= deadline {
+    let now = Instant::now();
+    let late = !flushed && now >= deadline;
+    if late && !timers.deadline_reported.replace(true) {
         tracing::warn!(
             worker,
             "shutdown deadline passed with {} connection(s) still flushing; closing them",
             conns.len()
         );
+    }
+    let Some(mesh) = mesh else {
+        return flushed || late;
+    };
+    if mesh.may_stop(flushed, now >= deadline) {
         return true;
     }
-    flushed
+    if now >= deadline + MESH_GRACE {
+        tracing::warn!(
+            worker,
+            "other workers still asking {MESH_GRACE:?} after the shutdown deadline; stopping regardless"
+        );
+        return true;
+    }
+    false
 }

@@ -10,11 +10,13 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::config::{
-    DatagramFactory, EngineConfig, Handler, SessionContext, SessionMaker, WorkerSessions,
+    DatagramFactory, EngineConfig, Handler, SessionContext, SessionMaker, Sharded, WorkerSessions,
 };
 use crate::error::EngineError;
+use crate::mesh::{MeshLocal, MeshShared};
 use crate::stats::WorkerStats;
 use crate::{socket, BoundService};
+use std::rc::Rc;
 
 /// The settings a worker needs, already divided per worker.
 #[derive(Debug, Clone)]
@@ -61,12 +63,21 @@ impl WorkerSettings {
     }
 }
 
+/// How a service's sessions are made on a worker.
+enum MakeSessions {
+    /// A maker made on the worker, given its index.
+    PerWorker(WorkerSessions),
+    /// A shard and a maker made on the worker, given its end of the mesh
+    /// (and the service's index in the configuration).
+    Sharded(Sharded, u32),
+}
+
 /// A TCP listening socket and the protocol of its connections.
 pub struct TcpService {
     /// The listening socket (SO_REUSEPORT, this worker's own).
     pub fd: OwnedFd,
     /// Makes the worker's session maker.
-    sessions: WorkerSessions,
+    sessions: MakeSessions,
     /// The service's name, for the sessions' context.
     protocol: Arc<str>,
 }
@@ -75,10 +86,33 @@ impl TcpService {
     /// Splits the service into its listening socket and this worker's
     /// session maker; call on the worker's own thread, where whatever
     /// per-worker state the maker creates stays. The sessions' counters go
-    /// to `stats` (the worker's own); `None` leaves them detached.
+    /// to `stats` (the worker's own); `None` leaves them detached. A
+    /// sharded service's shard joins `mesh`, the worker's end of the mesh
+    /// (which [`PerCore::start`] gives every worker of a model that
+    /// carries messages when a service is sharded).
     pub fn on_worker(self, worker: usize, stats: Option<Arc<WorkerStats>>) -> (OwnedFd, Sessions) {
+        self.on_worker_in_mesh(worker, stats, None)
+    }
+
+    /// [`on_worker`](Self::on_worker) for a worker whose end of the mesh
+    /// is `mesh`.
+    pub(crate) fn on_worker_in_mesh(
+        self,
+        worker: usize,
+        stats: Option<Arc<WorkerStats>>,
+        mesh: Option<&Rc<MeshLocal>>,
+    ) -> (OwnedFd, Sessions) {
+        let make = match (self.sessions, mesh) {
+            (MakeSessions::PerWorker(make), _) => make(worker),
+            (MakeSessions::Sharded(sharded, service), Some(mesh)) => (sharded.0)(mesh, service),
+            (MakeSessions::Sharded(..), None) => {
+                // Never: start refuses a sharded service to a model
+                // without messages, and gives the others a mesh.
+                unreachable!("a sharded service on a worker without a mesh")
+            }
+        };
         let sessions = Sessions {
-            make: (self.sessions)(worker),
+            make,
             counters: crate::config::CounterSource::new(self.protocol.clone(), stats),
             protocol: self.protocol,
             worker,
@@ -125,6 +159,17 @@ pub struct WorkerParts {
     pub udp: Vec<UdpService>,
     /// Readable once shutdown has been asked for.
     pub wake: OwnedFd,
+    /// What the workers share to message each other, when a service is
+    /// sharded.
+    pub(crate) mesh: Option<Arc<MeshShared>>,
+}
+
+impl WorkerParts {
+    /// The worker's end of the mesh, if there is one.
+    pub(crate) fn mesh_local(&self) -> Option<Rc<MeshLocal>> {
+        let shared = self.mesh.clone()?;
+        Some(MeshLocal::new(self.settings.id, shared, self.stats.clone()))
+    }
 }
 
 /// A worker of a thread-per-core model.
@@ -132,6 +177,10 @@ pub trait CoreWorker: Sized {
     /// What a ready worker reports back to the starter (the ring mode it got,
     /// say).
     type Ready: Send + 'static;
+    /// How the workers message each other (sharded services): `Some(true)`
+    /// through their io_uring rings, `Some(false)` through queues and
+    /// eventfds, `None`: they cannot (sharded services are refused).
+    const MESSAGES: Option<bool> = None;
     /// Sets the worker up on its own (pinned) thread.
     fn new(parts: WorkerParts) -> Result<(Self, Self::Ready), EngineError>;
     /// Serves until shutdown is asked for and finished.
@@ -191,10 +240,32 @@ impl PerCore {
         mut spawn: impl FnMut(std::thread::Builder, WorkerBody) -> io::Result<WorkerHandle>,
     ) -> Result<(PerCore, W::Ready), EngineError> {
         let n = config.cpus.len();
+        let sharded = config
+            .services
+            .iter()
+            .find(|s| matches!(s.handler, Handler::Sharded(_)));
+        let mesh = match (sharded, W::MESSAGES) {
+            (None, _) => None,
+            (Some(service), None) => {
+                return Err(EngineError::Config(format!(
+                    "service '{}' is sharded over the workers, which only the thread-per-core engine (io_uring or epoll) serves",
+                    service.protocol
+                )))
+            }
+            (Some(_), Some(rings)) => {
+                Some(
+                    MeshShared::new(n, rings).map_err(|source| EngineError::Worker {
+                        worker: 0,
+                        context: "creating the workers' message queues",
+                        source,
+                    })?,
+                )
+            }
+        };
         let mut tcp: Vec<Vec<TcpService>> = (0..n).map(|_| Vec::new()).collect();
         let mut udp: Vec<Vec<UdpService>> = (0..n).map(|_| Vec::new()).collect();
         let mut services = Vec::new();
-        for service in &config.services {
+        for (index, service) in config.services.iter().enumerate() {
             let (sockets, addr) = socket::bind_group(service, n, udp_gro)?;
             let protocol: Arc<str> = Arc::from(service.protocol.as_str());
             for (w, fd) in sockets.into_iter().enumerate() {
@@ -206,8 +277,13 @@ impl PerCore {
                         });
                         continue;
                     }
-                    Handler::Stream(factory) => crate::config::per_worker(factory),
-                    Handler::StreamPerWorker(make) => make.clone(),
+                    Handler::Stream(factory) => {
+                        MakeSessions::PerWorker(crate::config::per_worker(factory))
+                    }
+                    Handler::StreamPerWorker(make) => MakeSessions::PerWorker(make.clone()),
+                    Handler::Sharded(sharded) => {
+                        MakeSessions::Sharded(sharded.clone(), index as u32)
+                    }
                 };
                 tcp[w].push(TcpService {
                     fd,
@@ -268,20 +344,34 @@ impl PerCore {
                 tcp,
                 udp,
                 wake,
+                mesh: mesh.clone(),
             };
             let cpu = config.cpus[id];
+            let worker_mesh = mesh.clone();
             let ready = ready_tx.clone();
             let builder = std::thread::Builder::new().name(format!("ringcore-w{id}"));
             let body: WorkerBody = Box::new(move || {
                 if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
                     tracing::warn!(worker = id, cpu, "could not pin the worker to its CPU");
                 }
+                // A worker that fails leaves the mesh, so that no other
+                // waits for it to start or to answer.
+                let abandon = || {
+                    if let Some(mesh) = &worker_mesh {
+                        mesh.abandon();
+                    }
+                };
                 match W::new(parts) {
                     Ok((worker, report)) => {
                         let _ = ready.send(Ok(report));
-                        worker.run()
+                        let result = worker.run();
+                        if result.is_err() {
+                            abandon();
+                        }
+                        result
                     }
                     Err(e) => {
+                        abandon();
                         let _ = ready.send(Err(e));
                         Ok(())
                     }
@@ -290,6 +380,9 @@ impl PerCore {
             match spawn(builder, body) {
                 Ok(handle) => handles.push(handle),
                 Err(e) => {
+                    if let Some(mesh) = &mesh {
+                        mesh.abandon();
+                    }
                     spawn_error = Some(EngineError::Worker {
                         worker: id,
                         context: "spawning the worker thread",

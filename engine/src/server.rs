@@ -25,8 +25,9 @@ use std::sync::Arc;
 
 use protocols::{DatagramHandler, StreamSession};
 
-use crate::config::{EngineConfig, Handler, ServiceConfig, SessionContext};
+use crate::config::{EngineConfig, Handler, ServiceConfig, SessionContext, Sharded};
 use crate::error::EngineError;
+use crate::mesh::Mesh;
 use crate::per_core::PerCore;
 use crate::signals::ShutdownSignals;
 
@@ -82,6 +83,11 @@ impl Server {
         self
     }
 
+    /// How many workers the server will have.
+    pub fn worker_count(&self) -> usize {
+        self.config.cpus.len()
+    }
+
     /// Uses `driver` for I/O (io_uring unless told otherwise).
     pub fn driver(mut self, driver: Driver) -> Self {
         self.driver = driver;
@@ -124,6 +130,36 @@ impl Server {
             Box::new(move |cx: &SessionContext| Box::new(make(cx)) as Box<dyn StreamSession>)
         }));
         self.service(addr, name, handler)
+    }
+
+    /// A TCP service whose state is sharded over the workers: each worker
+    /// owns one `S`, made by `new_shard` on its own thread (given its
+    /// index), and every session gets a [`Mesh`] through which it reaches
+    /// its own worker's shard directly and any other's by message, with
+    /// no lock. See [`Mesh`] for how replies keep their order.
+    pub fn tcp_sharded<S, T, G, F>(
+        self,
+        addr: SocketAddr,
+        name: &str,
+        new_shard: G,
+        new_session: F,
+    ) -> Self
+    where
+        S: 'static,
+        T: StreamSession + 'static,
+        G: Fn(usize) -> S + Send + Sync + 'static,
+        F: Fn(&SessionContext, &Mesh<S>) -> T + Send + Sync + 'static,
+    {
+        let new_session = Arc::new(new_session);
+        let make = move |local: &std::rc::Rc<crate::mesh::MeshLocal>, service: u32| {
+            let shard = std::rc::Rc::new(std::cell::RefCell::new(new_shard(local.worker as usize)));
+            let mesh = Mesh::new(local.clone(), shard, service);
+            let new_session = new_session.clone();
+            Box::new(move |cx: &SessionContext| {
+                Box::new(new_session(cx, &mesh)) as Box<dyn StreamSession>
+            }) as crate::config::SessionMaker
+        };
+        self.service(addr, name, Handler::Sharded(Sharded(Arc::new(make))))
     }
 
     /// A UDP service on `addr` named `name`: `new_handler` makes each

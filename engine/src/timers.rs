@@ -17,6 +17,8 @@ pub struct Timers {
     pub accept_retry_at: Option<Instant>,
     /// Set when shutdown starts: when connections must be closed by.
     pub drain_deadline: Option<Instant>,
+    /// The log has said that the drain deadline passed.
+    pub(crate) deadline_reported: std::cell::Cell<bool>,
 }
 
 impl Timers {

@@ -25,6 +25,8 @@ pub enum Op {
     Cancel = 7,
     /// Connect on client connection `index` (loadgen).
     Connect = 8,
+    /// Messages from other workers are waiting (the epoll worker's bell).
+    Mesh = 9,
 }
 
 /// A decoded `user_data`.
@@ -66,6 +68,7 @@ impl Token {
             6 => Op::Wake,
             7 => Op::Cancel,
             8 => Op::Connect,
+            9 => Op::Mesh,
             _ => return None,
         };
         Some(Self {
@@ -91,6 +94,7 @@ mod tests {
             Op::Wake,
             Op::Cancel,
             Op::Connect,
+            Op::Mesh,
         ] {
             let t = Token::new(op, u32::MAX, 0x1ab_cdef);
             let back = Token::decode(t.encode()).unwrap();

@@ -59,6 +59,9 @@ pub struct Uring {
     /// Wait for a batch of completions this long before taking fewer
     /// (see [`set_batch_wait`](Self::set_batch_wait)).
     batch_wait: Option<Duration>,
+    /// The top byte of completions other rings post here (see
+    /// [`expect_foreign`](Self::expect_foreign)).
+    foreign: Option<u8>,
 }
 
 impl Uring {
@@ -81,7 +84,25 @@ impl Uring {
             in_flight: 0,
             mode,
             batch_wait: None,
+            foreign: None,
         })
+    }
+
+    /// A descriptor of the ring itself, for other rings to post
+    /// completions to (`IORING_OP_MSG_RING`); it keeps the ring's kernel
+    /// side alive as long as it is open.
+    pub(crate) fn ring_fd(&self) -> io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::{AsRawFd, BorrowedFd};
+        // SAFETY: the ring's descriptor is open for as long as `self` is.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.ring.as_raw_fd()) };
+        fd.try_clone_to_owned()
+    }
+
+    /// Completions whose `user_data` has `tag` as its top byte are posted
+    /// by other rings (messages), not the end of an operation of ours:
+    /// [`reap`](Self::reap) does not count them.
+    pub(crate) fn expect_foreign(&mut self, tag: u8) {
+        self.foreign = Some(tag);
     }
 
     /// From now on each wait lasts until [`BATCH`] completions are ready or
@@ -230,9 +251,11 @@ impl Uring {
     pub fn reap(&mut self, into: &mut Vec<cqueue::Entry>) {
         let before = into.len();
         into.extend(self.ring.completion());
+        let foreign = self.foreign;
         let ended = into[before..]
             .iter()
             .filter(|cqe| !cqueue::more(cqe.flags()))
+            .filter(|cqe| foreign.is_none_or(|tag| (cqe.user_data() >> 56) as u8 != tag))
             .count();
         self.in_flight = self.in_flight.saturating_sub(ended);
     }

@@ -18,6 +18,7 @@ use crate::connection::{Action, Connection, Env, Outgoing, RECEIVE_WINDOW};
 use crate::conns::Conns;
 use crate::error::EngineError;
 use crate::lifecycle::{self, WorkerCore};
+use crate::mesh::{self, Envelope};
 use crate::per_core::{CoreWorker, Sessions, WorkerParts, WorkerSettings};
 use crate::ring::RingMode;
 use crate::token::{Op, Token};
@@ -92,10 +93,13 @@ pub struct Worker {
     /// The kernel caps a multishot receive at a byte count (Linux 6.16+);
     /// cleared when it refuses the cap, after which receives are uncapped.
     recv_window: bool,
+    /// Reused: messages to other workers being posted.
+    outgoing: Vec<Box<Envelope>>,
 }
 
 impl CoreWorker for Worker {
     type Ready = RingMode;
+    const MESSAGES: Option<bool> = Some(true);
 
     fn new(parts: WorkerParts) -> Result<(Self, RingMode), EngineError> {
         Worker::create(parts)
@@ -110,12 +114,14 @@ impl Worker {
     /// Creates the worker's ring and buffer rings. Runs on the worker's own
     /// thread: a SINGLE_ISSUER ring belongs to the thread that creates it.
     fn create(parts: WorkerParts) -> Result<(Self, RingMode), EngineError> {
+        let mesh = parts.mesh_local();
         let WorkerParts {
             settings,
             stats,
             tcp,
             udp,
             wake: wake_fd,
+            mesh: _,
         } = parts;
         let id = settings.id;
         let mut uring = match settings.sqpoll {
@@ -152,10 +158,19 @@ impl Worker {
         let udp_bufs = uring
             .add_buffers(udp_bufs)
             .map_err(|e| crate::ring::buffer_ring_refused("UDP", &e))?;
+        if let Some(mesh) = &mesh {
+            let ring = uring
+                .ring_fd()
+                .map_err(fail("sharing the ring with the other workers"))?;
+            uring.expect_foreign(mesh::DELIVERED_TAG);
+            mesh.shared.register_ring(id, ring);
+        }
         let slots = settings.udp_sends_in_flight;
         let listeners: Vec<Listener> = tcp
             .into_iter()
-            .map(|service| service.on_worker(settings.id, Some(stats.clone())))
+            .map(|service| {
+                service.on_worker_in_mesh(settings.id, Some(stats.clone()), mesh.as_ref())
+            })
             .map(|(fd, sessions)| Listener {
                 fd,
                 sessions,
@@ -191,7 +206,8 @@ impl Worker {
             reply_lens: Vec::new(),
             send_plan: Vec::new(),
             recv_window: true,
-            core: WorkerCore::new(&settings, stats),
+            core: WorkerCore::new(&settings, stats, mesh),
+            outgoing: Vec::new(),
             settings,
         };
         Ok((worker, mode))
@@ -199,6 +215,9 @@ impl Worker {
 
     /// Serves until shutdown is requested and finished (or its deadline passes).
     fn serve(mut self) -> Result<(), EngineError> {
+        if let Some(mesh) = &self.core.mesh {
+            mesh.shared.wait_until_registered();
+        }
         self.arm_wake();
         for i in 0..self.udp.len() {
             self.arm_udp(i);
@@ -223,11 +242,13 @@ impl Worker {
                 .connection_memory
                 .set(self.core.conns.memory_held() as u64);
             self.after_batch();
+            self.post_messages();
             if lifecycle::shutdown_finished(
                 &self.core.conns,
                 &self.core.timers,
                 self.settings.id,
                 self.free_send_slots.len() == self.send_slots.len(),
+                self.core.mesh.as_deref(),
             ) {
                 return Ok(());
             }
@@ -248,10 +269,7 @@ impl Worker {
     }
 
     fn enter(&mut self) -> Result<(), EngineError> {
-        let wait = self
-            .core
-            .timers
-            .next_wait(Instant::now(), self.core.conns.next_deadline());
+        let wait = lifecycle::next_wait(&self.core);
         let submitted = self
             .uring
             .enter(wait)
@@ -300,6 +318,10 @@ impl Worker {
     // ----- completions -----
 
     fn handle(&mut self, cqe: &cqueue::Entry) {
+        if let Some((tag, envelope)) = mesh::untag_address(cqe.user_data()) {
+            self.on_message(tag, envelope, cqe.result());
+            return;
+        }
         let Some(token) = Token::decode(cqe.user_data()) else {
             return;
         };
@@ -311,9 +333,74 @@ impl Worker {
             Op::UdpRecv => self.on_udp_recv(token.index as usize, res, flags),
             Op::UdpSend => self.on_udp_send(token.index, res),
             Op::Wake => self.begin_shutdown(),
-            // The server submits no connects.
-            Op::Cancel | Op::Connect => {}
+            // The server submits no connects; messages come tagged.
+            Op::Cancel | Op::Connect | Op::Mesh => {}
         }
+    }
+
+    // ----- messages between workers -----
+
+    /// A message completion: one another worker posted here (`DELIVERED`),
+    /// or the end of one this worker posted (`POSTED`).
+    fn on_message(&mut self, tag: u8, envelope: *mut Envelope, res: i32) {
+        if tag == mesh::DELIVERED_TAG {
+            // SAFETY: the sender gave the box up (`Box::into_raw`) when it
+            // posted it, and the kernel delivers each post once, here.
+            let envelope = unsafe { Box::from_raw(envelope) };
+            lifecycle::receive_message(self, envelope);
+        } else if res < 0 {
+            // SAFETY: the kernel could not post it, so the receiver never
+            // saw the address: the box is still this worker's.
+            let envelope = unsafe { Box::from_raw(envelope) };
+            self.message_failed(envelope, res);
+        }
+        // Posted: the box is the receiver's now.
+    }
+
+    /// Posts every message ready to go to its worker's ring.
+    fn post_messages(&mut self) {
+        let Some(mesh) = self.core.mesh.clone() else {
+            return;
+        };
+        let mut outgoing = std::mem::take(&mut self.outgoing);
+        mesh.take_outbox(&mut outgoing);
+        for envelope in outgoing.drain(..) {
+            let Some(ring) = mesh.shared.ring(envelope.destination()) else {
+                self.message_failed(envelope, -libc::EBADFD);
+                continue;
+            };
+            let raw = Box::into_raw(envelope);
+            let tags = mesh::tag_address(mesh::DELIVERED_TAG, raw)
+                .zip(mesh::tag_address(mesh::POSTED_TAG, raw));
+            let Some((delivered, posted)) = tags else {
+                // SAFETY: made from a box just now and handed to nobody.
+                self.message_failed(unsafe { Box::from_raw(raw) }, -libc::EFAULT);
+                continue;
+            };
+            let entry = opcode::MsgRingData::new(types::Fd(ring), 0, delivered, None)
+                .build()
+                .user_data(posted);
+            // SAFETY: the entry points at no memory: it carries the
+            // envelope's address as a number, which the receiver turns
+            // back into the box (or this worker, if the post fails). The
+            // receiver's ring stays open in the mesh until every worker
+            // has stopped, and no worker stops while messages to it may
+            // still come (`MeshLocal::may_stop`).
+            unsafe { self.push(entry) };
+        }
+        self.outgoing = outgoing;
+    }
+
+    /// A message could not travel (`error`, a negated errno): an ask's
+    /// connection can never complete its reply, so it ends.
+    fn message_failed(&mut self, envelope: Box<Envelope>, error: i32) {
+        tracing::warn!(
+            worker = self.settings.id,
+            to = envelope.destination(),
+            "a message to another worker failed: {}",
+            io::Error::from_raw_os_error(-error)
+        );
+        lifecycle::message_failed(self, envelope);
     }
 
     fn on_accept(&mut self, listener: usize, res: i32, flags: u32) {
@@ -348,7 +435,13 @@ impl Worker {
         }
         self.core.stats.connections_accepted.inc();
         let session = self.listeners[listener].sessions.open(fd.as_fd());
-        let conn = Connection::new(session, self.core.now);
+        let env = Env {
+            limits: &self.core.limits,
+            stats: &self.core.stats,
+            now: self.core.now,
+            mesh: self.core.mesh.as_deref(),
+        };
+        let conn = Connection::new(session, &env);
         let (index, generation) = self.core.conns.insert(fd, conn, None);
         self.progress(index, generation);
     }
@@ -360,6 +453,7 @@ impl Worker {
             limits: &self.core.limits,
             stats: &self.core.stats,
             now: self.core.now,
+            mesh: self.core.mesh.as_deref(),
         };
         let bufs = self.uring.buffers(self.tcp_bufs);
         let taken = buffer.map(|bid| bufs.take(bid, res.max(0) as usize));
@@ -417,6 +511,7 @@ impl Worker {
             limits: &self.core.limits,
             stats: &self.core.stats,
             now: self.core.now,
+            mesh: self.core.mesh.as_deref(),
         };
         let Some(c) = self.core.conns.get_mut(token.index, token.generation) else {
             return;
@@ -441,6 +536,7 @@ impl Worker {
             limits: &self.core.limits,
             stats: &self.core.stats,
             now: self.core.now,
+            mesh: self.core.mesh.as_deref(),
         };
         let group = self.uring.buffers(self.tcp_bufs).group();
         let Some(c) = self.core.conns.get_mut(index, generation) else {
@@ -448,6 +544,7 @@ impl Worker {
         };
         let fd = types::Fd(c.fd.as_raw_fd());
         let mut close = false;
+        let key = (index, generation);
         while let Some(action) = c.conn.poll_action(&env) {
             let entry = match action {
                 Action::Send => {
@@ -507,6 +604,7 @@ impl Worker {
             // worker's Drop reaps every operation first.
             unsafe { self.uring.push(entry) };
         }
+        lifecycle::dispatch_asks(&mut c.conn, key, self.core.mesh.as_deref());
         if close {
             // Nothing in flight refers to it any more (the core waits for
             // that): closing the descriptor and freeing the output is safe.
@@ -734,6 +832,14 @@ impl Worker {
     fn quiesce(&mut self) -> bool {
         let cancel = Token::new(Op::Cancel, 0, 0).encode();
         self.uring.quiesce(cancel, TEARDOWN_WAIT, |cqe| {
+            if let Some((tag, envelope)) = mesh::untag_address(cqe.user_data()) {
+                if tag == mesh::DELIVERED_TAG || cqe.result() < 0 {
+                    // SAFETY: as in `on_message`: this box is ours. Too
+                    // late to answer it: it is dropped.
+                    drop(unsafe { Box::from_raw(envelope) });
+                }
+                return;
+            }
             let accepted = Token::decode(cqe.user_data()).is_some_and(|t| t.op == Op::Accept);
             if accepted && cqe.result() >= 0 {
                 // SAFETY: a new descriptor nothing else owns; closed at once.

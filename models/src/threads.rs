@@ -125,7 +125,9 @@ impl ThreadsServer {
                         Box::new(move || accept_loop(listener, factory, protocol, shared)),
                     )?);
                 }
-                Handler::StreamPerWorker(_) => return Err(crate::per_worker_refused(service)),
+                Handler::StreamPerWorker(_) | Handler::Sharded(_) => {
+                    return Err(crate::per_worker_refused(service))
+                }
                 Handler::Datagram(factory) => {
                     let factory = factory.clone();
                     let socket = UdpSocket::from(fd);

@@ -98,7 +98,9 @@ impl TokioServer {
                         stop,
                     )));
                 }
-                Handler::StreamPerWorker(_) => return Err(crate::per_worker_refused(service)),
+                Handler::StreamPerWorker(_) | Handler::Sharded(_) => {
+                    return Err(crate::per_worker_refused(service))
+                }
                 Handler::Datagram(factory) => {
                     let std_socket = std::net::UdpSocket::from(fd);
                     std_socket

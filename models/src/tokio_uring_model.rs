@@ -70,6 +70,7 @@ async fn serve(parts: WorkerParts) -> Result<(), EngineError> {
         tcp,
         udp,
         wake,
+        ..
     } = parts;
     let (stop_tx, stop) = watch::channel(false);
     let shared = Rc::new(Shared {

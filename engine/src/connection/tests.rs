@@ -33,8 +33,16 @@ struct Sim {
 impl Sim {
     fn new(session: Box<dyn StreamSession>, limits: Limits) -> Self {
         let now = Instant::now();
+        let stats = WorkerStats::default();
+        let env = Env {
+            limits: &limits,
+            stats: &stats,
+            now,
+            mesh: None,
+        };
+        let conn = Connection::new(session, &env);
         let mut sim = Self {
-            conn: Connection::new(session, now),
+            conn,
             limits,
             stats: WorkerStats::default(),
             now,
@@ -55,6 +63,7 @@ impl Sim {
             limits: &self.limits,
             stats: &self.stats,
             now: self.now,
+            mesh: None,
         };
         event(&mut self.conn, &env);
         self.poll();
@@ -67,6 +76,7 @@ impl Sim {
                 limits: &self.limits,
                 stats: &self.stats,
                 now: self.now,
+                mesh: None,
             };
             let Some(action) = self.conn.poll_action(&env) else {
                 return;
@@ -114,6 +124,7 @@ impl Sim {
             limits: &self.limits,
             stats: &self.stats,
             now: self.now,
+            mesh: None,
         };
         let taken = self.conn.lend(data.len(), &env);
         if taken {
