@@ -172,7 +172,7 @@ impl StreamSession for Kv {
     fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>, room: usize) -> Fed {
         let (start, mut rest) = (out.len(), input);
         // Stops at the room left, and at a bound on asks still travelling.
-        while out.len() - start < room && self.mesh.asked() < engine::mesh::MAX_WAITING {
+        while out.len() - start < room && self.mesh.waiting() < engine::mesh::MAX_WAITING {
             let Ok(parsed) = resp::command(rest) else {
                 out.extend_from_slice(b"-ERR Protocol error\r\n");
                 return Fed::close(input.len());

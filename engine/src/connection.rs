@@ -639,8 +639,12 @@ impl Connection {
         let mut awaiting = false;
         while taken < input.len() && self.reading == Reading::Open {
             let held = self.output_held();
-            if held >= limit || self.session.has_more_output() {
+            let answers_due = self.asks_waiting() >= mesh::MAX_WAITING;
+            if held >= limit || self.session.has_more_output() || answers_due {
                 break;
+            }
+            if let Some(mesh) = env.mesh {
+                mesh.feeding(self.asks_waiting());
             }
             let fed = self
                 .session
@@ -655,9 +659,6 @@ impl Connection {
                 // Need more input: the rest waits until more arrives.
                 awaiting = !self.session.has_more_output();
                 break;
-            }
-            if self.asks_waiting() >= mesh::MAX_WAITING {
-                break; // the rest waits for answers
             }
         }
         (taken, awaiting)

@@ -300,6 +300,9 @@ pub(crate) struct MeshLocal {
     states: RefCell<Vec<Option<Rc<dyn StateCell>>>>,
     /// Asks the session being called made; its connection takes them.
     staged: RefCell<Vec<StagedAsk>>,
+    /// Asks of the connection being fed that were already unanswered
+    /// before the call.
+    waiting_before: Cell<usize>,
     traffic: RefCell<Traffic>,
     /// This worker has retired from asking (shutdown).
     retired: Cell<bool>,
@@ -325,6 +328,7 @@ impl MeshLocal {
             stats,
             states: RefCell::new(Vec::new()),
             staged: RefCell::new(Vec::new()),
+            waiting_before: Cell::new(0),
             traffic: RefCell::new(Traffic {
                 in_flight: vec![0; n],
                 queued: (0..n).map(|_| VecDeque::new()).collect(),
@@ -351,7 +355,13 @@ impl MeshLocal {
 
     /// The asks the session just called made.
     pub(crate) fn take_staged(&self) -> Vec<StagedAsk> {
+        self.waiting_before.set(0);
         std::mem::take(&mut *self.staged.borrow_mut())
+    }
+
+    /// A connection with `waiting` asks unanswered is about to be fed.
+    pub(crate) fn feeding(&self, waiting: usize) {
+        self.waiting_before.set(waiting);
     }
 
     /// Sends `envelope` (an ask) now if its owner has a credit left, else
@@ -499,12 +509,12 @@ impl<S: 'static> Mesh<S> {
         (hasher.finish() % self.workers() as u64) as usize
     }
 
-    /// Asks made in the callback under way that travel to other workers.
-    /// A session that answers many requests in one call can stop at a
-    /// bound of its own (the connection is offered no more input once
-    /// [`MAX_WAITING`] asks are unanswered, but only between calls).
-    pub fn asked(&self) -> usize {
-        self.local.staged.borrow().len()
+    /// The connection's asks to other workers not yet answered, those
+    /// made in this call included. The connection is offered no more
+    /// input once [`MAX_WAITING`] are, but only between calls: a session
+    /// that answers many requests in one `on_input` stops at it itself.
+    pub fn waiting(&self) -> usize {
+        self.local.waiting_before.get() + self.local.staged.borrow().len()
     }
 
     /// Runs `f` on this worker's own shard, now.
