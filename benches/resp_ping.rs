@@ -1,5 +1,9 @@
 //! The PING example (`examples/ping.rs`, one worker) beside Debian's
-//! `redis-server`, both driven by `redis-benchmark`, in one run.
+//! `redis-server`, both driven by `redis-benchmark`, in one run; with
+//! `-- --kv`, the sharded key-value example (`examples/kv.rs`) beside it on
+//! `set,get,incr`; with `-- --hop`, the kv example on two workers with
+//! every key on the connection's own worker against every key on the other
+//! (`--route local|remote`): what a cross-worker message costs a request.
 //!
 //! Each server runs on CPU 0 (the example pins its one worker there;
 //! redis-server is started under `taskset -c 0`), redis-benchmark on CPU 1,
@@ -52,30 +56,29 @@ fn wait_until_listening(port: u16) {
     }
 }
 
-fn ping_example() -> PathBuf {
+fn example(name: &str) -> PathBuf {
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--quiet", "--release", "--example", "ping"])
+        .args(["build", "--quiet", "--release", "--example", name])
         .status()
-        .expect("cargo build --example ping");
+        .expect("cargo build --example");
     assert!(status.success());
     let exe = std::env::current_exe().expect("bench path");
     let release = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    release.join("examples").join("ping")
+    release.join("examples").join(name)
 }
 
-fn start_ping(path: &PathBuf) -> Running {
+/// Starts an example on `workers` workers (pinned from CPU 0 up), with
+/// `extra` arguments.
+fn start_example(path: &PathBuf, name: &'static str, workers: &str, extra: &[&str]) -> Running {
     let port = free_port();
     let child = Command::new(path)
-        .args([format!("127.0.0.1:{port}"), "1".into()])
+        .args([format!("127.0.0.1:{port}"), workers.into()])
+        .args(extra)
         .stdout(Stdio::null())
         .spawn()
-        .expect("start the ping example");
+        .expect("start the example");
     wait_until_listening(port);
-    Running {
-        name: "ping example",
-        child,
-        port,
-    }
+    Running { name, child, port }
 }
 
 fn start_redis() -> Running {
@@ -132,12 +135,12 @@ fn children_usage() -> (f64, f64) {
     )
 }
 
-fn run(server: &Running, test: &str, pipeline: u32, requests: u64) -> Sample {
+fn run(server: &Running, test: &str, pipeline: u32, requests: u64, cpus: &str) -> Sample {
     let pid = server.child.id();
     let (user0, sys0) = cpu_split(pid);
     let (client0, switches0) = children_usage();
     let out = Command::new("taskset")
-        .args(["-c", "1", "redis-benchmark", "-h", "127.0.0.1", "-p"])
+        .args(["-c", cpus, "redis-benchmark", "-h", "127.0.0.1", "-p"])
         .arg(server.port.to_string())
         .args(["-t", test, "-c", "50", "-n"])
         .arg(requests.to_string())
@@ -184,18 +187,43 @@ fn main() {
     let quick = args.iter().any(|a| a == "--quick");
     let rounds: usize = support::arg("--rounds", if quick { 1 } else { 3 });
     let scale = if quick { 10 } else { 1 };
-    let ping = ping_example();
-    let servers = [start_ping(&ping), start_redis()];
-    println!("| test | -P | server | requests/s | p50 ms | p99 ms | server CPU µs/req (user + sys) | client CPU µs/req | client wake-ups/req | ops/s vs redis-server |");
+    let (servers, tests, client_cpus) = if args.iter().any(|a| a == "--kv") {
+        let kv = example("kv");
+        let servers = [start_example(&kv, "kv example", "1", &[]), start_redis()];
+        (servers, &["set", "get", "incr"][..], "1")
+    } else if args.iter().any(|a| a == "--hop") {
+        // Both servers on both CPUs, the client wherever it fits: the two
+        // differ only in where the keys live.
+        let kv = example("kv");
+        let servers = [
+            start_example(&kv, "kv, every key remote", "2", &["--route", "remote"]),
+            start_example(&kv, "kv, every key local", "2", &["--route", "local"]),
+        ];
+        (servers, &["set", "get"][..], "0,1")
+    } else {
+        let ping = example("ping");
+        let servers = [
+            start_example(&ping, "ping example", "1", &[]),
+            start_redis(),
+        ];
+        (servers, &["ping_inline", "ping_mbulk"][..], "1")
+    };
+    println!("| test | -P | server | requests/s | p50 ms | p99 ms | server CPU µs/req (user + sys) | client CPU µs/req | client wake-ups/req | ops/s vs {} |", servers[1].name);
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for (pipeline, requests) in [(1u32, 200_000u64), (16, 2_000_000)] {
-        for test in ["ping_inline", "ping_mbulk"] {
+        for &test in tests {
             let mut samples: [Vec<Sample>; 2] = [Vec::new(), Vec::new()];
             for round in 0..rounds {
                 // A B, then B A: neither server always goes first.
                 for i in 0..2 {
                     let s = (i + round) % 2;
-                    samples[s].push(run(&servers[s], test, pipeline, requests / scale));
+                    samples[s].push(run(
+                        &servers[s],
+                        test,
+                        pipeline,
+                        requests / scale,
+                        client_cpus,
+                    ));
                 }
             }
             let redis_rps: Vec<f64> = samples[1].iter().map(|s| s.rps).collect();

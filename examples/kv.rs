@@ -9,6 +9,8 @@
 //! (default 127.0.0.1:6379, one worker per CPU, 1 GiB; `k`, `m`, `g`
 //! suffixes). Past `--max-memory`, writes get Redis's `-OOM` error and
 //! nothing grows (Redis's `noeviction`). Stops on SIGINT/SIGTERM.
+//! `--route local|remote` (for measuring, `benches/resp_ping.rs --hop`)
+//! sends every key to the connection's own worker, or to the next one.
 use std::collections::HashMap;
 
 use engine::{Fed, Mesh, Server, StreamSession};
@@ -87,15 +89,33 @@ fn sum_counts(parts: Vec<Vec<u8>>, out: &mut Vec<u8>) {
     out.extend_from_slice(format!(":{total}\r\n").as_bytes());
 }
 
+/// Which worker a key goes to: its owner, or (to measure what a message
+/// costs, `--route`) always this one or always the next.
+#[derive(Clone, Copy)]
+enum Route {
+    Owner,
+    Local,
+    Remote,
+}
+
 /// One connection: its commands run on the shard that owns their keys.
 struct Kv {
     mesh: Mesh<Shard>,
+    route: Route,
 }
 
 impl Kv {
+    fn owner(&self, key: &[u8]) -> usize {
+        match self.route {
+            Route::Owner => self.mesh.owner_of(key),
+            Route::Local => self.mesh.worker(),
+            Route::Remote => (self.mesh.worker() + 1) % self.mesh.workers(),
+        }
+    }
+
     fn run(&self, args: &[&[u8]], out: &mut Vec<u8>) {
         let mesh = &self.mesh;
-        let own = |key: &[u8]| (mesh.owner_of(key), key.to_vec());
+        let own = |key: &[u8]| (self.owner(key), key.to_vec());
         match args {
             [c] if resp::is(c, "PING") => out.extend_from_slice(b"+PONG\r\n"),
             [c, text] if resp::is(c, "PING") || resp::is(c, "ECHO") => resp::bulk(out, text),
@@ -221,6 +241,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         max_memory = bytes(value)?;
         args.drain(i..i + 2);
     }
+    let mut route = Route::Owner;
+    if let Some(i) = args.iter().position(|a| a == "--route") {
+        route = match args.get(i + 1).map(String::as_str) {
+            Some("local") => Route::Local,
+            Some("remote") => Route::Remote,
+            _ => return Err("--route takes local or remote".into()),
+        };
+        args.drain(i..i + 2);
+    }
     let addr = args
         .first()
         .map_or("127.0.0.1:6379", String::as_str)
@@ -235,6 +264,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         used: 0,
         max: max_memory / workers,
     };
-    let server = server.tcp_sharded(addr, "kv", shard, |_cx, mesh| Kv { mesh: mesh.clone() });
+    let server = server.tcp_sharded(addr, "kv", shard, move |_cx, mesh| Kv {
+        mesh: mesh.clone(),
+        route,
+    });
     Ok(server.run()?)
 }

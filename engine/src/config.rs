@@ -159,9 +159,11 @@ pub enum Handler {
 /// the mesh and the service's index, makes the worker's shard and its
 /// session maker.
 #[derive(Clone)]
-pub struct Sharded(
-    pub(crate) Arc<dyn Fn(&std::rc::Rc<crate::mesh::MeshLocal>, u32) -> SessionMaker + Send + Sync>,
-);
+pub struct Sharded(pub(crate) ShardMaker);
+
+/// Makes a worker's shard and session maker (see [`Sharded`]).
+pub(crate) type ShardMaker =
+    Arc<dyn Fn(&std::rc::Rc<crate::mesh::MeshLocal>, u32) -> SessionMaker + Send + Sync>;
 
 impl Handler {
     /// The transport this handler is served over.

@@ -93,6 +93,7 @@ pub struct EpollWorker {
     /// Messages from each other worker (sharded services only).
     mailbox: Vec<Receiver<Box<Envelope>>>,
     /// Reused: messages to other workers being queued.
+    #[allow(clippy::vec_box)] // envelopes travel as one allocation each
     outgoing: Vec<Box<Envelope>>,
 }
 
@@ -387,7 +388,7 @@ impl EpollWorker {
                 Err(envelope) => {
                     // Never: credits bound what the queue holds.
                     tracing::warn!(worker = self.settings.id, to, "a worker's inbox is full");
-                    lifecycle::message_failed(self, envelope);
+                    lifecycle::message_failed(self, &envelope);
                 }
             }
         }

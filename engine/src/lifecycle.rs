@@ -169,7 +169,7 @@ pub(crate) fn receive_message<W: Driver>(w: &mut W, envelope: Box<Envelope>) {
 /// connection, whose reply can never be completed, ends; an answer's
 /// asker is on another worker, which ends that connection at its
 /// shutdown deadline at the latest.
-pub(crate) fn message_failed<W: Driver>(w: &mut W, envelope: Box<Envelope>) {
+pub(crate) fn message_failed<W: Driver>(w: &mut W, envelope: &Envelope) {
     let Body::Ask(_) = envelope.body else {
         return;
     };

@@ -314,7 +314,10 @@ struct Traffic {
     in_flight: Vec<usize>,
     /// Per worker: asks waiting for a credit, in the order they were made.
     queued: Vec<VecDeque<Box<Envelope>>>,
-    /// Ready to go: asks with a credit, and answers.
+    /// Ready to go: asks with a credit, and answers. Boxed: an envelope's
+    /// one allocation travels whole, its address through the kernel on
+    /// io_uring, from the asker to the owner and back.
+    #[allow(clippy::vec_box)]
     outbox: Vec<Box<Envelope>>,
 }
 
@@ -379,6 +382,7 @@ impl MeshLocal {
     }
 
     /// Takes everything ready to travel.
+    #[allow(clippy::vec_box)] // see `Traffic::outbox`
     pub(crate) fn take_outbox(&self, into: &mut Vec<Box<Envelope>>) {
         let mut t = self.traffic.borrow_mut();
         self.stats.messages_sent.add(t.outbox.len() as u64);

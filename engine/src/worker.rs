@@ -94,6 +94,7 @@ pub struct Worker {
     /// cleared when it refuses the cap, after which receives are uncapped.
     recv_window: bool,
     /// Reused: messages to other workers being posted.
+    #[allow(clippy::vec_box)] // envelopes travel as one allocation each
     outgoing: Vec<Box<Envelope>>,
 }
 
@@ -400,7 +401,7 @@ impl Worker {
             "a message to another worker failed: {}",
             io::Error::from_raw_os_error(-error)
         );
-        lifecycle::message_failed(self, envelope);
+        lifecycle::message_failed(self, &envelope);
     }
 
     fn on_accept(&mut self, listener: usize, res: i32, flags: u32) {
