@@ -614,12 +614,11 @@ impl Connection {
     /// Takes over the asks the session just made (see [`mesh::Mesh::ask`]):
     /// each marks the place in the output its answer will fill.
     fn adopt_asks(&mut self, env: &Env) {
-        let Some(mesh) = env.mesh.filter(|m| m.has_staged()) else {
+        let Some(mesh) = env.mesh else {
             return;
         };
-        let asks = self.asks.get_or_insert_with(Default::default);
-        for staged in mesh.take_staged() {
-            asks.add(staged);
+        for staged in mesh.end_call() {
+            self.asks.get_or_insert_with(Default::default).add(staged);
         }
     }
 

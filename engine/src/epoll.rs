@@ -22,8 +22,8 @@ use crate::connection::{Action, Connection, Env};
 use crate::conns::Tracked;
 use crate::error::EngineError;
 use crate::lifecycle::{self, WorkerCore};
-use crate::mesh::Envelope;
-use crate::per_core::{CoreWorker, Sessions, WorkerParts, WorkerSettings};
+use crate::mesh::Parcel;
+use crate::per_core::{CoreWorker, OpenedParts, Sessions, WorkerParts, WorkerSettings};
 use crate::token::{Op, Token};
 use crate::udp::{self, SendSlot};
 use std::sync::mpsc::Receiver;
@@ -90,11 +90,10 @@ pub struct EpollWorker {
     single_slot: Box<SendSlot>,
     /// Connections to visit again without waiting for an edge.
     revisit: Vec<(u32, u32)>,
-    /// Messages from each other worker (sharded services only).
-    mailbox: Vec<Receiver<Box<Envelope>>>,
-    /// Reused: messages to other workers being queued.
-    #[allow(clippy::vec_box)] // envelopes travel as one allocation each
-    outgoing: Vec<Box<Envelope>>,
+    /// Parcels from each other worker (sharded services only).
+    mailbox: Vec<Receiver<Parcel>>,
+    /// Reused: parcels to other workers being queued.
+    outgoing: Vec<(usize, Parcel)>,
 }
 
 /// An epoll instance (edge-triggered use only), shared with loadgen's
@@ -165,15 +164,14 @@ impl CoreWorker for EpollWorker {
     const MESSAGES: Option<bool> = Some(false);
 
     fn new(parts: WorkerParts) -> Result<(Self, ()), EngineError> {
-        let mesh = parts.mesh_local();
-        let WorkerParts {
+        let OpenedParts {
             settings,
             stats,
             tcp,
             udp,
             wake,
-            mesh: _,
-        } = parts;
+            mesh,
+        } = parts.open();
         let id = settings.id;
         let fail = |context: &'static str| {
             move |source: io::Error| EngineError::Worker {
@@ -187,7 +185,7 @@ impl CoreWorker for EpollWorker {
         // reading only; the sockets are made non-blocking first.
         let sockets = tcp
             .iter()
-            .map(|t| &t.fd)
+            .map(|(fd, _)| fd)
             .enumerate()
             .map(|(i, fd)| (fd, Op::Accept, i));
         let datagrams = udp
@@ -227,9 +225,6 @@ impl CoreWorker for EpollWorker {
             .unwrap_or_default();
         let listeners: Vec<Listener> = tcp
             .into_iter()
-            .map(|service| {
-                service.on_worker_in_mesh(settings.id, Some(stats.clone()), mesh.as_ref())
-            })
             .map(|(fd, sessions)| Listener {
                 fd,
                 sessions,
@@ -296,7 +291,7 @@ impl CoreWorker for EpollWorker {
                     Op::Accept => self.listeners[t.index as usize].pending = true,
                     Op::UdpRecv => self.udp[t.index as usize].pending = true,
                     Op::Wake => self.begin_shutdown(),
-                    Op::Mesh => self.read_messages(),
+                    Op::Mesh => self.read_parcels(),
                     Op::Recv => self.on_ready(t.index, t.generation, bits),
                     _ => {}
                 }
@@ -306,7 +301,7 @@ impl CoreWorker for EpollWorker {
                 self.progress(index, generation);
             }
             self.after_batch();
-            self.post_messages();
+            self.post_parcels();
             self.core
                 .stats
                 .connection_memory
@@ -343,8 +338,8 @@ impl EpollWorker {
 
     // ----- messages between workers -----
 
-    /// The bell rang: takes every message queued for this worker.
-    fn read_messages(&mut self) {
+    /// The bell rang: takes every parcel queued for this worker.
+    fn read_parcels(&mut self) {
         if let Some(inbox) = self
             .core
             .mesh
@@ -357,38 +352,34 @@ impl EpollWorker {
             unsafe { libc::read(inbox.bell.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
             self.core.stats.io_syscalls.inc();
         }
-        // Read after the bell is reset: a message queued later rings again.
+        // Read after the bell is reset: a parcel queued later rings again.
         for from in 0..self.mailbox.len() {
-            while let Ok(envelope) = self.mailbox[from].try_recv() {
-                lifecycle::receive_message(self, envelope);
+            while let Ok(parcel) = self.mailbox[from].try_recv() {
+                lifecycle::receive_parcel(self, parcel);
             }
         }
     }
 
-    /// Queues every message ready to go, ringing each receiver once.
-    fn post_messages(&mut self) {
+    /// Queues each parcel ready to go, ringing its receiver's bell.
+    fn post_parcels(&mut self) {
         let Some(mesh) = self.core.mesh.clone() else {
             return;
         };
         let mut outgoing = std::mem::take(&mut self.outgoing);
-        mesh.take_outbox(&mut outgoing);
-        let mut rung = 0u64; // a bit per worker, for the first 64
-        for envelope in outgoing.drain(..) {
-            let to = envelope.destination();
+        mesh.take_parcels(&mut outgoing);
+        for (to, parcel) in outgoing.drain(..) {
             let Some(inbox) = mesh.shared.inbox(to) else {
                 continue;
             };
-            match inbox.queue(self.settings.id, envelope) {
-                Ok(()) if to < 64 && rung & (1 << to) != 0 => {}
+            match inbox.queue(self.settings.id, parcel) {
                 Ok(()) => {
-                    rung |= 1u64.checked_shl(to as u32).unwrap_or(0);
                     inbox.ring_bell();
                     self.core.stats.io_syscalls.inc();
                 }
-                Err(envelope) => {
+                Err(parcel) => {
                     // Never: credits bound what the queue holds.
                     tracing::warn!(worker = self.settings.id, to, "a worker's inbox is full");
-                    lifecycle::message_failed(self, &envelope);
+                    lifecycle::parcel_failed(self, parcel);
                 }
             }
         }

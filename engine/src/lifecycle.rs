@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::connection::{Connection, Env, Limits};
 use crate::conns::Conns;
-use crate::mesh::{Body, Envelope, MeshLocal};
+use crate::mesh::{Body, Envelope, MeshLocal, Parcel};
 use crate::per_core::WorkerSettings;
 use crate::stats::WorkerStats;
 use crate::timers::Timers;
@@ -132,7 +132,7 @@ pub(crate) fn dispatch_asks(conn: &mut Connection, key: (u32, u32), mesh: Option
         return;
     };
     for (ask, part, service, owner, job) in conn.take_unsent_asks() {
-        mesh.send_ask(Box::new(Envelope {
+        mesh.send_ask(Envelope {
             asker: mesh.worker,
             owner,
             service,
@@ -140,49 +140,58 @@ pub(crate) fn dispatch_asks(conn: &mut Connection, key: (u32, u32), mesh: Option
             ask,
             part,
             body: Body::Ask(job),
-        }));
+        });
     }
 }
 
-/// A message from another worker arrived: an ask runs on this worker's
-/// shard (its answer goes back with the next batch); an answer fills its
+/// A parcel from another worker arrived: each ask runs on this worker's
+/// shard (its answer goes back with the next batch); each answer fills its
 /// place in the asking connection's output, which then moves on.
-pub(crate) fn receive_message<W: Driver>(w: &mut W, envelope: Box<Envelope>) {
+pub(crate) fn receive_parcel<W: Driver>(w: &mut W, parcel: Parcel) {
     let Some(mesh) = w.core().mesh.clone() else {
         return;
     };
-    let Some(answer) = mesh.receive(envelope) else {
-        return;
-    };
-    let (index, generation) = answer.conn;
-    let Body::Answer(bytes) = answer.body else {
-        return;
-    };
-    let Some(t) = w.core().conns.get_mut(index, generation) else {
-        return; // the connection is gone: nobody waits for this
-    };
-    t.conn.on_answer(answer.ask, answer.part, bytes);
-    w.progress(index, generation);
+    for envelope in parcel {
+        let Some(answer) = mesh.receive(envelope) else {
+            continue;
+        };
+        let (index, generation) = answer.conn;
+        let Body::Answer(bytes) = answer.body else {
+            continue;
+        };
+        let Some(t) = w.core().conns.get_mut(index, generation) else {
+            continue; // the connection is gone: nobody waits for this
+        };
+        t.conn.on_answer(answer.ask, answer.part, bytes);
+        w.progress(index, generation);
+    }
 }
 
-/// A message could not travel: an ask gives its credit back and its
+/// A parcel could not travel: each ask gives its credit back and its
 /// connection, whose reply can never be completed, ends; an answer's
 /// asker is on another worker, which ends that connection at its
 /// shutdown deadline at the latest.
-pub(crate) fn message_failed<W: Driver>(w: &mut W, envelope: &Envelope) {
-    let Body::Ask(_) = envelope.body else {
-        return;
-    };
-    if let Some(mesh) = w.core().mesh.clone() {
-        mesh.credit_back(envelope.owner as usize);
+pub(crate) fn parcel_failed<W: Driver>(w: &mut W, parcel: Parcel) {
+    for envelope in parcel {
+        let Body::Ask(_) = envelope.body else {
+            continue;
+        };
+        let core = w.core();
+        if let Some(mesh) = &core.mesh {
+            mesh.credit_back(envelope.owner as usize);
+        }
+        let env = Env {
+            limits: &core.limits,
+            stats: &core.stats,
+            now: core.now,
+            mesh: core.mesh.as_deref(),
+        };
+        let (index, generation) = envelope.conn;
+        if let Some(t) = core.conns.get_mut(index, generation) {
+            t.conn.on_recv_error(&env);
+        }
+        w.progress(index, generation);
     }
-    let (index, generation) = envelope.conn;
-    let (due, conns, env) = w.core().take_due();
-    if let Some(t) = conns.get_mut(index, generation) {
-        t.conn.on_recv_error(&env);
-    }
-    w.core().due = due;
-    w.progress(index, generation);
 }
 
 /// How long the worker may wait for events: until its nearest timer or

@@ -11,20 +11,24 @@
 //! whichever worker answers first; [`Mesh::gather`] does the same for a
 //! request whose parts live on several workers.
 //!
-//! How a message travels:
+//! How messages travel: everything a worker has for one other worker
+//! after a batch of events goes as one parcel, so a pipeline of asks
+//! costs one crossing, not one per ask.
 //! - **io_uring:** one `IORING_OP_MSG_RING` from the sender's ring to the
 //!   receiver's. The kernel posts it on the receiver's completion queue,
-//!   carrying the message's address, so there is no shared queue and no
-//!   lock: the message's ownership passes through the kernel.
+//!   carrying the parcel's address, so there is no shared queue and no
+//!   lock: the parcel's ownership passes through the kernel.
 //! - **epoll:** a bounded queue for each ordered pair of workers, and an
-//!   eventfd per receiver, written once per batch.
+//!   eventfd per receiver, written once per parcel.
 //!
 //! Bounds: a worker has at most [`CREDITS`] asks in flight to any one
 //! other worker (so no inbox holds more than that many asks, and as many
 //! answers, from one peer); further asks wait, in order, on the sender's
 //! side. A connection with [`MAX_WAITING`] asks unanswered is offered no
 //! more input until answers come, and each unanswered ask counts against
-//! its worker's memory budget. At shutdown a worker keeps answering other
+//! its worker's memory budget. Answers are not cut when they arrive, so
+//! large ones can take a connection past its output limit by up to
+//! [`MAX_WAITING`] answers; the worker's memory budget bounds the whole. At shutdown a worker keeps answering other
 //! workers' asks until every worker has had all of its own answered, so
 //! every message in flight is answered; nothing waits past the shutdown
 //! deadline.
@@ -57,18 +61,22 @@ pub(crate) const DELIVERED_TAG: u8 = 0x40;
 /// (the same address: reclaimed if the kernel could not post it).
 pub(crate) const POSTED_TAG: u8 = 0x41;
 
-/// `user_data` carrying `envelope`'s address under `tag`; `None` if the
+/// What travels from one worker to another at once: every message the
+/// sender had for the receiver after a batch of events.
+pub(crate) type Parcel = Vec<Envelope>;
+
+/// `user_data` carrying `parcel`'s address under `tag`; `None` if the
 /// address does not fit in 56 bits (never for a Linux user-space address).
-pub(crate) fn tag_address(tag: u8, envelope: *mut Envelope) -> Option<u64> {
-    let address = envelope as u64;
+pub(crate) fn tag_address(tag: u8, parcel: *mut Parcel) -> Option<u64> {
+    let address = parcel as u64;
     (address >> 56 == 0).then_some(u64::from(tag) << 56 | address)
 }
 
-/// The tag and envelope address of a message's `user_data`, if it is one.
-pub(crate) fn untag_address(user_data: u64) -> Option<(u8, *mut Envelope)> {
+/// The tag and parcel address of a message's `user_data`, if it is one.
+pub(crate) fn untag_address(user_data: u64) -> Option<(u8, *mut Parcel)> {
     let tag = (user_data >> 56) as u8;
     matches!(tag, DELIVERED_TAG | POSTED_TAG)
-        .then_some((tag, (user_data & ((1 << 56) - 1)) as *mut Envelope))
+        .then_some((tag, (user_data & ((1 << 56) - 1)) as *mut Parcel))
 }
 
 /// A job sent to the worker that owns a shard: runs there, on its state,
@@ -100,16 +108,6 @@ pub(crate) enum Body {
     Ask(Job),
     /// What the job returned, on its way back.
     Answer(Vec<u8>),
-}
-
-impl Envelope {
-    /// The worker this envelope travels to.
-    pub(crate) fn destination(&self) -> usize {
-        match self.body {
-            Body::Ask(_) => self.owner as usize,
-            Body::Answer(_) => self.asker as usize,
-        }
-    }
 }
 
 /// An ask a session made during its last callback, not yet taken over by
@@ -157,9 +155,9 @@ pub(crate) enum Transport {
 /// One epoll worker's inbox.
 pub(crate) struct Inbox {
     /// A sender for each worker (indexed by sender).
-    senders: Vec<SyncSender<Box<Envelope>>>,
+    senders: Vec<SyncSender<Parcel>>,
     /// The receiving ends, taken once by the owner when it starts.
-    receivers: Mutex<Vec<Receiver<Box<Envelope>>>>,
+    receivers: Mutex<Vec<Receiver<Parcel>>>,
     /// Readable when something was queued.
     pub(crate) bell: OwnedFd,
 }
@@ -260,15 +258,17 @@ impl MeshShared {
 
 impl Inbox {
     /// The receiving ends, for the owner (empty after the first call).
-    pub(crate) fn take_receivers(&self) -> Vec<Receiver<Box<Envelope>>> {
+    pub(crate) fn take_receivers(&self) -> Vec<Receiver<Parcel>> {
         std::mem::take(&mut *self.receivers.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Queues `envelope` from worker `from`; the queue holds twice the
-    /// credits, which bound what is ever in it, so it cannot be full.
-    pub(crate) fn queue(&self, from: usize, envelope: Box<Envelope>) -> Result<(), Box<Envelope>> {
-        self.senders[from].try_send(envelope).map_err(|e| match e {
-            mpsc::TrySendError::Full(env) | mpsc::TrySendError::Disconnected(env) => env,
+    /// Queues `parcel` from worker `from`. The queue holds twice the
+    /// credits' worth of parcels, and every parcel carries at least one of
+    /// the at most twice the credits messages in flight between two
+    /// workers (asks one way, answers the other), so it cannot be full.
+    pub(crate) fn queue(&self, from: usize, parcel: Parcel) -> Result<(), Parcel> {
+        self.senders[from].try_send(parcel).map_err(|e| match e {
+            mpsc::TrySendError::Full(p) | mpsc::TrySendError::Disconnected(p) => p,
         })
     }
 
@@ -313,12 +313,10 @@ struct Traffic {
     /// Per worker: this worker's asks sent to it and not yet answered.
     in_flight: Vec<usize>,
     /// Per worker: asks waiting for a credit, in the order they were made.
-    queued: Vec<VecDeque<Box<Envelope>>>,
-    /// Ready to go: asks with a credit, and answers. Boxed: an envelope's
-    /// one allocation travels whole, its address through the kernel on
-    /// io_uring, from the asker to the owner and back.
-    #[allow(clippy::vec_box)]
-    outbox: Vec<Box<Envelope>>,
+    queued: Vec<VecDeque<Envelope>>,
+    /// Per worker: the parcel being filled for it (asks with a credit,
+    /// and answers), sent after the batch.
+    outbox: Vec<Parcel>,
 }
 
 impl MeshLocal {
@@ -335,7 +333,7 @@ impl MeshLocal {
             traffic: RefCell::new(Traffic {
                 in_flight: vec![0; n],
                 queued: (0..n).map(|_| VecDeque::new()).collect(),
-                outbox: Vec::new(),
+                outbox: (0..n).map(|_| Vec::new()).collect(),
             }),
             retired: Cell::new(false),
         })
@@ -351,13 +349,9 @@ impl MeshLocal {
         states[i] = Some(state);
     }
 
-    /// True when the session just called made asks.
-    pub(crate) fn has_staged(&self) -> bool {
-        !self.staged.borrow().is_empty()
-    }
-
-    /// The asks the session just called made.
-    pub(crate) fn take_staged(&self) -> Vec<StagedAsk> {
+    /// The asks the session just called made (often none); the count
+    /// [`Mesh::waiting`] starts from goes back to 0 until the next feed.
+    pub(crate) fn end_call(&self) -> Vec<StagedAsk> {
         self.waiting_before.set(0);
         std::mem::take(&mut *self.staged.borrow_mut())
     }
@@ -369,30 +363,34 @@ impl MeshLocal {
 
     /// Sends `envelope` (an ask) now if its owner has a credit left, else
     /// once one comes back.
-    pub(crate) fn send_ask(&self, envelope: Box<Envelope>) {
+    pub(crate) fn send_ask(&self, envelope: Envelope) {
         let mut t = self.traffic.borrow_mut();
         let owner = envelope.owner as usize;
         if t.in_flight[owner] < CREDITS && t.queued[owner].is_empty() {
             t.in_flight[owner] += 1;
-            t.outbox.push(envelope);
+            t.outbox[owner].push(envelope);
         } else {
             t.queued[owner].push_back(envelope);
         }
         self.stats.messages_waiting.inc();
     }
 
-    /// Takes everything ready to travel.
-    #[allow(clippy::vec_box)] // see `Traffic::outbox`
-    pub(crate) fn take_outbox(&self, into: &mut Vec<Box<Envelope>>) {
+    /// Takes everything ready to travel: one parcel per worker that has
+    /// messages waiting, with that worker's index.
+    pub(crate) fn take_parcels(&self, into: &mut Vec<(usize, Parcel)>) {
         let mut t = self.traffic.borrow_mut();
-        self.stats.messages_sent.add(t.outbox.len() as u64);
-        into.append(&mut t.outbox);
+        for (to, parcel) in t.outbox.iter_mut().enumerate() {
+            if !parcel.is_empty() {
+                self.stats.messages_sent.add(parcel.len() as u64);
+                into.push((to, std::mem::take(parcel)));
+            }
+        }
     }
 
     /// A message arrived. An ask is run here on its shard and its answer
     /// queued to go back; an answer gives its credit back and is returned
     /// for the driver to hand to its connection.
-    pub(crate) fn receive(&self, mut envelope: Box<Envelope>) -> Option<Box<Envelope>> {
+    pub(crate) fn receive(&self, mut envelope: Envelope) -> Option<Envelope> {
         self.stats.messages_received.inc();
         match std::mem::replace(&mut envelope.body, Body::Answer(Vec::new())) {
             Body::Ask(job) => {
@@ -404,7 +402,8 @@ impl MeshLocal {
                 // Every worker serves every service, so the shard is there.
                 let answer = state.map(|s| s.run(job)).unwrap_or_default();
                 envelope.body = Body::Answer(answer);
-                self.traffic.borrow_mut().outbox.push(envelope);
+                let asker = envelope.asker as usize;
+                self.traffic.borrow_mut().outbox[asker].push(envelope);
                 None
             }
             Body::Answer(answer) => {
@@ -422,7 +421,7 @@ impl MeshLocal {
         self.stats.messages_waiting.add(u64::MAX); // minus one
         if let Some(next) = t.queued[owner].pop_front() {
             t.in_flight[owner] += 1;
-            t.outbox.push(next);
+            t.outbox[owner].push(next);
         }
     }
 
@@ -430,7 +429,7 @@ impl MeshLocal {
     /// to travel.
     fn busy(&self) -> bool {
         let t = self.traffic.borrow();
-        !t.outbox.is_empty()
+        t.outbox.iter().any(|p| !p.is_empty())
             || t.in_flight.iter().any(|&n| n > 0)
             || t.queued.iter().any(|q| !q.is_empty())
     }
@@ -442,7 +441,8 @@ impl MeshLocal {
     /// worker has retired, so no ask goes unanswered.
     pub(crate) fn may_stop(&self, idle: bool, out_of_time: bool) -> bool {
         if self.shared.broken.load(Ordering::Acquire) {
-            return !self.busy() || out_of_time;
+            // A worker failed: nobody waits for the others any more.
+            return (idle && !self.busy()) || out_of_time;
         }
         if !self.retired.get() && ((idle && !self.busy()) || out_of_time) {
             self.retired.set(true);
@@ -450,7 +450,7 @@ impl MeshLocal {
         }
         self.retired.get()
             && self.shared.senders.load(Ordering::Acquire) == 0
-            && self.traffic.borrow().outbox.is_empty()
+            && self.traffic.borrow().outbox.iter().all(Vec::is_empty)
     }
 
     /// True once this worker retired but others still may ask it

@@ -165,11 +165,41 @@ pub struct WorkerParts {
 }
 
 impl WorkerParts {
-    /// The worker's end of the mesh, if there is one.
-    pub(crate) fn mesh_local(&self) -> Option<Rc<MeshLocal>> {
-        let shared = self.mesh.clone()?;
-        Some(MeshLocal::new(self.settings.id, shared, self.stats.clone()))
+    /// Opens the parts on the worker's own thread: its end of the mesh,
+    /// and each TCP service's socket with this worker's session maker
+    /// (counting into the worker's counters, its shard in the mesh).
+    pub(crate) fn open(self) -> OpenedParts {
+        let mesh = self
+            .mesh
+            .map(|shared| MeshLocal::new(self.settings.id, shared, self.stats.clone()));
+        let tcp = self
+            .tcp
+            .into_iter()
+            .map(|service| {
+                service.on_worker_in_mesh(self.settings.id, Some(self.stats.clone()), mesh.as_ref())
+            })
+            .collect();
+        OpenedParts {
+            settings: self.settings,
+            stats: self.stats,
+            tcp,
+            udp: self.udp,
+            wake: self.wake,
+            mesh,
+        }
     }
+}
+
+/// A worker's parts as its driver takes them ([`WorkerParts::open`]).
+pub(crate) struct OpenedParts {
+    pub(crate) settings: WorkerSettings,
+    pub(crate) stats: Arc<WorkerStats>,
+    /// Each TCP service's listening socket and session maker.
+    pub(crate) tcp: Vec<(OwnedFd, Sessions)>,
+    pub(crate) udp: Vec<UdpService>,
+    pub(crate) wake: OwnedFd,
+    /// The worker's end of the mesh, when a service is sharded.
+    pub(crate) mesh: Option<Rc<MeshLocal>>,
 }
 
 /// A worker of a thread-per-core model.

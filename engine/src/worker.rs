@@ -18,8 +18,8 @@ use crate::connection::{Action, Connection, Env, Outgoing, RECEIVE_WINDOW};
 use crate::conns::Conns;
 use crate::error::EngineError;
 use crate::lifecycle::{self, WorkerCore};
-use crate::mesh::{self, Envelope};
-use crate::per_core::{CoreWorker, Sessions, WorkerParts, WorkerSettings};
+use crate::mesh::{self, Parcel};
+use crate::per_core::{CoreWorker, OpenedParts, Sessions, WorkerParts, WorkerSettings};
 use crate::ring::RingMode;
 use crate::token::{Op, Token};
 use crate::udp::{self, SendSlot};
@@ -93,9 +93,8 @@ pub struct Worker {
     /// The kernel caps a multishot receive at a byte count (Linux 6.16+);
     /// cleared when it refuses the cap, after which receives are uncapped.
     recv_window: bool,
-    /// Reused: messages to other workers being posted.
-    #[allow(clippy::vec_box)] // envelopes travel as one allocation each
-    outgoing: Vec<Box<Envelope>>,
+    /// Reused: parcels to other workers being posted.
+    outgoing: Vec<(usize, Parcel)>,
 }
 
 impl CoreWorker for Worker {
@@ -115,15 +114,14 @@ impl Worker {
     /// Creates the worker's ring and buffer rings. Runs on the worker's own
     /// thread: a SINGLE_ISSUER ring belongs to the thread that creates it.
     fn create(parts: WorkerParts) -> Result<(Self, RingMode), EngineError> {
-        let mesh = parts.mesh_local();
-        let WorkerParts {
+        let OpenedParts {
             settings,
             stats,
             tcp,
             udp,
             wake: wake_fd,
-            mesh: _,
-        } = parts;
+            mesh,
+        } = parts.open();
         let id = settings.id;
         let mut uring = match settings.sqpoll {
             Some(idle) => Uring::new_sqpoll(settings.ring_entries, idle)?,
@@ -169,9 +167,6 @@ impl Worker {
         let slots = settings.udp_sends_in_flight;
         let listeners: Vec<Listener> = tcp
             .into_iter()
-            .map(|service| {
-                service.on_worker_in_mesh(settings.id, Some(stats.clone()), mesh.as_ref())
-            })
             .map(|(fd, sessions)| Listener {
                 fd,
                 sessions,
@@ -243,7 +238,7 @@ impl Worker {
                 .connection_memory
                 .set(self.core.conns.memory_held() as u64);
             self.after_batch();
-            self.post_messages();
+            self.post_parcels();
             if lifecycle::shutdown_finished(
                 &self.core.conns,
                 &self.core.timers,
@@ -319,8 +314,8 @@ impl Worker {
     // ----- completions -----
 
     fn handle(&mut self, cqe: &cqueue::Entry) {
-        if let Some((tag, envelope)) = mesh::untag_address(cqe.user_data()) {
-            self.on_message(tag, envelope, cqe.result());
+        if let Some((tag, parcel)) = mesh::untag_address(cqe.user_data()) {
+            self.on_parcel(tag, parcel, cqe.result());
             return;
         }
         let Some(token) = Token::decode(cqe.user_data()) else {
@@ -341,67 +336,69 @@ impl Worker {
 
     // ----- messages between workers -----
 
-    /// A message completion: one another worker posted here (`DELIVERED`),
-    /// or the end of one this worker posted (`POSTED`).
-    fn on_message(&mut self, tag: u8, envelope: *mut Envelope, res: i32) {
+    /// A parcel's completion: one another worker posted here
+    /// (`DELIVERED`), or the end of one this worker posted (`POSTED`).
+    fn on_parcel(&mut self, tag: u8, parcel: *mut Parcel, res: i32) {
         if tag == mesh::DELIVERED_TAG {
             // SAFETY: the sender gave the box up (`Box::into_raw`) when it
             // posted it, and the kernel delivers each post once, here.
-            let envelope = unsafe { Box::from_raw(envelope) };
-            lifecycle::receive_message(self, envelope);
+            let parcel = unsafe { Box::from_raw(parcel) };
+            lifecycle::receive_parcel(self, *parcel);
         } else if res < 0 {
             // SAFETY: the kernel could not post it, so the receiver never
             // saw the address: the box is still this worker's.
-            let envelope = unsafe { Box::from_raw(envelope) };
-            self.message_failed(envelope, res);
+            let parcel = unsafe { Box::from_raw(parcel) };
+            self.parcel_failed(*parcel, res);
         }
         // Posted: the box is the receiver's now.
     }
 
-    /// Posts every message ready to go to its worker's ring.
-    fn post_messages(&mut self) {
+    /// Posts each parcel ready to go to its worker's ring: one
+    /// `MSG_RING` per receiver per batch, however many messages it holds.
+    fn post_parcels(&mut self) {
         let Some(mesh) = self.core.mesh.clone() else {
             return;
         };
         let mut outgoing = std::mem::take(&mut self.outgoing);
-        mesh.take_outbox(&mut outgoing);
-        for envelope in outgoing.drain(..) {
-            let Some(ring) = mesh.shared.ring(envelope.destination()) else {
-                self.message_failed(envelope, -libc::EBADFD);
+        mesh.take_parcels(&mut outgoing);
+        for (to, parcel) in outgoing.drain(..) {
+            let Some(ring) = mesh.shared.ring(to) else {
+                self.parcel_failed(parcel, -libc::EBADFD);
                 continue;
             };
-            let raw = Box::into_raw(envelope);
+            let raw = Box::into_raw(Box::new(parcel));
             let tags = mesh::tag_address(mesh::DELIVERED_TAG, raw)
                 .zip(mesh::tag_address(mesh::POSTED_TAG, raw));
             let Some((delivered, posted)) = tags else {
                 // SAFETY: made from a box just now and handed to nobody.
-                self.message_failed(unsafe { Box::from_raw(raw) }, -libc::EFAULT);
+                let parcel = unsafe { Box::from_raw(raw) };
+                self.parcel_failed(*parcel, -libc::EFAULT);
                 continue;
             };
             let entry = opcode::MsgRingData::new(types::Fd(ring), 0, delivered, None)
                 .build()
                 .user_data(posted);
             // SAFETY: the entry points at no memory: it carries the
-            // envelope's address as a number, which the receiver turns
-            // back into the box (or this worker, if the post fails). The
+            // parcel's address as a number, which the receiver turns back
+            // into the box (or this worker, if the post fails). The
             // receiver's ring stays open in the mesh until every worker
-            // has stopped, and no worker stops while messages to it may
+            // has stopped, and no worker stops while parcels to it may
             // still come (`MeshLocal::may_stop`).
             unsafe { self.push(entry) };
         }
         self.outgoing = outgoing;
     }
 
-    /// A message could not travel (`error`, a negated errno): an ask's
-    /// connection can never complete its reply, so it ends.
-    fn message_failed(&mut self, envelope: Box<Envelope>, error: i32) {
+    /// A parcel could not travel (`error`, a negated errno): its asks'
+    /// connections can never complete their replies, so they end.
+    fn parcel_failed(&mut self, parcel: Parcel, error: i32) {
         tracing::warn!(
             worker = self.settings.id,
-            to = envelope.destination(),
-            "a message to another worker failed: {}",
+            "a parcel of {} message(s) to another worker failed: {}",
+            parcel.len(),
             io::Error::from_raw_os_error(-error)
         );
-        lifecycle::message_failed(self, &envelope);
+        lifecycle::parcel_failed(self, parcel);
     }
 
     fn on_accept(&mut self, listener: usize, res: i32, flags: u32) {
@@ -833,11 +830,11 @@ impl Worker {
     fn quiesce(&mut self) -> bool {
         let cancel = Token::new(Op::Cancel, 0, 0).encode();
         self.uring.quiesce(cancel, TEARDOWN_WAIT, |cqe| {
-            if let Some((tag, envelope)) = mesh::untag_address(cqe.user_data()) {
+            if let Some((tag, parcel)) = mesh::untag_address(cqe.user_data()) {
                 if tag == mesh::DELIVERED_TAG || cqe.result() < 0 {
-                    // SAFETY: as in `on_message`: this box is ours. Too
+                    // SAFETY: as in `on_parcel`: this box is ours. Too
                     // late to answer it: it is dropped.
-                    drop(unsafe { Box::from_raw(envelope) });
+                    drop(unsafe { Box::from_raw(parcel) });
                 }
                 return;
             }

@@ -47,7 +47,9 @@ impl StreamSession for Counter {
     }
 }
 
-fn start(driver: Driver, output_limit: Option<usize>) -> engine::PerCore {
+/// The sharded counter on two workers, on `driver`; with an output limit
+/// (and a short shutdown deadline) when one is given.
+fn counter_server(driver: Driver, output_limit: Option<usize>) -> Server {
     Server::new()
         .workers(2)
         .driver(driver)
@@ -66,6 +68,10 @@ fn start(driver: Driver, output_limit: Option<usize>) -> engine::PerCore {
             },
             |_cx, mesh| Counter { mesh: mesh.clone() },
         )
+}
+
+fn start(driver: Driver, output_limit: Option<usize>) -> engine::PerCore {
+    counter_server(driver, output_limit)
         .start()
         .expect("the engine starts")
 }
@@ -236,17 +242,8 @@ fn epoll_asks_stay_bounded_and_shutdown_ends() {
 /// at once: retiring from the mesh needs no message.
 #[test]
 fn an_idle_sharded_service_stops_promptly_on_both_drivers() {
-    let server = Server::new().tcp_sharded(
-        "127.0.0.1:0".parse().unwrap(),
-        "counter",
-        |worker| Counts {
-            worker,
-            counts: HashMap::new(),
-        },
-        |_cx, mesh| Counter { mesh: mesh.clone() },
-    );
     for driver in [Driver::Uring, Driver::Epoll] {
-        let running = server.clone().driver(driver).start().expect("starts");
+        let running = start(driver, None);
         let stopping = Instant::now();
         running.shutdown();
         running.join().expect("stops");
