@@ -601,3 +601,6 @@ impl<S: 'static> Mesh<S> {
         });
     }
 }
+
+#[cfg(test)]
+mod tests;
