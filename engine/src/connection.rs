@@ -144,8 +144,10 @@ pub struct Connection {
     /// kernel has taken.
     sent: usize,
     /// The length of a driver's receive buffer being sent back as it is
-    /// (see [`Connection::lend`]); `sending` is empty meanwhile.
-    lent: Option<usize>,
+    /// (see [`Connection::lend`]); `sending` is empty meanwhile. A u32:
+    /// receive buffers are sized in u32, and every byte of a connection's
+    /// state is paid per idle connection.
+    lent: Option<u32>,
     /// A part of a long body the session gave from static memory
     /// ([`StreamSession::take_static_output`]), being sent from where it
     /// lies; `sending` is empty meanwhile.
@@ -277,7 +279,7 @@ impl Connection {
             && !self.failed
             && !self.fin_sent
             && self.drain_budget.is_none();
-        let fits = len > 0 && len <= env.limits.output_limit;
+        let fits = len > 0 && len <= env.limits.output_limit && u32::try_from(len).is_ok();
         if !(quiet && open && fits && self.session.echoes()) {
             return false;
         }
@@ -287,7 +289,7 @@ impl Connection {
         env.stats.messages_in.inc();
         self.sending.clear();
         self.sent = 0;
-        self.lent = Some(len);
+        self.lent = Some(len as u32); // `fits` checked it fits
         true
     }
 
@@ -317,7 +319,7 @@ impl Connection {
     pub fn on_sent(&mut self, n: usize, env: &Env) {
         self.send_in_flight = false;
         self.sent = (self.sent + n).min(self.in_flight_len());
-        if self.lent == Some(self.sent) {
+        if self.lent.map(|len| len as usize) == Some(self.sent) {
             // The lent buffer is all sent: it is the driver's again.
             self.lent = None;
             self.sent = 0;
@@ -475,7 +477,7 @@ impl Connection {
     /// reports back.
     pub fn outgoing(&self) -> Outgoing<'_> {
         match self.lent {
-            Some(len) => Outgoing::Lent(self.sent..len),
+            Some(len) => Outgoing::Lent(self.sent..len as usize),
             None => Outgoing::Owned(self.send_buf()),
         }
     }
@@ -625,6 +627,7 @@ impl Connection {
     /// The length of the current send's whole buffer.
     fn in_flight_len(&self) -> usize {
         self.lent
+            .map(|len| len as usize)
             .or(self.static_out.map(<[u8]>::len))
             .unwrap_or(self.sending.len())
     }
