@@ -5,9 +5,10 @@
 //! `redis-benchmark -t set,get,incr` and `redis-cli`: PING, ECHO, GET, SET,
 //! DEL, EXISTS, INCR, MGET, MSET, and CONFIG GET (answered harmlessly).
 //!
-//! `cargo run --release --example kv -- [ADDR] [WORKERS] [--max-memory BYTES]`
-//! (default 127.0.0.1:6379, one worker per CPU, 1 GiB; `k`, `m`, `g`
-//! suffixes). Past `--max-memory`, writes get Redis's `-OOM` error and
+//! `cargo run --release --example kv -- [ADDR] [WORKERS] [--max-memory BYTES]
+//! [--metrics ADDR]` (default 127.0.0.1:6379, one worker per CPU, 1 GiB;
+//! `k`, `m`, `g` suffixes; `--metrics` serves the counters, messages
+//! between workers included, at `http://ADDR/metrics`). Past `--max-memory`, writes get Redis's `-OOM` error and
 //! nothing grows (Redis's `noeviction`). Stops on SIGINT/SIGTERM.
 //! `--route local|remote` (for measuring, `benches/resp_ping.rs --hop`)
 //! sends every key to the connection's own worker, or to the next one.
@@ -233,28 +234,37 @@ fn bytes(text: &str) -> Result<usize, String> {
         .ok_or(format!("--max-memory {text}: too large"))
 }
 
+/// Removes `--name VALUE` from `args`, giving VALUE.
+fn take_flag(args: &mut Vec<String>, name: &str) -> Result<Option<String>, String> {
+    let Some(i) = args.iter().position(|a| a == name) else {
+        return Ok(None);
+    };
+    let value = args
+        .get(i + 1)
+        .cloned()
+        .ok_or(format!("{name} needs a value"))?;
+    args.drain(i..i + 2);
+    Ok(Some(value))
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let mut max_memory = 1 << 30;
-    if let Some(i) = args.iter().position(|a| a == "--max-memory") {
-        let value = args.get(i + 1).ok_or("--max-memory needs a size")?;
-        max_memory = bytes(value)?;
-        args.drain(i..i + 2);
-    }
-    let mut route = Route::Owner;
-    if let Some(i) = args.iter().position(|a| a == "--route") {
-        route = match args.get(i + 1).map(String::as_str) {
-            Some("local") => Route::Local,
-            Some("remote") => Route::Remote,
-            _ => return Err("--route takes local or remote".into()),
-        };
-        args.drain(i..i + 2);
-    }
+    let max_memory = take_flag(&mut args, "--max-memory")?.map_or(Ok(1 << 30), |m| bytes(&m))?;
+    let metrics = take_flag(&mut args, "--metrics")?;
+    let route = match take_flag(&mut args, "--route")?.as_deref() {
+        None => Route::Owner,
+        Some("local") => Route::Local,
+        Some("remote") => Route::Remote,
+        Some(other) => return Err(format!("--route {other}: local or remote").into()),
+    };
     let addr = args
         .first()
         .map_or("127.0.0.1:6379", String::as_str)
         .parse()?;
     let mut server = Server::new();
+    if let Some(addr) = metrics {
+        server = server.metrics(addr.parse()?);
+    }
     if let Some(workers) = args.get(1) {
         server = server.workers(workers.parse()?);
     }

@@ -21,19 +21,20 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The directory holding `ringcore` and `loadgen` (built if missing).
+/// The directory holding `ringcore` and `loadgen`, and its `examples`
+/// (`kv`): built fresh, as the course's set-up says.
 fn binaries() -> PathBuf {
     let ringcore = PathBuf::from(common::binary());
     let dir = ringcore.parent().unwrap().to_path_buf();
-    if !dir.join("loadgen").exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "loadgen", "--bin", "loadgen"])
-            .current_dir(root())
-            .status()
-            .expect("build loadgen");
-        assert!(status.success(), "cargo build -p loadgen");
-    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--quiet", "-p", "loadgen", "--bin", "loadgen"])
+        .args(["-p", "ringcore", "--examples"])
+        .args((!cfg!(debug_assertions)).then_some("--release"))
+        .current_dir(root())
+        .status()
+        .expect("build loadgen and the examples");
+    assert!(status.success(), "cargo build loadgen and the examples");
     dir
 }
 
@@ -151,12 +152,13 @@ fn run_page(page: &Path, path: &str, is_root: bool) -> Vec<String> {
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("start a server");
-            // Ready once it has printed how it serves ("...; up to N connections").
+            // Ready once it has printed how it serves: ringcore's "...; up
+            // to N connections", or an engine server's "tcp ADDR NAME".
             let stdout = child.stdout.take().unwrap();
             let (tx, rx) = mpsc::channel();
             std::thread::spawn(move || {
                 for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    if line.contains("; up to ") {
+                    if line.contains("; up to ") || line.starts_with("tcp ") {
                         let _ = tx.send(());
                     }
                 }
@@ -191,9 +193,11 @@ fn every_course_command_runs_as_written() {
         .collect();
     pages.sort();
     assert!(pages.len() >= 5, "the course has its labs");
+    let bin = binaries();
     let path = format!(
-        "{}:{}",
-        binaries().display(),
+        "{}:{}:{}",
+        bin.display(),
+        bin.join("examples").display(),
         std::env::var("PATH").unwrap_or_default()
     );
     // SAFETY: geteuid has no preconditions.

@@ -56,6 +56,14 @@ pub enum EngineError {
         /// The OS error.
         source: io::Error,
     },
+    /// The metrics endpoint could not listen.
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error.
+        source: io::Error,
+    },
     /// SIGINT and SIGTERM could not be blocked or waited for.
     #[error("cannot wait for SIGINT/SIGTERM: {source}")]
     Signals {

@@ -372,7 +372,7 @@ impl MeshLocal {
         } else {
             t.queued[owner].push_back(envelope);
         }
-        self.stats.messages_waiting.inc();
+        self.stats.asks_waiting.inc();
     }
 
     /// Takes everything ready to travel: one parcel per worker that has
@@ -381,7 +381,7 @@ impl MeshLocal {
         let mut t = self.traffic.borrow_mut();
         for (to, parcel) in t.outbox.iter_mut().enumerate() {
             if !parcel.is_empty() {
-                self.stats.messages_sent.add(parcel.len() as u64);
+                self.stats.worker_messages_sent.add(parcel.len() as u64);
                 into.push((to, std::mem::take(parcel)));
             }
         }
@@ -391,7 +391,7 @@ impl MeshLocal {
     /// queued to go back; an answer gives its credit back and is returned
     /// for the driver to hand to its connection.
     pub(crate) fn receive(&self, mut envelope: Envelope) -> Option<Envelope> {
-        self.stats.messages_received.inc();
+        self.stats.worker_messages_received.inc();
         match std::mem::replace(&mut envelope.body, Body::Answer(Vec::new())) {
             Body::Ask(job) => {
                 let state = self
@@ -418,7 +418,7 @@ impl MeshLocal {
     pub(crate) fn credit_back(&self, owner: usize) {
         let mut t = self.traffic.borrow_mut();
         t.in_flight[owner] = t.in_flight[owner].saturating_sub(1);
-        self.stats.messages_waiting.add(u64::MAX); // minus one
+        self.stats.asks_waiting.add(u64::MAX); // minus one
         if let Some(next) = t.queued[owner].pop_front() {
             t.in_flight[owner] += 1;
             t.outbox[owner].push(next);

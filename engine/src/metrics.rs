@@ -21,7 +21,7 @@ const GAUGES: &[&str] = &[
     "tcp_buffers_lent",
     "connection_memory",
     "connections_paused",
-    "messages_waiting",
+    "asks_waiting",
 ];
 
 /// Renders which I/O path serves (`ringcore_io_info{path="..."} 1`, e.g.

@@ -51,6 +51,7 @@ pub enum Driver {
 pub struct Server {
     config: EngineConfig,
     driver: Driver,
+    metrics: Option<SocketAddr>,
 }
 
 impl Default for Server {
@@ -72,6 +73,7 @@ impl Server {
                 ..EngineConfig::default()
             },
             driver: Driver::default(),
+            metrics: None,
         }
     }
 
@@ -91,6 +93,14 @@ impl Server {
     /// Uses `driver` for I/O (io_uring unless told otherwise).
     pub fn driver(mut self, driver: Driver) -> Self {
         self.driver = driver;
+        self
+    }
+
+    /// [`run`](Self::run) also serves every counter (the engine's, per
+    /// worker and in total, and the services' own) in the Prometheus text
+    /// format at `http://ADDR/metrics`, from a thread of its own.
+    pub fn metrics(mut self, addr: SocketAddr) -> Self {
+        self.metrics = Some(addr);
         self
     }
 
@@ -224,19 +234,35 @@ impl Server {
     }
 
     /// Starts, prints each service as bound (`tcp 127.0.0.1:6379 ping`, one
-    /// line each, on standard output), serves until SIGINT or SIGTERM, then
-    /// stops gracefully: no new connections, replies flushed for up to the
+    /// line each, on standard output; then `metrics http://ADDR/metrics`
+    /// if asked for), serves until SIGINT or SIGTERM, then stops
+    /// gracefully: no new connections, replies flushed for up to the
     /// shutdown deadline, every worker joined.
     pub fn run(self) -> Result<(), EngineError> {
         // Blocked before any worker starts, so that every thread inherits
         // the mask and only this one receives them.
         let signals = ShutdownSignals::block().map_err(|source| EngineError::Signals { source })?;
+        let io_path = match self.driver {
+            Driver::Uring => "io_uring",
+            Driver::Epoll => "epoll",
+        };
+        let metrics = self.metrics;
         let running = self.start()?;
         for service in running.services() {
             println!(
                 "{} {} {}",
                 service.transport, service.addr, service.protocol
             );
+        }
+        if let Some(addr) = metrics {
+            match crate::metrics::serve(addr, running.stats(), io_path) {
+                Ok(bound) => println!("metrics http://{bound}/metrics"),
+                Err(source) => {
+                    running.shutdown();
+                    let _ = running.join();
+                    return Err(EngineError::Metrics { addr, source });
+                }
+            }
         }
         let waited = loop {
             match signals.wait(std::time::Duration::from_millis(200)) {

@@ -232,13 +232,13 @@ counters! {
     tcp_buffers_spare,
     /// Messages this worker sent to other workers (asks of its sessions
     /// for state another worker owns, and answers to theirs).
-    messages_sent,
+    worker_messages_sent,
     /// Messages this worker received from other workers (asks it ran on
     /// its shard, and answers to its own asks).
-    messages_received,
+    worker_messages_received,
     /// Asks of this worker's sessions waiting for another worker's answer
     /// now, in flight or waiting for a credit (a gauge).
-    messages_waiting,
+    asks_waiting,
     /// io_uring_enter system calls.
     io_uring_enter_calls,
     /// Submission queue entries handed to the kernel.

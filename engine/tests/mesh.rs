@@ -150,13 +150,16 @@ fn ordered_and_exact(driver: Driver) {
     assert_eq!(highest, asked, "each key counted every increment, once");
     let on_both = owners.values().any(|w| w == "0") && owners.values().any(|w| w == "1");
     assert!(on_both, "the keys are spread over both workers: {owners:?}");
-    assert!(total(&running, |s| s.messages_sent) > 0, "asks travelled");
+    assert!(
+        total(&running, |s| s.worker_messages_sent) > 0,
+        "asks travelled"
+    );
     wait_for("every ask answered", || {
-        total(&running, |s| s.messages_waiting) == 0
+        total(&running, |s| s.asks_waiting) == 0
     });
     assert_eq!(
-        total(&running, |s| s.messages_sent),
-        total(&running, |s| s.messages_received),
+        total(&running, |s| s.worker_messages_sent),
+        total(&running, |s| s.worker_messages_received),
         "every message sent was received"
     );
     running.shutdown();
@@ -200,7 +203,7 @@ fn bounded_and_stoppable(driver: Driver) {
     wait_for("every connection paused", || {
         total(&running, |s| s.connections_paused) == 4
     });
-    let waiting = total(&running, |s| s.messages_waiting);
+    let waiting = total(&running, |s| s.asks_waiting);
     assert!(
         waiting <= 4 * engine::mesh::MAX_WAITING as u64,
         "asks waiting: {waiting}"

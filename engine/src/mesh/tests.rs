@@ -379,10 +379,10 @@ proptest! {
             }
         }
         // Messages balance.
-        let sent: u64 = world.stats.iter().map(|s| s.messages_sent.get()).sum();
-        let received: u64 = world.stats.iter().map(|s| s.messages_received.get()).sum();
+        let sent: u64 = world.stats.iter().map(|s| s.worker_messages_sent.get()).sum();
+        let received: u64 = world.stats.iter().map(|s| s.worker_messages_received.get()).sum();
         prop_assert_eq!(sent, received);
-        let waiting: u64 = world.stats.iter().map(|s| s.messages_waiting.get()).sum();
+        let waiting: u64 = world.stats.iter().map(|s| s.asks_waiting.get()).sum();
         prop_assert_eq!(waiting, 0);
     }
 }
