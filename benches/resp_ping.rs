@@ -1,7 +1,9 @@
 //! The PING example (`examples/ping.rs`, one worker) beside Debian's
 //! `redis-server`, both driven by `redis-benchmark`, in one run; with
 //! `-- --kv`, the sharded key-value example (`examples/kv.rs`) beside it on
-//! `set,get,incr`; with `-- --hop`, the kv example on two workers with
+//! `set,get,incr` (`-- --kv2`: both on two cores, kv with two workers and
+//! redis-server with `io-threads 2`, the client beside them); with
+//! `-- --hop`, the kv example on two workers with
 //! every key on the connection's own worker against every key on the other
 //! (`--route local|remote`): what a cross-worker message costs a request.
 //!
@@ -81,12 +83,15 @@ fn start_example(path: &PathBuf, name: &'static str, workers: &str, extra: &[&st
     Running { name, child, port }
 }
 
-fn start_redis() -> Running {
+/// redis-server on `cpus` (a taskset list) with `io_threads` I/O threads,
+/// persistence off: as its users run it for a throughput test on that
+/// many cores.
+fn start_redis(cpus: &str, io_threads: &str) -> Running {
     let port = free_port();
     let child = Command::new("taskset")
-        .args(["-c", "0", "redis-server", "--bind", "127.0.0.1", "--port"])
+        .args(["-c", cpus, "redis-server", "--bind", "127.0.0.1", "--port"])
         .arg(port.to_string())
-        .args(["--save", "", "--appendonly", "no", "--io-threads", "1"])
+        .args(["--save", "", "--appendonly", "no", "--io-threads", io_threads])
         .args([
             "--daemonize",
             "no",
@@ -189,8 +194,17 @@ fn main() {
     let scale = if quick { 10 } else { 1 };
     let (servers, tests, client_cpus) = if args.iter().any(|a| a == "--kv") {
         let kv = example("kv");
-        let servers = [start_example(&kv, "kv example", "1", &[]), start_redis()];
+        let servers = [start_example(&kv, "kv example", "1", &[]), start_redis("0", "1")];
         (servers, &["set", "get", "incr"][..], "1")
+    } else if args.iter().any(|a| a == "--kv2") {
+        // Two cores each, shared with the client: the kv example's two
+        // workers against redis-server with two I/O threads.
+        let kv = example("kv");
+        let servers = [
+            start_example(&kv, "kv example, 2 workers", "2", &[]),
+            start_redis("0,1", "2"),
+        ];
+        (servers, &["set", "get", "incr"][..], "0,1")
     } else if args.iter().any(|a| a == "--hop") {
         // Both servers on both CPUs, the client wherever it fits: the two
         // differ only in where the keys live.
@@ -204,7 +218,7 @@ fn main() {
         let ping = example("ping");
         let servers = [
             start_example(&ping, "ping example", "1", &[]),
-            start_redis(),
+            start_redis("0", "1"),
         ];
         (servers, &["ping_inline", "ping_mbulk"][..], "1")
     };
