@@ -91,7 +91,14 @@ fn start_redis(cpus: &str, io_threads: &str) -> Running {
     let child = Command::new("taskset")
         .args(["-c", cpus, "redis-server", "--bind", "127.0.0.1", "--port"])
         .arg(port.to_string())
-        .args(["--save", "", "--appendonly", "no", "--io-threads", io_threads])
+        .args([
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--io-threads",
+            io_threads,
+        ])
         .args([
             "--daemonize",
             "no",
@@ -194,7 +201,10 @@ fn main() {
     let scale = if quick { 10 } else { 1 };
     let (servers, tests, client_cpus) = if args.iter().any(|a| a == "--kv") {
         let kv = example("kv");
-        let servers = [start_example(&kv, "kv example", "1", &[]), start_redis("0", "1")];
+        let servers = [
+            start_example(&kv, "kv example", "1", &[]),
+            start_redis("0", "1"),
+        ];
         (servers, &["set", "get", "incr"][..], "1")
     } else if args.iter().any(|a| a == "--kv2") {
         // Two cores each, shared with the client: the kv example's two
