@@ -12,9 +12,9 @@ mod common;
 use std::time::Duration;
 
 use common::{run_failing, Lack, Server};
-use loadgen::cli::{SizeRange, TcpProtocol};
+use loadgen::cli::SizeRange;
 use loadgen::progress::Live;
-use loadgen::tcp::{IoPath, TcpPlan, Workload};
+use loadgen::tcp::{IoPath, StreamProtocol, TcpPlan, Workload};
 
 const SYSCTL: &str = "/proc/sys/kernel/io_uring_disabled";
 
@@ -68,7 +68,7 @@ fn with_io_uring_disabled_by_sysctl_everything_falls_back_to_epoll() {
     assert!(IoPath::choose(loadgen::cli::IoChoice::Uring).is_err());
     let plan = TcpPlan {
         addr: server.services[0].2,
-        workload: Workload::Stream(TcpProtocol::Echo),
+        workload: Workload::Stream(StreamProtocol::Echo),
         connections: 4,
         threads: 1,
         cpus: Vec::new(),

@@ -15,6 +15,12 @@ Examples:
       line-framed reverse, every reply verified byte for byte
   loadgen --tcp --rate 100k --duration 30s
       open loop at 100,000 requests/s; latency from each request's due time
+  loadgen --tcp 127.0.0.1:6379 --protocol resp --mix get:9,set:1 --size 100 --pipeline 16
+      a Redis server: GET and SET over 100k keys, every reply parsed
+  loadgen --tcp 127.0.0.1:11211 --protocol memcache --key-dist zipf
+      memcached's text protocol, hot keys drawn by a Zipf law
+  loadgen --tcp 127.0.0.1:7000 --protocol generic --request 'GET {key}\r\n' --reply delim:\r\n
+      any request/response protocol: a template and where a reply ends
   loadgen --udp --rate 1M --size 64 --duration 10
       1,000,000 datagrams/s, paced, with loss and round-trip percentiles
   loadgen --udp --rate max --no-reply
@@ -78,6 +84,41 @@ pub struct Cli {
     /// TCP protocol to speak and verify.
     #[arg(long, value_enum, default_value_t = TcpProtocol::Echo)]
     pub protocol: TcpProtocol,
+
+    /// resp and memcache: the commands to send, by weight (resp: get, set,
+    /// incr, del, ping; memcache: get, set, delete).
+    #[arg(long, default_value = "get:9,set:1", value_name = "CMD:WEIGHT,...")]
+    pub mix: String,
+
+    /// resp, memcache and the generic mode's {key}: how many keys requests
+    /// draw from (named key:000000000000 up, as redis-benchmark -r names them).
+    #[arg(long, default_value = "100k", value_parser = parse_count, value_name = "N")]
+    pub keys: u64,
+
+    /// How keys are drawn: uniform, or zipf[:S] (a few hot keys; S default 0.99).
+    #[arg(long, default_value = "uniform", value_parser = crate::dialect::parse_key_dist, value_name = "DIST")]
+    pub key_dist: crate::dialect::KeyDist,
+
+    /// generic: each request, a template with {seq}, {key} and {payload}
+    /// (--size bytes) and the escapes \n \r \t \0 \\ \xHH.
+    #[arg(long, value_name = "TEMPLATE", conflicts_with = "request_file")]
+    pub request: Option<String>,
+
+    /// generic: each request, a template read from FILE as it is (no
+    /// escapes; {{ for a literal brace).
+    #[arg(long, value_name = "FILE")]
+    pub request_file: Option<std::path::PathBuf>,
+
+    /// generic: where each reply ends: line, fixed:N, prefix:1|2be|2le|4be|4le
+    /// (a length prefix, itself not counted), delim:BYTES, or echo (the
+    /// request itself, checked byte for byte).
+    #[arg(long, default_value = "line", value_name = "FRAMING")]
+    pub reply: crate::dialect::Framing,
+
+    /// generic: each reply must be exactly this template, filled with its
+    /// own request's {seq}, {key} and {payload}.
+    #[arg(long, value_name = "TEMPLATE")]
+    pub expect: Option<String>,
 
     /// TCP connections, spread over the threads (default 50). With --http,
     /// giving it turns a single fetch into a load run.
@@ -285,13 +326,48 @@ pub enum ClientTransport {
     Udp,
 }
 
-/// The TCP protocols loadgen can verify exactly.
+/// The TCP protocols loadgen speaks, every reply checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TcpProtocol {
     /// Every byte back.
     Echo,
     /// Line-framed reverse (ringcore's `reverse-lines`): each line reversed.
     Reverse,
+    /// Redis's protocol: --mix of commands over --keys, values of --size.
+    Resp,
+    /// memcached's text protocol: --mix of get/set/delete over --keys.
+    Memcache,
+    /// Any request/response protocol: --request, --reply, --expect.
+    Generic,
+}
+
+impl TcpProtocol {
+    /// The name reports show.
+    pub fn name(self) -> &'static str {
+        match self {
+            TcpProtocol::Echo => "echo",
+            TcpProtocol::Reverse => "reverse",
+            TcpProtocol::Resp => "resp",
+            TcpProtocol::Memcache => "memcache",
+            TcpProtocol::Generic => "generic",
+        }
+    }
+}
+
+/// A count with an optional k/M/G suffix (powers of 1000).
+fn parse_count(text: &str) -> Result<u64, String> {
+    let (digits, scale) = match text.as_bytes().last() {
+        Some(b'k') => (&text[..text.len() - 1], 1_000),
+        Some(b'M') => (&text[..text.len() - 1], 1_000_000),
+        Some(b'G') => (&text[..text.len() - 1], 1_000_000_000),
+        _ => (text, 1),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|&n| n >= 1)
+        .ok_or_else(|| format!("{text:?}: give a whole number of at least 1 (k, M and G allowed)"))
 }
 
 /// A payload size, fixed or drawn uniformly from a range.

@@ -145,14 +145,10 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
     }
     if let Some(addr) = cli.tcp {
         let connections = cli.connections.unwrap_or(50);
-        let plan = tcp_plan(cli, addr, Workload::Stream(cli.protocol), connections, cpus)?;
+        let plan = tcp_plan(cli, addr, tcp_workload(cli)?, connections, cpus)?;
         let live = Live::default();
         let outcome = tcp::run(&plan, &live, cli.quiet)?;
-        let protocol = match cli.protocol {
-            TcpProtocol::Echo => "echo",
-            TcpProtocol::Reverse => "reverse",
-        };
-        let report = TcpReport::new("tcp", protocol, addr.to_string(), &plan, outcome);
+        let report = TcpReport::new("tcp", cli.protocol.name(), addr.to_string(), &plan, outcome);
         return emit_tcp(cli, report);
     }
     if let Some(addr) = cli.udp {
@@ -310,6 +306,57 @@ fn run_bot(cli: &Cli, cpus: Vec<usize>) -> anyhow::Result<()> {
 }
 
 /// A TCP (or HTTP) load plan from the command line.
+/// What `--protocol` and its flags ask the TCP connections to say.
+fn tcp_workload(cli: &Cli) -> anyhow::Result<Workload> {
+    use crate::dialect::{Generic, KeySpace, Memcache, Mix, Resp, Template};
+    use std::sync::Arc;
+    let generic_flags = cli.request.is_some() || cli.request_file.is_some() || cli.expect.is_some();
+    if generic_flags && cli.protocol != TcpProtocol::Generic {
+        bail!("--request, --request-file and --expect are for --protocol generic");
+    }
+    let keys = KeySpace::new(cli.keys, cli.key_dist);
+    let sizes = (cli.size.lo, cli.size.hi);
+    let mix_error = |e: String| anyhow::anyhow!("--mix {}: {e}", cli.mix);
+    Ok(match cli.protocol {
+        TcpProtocol::Echo => Workload::Stream(tcp::StreamProtocol::Echo),
+        TcpProtocol::Reverse => Workload::Stream(tcp::StreamProtocol::Reverse),
+        TcpProtocol::Resp => {
+            let mix =
+                Mix::parse(&cli.mix, crate::dialect::RespCommand::named).map_err(mix_error)?;
+            Workload::Dialect(Arc::new(Resp::new(mix, keys, sizes)))
+        }
+        TcpProtocol::Memcache => {
+            let mix = Mix::parse(&cli.mix, crate::dialect::McCommand::named).map_err(mix_error)?;
+            Workload::Dialect(Arc::new(Memcache::new(mix, keys, sizes)))
+        }
+        TcpProtocol::Generic => {
+            let request = match (&cli.request, &cli.request_file) {
+                (Some(text), _) => Template::from_arg(text).map_err(|e| anyhow::anyhow!("--request: {e}"))?,
+                (None, Some(path)) => {
+                    let bytes = std::fs::read(path)
+                        .with_context(|| format!("reading --request-file {}", path.display()))?;
+                    Template::parse(&bytes)
+                        .map_err(|e| anyhow::anyhow!("--request-file {}: {e}", path.display()))?
+                }
+                (None, None) => bail!("--protocol generic needs the request: give --request TEMPLATE or --request-file FILE"),
+            };
+            let expect = cli
+                .expect
+                .as_deref()
+                .map(Template::from_arg)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--expect: {e}"))?;
+            Workload::Dialect(Arc::new(Generic::new(
+                request,
+                cli.reply.clone(),
+                expect,
+                keys,
+                sizes,
+            )))
+        }
+    })
+}
+
 fn tcp_plan(
     cli: &Cli,
     addr: std::net::SocketAddr,

@@ -9,6 +9,7 @@ pub mod cc;
 pub mod cli;
 pub mod client;
 pub mod commands;
+pub mod dialect;
 pub mod hdr_log;
 pub mod http;
 pub mod kernel;

@@ -133,8 +133,11 @@ pub struct TcpReport {
     pub mode: &'static str,
     /// The server's address.
     pub target: String,
-    /// "echo", "reverse" or "http".
+    /// "echo", "reverse", "resp", "memcache", "generic" or "http".
     pub protocol: &'static str,
+    /// resp, memcache and generic: what the requests were (the mix, the
+    /// keys, the sizes; or the framing).
+    pub workload: Option<String>,
     /// `--tag`: the run's name (an agent's, say).
     pub tag: Option<String>,
     /// When the load began, Unix seconds.
@@ -473,13 +476,17 @@ impl TcpReport {
         let seconds = outcome.elapsed.as_secs_f64();
         let fates = outcome.fates;
         let (size_min, size_max) = match plan.workload {
-            Workload::Stream(_) => (plan.size.lo, plan.size.hi),
+            Workload::Stream(_) | Workload::Dialect(_) => (plan.size.lo, plan.size.hi),
             Workload::Http { .. } => (0, 0),
         };
         Self {
             mode,
             target,
             protocol,
+            workload: match &plan.workload {
+                Workload::Dialect(d) => Some(d.describe()),
+                _ => None,
+            },
             io: plan.io.name(),
             tag: None,
             started_at: crate::start::unix_seconds(outcome.started),
@@ -536,6 +543,9 @@ pub fn print_tcp(r: &TcpReport) {
             "TCP {} -> {}: {} connections x pipeline {}, {} thread(s) on {}, {}-{} B payloads, {mode}",
             r.protocol, r.target, r.connections, r.pipeline, r.threads, r.io, r.size_min, r.size_max
         );
+    }
+    if let Some(workload) = &r.workload {
+        println!("  workload     {workload}");
     }
     println!(
         "  requests     {} in {:.2} s = {:.0} req/s (wall time, first send to last reply)",

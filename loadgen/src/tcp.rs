@@ -24,7 +24,7 @@ use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::cli::{SizeRange, TcpProtocol};
+use crate::cli::SizeRange;
 use crate::latency::{self, Series};
 use crate::progress::Live;
 
@@ -107,18 +107,31 @@ impl IoPath {
     }
 }
 
+/// ringcore's stream protocols, whose replies loadgen predicts byte for byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamProtocol {
+    /// Every byte back.
+    Echo,
+    /// Each line reversed (`reverse-lines`).
+    Reverse,
+}
+
 /// What a TCP run's connections say, and how their replies are checked.
 #[derive(Debug, Clone)]
 pub enum Workload {
-    /// A stream protocol: random payloads, every reply checked byte for byte
-    /// against the protocol's own state machine.
-    Stream(TcpProtocol),
+    /// One of ringcore's stream protocols: random payloads, every reply
+    /// checked byte for byte against the protocol's own state machine.
+    Stream(StreamProtocol),
     /// The same HTTP request again and again (keep-alive, pipelined): every
     /// response read whole, whatever its framing, and its status checked.
     Http {
         /// The request's bytes.
         request: Vec<u8>,
     },
+    /// A request/response protocol of the user's server (Redis, memcached,
+    /// or any other through the generic mode): requests drawn by the
+    /// dialect, every reply framed and checked by it.
+    Dialect(std::sync::Arc<dyn crate::dialect::Dialect>),
 }
 
 /// How the scheduled requests ended. Each ends as exactly one of
@@ -165,7 +178,9 @@ pub struct RequestErrors {
     /// A reply differed from the expected bytes (or, over HTTP, a response
     /// could not be read).
     pub mismatch: u64,
-    /// An HTTP response whose status was not 2xx.
+    /// The server refused the request: an HTTP response whose status was
+    /// not 2xx, a Redis error reply (`-ERR`, `-OOM`), memcached's `ERROR`,
+    /// `CLIENT_ERROR`, `SERVER_ERROR` or `NOT_STORED`.
     pub status: u64,
     /// In flight on a connection loadgen gave up on: a request ahead of it
     /// stayed unanswered for twice `--timeout`.

@@ -11,8 +11,8 @@ use protocols::reverse::ReverseLines;
 use protocols::StreamSession;
 use socket2::Socket;
 
-use super::Workload;
-use crate::cli::TcpProtocol;
+use super::{StreamProtocol, Workload};
+use crate::dialect::ReplyReader;
 
 /// A request on the wire: where its reply ends in the connection's reply
 /// stream, the instant its latency counts from, and when it was sent.
@@ -37,6 +37,8 @@ pub enum Check {
         reader: ResponseReader,
         done: Vec<Response>,
     },
+    /// Replies of a dialect, each checked against what its request expects.
+    Dialect(ReplyReader),
 }
 
 impl Check {
@@ -44,8 +46,8 @@ impl Check {
         match workload {
             Workload::Stream(protocol) => Check::Exact {
                 model: match protocol {
-                    TcpProtocol::Echo => Box::new(EchoStream),
-                    TcpProtocol::Reverse => Box::new(ReverseLines::new(usize::MAX)),
+                    StreamProtocol::Echo => Box::new(EchoStream),
+                    StreamProtocol::Reverse => Box::new(ReverseLines::new(usize::MAX)),
                 },
                 expected: Vec::new(),
                 offset: 0,
@@ -55,6 +57,7 @@ impl Check {
                 reader: ResponseReader::new(),
                 done: Vec::new(),
             },
+            Workload::Dialect(dialect) => Check::Dialect(ReplyReader::new(dialect.clone())),
         }
     }
 }
@@ -165,7 +168,8 @@ impl Client {
     /// Checks `data` as the next bytes of the reply stream: how many
     /// requests at the front of `inflight` it completed (over HTTP, with
     /// whether each response's status was bad pushed to `bad_status`), or
-    /// the failure a wrong byte means.
+    /// the failure a wrong byte means. A dialect's refused requests (a
+    /// Redis or memcached error reply) count as bad statuses.
     pub fn take_reply(
         &mut self,
         data: &[u8],
@@ -202,6 +206,12 @@ impl Client {
                 }
                 bad_status.extend(done.iter().map(|r| !(200..300).contains(&r.status)));
                 done.len()
+            }
+            Check::Dialect(reader) => {
+                reader
+                    .feed(data, bad_status)
+                    .map_err(|_| Failure::Mismatch)?;
+                bad_status.len()
             }
         };
         Ok(completed.min(self.inflight.len()))

@@ -26,8 +26,8 @@ use io_uring::{cqueue, opcode, types};
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::client::{Check, Client, Failure, InFlight, Link};
-use super::{Connects, Fates, IoPath, RequestErrors, TcpPlan, Workload};
-use crate::cli::{SizeRange, TcpProtocol};
+use super::{Connects, Fates, IoPath, RequestErrors, StreamProtocol, TcpPlan, Workload};
+use crate::cli::SizeRange;
 use crate::latency::{self, Series};
 use crate::progress::Live;
 use crate::rng::Rng;
@@ -385,21 +385,31 @@ impl<'a> Worker<'a> {
         self.running && self.share.quota.is_none_or(|q| self.issued < q)
     }
 
-    /// Queues one request on client `i`, counting latency from `since`.
+    /// Queues one request on client `i`, counting latency from `since`, and
+    /// sends it.
+    fn issue(&mut self, i: usize, since: Instant, now: Instant) {
+        self.queue_request(i, since, now);
+        self.flush(i);
+    }
+
+    /// Queues one request on client `i`, counting latency from `since`, to
+    /// go out with the next flush: requests made together leave in one
+    /// send, as a pipelining client's do (a send per request would cost
+    /// both ends a syscall and a segment each).
     /// Nothing happens on a connection that is not up (a write on the
     /// readiness path can fail it while its answers are being booked).
-    fn issue(&mut self, i: usize, since: Instant, now: Instant) {
+    fn queue_request(&mut self, i: usize, since: Instant, now: Instant) {
         if self.clients[i].link != Link::Up {
             return;
         }
         self.payload.clear();
         match &self.plan.workload {
-            Workload::Stream(TcpProtocol::Echo) => {
+            Workload::Stream(StreamProtocol::Echo) => {
                 let SizeRange { lo, hi } = self.plan.size;
                 self.payload.resize(self.rng.range(lo, hi), 0);
                 self.rng.fill(&mut self.payload);
             }
-            Workload::Stream(TcpProtocol::Reverse) => {
+            Workload::Stream(StreamProtocol::Reverse) => {
                 const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
                 let SizeRange { lo, hi } = self.plan.size;
                 for _ in 1..self.rng.range(lo, hi) {
@@ -409,6 +419,8 @@ impl<'a> Worker<'a> {
                 self.payload.push(b'\n');
             }
             Workload::Http { request } => self.payload.extend_from_slice(request),
+            // Written below, with what its reply must be.
+            Workload::Dialect(_) => {}
         }
         let c = &mut self.clients[i];
         let reply_end = match &mut c.check {
@@ -422,6 +434,12 @@ impl<'a> Worker<'a> {
                 *received + (expected.len() - *offset) as u64
             }
             Check::Http { .. } => 0,
+            Check::Dialect(reader) => {
+                // Unique over the run's threads.
+                let seq = self.issued * self.plan.threads as u64 + self.share.seed;
+                reader.request(seq, &mut self.rng, &mut self.payload);
+                0
+            }
         };
         c.inflight.push_back(InFlight {
             reply_end,
@@ -439,7 +457,6 @@ impl<'a> Worker<'a> {
         if self.share.quota.is_some_and(|q| self.issued >= q) {
             self.running = false;
         }
-        self.flush(i);
     }
 
     /// Sends what client `i` has queued: a send through the ring, or
@@ -724,8 +741,9 @@ impl<'a> Worker<'a> {
             && self.clients[i].inflight.len() < self.plan.pipeline
             && self.may_issue()
         {
-            self.issue(i, now, now);
+            self.queue_request(i, now, now);
         }
+        self.flush(i);
     }
 
     /// io_uring: one completion.
@@ -836,9 +854,12 @@ impl<'a> Worker<'a> {
         for _ in 0..completed {
             match self.share.rate {
                 Some(_) => self.free.push_back((i, generation)),
-                None if self.may_issue() => self.issue(i, now, now),
+                None if self.may_issue() => self.queue_request(i, now, now),
                 None => {}
             }
+        }
+        if self.share.rate.is_none() {
+            self.flush(i);
         }
     }
 

@@ -1,0 +1,345 @@
+//! loadgen against tools nobody here wrote, on servers nobody here wrote:
+//! closed-loop ops/s of `loadgen --protocol resp` beside `redis-benchmark`
+//! on Debian's `redis-server`, and of `loadgen --protocol memcache` beside
+//! `memcaslap` on Debian's `memcached`, same connections and pipeline depth,
+//! the tools alternating within every round. Both tools measure the same
+//! server, so their ratio says whether loadgen's figure can be trusted
+//! (and, were it lower, that loadgen itself was the bottleneck).
+//!
+//! Each server runs on CPU 0 with one thread (redis-server `io-threads 1`,
+//! no persistence; memcached `-t 1`), each client on CPU 1 with one thread.
+//! Redis cells: `-t set` and `-t get`, 50 connections, `-P 1` and `-P 16`
+//! (and `get` on one connection, where neither tool is short of CPU),
+//! 100k random keys (`-r 100000`), 3-byte values (redis-benchmark's
+//! default). memcached cell: 50 connections, no pipelining (memcaslap
+//! keeps one request in flight per connection), get:set 9:1, 100-byte
+//! values, over keys set beforehand (memcaslap gets only keys it has set;
+//! loadgen's key space is filled first so both read hits).
+//!
+//! `cargo bench --bench loadgen_crosscheck` (3 rounds) or `-- --quick` (1
+//! round, shorter runs); `-- --rounds N` for more. Needs `apt-get install
+//! redis-server redis-tools memcached libmemcached-tools`.
+
+mod support;
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::summary;
+
+/// A server process, killed when dropped.
+struct Running {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// Starts `args` under `taskset -c 0` with its port where `{port}` stands.
+fn start_on_cpu0(args: &[&str]) -> Running {
+    let port = free_port();
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| a.replace("{port}", &port.to_string()))
+        .collect();
+    let child = Command::new("taskset")
+        .args(["-c", "0"])
+        .args(&args)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {} ({e})", args[0]));
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let until = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(addr).is_err() {
+        assert!(
+            Instant::now() < until,
+            "{} never listened on {addr}",
+            args[0]
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Running { child, port }
+}
+
+/// CPU seconds (user + system) of every child waited for so far.
+fn children_cpu() -> f64 {
+    // SAFETY: getrusage writes only into the struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// Runs `program args` on CPU 1; its stdout.
+fn client(program: &str, args: &[String]) -> String {
+    let out = Command::new("taskset")
+        .args(["-c", "1", program])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run {program} ({e})"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// loadgen's requests per second from its JSON, checking it made no error.
+fn loadgen(loadgen: &Path, args: &[String]) -> f64 {
+    let mut all: Vec<String> = args.to_vec();
+    all.extend(["--json", "--quiet", "--threads", "1"].map(String::from));
+    let json: serde_json::Value =
+        serde_json::from_str(&client(loadgen.to_str().expect("path"), &all))
+            .expect("loadgen's JSON");
+    let errors = json["errors"].as_object().expect("errors");
+    assert!(
+        errors.values().all(|v| v.as_u64() == Some(0)),
+        "loadgen {args:?} met errors: {errors:?}"
+    );
+    json["requests_per_sec"].as_f64().expect("requests_per_sec")
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| a.to_string()).collect()
+}
+
+/// One cell: a name, and the two tools' runs (loadgen's first).
+struct Cell {
+    name: String,
+    loadgen: Box<dyn Fn() -> f64>,
+    other: Box<dyn Fn() -> f64>,
+    other_name: &'static str,
+}
+
+fn redis_cells(lg: &Path, port: u16, quick: bool) -> Vec<Cell> {
+    let mut cells = Vec::new();
+    // (connections, pipeline, test): the 50-connection cells of the
+    // issue, and one connection without pipelining, where neither tool is
+    // short of CPU and each request waits a whole round trip.
+    let shapes = [
+        (50, 1, "set"),
+        (50, 1, "get"),
+        (50, 16, "set"),
+        (50, 16, "get"),
+        (1, 1, "get"),
+    ];
+    for (connections, pipeline, test) in shapes {
+        {
+            let n = match (connections, pipeline) {
+                (1, _) => 50_000,
+                (_, 1) => 200_000,
+                _ => 2_000_000,
+            } / if quick { 10 } else { 1 };
+            let c = connections.to_string();
+            let (lg, port_s, p, n_s) = (
+                lg.to_path_buf(),
+                port.to_string(),
+                pipeline.to_string(),
+                n.to_string(),
+            );
+            let lg_args = strings(&[
+                "--tcp",
+                &format!("127.0.0.1:{port}"),
+                "--protocol",
+                "resp",
+                "--mix",
+                test,
+                "--keys",
+                "100000",
+                "--size",
+                "3",
+                "--connections",
+                &c,
+                "--pipeline",
+                &p,
+                "--requests",
+                &n_s,
+            ]);
+            let rb_args = strings(&[
+                "-p", &port_s, "-c", &c, "-P", &p, "-n", &n_s, "-r", "100000", "-d", "3", "-t",
+                test, "-q",
+            ]);
+            let label = test.to_uppercase();
+            cells.push(Cell {
+                name: format!("redis {test} -c {connections} -P {pipeline}"),
+                loadgen: Box::new(move || loadgen(&lg, &lg_args)),
+                other: Box::new(move || {
+                    let out = client("redis-benchmark", &rb_args);
+                    // The last "SET: 123.45 requests per second" of the
+                    // carriage-return progress lines.
+                    let line = out
+                        .rsplit(['\r', '\n'])
+                        .find(|l| {
+                            l.trim_start().starts_with(&format!("{label}: "))
+                                && l.contains("requests per second")
+                        })
+                        .unwrap_or_else(|| panic!("no result in {out:?}"));
+                    line.split_whitespace()
+                        .nth(1)
+                        .and_then(|v| v.parse().ok())
+                        .expect("requests per second")
+                }),
+                other_name: "redis-benchmark",
+            });
+        }
+    }
+    cells
+}
+
+fn memcached_cell(lg: &Path, port: u16, quick: bool) -> Cell {
+    let seconds = if quick { "2s" } else { "5s" };
+    let addr = format!("127.0.0.1:{port}");
+    let lg_args = strings(&[
+        "--tcp",
+        &addr,
+        "--protocol",
+        "memcache",
+        "--mix",
+        "get:9,set:1",
+        "--keys",
+        "10000",
+        "--size",
+        "100",
+        "--connections",
+        "50",
+        "--pipeline",
+        "1",
+        "--duration",
+        seconds,
+    ]);
+    let ms_args = strings(&[
+        "-s", &addr, "-T", "1", "-c", "50", "-X", "100", "-t", seconds,
+    ]);
+    let lg = lg.to_path_buf();
+    Cell {
+        name: "memcached get:9,set:1 -c 50".into(),
+        loadgen: Box::new(move || loadgen(&lg, &lg_args)),
+        other: Box::new(move || {
+            let out = client("memcaslap", &ms_args);
+            let tps = out
+                .split_whitespace()
+                .skip_while(|w| *w != "TPS:")
+                .nth(1)
+                .and_then(|v| v.parse().ok());
+            tps.unwrap_or_else(|| panic!("no TPS in {out:?}"))
+        }),
+        other_name: "memcaslap",
+    }
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let rounds: usize = support::arg("--rounds", if quick { 1 } else { 3 });
+    let lg = support::loadgen_binary();
+    let redis = start_on_cpu0(&[
+        "redis-server",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--io-threads",
+        "1",
+        "--logfile",
+        "",
+        "--loglevel",
+        "warning",
+    ]);
+    let memcached = start_on_cpu0(&[
+        "memcached",
+        "-t",
+        "1",
+        "-l",
+        "127.0.0.1",
+        "-p",
+        "{port}",
+        "-U",
+        "0",
+        "-m",
+        "1024",
+        "-u",
+        "root",
+    ]);
+    // Every key of loadgen's memcached key space set first (20 sets a key
+    // on average: the chance one is missed is e^-20).
+    loadgen(
+        &lg,
+        &strings(&[
+            "--tcp",
+            &format!("127.0.0.1:{}", memcached.port),
+            "--protocol",
+            "memcache",
+            "--mix",
+            "set",
+            "--keys",
+            "10000",
+            "--size",
+            "100",
+            "--requests",
+            "200000",
+            "--pipeline",
+            "16",
+        ]),
+    );
+    let mut cells = redis_cells(&lg, redis.port, quick);
+    cells.push(memcached_cell(&lg, memcached.port, quick));
+    println!("loadgen against redis-benchmark and memcaslap, ops/s, {rounds} round(s), tools alternating");
+    let mut ratios = vec![Vec::new(); cells.len()];
+    // A tool's run: ops/s, and how busy it kept its CPU (CPU time over
+    // wall time): a tool near 100 % is measuring itself, not the server.
+    let timed = |run: &dyn Fn() -> f64| {
+        let (cpu, wall) = (children_cpu(), Instant::now());
+        let ops = run();
+        (ops, (children_cpu() - cpu) / wall.elapsed().as_secs_f64())
+    };
+    for round in 0..rounds {
+        for (i, cell) in cells.iter().enumerate() {
+            let ((ours, our_busy), (theirs, their_busy)) = if (round + i) % 2 == 0 {
+                let ours = timed(&*cell.loadgen);
+                (ours, timed(&*cell.other))
+            } else {
+                let theirs = timed(&*cell.other);
+                (timed(&*cell.loadgen), theirs)
+            };
+            ratios[i].push(ours / theirs);
+            println!(
+                "  round {round}  {:<28} loadgen {:>9.0} (CPU {:>3.0} %)  {:<15} {:>9.0} (CPU {:>3.0} %)  ratio {:.3}",
+                cell.name,
+                ours,
+                our_busy * 100.0,
+                cell.other_name,
+                theirs,
+                their_busy * 100.0,
+                ours / theirs
+            );
+        }
+    }
+    println!("summary: loadgen / the other tool (median, range over rounds)");
+    for (cell, r) in cells.iter().zip(&ratios) {
+        let (median, lo, hi) = summary(r);
+        println!(
+            "  {:<28} {:.3} ({:.3}-{:.3}) vs {}",
+            cell.name, median, lo, hi, cell.other_name
+        );
+    }
+}

@@ -1,0 +1,391 @@
+//! loadgen's request/response dialects through real sockets: the generic
+//! mode against ringcore's own services and against servers written here
+//! (a length-prefixed one, a RESP one that refuses and one that lies), and
+//! the flags' errors. Real Redis and memcached are in `interop.rs`.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use common::{assert_fails_with, loadgen, loadgen_json, num, TestServer};
+use protocols::{Protocol, Transport};
+
+/// A server written here: every connection's requests are read by `read`
+/// (one request's bytes, or None at EOF) and answered by `answer` (given
+/// the request and its number on the connection). Stops taking
+/// connections on drop.
+struct Fake {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+type Reader = fn(&mut BufReader<TcpStream>) -> Option<Vec<u8>>;
+
+impl Fake {
+    fn start(read: Reader, answer: fn(&[u8], u64) -> Vec<u8>) -> Fake {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stopping.load(Relaxed) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                thread::spawn(move || {
+                    let mut writer = conn.try_clone().unwrap();
+                    let mut reader = BufReader::new(conn);
+                    let mut n = 0;
+                    while let Some(request) = read(&mut reader) {
+                        if writer.write_all(&answer(&request, n)).is_err() {
+                            break;
+                        }
+                        n += 1;
+                    }
+                });
+            }
+        });
+        Fake { addr, stop }
+    }
+
+    fn addr(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+        // Wakes the accept loop so it sees the flag.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+    }
+}
+
+/// One line, newline included.
+fn read_line(r: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
+    let mut line = Vec::new();
+    match r.read_until(b'\n', &mut line) {
+        Ok(0) | Err(_) => None,
+        Ok(_) => Some(line),
+    }
+}
+
+/// One RESP command (`*N` and N bulk strings), as its bytes.
+fn read_resp(r: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
+    let head = read_line(r)?;
+    let n: usize = std::str::from_utf8(&head[1..head.len() - 2])
+        .ok()?
+        .parse()
+        .ok()?;
+    let mut all = head;
+    for _ in 0..2 * n {
+        all.extend(read_line(r)?);
+    }
+    Some(all)
+}
+
+#[test]
+fn generic_mode_drives_reverse_lines_with_every_reply_checked() {
+    let server = TestServer::start(&[(Transport::Tcp, Protocol::REVERSE_LINES)]);
+    let addr = server.addr(0).to_string();
+    let r = loadgen_json(&[
+        "--tcp",
+        &addr,
+        "--protocol",
+        "generic",
+        "--request",
+        "ringcore\\n",
+        "--expect",
+        "erocgnir\\n",
+        "--requests",
+        "3000",
+        "--connections",
+        "4",
+        "--pipeline",
+        "8",
+    ]);
+    assert_eq!(num(&r, "completed"), 3000.0, "{r}");
+    assert_eq!(num(&r, "errors.mismatch"), 0.0, "{r}");
+    assert_eq!(num(&r, "bytes_received"), 3000.0 * 9.0);
+    assert_eq!(num(&r, "bytes_sent"), 3000.0 * 9.0);
+    assert_eq!(r["protocol"], "generic");
+    // The same server, but loadgen expects the line unreversed: every
+    // reply is caught, none counts as an answer.
+    let out = loadgen(&[
+        "--tcp",
+        &addr,
+        "--protocol",
+        "generic",
+        "--request",
+        "ringcore\\n",
+        "--expect",
+        "ringcore\\n",
+        "--requests",
+        "20",
+        "--connections",
+        "2",
+        "--json",
+    ]);
+    assert!(!out.status.success(), "a run with no answer fails");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (num(&r, "completed"), num(&r, "errors.mismatch")),
+        (0.0, 20.0),
+        "{r}"
+    );
+}
+
+#[test]
+fn generic_echo_framing_checks_random_payloads_of_every_size() {
+    let server = TestServer::start(&[(Transport::Tcp, Protocol::ECHO)]);
+    let r = loadgen_json(&[
+        "--tcp",
+        &server.addr(0).to_string(),
+        "--protocol",
+        "generic",
+        "--request",
+        "{payload}",
+        "--reply",
+        "echo",
+        "--size",
+        "1..5000",
+        "--requests",
+        "2000",
+        "--connections",
+        "3",
+        "--pipeline",
+        "4",
+    ]);
+    assert_eq!(
+        (num(&r, "completed"), num(&r, "errors.mismatch")),
+        (2000.0, 0.0),
+        "{r}"
+    );
+    // Every byte sent came back and was compared.
+    assert_eq!(num(&r, "bytes_received"), num(&r, "bytes_sent"));
+    assert!(num(&r, "bytes_sent") > 2000.0 * 1000.0, "{r}");
+}
+
+#[test]
+fn generic_length_prefixed_replies_are_cut_by_their_prefix() {
+    // Answers each line with a 2-byte big-endian length and the line
+    // upper-cased, newline dropped.
+    let fake = Fake::start(read_line, |line, _| {
+        let body = line[..line.len() - 1].to_ascii_uppercase();
+        let mut reply = (body.len() as u16).to_be_bytes().to_vec();
+        reply.extend(body);
+        reply
+    });
+    let r = loadgen_json(&[
+        "--tcp",
+        &fake.addr(),
+        "--protocol",
+        "generic",
+        "--request",
+        "hello {seq}\\n",
+        "--reply",
+        "prefix:2be",
+        "--requests",
+        "500",
+        "--connections",
+        "2",
+        "--pipeline",
+        "3",
+    ]);
+    assert_eq!(
+        (num(&r, "completed"), num(&r, "errors.mismatch")),
+        (500.0, 0.0),
+        "{r}"
+    );
+    let r = loadgen_json(&[
+        "--tcp",
+        &fake.addr(),
+        "--protocol",
+        "generic",
+        "--request",
+        "hello\\n",
+        "--reply",
+        "prefix:2be",
+        "--expect",
+        "\\x00\\x05HELLO",
+        "--requests",
+        "300",
+    ]);
+    assert_eq!(
+        (num(&r, "completed"), num(&r, "errors.mismatch")),
+        (300.0, 0.0),
+        "{r}"
+    );
+}
+
+#[test]
+fn resp_error_replies_count_as_refused_and_wrong_types_as_mismatches() {
+    // Refuses every third command as Redis refuses a write past maxmemory.
+    let refusing = Fake::start(read_resp, |_, n| {
+        if n % 3 == 2 {
+            b"-OOM command not allowed when used memory > 'maxmemory'.\r\n".to_vec()
+        } else {
+            b"+OK\r\n".to_vec()
+        }
+    });
+    let r = loadgen_json(&[
+        "--tcp",
+        &refusing.addr(),
+        "--protocol",
+        "resp",
+        "--mix",
+        "set",
+        "--requests",
+        "300",
+        "--connections",
+        "1",
+        "--pipeline",
+        "4",
+    ]);
+    assert_eq!(
+        (
+            num(&r, "completed"),
+            num(&r, "errors.status"),
+            num(&r, "errors.mismatch")
+        ),
+        (200.0, 100.0, 0.0),
+        "{r}"
+    );
+    // Answers a GET with an integer: not a reply a GET can get.
+    let lying = Fake::start(read_resp, |_, _| b":1\r\n".to_vec());
+    let out = loadgen(&[
+        "--tcp",
+        &lying.addr(),
+        "--protocol",
+        "resp",
+        "--mix",
+        "get",
+        "--requests",
+        "10",
+        "--connections",
+        "1",
+        "--json",
+    ]);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (num(&r, "completed"), num(&r, "errors.mismatch")),
+        (0.0, 10.0),
+        "{r}"
+    );
+    assert!(!out.status.success(), "a run with no answer fails");
+}
+
+#[test]
+fn memcache_replies_must_name_the_key_asked_for() {
+    // Answers every get with a value for a key nobody asked for.
+    let wrong_key = Fake::start(read_line, |_, _| {
+        b"VALUE key:999999999999 0 2\r\nhi\r\nEND\r\n".to_vec()
+    });
+    let out = loadgen(&[
+        "--tcp",
+        &wrong_key.addr(),
+        "--protocol",
+        "memcache",
+        "--mix",
+        "get",
+        "--keys",
+        "1000",
+        "--requests",
+        "10",
+        "--connections",
+        "1",
+        "--json",
+    ]);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(num(&r, "errors.mismatch"), 10.0, "{r}");
+    // Echoes the key asked for back as a hit: every reply is right.
+    let right_key = Fake::start(read_line, |line, _| {
+        let key = String::from_utf8_lossy(&line[4..line.len() - 2]).into_owned();
+        format!("VALUE {key} 0 2\r\nhi\r\nEND\r\n").into_bytes()
+    });
+    let r = loadgen_json(&[
+        "--tcp",
+        &right_key.addr(),
+        "--protocol",
+        "memcache",
+        "--mix",
+        "get",
+        "--requests",
+        "500",
+        "--connections",
+        "2",
+        "--pipeline",
+        "5",
+        "--key-dist",
+        "zipf",
+    ]);
+    assert_eq!(
+        (num(&r, "completed"), num(&r, "errors.mismatch")),
+        (500.0, 0.0),
+        "{r}"
+    );
+}
+
+#[test]
+fn dialect_flags_say_what_is_wrong() {
+    let addr = "127.0.0.1:1";
+    assert_fails_with(
+        &["--tcp", addr, "--protocol", "generic"],
+        "give --request TEMPLATE",
+    );
+    assert_fails_with(
+        &["--tcp", addr, "--request", "x"],
+        "are for --protocol generic",
+    );
+    assert_fails_with(
+        &["--tcp", addr, "--protocol", "resp", "--mix", "put:1"],
+        "give get, set, incr, del or ping",
+    );
+    assert_fails_with(
+        &["--tcp", addr, "--protocol", "memcache", "--mix", "get:x"],
+        "whole number",
+    );
+    assert_fails_with(
+        &[
+            "--tcp",
+            addr,
+            "--protocol",
+            "generic",
+            "--request",
+            "{nope}",
+        ],
+        "no placeholder {nope}",
+    );
+    assert_fails_with(
+        &[
+            "--tcp",
+            addr,
+            "--protocol",
+            "generic",
+            "--request",
+            "x",
+            "--reply",
+            "prefix:3",
+        ],
+        "1, 2 or 4 bytes",
+    );
+    assert_fails_with(&["--tcp", addr, "--key-dist", "zipf:-1"], "above 0");
+    assert_fails_with(&["--tcp", addr, "--keys", "0"], "at least 1");
+    assert_fails_with(
+        &[
+            "--tcp",
+            addr,
+            "--protocol",
+            "generic",
+            "--request-file",
+            "/nonexistent/req",
+        ],
+        "reading --request-file /nonexistent/req",
+    );
+}
