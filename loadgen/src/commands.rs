@@ -59,7 +59,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             };
             let report = crate::shared_link::run(&plan)?;
             if cli.json {
-                println!("{}", serde_json::to_string(&report)?);
+                print_json(&report, &[], None)?;
             } else {
                 crate::shared_link::print(&report);
             }
@@ -85,7 +85,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         let report = lab::run(&plan)?;
         let steps: Vec<&UdpReport> = report.runs.iter().map(|r| &r.udp).collect();
         if cli.json {
-            println!("{}", serde_json::to_string(&report)?);
+            print_json(&report, &[], None)?;
         } else if plan.sweep.is_some() {
             print_sweep(&steps);
         } else {
@@ -134,7 +134,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             json["mode"] = "tcp-bulk".into();
             json["target"] = addr.to_string().into();
             json["tag"] = cli.tag.clone().into();
-            println!("{json}");
+            print_json(json, &[], None)?;
         } else {
             crate::bulk::print(addr, &outcome);
         }
@@ -149,7 +149,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         let live = Live::default();
         let outcome = tcp::run(&plan, &live, cli.quiet)?;
         let report = TcpReport::new("tcp", cli.protocol.name(), addr.to_string(), &plan, outcome);
-        return emit_tcp(cli, report);
+        return emit_tcp(cli, report, &plan.cpus);
     }
     if let Some(addr) = cli.udp {
         if cli.size.lo != cli.size.hi {
@@ -190,10 +190,8 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             }
             let steps: Vec<&UdpReport> = steps.iter().collect();
             if cli.json {
-                println!(
-                    "{}",
-                    serde_json::json!({"mode": "udp-sweep", "steps": steps})
-                );
+                let sweep = serde_json::json!({"mode": "udp-sweep", "steps": steps});
+                print_json(sweep, &plan.cpus, None)?;
             } else {
                 print_sweep(&steps);
             }
@@ -211,7 +209,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             crate::hdr_log::write_series(path, "rtt", series, report.started)?;
         }
         if cli.json {
-            println!("{}", serde_json::to_string(&report)?);
+            print_json(&report, &plan.cpus, None)?;
         } else {
             print_udp(&report);
         }
@@ -272,7 +270,7 @@ fn run_bot(cli: &Cli, cpus: Vec<usize>) -> anyhow::Result<()> {
         turn_latency_us: Percentiles::of(&o.turn_latency),
     };
     if cli.json {
-        println!("{}", serde_json::to_string(&r)?);
+        print_json(&r, &plan.cpus, None)?;
     } else {
         println!(
             "bot over {} -> {}: {} conversations at once, {:.2} s",
@@ -397,7 +395,7 @@ fn run_http(cli: &Cli, url: &str, cpus: Vec<usize>) -> anyhow::Result<()> {
         let mut report = crate::http::fetch(&url, cli.follow, cli.timeout, cli.max_time)?;
         report.tag = cli.tag.clone();
         if cli.json {
-            println!("{}", serde_json::to_string(&report)?);
+            print_json(&report, &[], None)?;
         } else {
             crate::http::print(&report);
         }
@@ -409,25 +407,37 @@ fn run_http(cli: &Cli, url: &str, cpus: Vec<usize>) -> anyhow::Result<()> {
     let plan = tcp_plan(cli, url.resolve()?, workload, connections, cpus)?;
     let outcome = tcp::run(&plan, &Live::default(), cli.quiet)?;
     let target = format!("http://{}{}", url.host_header(), url.path);
-    emit_tcp(cli, TcpReport::new("http", "http", target, &plan, outcome))
+    let report = TcpReport::new("http", "http", target, &plan, outcome);
+    emit_tcp(cli, report, &plan.cpus)
+}
+
+/// Prints a result as one JSON object, with the manifest of how and where
+/// it was made (threads pinned to `pinning`, I/O through `io`).
+fn print_json(
+    result: impl serde::Serialize,
+    pinning: &[usize],
+    io: Option<&str>,
+) -> anyhow::Result<()> {
+    let json = crate::manifest::Manifest::collect(pinning, io).attach(result)?;
+    println!("{json}");
+    Ok(())
 }
 
 /// Writes the histogram log if asked, prints the report, and fails a run
 /// that answered nothing.
-fn emit_tcp(cli: &Cli, mut report: TcpReport) -> anyhow::Result<()> {
+fn emit_tcp(cli: &Cli, mut report: TcpReport, pinning: &[usize]) -> anyhow::Result<()> {
     report.tag = cli.tag.clone();
     let started = report.started;
     if let Some(path) = &cli.hdr_log {
-        match &report.series {
-            Some(series) => crate::hdr_log::write_series(path, "latency", series, started)?,
-            None => {
-                let elapsed = std::time::Duration::from_secs_f64(report.duration_s);
-                crate::hdr_log::write(path, "latency", &report.latency, started, elapsed)?;
-            }
-        }
+        let elapsed = std::time::Duration::from_secs_f64(report.duration_s);
+        let whole = [
+            ("latency", &report.latency, &report.series),
+            ("service", &report.service, &report.service_series),
+        ];
+        crate::hdr_log::write_runs(path, &whole, started, elapsed)?;
     }
     if cli.json {
-        println!("{}", serde_json::to_string(&report)?);
+        print_json(&report, pinning, Some(report.io))?;
     } else {
         print_tcp(&report);
     }

@@ -32,6 +32,30 @@ pub fn write_series(
     write_intervals(path, tag, &intervals, started)
 }
 
+/// Writes several tagged histograms of one run (say latency and service
+/// time): each one's intervals when it has them, else one interval
+/// covering the whole run.
+pub fn write_runs(
+    path: &Path,
+    runs: &[(&str, &Histogram<u64>, &Option<Series>)],
+    started: SystemTime,
+    duration: Duration,
+) -> anyhow::Result<()> {
+    let mut rows = Vec::new();
+    for &(tag, whole, series) in runs {
+        match series {
+            Some(series) => {
+                let every = series.every();
+                rows.extend(series.intervals().map(|(at, h)| (tag, at, every, h)));
+            }
+            None => rows.push((tag, Duration::ZERO, duration, whole)),
+        }
+    }
+    // Interval by interval, as log readers expect them in time order.
+    rows.sort_by_key(|&(_, at, _, _)| at);
+    write_tagged(path, &rows, started)
+}
+
 /// Writes one interval covering the whole run, tagged `tag`.
 pub fn write(
     path: &Path,

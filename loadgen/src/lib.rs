@@ -15,6 +15,7 @@ pub mod http;
 pub mod kernel;
 pub mod lab;
 pub mod latency;
+pub mod manifest;
 pub mod merge;
 pub mod pacer;
 pub mod plot;

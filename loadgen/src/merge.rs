@@ -163,6 +163,10 @@ pub struct Merged {
     pub start_spread_ms: Option<f64>,
     /// The latest any of them woke after its `--start-at`, milliseconds.
     pub max_start_lateness_ms: Option<f64>,
+    /// Where the results' manifests differ (kernel, CPU, sysctls, command
+    /// line…): one line per field, with each value and the files that had
+    /// it. Empty when they all agree.
+    pub manifest_differences: Vec<String>,
     /// Exact percentiles (microseconds) per histogram tag, from the logs.
     pub histograms: BTreeMap<String, Percentiles>,
     /// Per tag, the intervals of all logs merged by start time.
@@ -190,6 +194,7 @@ pub fn merge(files: &[PathBuf]) -> anyhow::Result<Merged> {
         ..Merged::default()
     };
     let mut logged: Vec<(usize, Interval)> = Vec::new();
+    let mut results: Vec<(String, Value)> = Vec::new();
     for (file, path) in files.iter().enumerate() {
         let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         if text.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
@@ -203,6 +208,7 @@ pub fn merge(files: &[PathBuf]) -> anyhow::Result<Merged> {
                 started_at: json["started_at"].as_f64(),
                 start_lateness_ms: json["start_lateness_ms"].as_f64(),
             });
+            results.push((path.display().to_string(), json));
         } else {
             let intervals = crate::hdr_log::read(path).with_context(|| {
                 format!(
@@ -239,6 +245,8 @@ pub fn merge(files: &[PathBuf]) -> anyhow::Result<Merged> {
         .iter()
         .filter_map(|s| s.start_lateness_ms)
         .reduce(f64::max);
+    let named: Vec<(String, &Value)> = results.iter().map(|(n, j)| (n.clone(), j)).collect();
+    merged.manifest_differences = crate::manifest::differences(&named);
     merge_logs(&mut merged, logged)?;
     Ok(merged)
 }
@@ -391,6 +399,9 @@ fn per_second(count: u64, seconds: f64) -> f64 {
 /// Prints the merged report.
 pub fn print(m: &Merged) {
     println!("merged {} file(s)", m.files);
+    for difference in &m.manifest_differences {
+        println!("  ! made differently: {difference}");
+    }
     if let Some(spread) = m.start_spread_ms {
         let tags: Vec<&str> = m.sources.iter().filter_map(|s| s.tag.as_deref()).collect();
         let woke = m.max_start_lateness_ms.map_or(String::new(), |late| {

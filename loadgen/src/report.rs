@@ -192,6 +192,12 @@ pub struct TcpReport {
     /// timeouts (each taken when loadgen gave up), except those due (or
     /// sent) in the warm-up.
     pub latency_us: Percentiles,
+    /// Service time percentiles in microseconds, of the same samples: from
+    /// each request's send instead of its due time. Open loop, the gap to
+    /// `latency_us` is time spent waiting for a free connection, which a
+    /// tool that counts from the send hides (coordinated omission); closed
+    /// loop, the two are equal.
+    pub service_us: Percentiles,
     /// How late loadgen's own threads got round to their due events
     /// (requests falling due, ticks), in microseconds: a delay of loadgen's
     /// (busy, or not scheduled), shared by every request then due. A
@@ -213,6 +219,12 @@ pub struct TcpReport {
     /// The latency per interval, for --hdr-log.
     #[serde(skip)]
     pub series: Option<crate::latency::Series>,
+    /// The service-time histogram itself (nanoseconds), for --hdr-log.
+    #[serde(skip)]
+    pub service: Histogram<u64>,
+    /// The service time per interval, for --hdr-log.
+    #[serde(skip)]
+    pub service_series: Option<crate::latency::Series>,
     /// When the run started (the log's start time).
     #[serde(skip)]
     pub started: std::time::SystemTime,
@@ -516,11 +528,14 @@ impl TcpReport {
             errors: outcome.errors,
             connects: outcome.connects,
             latency_us: Percentiles::of(&outcome.latency),
+            service_us: Percentiles::of(&outcome.service),
             own_lateness_us: Percentiles::of(&outcome.lateness),
             warmup_s: plan.warmup.as_secs_f64(),
             warmup_samples: outcome.warmup_samples,
             backlog_us: Percentiles::of(&outcome.backlog),
             latency: outcome.latency,
+            service: outcome.service,
+            service_series: outcome.service_series,
             series: outcome.series,
             started: outcome.started,
         }
@@ -582,6 +597,15 @@ pub fn print_tcp(r: &TcpReport) {
         c.opened, c.reconnects, c.refused, c.timed_out, c.failed
     );
     println!("  latency      {}", r.latency_us.row());
+    println!(
+        "  service      {} ({})",
+        r.service_us.row(),
+        if r.requested_rate.is_some() {
+            "from each send, not the due time: read latency for what users waited, this for what the server took"
+        } else {
+            "closed loop: each request is sent when due, so this is the latency"
+        }
+    );
     if r.own_lateness_us.count > 0 {
         println!(
             "  own delay    {} (how late loadgen itself got to due events)",

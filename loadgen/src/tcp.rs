@@ -257,6 +257,13 @@ pub struct TcpOutcome {
     pub lateness: Histogram<u64>,
     /// `latency` per interval, when the plan asked for intervals.
     pub series: Option<Series>,
+    /// Service time of the same samples, nanoseconds: from each request's
+    /// send rather than its due time. Open loop, `latency` minus `service`
+    /// is how long requests waited for a free connection (what a tool
+    /// without the correction would hide); closed loop, they are equal.
+    pub service: Histogram<u64>,
+    /// `service` per interval, when the plan asked for intervals.
+    pub service_series: Option<Series>,
     /// The wall-clock time the run (and its first interval) started.
     pub started: SystemTime,
     /// How late the start was after `--start-at`.
@@ -348,6 +355,8 @@ fn merge(
         backlog: latency::histogram(),
         lateness: latency::histogram(),
         series: interval.map(Series::new),
+        service: latency::histogram(),
+        service_series: interval.map(Series::new),
         started: SystemTime::now(),
         start_lateness: None,
     };
@@ -382,6 +391,13 @@ fn merge(
             .add(&o.lateness)
             .context("merging lateness histograms")?;
         if let (Some(into), Some(from)) = (&mut total.series, &o.series) {
+            into.merge(from).context("merging interval histograms")?;
+        }
+        total
+            .service
+            .add(&o.service)
+            .context("merging service-time histograms")?;
+        if let (Some(into), Some(from)) = (&mut total.service_series, &o.service_series) {
             into.merge(from).context("merging interval histograms")?;
         }
     }

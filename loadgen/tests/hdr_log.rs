@@ -18,7 +18,10 @@ use common::{loadgen, loadgen_json, num, TestServer};
 use protocols::{Protocol, Transport};
 
 /// One interval as the independent decoder reads it.
+#[derive(Clone)]
 struct Decoded {
+    /// The interval's tag (`latency`, `service`, `rtt`), if any.
+    tag: Option<String>,
     start_s: f64,
     length_s: f64,
     /// (highest value equivalent to the bucket, count), in value order.
@@ -121,6 +124,10 @@ fn decode_log(text: &str) -> Vec<Decoded> {
                 &fields[..]
             };
             Decoded {
+                tag: line
+                    .strip_prefix("Tag=")
+                    .and_then(|rest| rest.split(',').next())
+                    .map(str::to_string),
                 start_s: fields[0].parse().unwrap(),
                 length_s: fields[1].parse().unwrap(),
                 counts: decode_histogram(fields[3]),
@@ -177,7 +184,28 @@ fn the_log_is_a_time_series_that_reference_readers_decode() {
         log.to_str().unwrap(),
     ]);
     let text = std::fs::read_to_string(&log).unwrap();
-    let decoded = decode_log(&text);
+    let tagged = |tag: &str| -> Vec<Decoded> {
+        decode_log(&text)
+            .into_iter()
+            .filter(|d| d.tag.as_deref() == Some(tag))
+            .collect()
+    };
+    let decoded = tagged("latency");
+    // Service time from each send, beside latency from each due time: the
+    // same samples, interval by interval, never longer.
+    let service = tagged("service");
+    assert_eq!(
+        service.iter().map(Decoded::total).collect::<Vec<_>>(),
+        decoded.iter().map(Decoded::total).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        merged(&service).iter().map(|c| c.1).sum::<u64>() as f64,
+        num(&r, "service_us.count")
+    );
+    assert!(
+        num(&r, "service_us.p99") <= num(&r, "latency_us.p99"),
+        "{r}"
+    );
 
     // One interval per second, in order, each holding that second's requests.
     assert!(decoded.len() >= 3, "{text}");
@@ -207,10 +235,15 @@ fn the_log_is_a_time_series_that_reference_readers_decode() {
     let probe = Command::new("python3").args(["-c", "import hdrh"]).output();
     if probe.is_ok_and(|o| o.status.success()) {
         let script = r#"
-import sys, json
+import sys, json, tempfile
 from hdrh.log import HistogramLogReader
 from hdrh.histogram import HdrHistogram
-reader = HistogramLogReader(sys.argv[1], HdrHistogram(1000, 120000000000, 3))
+# The latency intervals only (the log also holds service time).
+lines = [l for l in open(sys.argv[1]) if not l.startswith("Tag=") or l.startswith("Tag=latency,")]
+only = tempfile.NamedTemporaryFile("w", suffix=".hlog", delete=False)
+only.writelines(lines)
+only.close()
+reader = HistogramLogReader(only.name, HdrHistogram(1000, 120000000000, 3))
 acc = HdrHistogram(1000, 120000000000, 3)
 rows = []
 while True:
@@ -349,7 +382,10 @@ fn report_merges_logs_interval_by_interval_and_results_of_every_mode() {
     let in_rows: f64 = rows.iter().map(|r| num(r, "latency_us.count")).sum();
     assert_eq!(in_rows, num(&m, "histograms.latency.count"));
     // The merged log reads back with the same intervals.
-    let decoded = decode_log(&std::fs::read_to_string(&merged_log).unwrap());
+    let decoded: Vec<Decoded> = decode_log(&std::fs::read_to_string(&merged_log).unwrap())
+        .into_iter()
+        .filter(|d| d.tag.as_deref() == Some("latency"))
+        .collect();
     let counts: Vec<f64> = decoded.iter().map(|d| d.total() as f64).collect();
     let expected: Vec<f64> = rows.iter().map(|r| num(r, "latency_us.count")).collect();
     assert_eq!(counts, expected);

@@ -85,6 +85,11 @@ pub struct ThreadOutcome {
     pub lateness: Histogram<u64>,
     /// Latency per interval, when asked for.
     pub series: Option<Series>,
+    /// Service time of the same samples: from the request's send, not its
+    /// due time (equal to `latency` in a closed loop).
+    pub service: Histogram<u64>,
+    /// `service` per interval, when asked for.
+    pub service_series: Option<Series>,
     /// How late the thread woke for the run's start.
     pub start_lateness: Duration,
 }
@@ -107,6 +112,8 @@ impl ThreadOutcome {
             backlog: latency::histogram(),
             lateness: latency::histogram(),
             series: None,
+            service: latency::histogram(),
+            service_series: None,
             start_lateness: Duration::ZERO,
         }
     }
@@ -236,6 +243,7 @@ impl<'a> Worker<'a> {
         };
         let mut out = ThreadOutcome::empty(start);
         out.series = plan.interval.map(Series::new);
+        out.service_series = plan.interval.map(Series::new);
         let step = share
             .rate
             .map_or(Duration::ZERO, |r| Duration::from_secs_f64(1.0 / r));
@@ -688,7 +696,7 @@ impl<'a> Worker<'a> {
                         if now.saturating_duration_since(f.sent) < timeout {
                             break;
                         }
-                        let since = f.since;
+                        let (since, sent) = (f.since, f.sent);
                         self.clients[i].timed_out += 1;
                         self.outstanding -= 1;
                         self.out.fates.timeouts += 1;
@@ -697,10 +705,11 @@ impl<'a> Worker<'a> {
                         } else {
                             record_sample(
                                 &mut self.interval,
-                                &mut self.out.series,
+                                &mut self.out,
                                 self.start,
                                 now,
                                 since,
+                                sent,
                             );
                         }
                     }
@@ -838,10 +847,11 @@ impl<'a> Worker<'a> {
             }
             record_sample(
                 &mut self.interval,
-                &mut self.out.series,
+                &mut self.out,
                 self.start,
                 now,
                 f.since,
+                f.sent,
             );
         }
         if completed > 0 {
@@ -902,19 +912,27 @@ impl<'a> Worker<'a> {
     }
 }
 
-/// One latency sample, from `since` to `at`, into the progress interval and
-/// (when kept) the interval series of the run that began at `start`.
+/// One sample of a request answered (or given up) at `at`: its latency
+/// from `since` (its due time) into the progress interval and the run's
+/// series, and its service time from `sent` into `out`'s.
 fn record_sample(
     interval: &mut Histogram<u64>,
-    series: &mut Option<Series>,
+    out: &mut ThreadOutcome,
     start: Instant,
     at: Instant,
     since: Instant,
+    sent: Instant,
 ) {
     let ns = at.saturating_duration_since(since).as_nanos() as u64;
+    let service_ns = at.saturating_duration_since(sent).as_nanos() as u64;
     interval.saturating_record(ns);
-    if let Some(series) = series {
-        series.record_after(at.saturating_duration_since(start), ns);
+    out.service.saturating_record(service_ns);
+    let after = at.saturating_duration_since(start);
+    if let Some(series) = &mut out.series {
+        series.record_after(after, ns);
+    }
+    if let Some(series) = &mut out.service_series {
+        series.record_after(after, service_ns);
     }
 }
 
