@@ -82,6 +82,7 @@ fn with_io_uring_disabled_by_sysctl_everything_falls_back_to_epoll() {
         interval: None,
         io,
         start_at: None,
+        request_log: None,
     };
     let outcome = loadgen::tcp::run(&plan, &Live::default(), true).expect("TCP load on epoll");
     assert_eq!(outcome.fates.completed, 2_000);

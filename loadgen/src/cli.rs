@@ -214,6 +214,12 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub hdr_log: Option<std::path::PathBuf>,
 
+    /// TCP and HTTP load: write one CSV row per request to FILE (when it
+    /// fell due, was sent and ended, in ns from the start; its bytes; how
+    /// it ended), streamed with bounded memory.
+    #[arg(long, value_name = "FILE")]
+    pub request_log: Option<std::path::PathBuf>,
+
     /// Start the load at this wall-clock time, so agents on several
     /// (NTP-synced) machines start together: +DURATION, Unix seconds, or an
     /// RFC 3339 time (2026-11-25T12:00:00Z).

@@ -386,6 +386,7 @@ fn tcp_plan(
         interval: cli.hdr_log.as_ref().map(|_| cli.hdr_interval),
         io: crate::tcp::IoPath::choose(cli.io)?,
         start_at: cli.start_at,
+        request_log: cli.request_log.clone(),
     })
 }
 

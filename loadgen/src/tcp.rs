@@ -63,6 +63,8 @@ pub struct TcpPlan {
     pub io: IoPath,
     /// Start at this wall-clock time (`--start-at`) rather than at once.
     pub start_at: Option<SystemTime>,
+    /// Write one row per request here (`--request-log`).
+    pub request_log: Option<std::path::PathBuf>,
 }
 
 /// How load threads do their I/O.
@@ -292,6 +294,11 @@ pub fn run(plan: &TcpPlan, live: &Live, quiet: bool) -> anyhow::Result<TcpOutcom
     // with --start-at) opens its connections before that instant, so its
     // schedule measures the server, not loadgen's connects.
     let anchor = plan.start_at.map(crate::start::anchor).transpose()?;
+    let log = plan
+        .request_log
+        .as_deref()
+        .map(crate::request_log::create)
+        .transpose()?;
     let ready = std::sync::Barrier::new(plan.threads);
     let common = std::sync::OnceLock::new();
     let outcomes = crate::progress::run_threads(
@@ -306,6 +313,7 @@ pub fn run(plan: &TcpPlan, live: &Live, quiet: bool) -> anyhow::Result<TcpOutcom
                 quota: plan.requests.map(|n| share_u64(n, plan.threads, t)),
                 rate: plan.rate.map(|r| r / plan.threads as f64),
                 seed: t as u64,
+                log: log.clone(),
             };
             let prepared = (|| {
                 let mut worker =

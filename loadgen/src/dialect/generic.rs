@@ -2,8 +2,9 @@
 //! placeholders, replies cut by a framing rule and, optionally, each
 //! checked against a template of its own.
 
-use super::{push_decimal, push_key, Dialect, Expect, Frame, KeySpace, Values, Verdict};
+use super::{push_key, Dialect, Expect, Frame, KeySpace, Values, Verdict};
 use crate::rng::Rng;
+use crate::text::push_decimal;
 
 /// A piece of a template.
 #[derive(Debug, Clone, PartialEq, Eq)]

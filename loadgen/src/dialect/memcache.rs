@@ -3,10 +3,10 @@
 //! the key asked for).
 
 use super::{
-    crlf_line, parse_int, push_decimal, push_key, Dialect, Expect, Frame, KeySpace, Mix, Values,
-    Verdict,
+    crlf_line, parse_int, push_key, Dialect, Expect, Frame, KeySpace, Mix, Values, Verdict,
 };
 use crate::rng::Rng;
+use crate::text::push_decimal;
 
 /// The commands loadgen sends a memcached server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

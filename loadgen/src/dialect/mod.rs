@@ -234,22 +234,6 @@ fn parse_int(s: &[u8]) -> Option<i64> {
     Some(if neg { -v } else { v })
 }
 
-/// Appends `n` in decimal.
-fn push_decimal(out: &mut Vec<u8>, n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
-}
-
 /// Appends the name of key number `key`: `prefix` and twelve digits, as
 /// `redis-benchmark -r` names its keys (so both tools load the same keys).
 fn push_key(out: &mut Vec<u8>, prefix: &[u8], key: u64) {

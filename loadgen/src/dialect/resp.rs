@@ -2,10 +2,10 @@
 //! reply parsed and checked for the type its command gets.
 
 use super::{
-    crlf_line, parse_int, push_decimal, push_key, Dialect, Expect, Frame, KeySpace, Mix, Values,
-    Verdict,
+    crlf_line, parse_int, push_key, Dialect, Expect, Frame, KeySpace, Mix, Values, Verdict,
 };
 use crate::rng::Rng;
+use crate::text::push_decimal;
 
 /// The commands loadgen sends a Redis server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

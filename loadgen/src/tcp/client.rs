@@ -15,11 +15,14 @@ use super::{StreamProtocol, Workload};
 use crate::dialect::ReplyReader;
 
 /// A request on the wire: where its reply ends in the connection's reply
-/// stream, the instant its latency counts from, and when it was sent.
+/// stream, the instant its latency counts from, when it was sent, and its
+/// size.
 pub struct InFlight {
     pub reply_end: u64,
     pub since: Instant,
     pub sent: Instant,
+    /// The request's size (for `--request-log`).
+    pub bytes: u32,
 }
 
 /// How a connection's replies are checked.

@@ -30,6 +30,7 @@ use super::{Connects, Fates, IoPath, RequestErrors, StreamProtocol, TcpPlan, Wor
 use crate::cli::SizeRange;
 use crate::latency::{self, Series};
 use crate::progress::Live;
+use crate::request_log::{Outcome, RequestLog};
 use crate::rng::Rng;
 
 mod readiness;
@@ -50,6 +51,8 @@ pub struct Share {
     pub rate: Option<f64>,
     /// Seeds the payloads.
     pub seed: u64,
+    /// `--request-log`'s file.
+    pub log: Option<std::sync::Arc<std::fs::File>>,
 }
 
 /// What one thread measured (the fields as in [`super::TcpOutcome`]).
@@ -171,6 +174,8 @@ pub struct Worker<'a> {
     last_progress: Instant,
     /// When `interval` is next folded in and the progress counters set.
     next_publish: Instant,
+    /// `--request-log`: this thread's rows on their way to the file.
+    log: Option<RequestLog>,
 }
 
 /// Open loop: the requests that fell due and wait for a free pipeline
@@ -247,6 +252,7 @@ impl<'a> Worker<'a> {
         let step = share
             .rate
             .map_or(Duration::ZERO, |r| Duration::from_secs_f64(1.0 / r));
+        let log = share.log.clone().map(RequestLog::new);
         Ok(Worker {
             io,
             plan,
@@ -274,6 +280,7 @@ impl<'a> Worker<'a> {
             read_buf: Vec::new(),
             last_progress: start,
             next_publish: start,
+            log,
         })
     }
 
@@ -453,6 +460,7 @@ impl<'a> Worker<'a> {
             reply_end,
             since,
             sent: now,
+            bytes: self.payload.len() as u32,
         });
         c.queued.extend_from_slice(&self.payload);
         self.issued += 1;
@@ -612,6 +620,9 @@ impl<'a> Worker<'a> {
             }
         }
         self.out.ended = Instant::now();
+        if let Some(log) = &mut self.log {
+            log.finish().context("writing --request-log")?;
+        }
         let mut out = std::mem::replace(&mut self.out, ThreadOutcome::empty(start));
         out.latency
             .add(&self.interval)
@@ -670,6 +681,9 @@ impl<'a> Worker<'a> {
         while let Some(due) = self.waiting.front() {
             self.waiting.pop();
             self.out.fates.unsent += 1;
+            if let Some(log) = &mut self.log {
+                log.row(self.start, due, None, now, 0, Outcome::Unsent);
+            }
             self.out
                 .backlog
                 .saturating_record(now.saturating_duration_since(due).as_nanos() as u64);
@@ -697,6 +711,10 @@ impl<'a> Worker<'a> {
                             break;
                         }
                         let (since, sent) = (f.since, f.sent);
+                        if let Some(log) = &mut self.log {
+                            let bytes = f.bytes as usize;
+                            log.row(self.start, since, Some(sent), now, bytes, Outcome::Timeout);
+                        }
                         self.clients[i].timed_out += 1;
                         self.outstanding -= 1;
                         self.out.fates.timeouts += 1;
@@ -836,7 +854,23 @@ impl<'a> Worker<'a> {
                 continue;
             }
             self.outstanding -= 1;
-            if self.bad_status.get(k).copied().unwrap_or(false) {
+            let refused = self.bad_status.get(k).copied().unwrap_or(false);
+            if let Some(log) = &mut self.log {
+                let outcome = if refused {
+                    Outcome::Refused
+                } else {
+                    Outcome::Ok
+                };
+                log.row(
+                    self.start,
+                    f.since,
+                    Some(f.sent),
+                    now,
+                    f.bytes as usize,
+                    outcome,
+                );
+            }
+            if refused {
                 self.out.errors.status += 1;
                 continue;
             }
@@ -883,6 +917,24 @@ impl<'a> Worker<'a> {
         }
         c.link = Link::Broken;
         let lost = c.outstanding() as u64;
+        if let Some(log) = &mut self.log {
+            let outcome = match failure {
+                Failure::Reset => Outcome::Reset,
+                Failure::Closed => Outcome::Closed,
+                Failure::Mismatch => Outcome::Mismatch,
+                Failure::Aborted => Outcome::Aborted,
+            };
+            for f in c.inflight.iter().skip(c.timed_out) {
+                log.row(
+                    self.start,
+                    f.since,
+                    Some(f.sent),
+                    now,
+                    f.bytes as usize,
+                    outcome,
+                );
+            }
+        }
         self.outstanding -= c.outstanding();
         c.inflight.clear();
         c.timed_out = 0;
