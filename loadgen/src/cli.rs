@@ -158,7 +158,9 @@ pub struct Cli {
     pub pipeline: usize,
 
     /// Target rate per second for the whole run (k/M suffixes); `max` floods
-    /// (UDP). TCP without it runs closed loop.
+    /// (UDP). TCP without it runs closed loop. TCP and HTTP also take a
+    /// rate that changes: FROM..TO ramps linearly over the run (warm-up
+    /// included), R1,R2,... holds each for an equal share of it.
     #[arg(long, value_parser = parse_target_rate, value_name = "RATE")]
     pub rate: Option<Rate>,
 
@@ -178,13 +180,22 @@ pub struct Cli {
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub max_time: Option<Duration>,
 
-    /// UDP: run one step per rate from FROM to TO (STEPS rates, evenly
-    /// spaced, default 8) and print offered vs delivered vs loss.
+    /// Run one step per rate from FROM to TO (STEPS rates, evenly spaced,
+    /// default 8), each for --duration. UDP: offered vs delivered vs loss.
+    /// TCP and HTTP: offered vs answered and p99, and the knee: the first
+    /// rate whose p99 passes --knee-p99 or that the server cannot keep.
     #[arg(long, value_parser = parse_sweep, value_name = "FROM..TO[:STEPS]")]
     pub sweep: Option<Sweep>,
 
-    /// With --sweep: draw the curve (offered load on x; delivered and loss on y) as SVG.
-    #[arg(long, value_name = "FILE.svg", requires = "sweep")]
+    /// TCP and HTTP --sweep: the p99 past which a step is over the knee.
+    #[arg(long, default_value = "1ms", value_parser = parse_duration, value_name = "DURATION")]
+    pub knee_p99: Duration,
+
+    /// Draw the run as SVG. UDP --sweep: offered load on x, delivered and
+    /// loss on y. TCP and HTTP --sweep: offered on x, answered and p99 on
+    /// y, the knee marked. A changing TCP or HTTP --rate (or --rate-file):
+    /// time on x, each second's profile, sent rate and p99.
+    #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<std::path::PathBuf>,
 
     /// UDP: how long to keep receiving after the last send before an
@@ -213,6 +224,12 @@ pub struct Cli {
     /// as an HdrHistogram interval log, for `loadgen report`.
     #[arg(long, value_name = "FILE")]
     pub hdr_log: Option<std::path::PathBuf>,
+
+    /// TCP and HTTP load: the rate follows FILE's SECONDS,RATE rows
+    /// (linear between rows, a step where two share a second; the run
+    /// lasts until the last row), instead of --rate.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["rate", "duration", "requests"])]
+    pub rate_file: Option<std::path::PathBuf>,
 
     /// TCP and HTTP load: write one CSV row per request to FILE (when it
     /// fell due, was sent and ended, in ns from the start; its bytes; how
@@ -424,10 +441,13 @@ fn parse_sweep(text: &str) -> Result<Sweep, String> {
 }
 
 /// A target rate.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Rate {
     /// This many per second.
     PerSecond(f64),
+    /// TCP and HTTP: a rate that changes over the run (`FROM..TO`, a
+    /// linear ramp; `R1,R2,...`, equal steps).
+    Profile(crate::schedule::RateSpec),
     /// As fast as possible, unpaced.
     Max,
 }
@@ -467,9 +487,11 @@ fn parse_start_at(text: &str) -> Result<std::time::SystemTime, String> {
 
 fn parse_target_rate(text: &str) -> Result<Rate, String> {
     if text.eq_ignore_ascii_case("max") {
-        Ok(Rate::Max)
-    } else {
-        parse_rate(text).map(Rate::PerSecond)
+        return Ok(Rate::Max);
+    }
+    match crate::schedule::RateSpec::parse(text)? {
+        crate::schedule::RateSpec::Constant(r) => Ok(Rate::PerSecond(r)),
+        profile => Ok(Rate::Profile(profile)),
     }
 }
 

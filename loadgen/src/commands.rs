@@ -7,8 +7,10 @@ use anyhow::{bail, Context};
 use crate::cli::{parse_cpus, Cli, ClientTransport, Command, Rate, TcpProtocol};
 use crate::lab::{self, LabPlan};
 use crate::latency::Percentiles;
+use crate::plot::RatePoint;
 use crate::progress::Live;
 use crate::report::{print_sweep, print_tcp, print_udp, run_udp, BotReport, TcpReport, UdpReport};
+use crate::schedule::RateProfile;
 use crate::tcp::{self, TcpPlan, Workload};
 use crate::udp::UdpPlan;
 
@@ -146,12 +148,12 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
     if let Some(addr) = cli.tcp {
         let connections = cli.connections.unwrap_or(50);
         let plan = tcp_plan(cli, addr, tcp_workload(cli)?, connections, cpus)?;
-        let live = Live::default();
-        let outcome = tcp::run(&plan, &live, cli.quiet)?;
-        let report = TcpReport::new("tcp", cli.protocol.name(), addr.to_string(), &plan, outcome);
-        return emit_tcp(cli, report, &plan.cpus);
+        return run_load(cli, &plan, "tcp", cli.protocol.name(), addr.to_string());
     }
     if let Some(addr) = cli.udp {
+        if cli.plot.is_some() && cli.sweep.is_none() {
+            bail!("--plot draws a UDP --sweep: give one");
+        }
         if cli.size.lo != cli.size.hi {
             bail!("UDP datagrams are all one size (GSO needs equal segments): give --size a single value");
         }
@@ -160,6 +162,9 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             rate: match cli.rate {
                 Some(Rate::PerSecond(r)) => Some(r),
                 Some(Rate::Max) => None,
+                Some(Rate::Profile(_)) => {
+                    bail!("UDP holds one rate: a ramp or steps are for TCP and HTTP load")
+                }
                 // Congestion control finds its own rate.
                 None if cli.cc => None,
                 None => Some(100_000.0),
@@ -365,10 +370,31 @@ fn tcp_plan(
     if !cli.warmup.is_zero() && cli.requests.is_some() {
         bail!("--warmup needs a timed run: give --duration, not --requests");
     }
-    let rate = match cli.rate {
-        Some(Rate::PerSecond(r)) => Some(r),
-        Some(Rate::Max) => bail!("--rate max is for UDP floods; TCP and HTTP load without --rate already go as fast as replies come"),
-        None => None,
+    let run_length = cli.warmup + cli.duration;
+    let mut duration = cli.duration;
+    let rate = match (&cli.rate, &cli.rate_file) {
+        (_, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading --rate-file {}", path.display()))?;
+            let profile = RateProfile::from_file_text(&text, &path.display().to_string())
+                .map_err(|e| anyhow::anyhow!("--rate-file {}: {e}", path.display()))?;
+            // The file's last row ends the run.
+            let length = std::time::Duration::from_secs_f64(profile.length());
+            if length <= cli.warmup {
+                bail!("--rate-file {}: its last row (second {:.3}) must come after the warm-up", path.display(), profile.length());
+            }
+            duration = length - cli.warmup;
+            Some(profile)
+        }
+        (Some(Rate::PerSecond(r)), None) => Some(RateProfile::constant(*r)),
+        (Some(Rate::Profile(spec)), None) => {
+            if cli.requests.is_some() {
+                bail!("a changing --rate spans the run's time: give --duration, not --requests");
+            }
+            Some(spec.profile(run_length).map_err(|e| anyhow::anyhow!("--rate: {e}"))?)
+        }
+        (Some(Rate::Max), None) => bail!("--rate max is for UDP floods; TCP and HTTP load without --rate already go as fast as replies come"),
+        (None, None) => None,
     };
     Ok(TcpPlan {
         addr,
@@ -376,7 +402,7 @@ fn tcp_plan(
         connections,
         threads: cli.threads,
         cpus,
-        duration: cli.duration,
+        duration,
         warmup: cli.warmup,
         requests: cli.requests,
         size: cli.size,
@@ -406,10 +432,136 @@ fn run_http(cli: &Cli, url: &str, cpus: Vec<usize>) -> anyhow::Result<()> {
         request: url.request(true),
     };
     let plan = tcp_plan(cli, url.resolve()?, workload, connections, cpus)?;
-    let outcome = tcp::run(&plan, &Live::default(), cli.quiet)?;
     let target = format!("http://{}{}", url.host_header(), url.path);
-    let report = TcpReport::new("http", "http", target, &plan, outcome);
+    run_load(cli, &plan, "http", "http", target)
+}
+
+/// A TCP or HTTP load run (or, with --sweep, one per rate), its plot if
+/// asked, and its report.
+fn run_load(
+    cli: &Cli,
+    plan: &TcpPlan,
+    mode: &'static str,
+    protocol: &'static str,
+    target: String,
+) -> anyhow::Result<()> {
+    if let Some(sweep) = cli.sweep {
+        return run_sweep(cli, plan, sweep, mode, protocol, target);
+    }
+    let changing = plan.rate.as_ref().is_some_and(|r| !r.is_constant());
+    if cli.plot.is_some() && !changing {
+        bail!("--plot draws a --sweep or a changing --rate (FROM..TO, R1,R2,..., --rate-file)");
+    }
+    let outcome = tcp::run(plan, &Live::default(), cli.quiet)?;
+    let report = TcpReport::new(mode, protocol, target, plan, outcome);
+    if let (Some(path), Some(seconds)) = (&cli.plot, &report.per_second) {
+        let points: Vec<RatePoint> = seconds
+            .iter()
+            .map(|s| RatePoint {
+                x: s.second as f64 + 0.5,
+                asked: s.profile,
+                achieved: s.sent as f64,
+                p99_us: s.p99_us,
+            })
+            .collect();
+        let title = format!(
+            "{} -> {}: {}",
+            protocol.to_uppercase(),
+            report.target,
+            report.rate_profile.as_deref().unwrap_or_default()
+        );
+        crate::plot::rate_svg(&title, "time (s)", &points, None, path)?;
+        if !cli.json {
+            println!("plot: {}", path.display());
+        }
+    }
     emit_tcp(cli, report, &plan.cpus)
+}
+
+/// One open-loop run per rate of `sweep`, each for --duration, and the
+/// knee: the first rate whose p99 passes --knee-p99, or that the server
+/// could not keep (more than 1 % of its requests never sent, or any
+/// timeout or error).
+fn run_sweep(
+    cli: &Cli,
+    plan: &TcpPlan,
+    sweep: crate::cli::Sweep,
+    mode: &'static str,
+    protocol: &'static str,
+    target: String,
+) -> anyhow::Result<()> {
+    if cli.rate.is_some() || cli.rate_file.is_some() || cli.requests.is_some() {
+        bail!("--sweep sets the rate of each step itself: drop --rate, --rate-file and --requests");
+    }
+    let knee_us = cli.knee_p99.as_secs_f64() * 1e6;
+    let mut steps = Vec::new();
+    for rate in sweep.rates() {
+        let step = TcpPlan {
+            rate: Some(RateProfile::constant(rate)),
+            ..plan.clone()
+        };
+        let outcome = tcp::run(&step, &Live::default(), true)?;
+        let mut report = TcpReport::new(mode, protocol, target.clone(), &step, outcome);
+        report.tag = cli.tag.clone();
+        if !cli.json {
+            println!(
+                "  offered {:>9.0}/s  answered {:>9.0}/s  unsent {:>5.2} %  errors {:>5}  timeouts {:>5}  p50 {:>9.1}  p99 {:>9.1} us",
+                rate,
+                report.requests_per_sec,
+                report.unsent_pct,
+                report.errors.total(),
+                report.timeouts,
+                report.latency_us.p50,
+                report.latency_us.p99
+            );
+        }
+        steps.push(report);
+    }
+    let over = |r: &TcpReport| {
+        r.latency_us.p99 > knee_us || r.unsent_pct > 1.0 || r.timeouts > 0 || r.errors.total() > 0
+    };
+    let knee = steps
+        .iter()
+        .find(|r| over(r))
+        .and_then(|r| r.requested_rate);
+    if cli.json {
+        let json = serde_json::json!({
+            "mode": format!("{mode}-sweep"),
+            "target": target,
+            "knee_p99_us": knee_us,
+            "knee": knee,
+            "steps": steps,
+        });
+        print_json(json, &plan.cpus, Some(plan.io.name()))?;
+    } else {
+        match knee {
+            Some(k) => println!(
+                "knee: {k:.0} requests/s, the first rate with p99 over {:.1} us or that the server could not keep",
+                knee_us
+            ),
+            None => println!("no knee up to {:.0} requests/s: p99 stayed under {knee_us:.1} us", sweep.to),
+        }
+    }
+    if let Some(path) = &cli.plot {
+        let points: Vec<RatePoint> = steps
+            .iter()
+            .map(|r| RatePoint {
+                x: r.requested_rate.unwrap_or(0.0),
+                asked: r.requested_rate.unwrap_or(0.0),
+                achieved: r.requests_per_sec,
+                p99_us: r.latency_us.p99,
+            })
+            .collect();
+        let title = format!(
+            "{} -> {target}: offered load vs p99",
+            protocol.to_uppercase()
+        );
+        crate::plot::rate_svg(&title, "offered (requests/s)", &points, knee, path)?;
+        if !cli.json {
+            println!("plot: {}", path.display());
+        }
+    }
+    Ok(())
 }
 
 /// Prints a result as one JSON object, with the manifest of how and where

@@ -23,6 +23,7 @@ pub mod progress;
 pub mod report;
 pub mod request_log;
 pub mod rng;
+pub mod schedule;
 pub mod shared_link;
 pub mod start;
 pub mod tcp;

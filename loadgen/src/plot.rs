@@ -167,3 +167,112 @@ fn draw_shared(
     root.present()?;
     Ok(())
 }
+
+/// One point of a rate-and-latency plot: where on x, the rate asked for,
+/// the rate achieved, and p99 in microseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct RatePoint {
+    /// Seconds (a ramp) or offered requests/s (a sweep).
+    pub x: f64,
+    /// Requests/s the profile or step asked for.
+    pub asked: f64,
+    /// Requests/s sent (a ramp) or answered (a sweep).
+    pub achieved: f64,
+    /// The 99th percentile of latency, microseconds (0: no sample).
+    pub p99_us: f64,
+}
+
+/// Writes a TCP or HTTP rate plot to `path` as SVG: the rate asked for and
+/// achieved (left axis) and p99 on a log scale (right axis) against x, with
+/// the knee marked where given, so where p99 bends stands out.
+pub fn rate_svg(
+    title: &str,
+    x_desc: &str,
+    points: &[RatePoint],
+    knee: Option<f64>,
+    path: &Path,
+) -> anyhow::Result<()> {
+    draw_rate(title, x_desc, points, knee, path)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("drawing {}", path.display()))
+}
+
+fn draw_rate(
+    title: &str,
+    x_desc: &str,
+    points: &[RatePoint],
+    knee: Option<f64>,
+    path: &Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let x_max = points.iter().map(|p| p.x).fold(1.0, f64::max) * 1.05;
+    let y_max = points
+        .iter()
+        .map(|p| p.asked.max(p.achieved))
+        .fold(1.0, f64::max)
+        * 1.1;
+    let p99_ms: Vec<(f64, f64)> = points
+        .iter()
+        .filter(|p| p.p99_us > 0.0)
+        .map(|p| (p.x, p.p99_us / 1000.0))
+        .collect();
+    let lo = p99_ms
+        .iter()
+        .map(|p| p.1)
+        .fold(f64::INFINITY, f64::min)
+        .min(1.0)
+        / 2.0;
+    let hi = p99_ms.iter().map(|p| p.1).fold(0.0, f64::max).max(lo * 4.0) * 2.0;
+    let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(80)
+        .right_y_label_area_size(70)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)?
+        .set_secondary_coord(0.0..x_max, (lo..hi).log_scale());
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc("requests/s")
+        .x_label_formatter(&|v| short(*v))
+        .y_label_formatter(&|v| short(*v))
+        .draw()?;
+    chart
+        .configure_secondary_axes()
+        .y_desc("p99 latency (ms, log scale)")
+        .draw()?;
+    let asked: Vec<(f64, f64)> = points.iter().map(|p| (p.x, p.asked)).collect();
+    let achieved: Vec<(f64, f64)> = points.iter().map(|p| (p.x, p.achieved)).collect();
+    chart
+        .draw_series(LineSeries::new(asked, BLUE.mix(0.5)))?
+        .label("asked for")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.mix(0.5)));
+    chart
+        .draw_series(LineSeries::new(achieved.clone(), GREEN.stroke_width(2)))?
+        .label("achieved")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], GREEN.stroke_width(2)));
+    chart.draw_series(achieved.iter().map(|&p| Circle::new(p, 3, GREEN.filled())))?;
+    chart
+        .draw_secondary_series(LineSeries::new(p99_ms.clone(), RED.stroke_width(2)))?
+        .label("p99 (right axis)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
+    chart.draw_secondary_series(p99_ms.iter().map(|&p| Circle::new(p, 3, RED.filled())))?;
+    if let Some(k) = knee {
+        chart.draw_series(LineSeries::new(vec![(k, 0.0), (k, y_max)], BLACK.mix(0.4)))?;
+        chart.draw_series(std::iter::once(Text::new(
+            format!("knee: {}", short(k)),
+            (k, y_max * 0.95),
+            ("sans-serif", 15),
+        )))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}

@@ -156,8 +156,14 @@ pub struct TcpReport {
     pub size_min: usize,
     /// Largest payload.
     pub size_max: usize,
-    /// Open-loop target, requests/s (null: closed loop).
+    /// Open-loop target, requests/s (null: closed loop); a changing rate's
+    /// mean over the run.
     pub requested_rate: Option<f64>,
+    /// A changing rate: how it was given (a ramp, steps, a file).
+    pub rate_profile: Option<String>,
+    /// A changing rate: each whole second of the run, what the profile
+    /// asked for against what was sent, and its latency.
+    pub per_second: Option<Vec<Second>>,
     /// A request unanswered this long after it was sent timed out.
     pub timeout_s: f64,
     /// Wall time from the first request sent to the last reply received,
@@ -508,7 +514,16 @@ impl TcpReport {
             pipeline: plan.pipeline,
             size_min,
             size_max,
-            requested_rate: plan.rate,
+            requested_rate: plan
+                .rate
+                .as_ref()
+                .map(|r| r.mean_over((plan.warmup + plan.duration).as_secs_f64())),
+            rate_profile: plan
+                .rate
+                .as_ref()
+                .filter(|r| !r.is_constant())
+                .map(|r| r.describe().to_string()),
+            per_second: per_second(plan, &outcome),
             timeout_s: plan.timeout.as_secs_f64(),
             duration_s: seconds,
             requests: fates.completed,
@@ -542,11 +557,70 @@ impl TcpReport {
     }
 }
 
+/// One second of a run whose rate changes.
+#[derive(Debug, Clone, Serialize)]
+pub struct Second {
+    /// Seconds from the start.
+    pub second: u64,
+    /// Requests the profile has fall due in this second.
+    pub profile: f64,
+    /// Requests put on the wire in it.
+    pub sent: u64,
+    /// `sent` off `profile`, percent.
+    pub off_pct: f64,
+    /// Requests answered (or timed out) in it.
+    pub answered: u64,
+    /// Their latency's median and 99th percentile, microseconds.
+    pub p50_us: f64,
+    /// See `p50_us`.
+    pub p99_us: f64,
+}
+
+/// The whole seconds of a run with a changing rate.
+fn per_second(plan: &TcpPlan, outcome: &TcpOutcome) -> Option<Vec<Second>> {
+    let profile = plan.rate.as_ref().filter(|r| !r.is_constant())?;
+    let series = outcome.per_second.as_ref();
+    let whole = (plan.warmup + plan.duration).as_secs();
+    let latency: Vec<Option<&Histogram<u64>>> = match series {
+        Some(s) => s.intervals().map(|(_, h)| Some(h)).collect(),
+        None => Vec::new(),
+    };
+    Some(
+        (0..whole)
+            .map(|second| {
+                let t = second as f64;
+                let expected = profile.due_within(t + 1.0) - profile.due_within(t);
+                let sent = outcome
+                    .sent_per_second
+                    .get(second as usize)
+                    .copied()
+                    .unwrap_or(0);
+                let h = latency.get(second as usize).copied().flatten();
+                let p = h.map(Percentiles::of).unwrap_or_default();
+                Second {
+                    second,
+                    profile: expected,
+                    sent,
+                    off_pct: if expected > 0.0 {
+                        (sent as f64 - expected) / expected * 100.0
+                    } else {
+                        0.0
+                    },
+                    answered: p.count,
+                    p50_us: p.p50,
+                    p99_us: p.p99,
+                }
+            })
+            .collect(),
+    )
+}
+
 /// Prints a TCP run's report for a person.
 pub fn print_tcp(r: &TcpReport) {
-    let mode = match r.requested_rate {
-        Some(rate) => format!("open loop at {rate:.0} req/s"),
-        None => "closed loop".to_string(),
+    let mode = match (r.requested_rate, &r.rate_profile) {
+        (Some(rate), None) => format!("open loop at {rate:.0} req/s"),
+        (Some(rate), Some(_)) => format!("open loop, {rate:.0} req/s on average"),
+        (None, _) => "closed loop".to_string(),
     };
     if r.protocol == "http" {
         println!(
@@ -561,6 +635,15 @@ pub fn print_tcp(r: &TcpReport) {
     }
     if let Some(workload) = &r.workload {
         println!("  workload     {workload}");
+    }
+    if let (Some(profile), Some(seconds)) = (&r.rate_profile, &r.per_second) {
+        println!("  profile      {profile}; each second, sent against the profile:");
+        for s in seconds {
+            println!(
+                "    {:>4} s  profile {:>9.0}  sent {:>9} ({:+6.2} %)  p50 {:>9.1}  p99 {:>9.1} us",
+                s.second, s.profile, s.sent, s.off_pct, s.p50_us, s.p99_us
+            );
+        }
     }
     println!(
         "  requests     {} in {:.2} s = {:.0} req/s (wall time, first send to last reply)",

@@ -52,8 +52,9 @@ pub struct TcpPlan {
     pub size: SizeRange,
     /// Requests in flight per connection.
     pub pipeline: usize,
-    /// Open-loop rate for the whole run, requests per second.
-    pub rate: Option<f64>,
+    /// Open loop: the rate over the run, requests per second (constant,
+    /// or a ramp, steps, a file's profile). None: closed loop.
+    pub rate: Option<crate::schedule::RateProfile>,
     /// A request unanswered this long after it was sent is a timeout (and
     /// a connect that takes this long has failed).
     pub timeout: Duration,
@@ -266,6 +267,10 @@ pub struct TcpOutcome {
     pub service: Histogram<u64>,
     /// `service` per interval, when the plan asked for intervals.
     pub service_series: Option<Series>,
+    /// A changing rate: requests sent in each second of the run.
+    pub sent_per_second: Vec<u64>,
+    /// A changing rate: latency per second of the run (by completion).
+    pub per_second: Option<Series>,
     /// The wall-clock time the run (and its first interval) started.
     pub started: SystemTime,
     /// How late the start was after `--start-at`.
@@ -311,7 +316,7 @@ pub fn run(plan: &TcpPlan, live: &Live, quiet: bool) -> anyhow::Result<TcpOutcom
             let share = worker::Share {
                 connections: share(plan.connections, plan.threads, t),
                 quota: plan.requests.map(|n| share_u64(n, plan.threads, t)),
-                rate: plan.rate.map(|r| r / plan.threads as f64),
+                rate: plan.rate.as_ref().map(|r| r.share(plan.threads)),
                 seed: t as u64,
                 log: log.clone(),
             };
@@ -365,6 +370,8 @@ fn merge(
         series: interval.map(Series::new),
         service: latency::histogram(),
         service_series: interval.map(Series::new),
+        sent_per_second: Vec::new(),
+        per_second: None,
         started: SystemTime::now(),
         start_lateness: None,
     };
@@ -407,6 +414,19 @@ fn merge(
             .context("merging service-time histograms")?;
         if let (Some(into), Some(from)) = (&mut total.service_series, &o.service_series) {
             into.merge(from).context("merging interval histograms")?;
+        }
+        if let Some(from) = &o.per_second {
+            total
+                .per_second
+                .get_or_insert_with(|| Series::new(Duration::from_secs(1)))
+                .merge(from)
+                .context("merging per-second histograms")?;
+        }
+        if total.sent_per_second.len() < o.sent_per_second.len() {
+            total.sent_per_second.resize(o.sent_per_second.len(), 0);
+        }
+        for (into, from) in total.sent_per_second.iter_mut().zip(&o.sent_per_second) {
+            *into += from;
         }
     }
     total.elapsed = match (first_send, last_reply) {

@@ -32,6 +32,7 @@ use crate::latency::{self, Series};
 use crate::progress::Live;
 use crate::request_log::{Outcome, RequestLog};
 use crate::rng::Rng;
+use crate::schedule::RateProfile;
 
 mod readiness;
 
@@ -47,8 +48,8 @@ pub struct Share {
     pub connections: usize,
     /// Requests this thread issues (`--requests`), if bounded.
     pub quota: Option<u64>,
-    /// This thread's open-loop rate.
-    pub rate: Option<f64>,
+    /// This thread's share of the open-loop rate.
+    pub rate: Option<RateProfile>,
     /// Seeds the payloads.
     pub seed: u64,
     /// `--request-log`'s file.
@@ -93,6 +94,10 @@ pub struct ThreadOutcome {
     pub service: Histogram<u64>,
     /// `service` per interval, when asked for.
     pub service_series: Option<Series>,
+    /// A changing rate: requests sent in each second of the run.
+    pub sent_per_second: Vec<u64>,
+    /// A changing rate: latency per second of the run (by completion).
+    pub per_second: Option<Series>,
     /// How late the thread woke for the run's start.
     pub start_lateness: Duration,
 }
@@ -117,6 +122,8 @@ impl ThreadOutcome {
             series: None,
             service: latency::histogram(),
             service_series: None,
+            sent_per_second: Vec::new(),
+            per_second: None,
             start_lateness: Duration::ZERO,
         }
     }
@@ -178,43 +185,61 @@ pub struct Worker<'a> {
     log: Option<RequestLog>,
 }
 
-/// Open loop: the requests that fell due and wait for a free pipeline
-/// slot. They are consecutive in the schedule, so the oldest's due time and
-/// a count stand for them all: a run far past the server's capacity holds
-/// no more memory for them than a run within it.
+/// Open loop: the schedule, and the requests that fell due and wait for a
+/// free pipeline slot. Those are consecutive in the schedule, so the
+/// oldest's number and a count stand for them all: a run far past the
+/// server's capacity holds no more memory for them than a run within it.
 struct Waiting {
-    /// When the oldest fell due (meaningless while `count` is 0).
-    oldest: Instant,
-    count: u64,
-    /// The schedule's interval between requests.
-    step: Duration,
+    /// This thread's share of the rate (closed loop: none).
+    profile: Option<RateProfile>,
+    /// The schedule's time zero.
+    start: Instant,
+    /// Requests fallen due so far (the next one's number).
+    fallen: u64,
+    /// The oldest waiting request's number (`fallen` when none waits).
+    oldest: u64,
+    /// When it fell due.
+    oldest_due: Instant,
 }
 
 impl Waiting {
-    /// The next request of the schedule (one `step` after the last one
-    /// pushed) fell due at `due`.
+    /// When request `k` falls due (None: never, the profile ended at 0).
+    fn due(&self, k: u64) -> Option<Instant> {
+        let at = self.profile.as_ref()?.due(k)?;
+        Some(self.start + Duration::from_secs_f64(at))
+    }
+
+    /// When the next request falls due.
+    fn next_due(&self) -> Option<Instant> {
+        self.due(self.fallen)
+    }
+
+    /// The next request of the schedule fell due (at `next_due`).
     fn push(&mut self, due: Instant) {
-        if self.count == 0 {
-            self.oldest = due;
+        if self.is_empty() {
+            self.oldest = self.fallen;
+            self.oldest_due = due;
         }
-        self.count += 1;
+        self.fallen += 1;
     }
 
     /// When the oldest waiting request fell due.
     fn front(&self) -> Option<Instant> {
-        (self.count > 0).then_some(self.oldest)
+        (!self.is_empty()).then_some(self.oldest_due)
     }
 
     /// The oldest is sent (or given up).
     fn pop(&mut self) {
-        if self.count > 0 {
-            self.count -= 1;
-            self.oldest += self.step;
+        if !self.is_empty() {
+            self.oldest += 1;
+            if let Some(due) = self.due(self.oldest).filter(|_| !self.is_empty()) {
+                self.oldest_due = due;
+            }
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.count == 0
+        self.oldest >= self.fallen
     }
 }
 
@@ -249,10 +274,10 @@ impl<'a> Worker<'a> {
         let mut out = ThreadOutcome::empty(start);
         out.series = plan.interval.map(Series::new);
         out.service_series = plan.interval.map(Series::new);
-        let step = share
-            .rate
-            .map_or(Duration::ZERO, |r| Duration::from_secs_f64(1.0 / r));
+        let changing = share.rate.as_ref().is_some_and(|r| !r.is_constant());
+        out.per_second = changing.then(|| Series::new(Duration::from_secs(1)));
         let log = share.log.clone().map(RequestLog::new);
+        let profile = share.rate.clone();
         Ok(Worker {
             io,
             plan,
@@ -269,9 +294,11 @@ impl<'a> Worker<'a> {
             out,
             interval: latency::histogram(),
             waiting: Waiting {
-                oldest: start,
-                count: 0,
-                step,
+                profile,
+                start,
+                fallen: 0,
+                oldest: 0,
+                oldest_due: start,
             },
             free: VecDeque::new(),
             rearm: Vec::new(),
@@ -465,6 +492,14 @@ impl<'a> Worker<'a> {
         c.queued.extend_from_slice(&self.payload);
         self.issued += 1;
         self.outstanding += 1;
+        if self.out.per_second.is_some() {
+            let second = now.saturating_duration_since(self.start).as_secs() as usize;
+            let sent = &mut self.out.sent_per_second;
+            if sent.len() <= second {
+                sent.resize(second + 1, 0);
+            }
+            sent[second] += 1;
+        }
         if self.share.rate.is_none() {
             self.out.fates.scheduled += 1;
             self.out.last_scheduled = Some(now);
@@ -530,6 +565,7 @@ impl<'a> Worker<'a> {
     /// Moves the run's start (its schedule and time axis) to `start`.
     pub fn set_start(&mut self, start: Instant) {
         self.start = start;
+        self.waiting.start = start;
         self.out.ended = start;
     }
 
@@ -544,8 +580,7 @@ impl<'a> Worker<'a> {
             }
         }
         let deadline = start + self.plan.warmup + self.plan.duration;
-        let step = self.share.rate.map(|_| self.waiting.step);
-        let mut next_due = start;
+        let open_loop = self.share.rate.is_some();
         // Timeouts are noticed within a quarter of the timeout.
         let tick_every =
             (self.plan.timeout / 4).clamp(Duration::from_millis(1), Duration::from_millis(100));
@@ -565,20 +600,24 @@ impl<'a> Worker<'a> {
                 self.running = false;
             }
             let timed = self.plan.requests.is_none();
-            if let Some(step) = step {
+            if open_loop {
                 // Everything due up to now (and before the end) falls due.
-                while self.running
-                    && next_due <= now
-                    && !(timed && next_due >= deadline)
-                    && self
-                        .share
-                        .quota
-                        .is_none_or(|q| self.out.fates.scheduled < q)
-                {
-                    self.waiting.push(next_due);
+                while let Some(due) = self.waiting.next_due().filter(|&due| {
+                    self.running
+                        && due <= now
+                        && !(timed && due >= deadline)
+                        && self
+                            .share
+                            .quota
+                            .is_none_or(|q| self.out.fates.scheduled < q)
+                }) {
+                    self.waiting.push(due);
                     self.out.fates.scheduled += 1;
-                    self.out.last_scheduled = Some(next_due);
-                    next_due += step;
+                    self.out.last_scheduled = Some(due);
+                }
+                if self.running && self.waiting.next_due().is_none() && self.waiting.is_empty() {
+                    // The profile fell to 0 for good.
+                    self.running = false;
                 }
                 if self
                     .share
@@ -606,8 +645,8 @@ impl<'a> Worker<'a> {
             let mut wake = next_tick;
             if self.running {
                 wake = wake.min(deadline.max(now));
-                if step.is_some() && self.waiting.is_empty() {
-                    wake = wake.min(next_due);
+                if let Some(due) = self.waiting.next_due().filter(|_| self.waiting.is_empty()) {
+                    wake = wake.min(due);
                 }
             }
             let wait = wake.saturating_duration_since(Instant::now());
@@ -985,6 +1024,9 @@ fn record_sample(
     }
     if let Some(series) = &mut out.service_series {
         series.record_after(after, service_ns);
+    }
+    if let Some(series) = &mut out.per_second {
+        series.record_after(after, ns);
     }
 }
 
