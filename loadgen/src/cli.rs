@@ -29,6 +29,11 @@ Examples:
       one GET: throughput, time to first byte, transfer time
   loadgen --http http://127.0.0.1:8080/ --connections 50 --duration 10s
       keep-alive load with latency percentiles
+  loadgen --http http://127.0.0.1:8080/users --connections 20 --method POST \
+          --header 'Content-Type: application/json' --body-file user.json
+      POST load with a body from a file
+  loadgen --targets targets.txt --rate 10k..50k --duration 30s --plot ramp.svg
+      several requests in turn (vegeta's targets format), a ramp, its plot
 
 Durations take plain seconds or ms/s/m; rates and sizes take k/M (sizes K/M
 in powers of 1024); --size takes a range LO..HI for random sizes.";
@@ -55,6 +60,24 @@ pub struct Cli {
     /// throughput and timings; with --connections, a keep-alive load run.
     #[arg(long, value_name = "URL", conflicts_with_all = ["tcp", "udp"])]
     pub http: Option<String>,
+
+    /// HTTP load from a targets file (vegeta's format: `METHOD URL`, then
+    /// headers, then `@BODYFILE`, a blank line between targets), every
+    /// target in turn; all must name one server.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["tcp", "udp", "http"])]
+    pub targets: Option<std::path::PathBuf>,
+
+    /// With --http load: the method.
+    #[arg(long, default_value = "GET", requires = "http", value_name = "METHOD")]
+    pub method: String,
+
+    /// With --http load: a header to send, `Name: value` (repeatable).
+    #[arg(long, requires = "http", value_name = "NAME: VALUE")]
+    pub header: Vec<String>,
+
+    /// With --http load: the body to send, read from FILE.
+    #[arg(long, requires = "http", value_name = "FILE")]
+    pub body_file: Option<std::path::PathBuf>,
 
     /// With --http: follow redirects (at most 5).
     #[arg(long, requires = "http")]

@@ -11,6 +11,7 @@ use crate::plot::RatePoint;
 use crate::progress::Live;
 use crate::report::{print_sweep, print_tcp, print_udp, run_udp, BotReport, TcpReport, UdpReport};
 use crate::schedule::RateProfile;
+use crate::targets::Target;
 use crate::tcp::{self, TcpPlan, Workload};
 use crate::udp::UdpPlan;
 
@@ -121,6 +122,9 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
     if let Some(url) = &cli.http {
         return run_http(cli, url, cpus);
     }
+    if let Some(path) = &cli.targets {
+        return run_targets(cli, path, cpus);
+    }
     if let (true, Some(addr)) = (cli.bulk, cli.tcp) {
         let plan = crate::bulk::BulkPlan {
             addr,
@@ -226,7 +230,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    bail!("choose a mode: --tcp [ADDR] or --udp [ADDR] (see --help)")
+    bail!("choose a mode: --tcp [ADDR], --udp [ADDR], --http URL or --targets FILE (see --help)")
 }
 
 fn run_bot(cli: &Cli, cpus: Vec<usize>) -> anyhow::Result<()> {
@@ -418,6 +422,10 @@ fn tcp_plan(
 
 fn run_http(cli: &Cli, url: &str, cpus: Vec<usize>) -> anyhow::Result<()> {
     let url = crate::http::Url::parse(url)?;
+    let shaped = cli.method != "GET" || !cli.header.is_empty() || cli.body_file.is_some();
+    if shaped && cli.connections.is_none() {
+        bail!("--method, --header and --body-file shape a load run: give --connections");
+    }
     let Some(connections) = cli.connections else {
         let mut report = crate::http::fetch(&url, cli.follow, cli.timeout, cli.max_time)?;
         report.tag = cli.tag.clone();
@@ -428,11 +436,37 @@ fn run_http(cli: &Cli, url: &str, cpus: Vec<usize>) -> anyhow::Result<()> {
         }
         return Ok(());
     };
+    let mut request = Target::new(&cli.method, url.clone())?;
+    for header in &cli.header {
+        request.add_header(header).context("--header")?;
+    }
+    if let Some(path) = &cli.body_file {
+        request.body = std::fs::read(path)
+            .with_context(|| format!("reading --body-file {}", path.display()))?;
+    }
     let workload = Workload::Http {
-        request: url.request(true),
+        requests: vec![request.encode()],
     };
     let plan = tcp_plan(cli, url.resolve()?, workload, connections, cpus)?;
-    let target = format!("http://{}{}", url.host_header(), url.path);
+    let target = format!("{} http://{}{}", cli.method, url.host_header(), url.path);
+    run_load(cli, &plan, "http", "http", target)
+}
+
+/// An HTTP load run over a targets file's requests, used in turn.
+fn run_targets(cli: &Cli, path: &std::path::Path, cpus: Vec<usize>) -> anyhow::Result<()> {
+    let targets = crate::targets::parse_file(path)?;
+    let url = &targets[0].url;
+    let workload = Workload::Http {
+        requests: targets.iter().map(Target::encode).collect(),
+    };
+    let connections = cli.connections.unwrap_or(50);
+    let plan = tcp_plan(cli, url.resolve()?, workload, connections, cpus)?;
+    let target = format!(
+        "http://{} ({} targets from {})",
+        url.host_header(),
+        targets.len(),
+        path.display()
+    );
     run_load(cli, &plan, "http", "http", target)
 }
 

@@ -26,6 +26,7 @@ pub mod rng;
 pub mod schedule;
 pub mod shared_link;
 pub mod start;
+pub mod targets;
 pub mod tcp;
 mod text;
 pub mod udp;

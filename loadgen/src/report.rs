@@ -624,7 +624,7 @@ pub fn print_tcp(r: &TcpReport) {
     };
     if r.protocol == "http" {
         println!(
-            "HTTP GET {}: {} keep-alive connections x pipeline {}, {} thread(s) on {}, {mode}",
+            "HTTP {}: {} keep-alive connections x pipeline {}, {} thread(s) on {}, {mode}",
             r.target, r.connections, r.pipeline, r.threads, r.io
         );
     } else {

@@ -125,11 +125,12 @@ pub enum Workload {
     /// One of ringcore's stream protocols: random payloads, every reply
     /// checked byte for byte against the protocol's own state machine.
     Stream(StreamProtocol),
-    /// The same HTTP request again and again (keep-alive, pipelined): every
-    /// response read whole, whatever its framing, and its status checked.
+    /// HTTP requests used in turn (one, or a targets file's), keep-alive
+    /// and pipelined: every response read whole, whatever its framing, and
+    /// its status checked.
     Http {
-        /// The request's bytes.
-        request: Vec<u8>,
+        /// Each request's bytes.
+        requests: Vec<Vec<u8>>,
     },
     /// A request/response protocol of the user's server (Redis, memcached,
     /// or any other through the generic mode): requests drawn by the

@@ -409,3 +409,88 @@ fn loadgen_drives_memcached_with_every_reply_checked() {
     // The gets found what the sets stored (most of 500 keys were set).
     assert!(Daemon::stat(&stats, "get_hits") > gets / 2, "{stats}");
 }
+
+#[test]
+#[ignore = "needs nginx (CI installs it)"]
+fn loadgen_posts_bodies_and_walks_targets_against_nginx() {
+    let nginx = Nginx::start(None).expect("nginx is installed");
+    let body = nginx.dir.join("body.json");
+    std::fs::write(&body, vec![b'x'; 1000]).unwrap();
+    let r = loadgen_json(&[
+        "--http",
+        &nginx.url("submit"),
+        "--method",
+        "POST",
+        "--header",
+        "Content-Type: application/json",
+        "--body-file",
+        body.to_str().unwrap(),
+        "--connections",
+        "4",
+        "--pipeline",
+        "2",
+        "--requests",
+        "2000",
+    ]);
+    assert_eq!(num(&r, "completed"), 2000.0, "{r}");
+    assert_eq!(
+        num(&r, "errors.status") + num(&r, "errors.mismatch"),
+        0.0,
+        "{r}"
+    );
+    // nginx's own log: 2000 POSTs to /submit, each answered 200 (nginx
+    // answers before reading the body, then reads and discards it to keep
+    // the connection: a body of the wrong length would break the next).
+    let log = std::fs::read_to_string(nginx.dir.join("submit.log")).unwrap();
+    let posts = log
+        .lines()
+        .filter(|l| l.starts_with("POST /submit ") && l.ends_with(" 200"));
+    assert_eq!(posts.count(), 2000, "{log}");
+    // The body arrives whole: nginx's WebDAV module stores a PUT's body.
+    let r = loadgen_json(&[
+        "--http",
+        &nginx.url("upload/stored.json"),
+        "--method",
+        "PUT",
+        "--body-file",
+        body.to_str().unwrap(),
+        "--connections",
+        "1",
+        "--requests",
+        "20",
+    ]);
+    assert_eq!(num(&r, "completed"), 20.0, "{r}");
+    let stored = std::fs::read(nginx.dir.join("www/upload/stored.json")).unwrap();
+    assert_eq!(stored, std::fs::read(&body).unwrap());
+    // A targets file: a GET of a file and a POST with its body, in turn.
+    let targets = nginx.dir.join("targets.txt");
+    std::fs::write(
+        &targets,
+        format!(
+            "GET {}\n\nPOST {}\nContent-Type: application/json\n@body.json\n",
+            nginx.url("1k.bin"),
+            nginx.url("submit")
+        ),
+    )
+    .unwrap();
+    let r = loadgen_json(&[
+        "--targets",
+        targets.to_str().unwrap(),
+        "--connections",
+        "2",
+        "--requests",
+        "600",
+    ]);
+    assert_eq!(num(&r, "completed"), 600.0, "{r}");
+    assert_eq!(
+        num(&r, "errors.status") + num(&r, "errors.mismatch"),
+        0.0,
+        "{r}"
+    );
+    let log = std::fs::read_to_string(nginx.dir.join("submit.log")).unwrap();
+    assert_eq!(
+        log.lines().count(),
+        2000 + 300,
+        "every other request was the POST"
+    );
+}

@@ -460,7 +460,10 @@ impl<'a> Worker<'a> {
                 }
                 self.payload.push(b'\n');
             }
-            Workload::Http { request } => self.payload.extend_from_slice(request),
+            Workload::Http { requests } => {
+                let turn = (self.issued % requests.len() as u64) as usize;
+                self.payload.extend_from_slice(&requests[turn]);
+            }
             // Written below, with what its reply must be.
             Workload::Dialect(_) => {}
         }

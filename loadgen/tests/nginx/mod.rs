@@ -21,9 +21,11 @@ pub const FILES: &[(&str, u64)] = &[
 /// A running nginx.
 pub struct Nginx {
     child: Child,
-    dir: PathBuf,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Its directory (`submit.log` there logs every request to /submit:
+    /// method, path, request length with the body, status).
+    pub dir: PathBuf,
 }
 
 /// The byte at `offset` of every served file.
@@ -36,13 +38,22 @@ impl Nginx {
     /// nginx is not installed.
     pub fn start(cpu: Option<usize>) -> Option<Nginx> {
         Command::new("nginx").arg("-v").output().ok()?;
+        // One directory per instance: tests in one binary run in parallel.
+        static INSTANCES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
-            "ringcore-nginx-{}-{}",
+            "ringcore-nginx-{}-{}-{}",
             std::process::id(),
-            cpu.map_or(9, |c| c)
+            cpu.map_or(9, |c| c),
+            INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         let www = dir.join("www");
         std::fs::create_dir_all(&www).expect("nginx dir");
+        // WebDAV PUTs land here, written by nginx's unprivileged worker.
+        let upload = www.join("upload");
+        std::fs::create_dir_all(&upload).expect("upload dir");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&upload, std::fs::Permissions::from_mode(0o777))
+            .expect("open the upload dir to nginx's worker");
         for (name, size) in FILES {
             let data: Vec<u8> = (0..*size).map(file_byte).collect();
             std::fs::write(www.join(name), data).expect("write a served file");
@@ -59,7 +70,11 @@ impl Nginx {
              http {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  keepalive_requests 10000000;\n\
              client_body_temp_path {d}/tmp_body;\n  proxy_temp_path {d}/tmp_proxy;\n  fastcgi_temp_path {d}/tmp_fcgi;\n\
              uwsgi_temp_path {d}/tmp_uwsgi;\n  scgi_temp_path {d}/tmp_scgi;\n\
-             server {{ listen 127.0.0.1:{port}; root {d}/www; }}\n}}\n"
+             log_format lengths '$request_method $uri $request_length $status';\n\
+             server {{ listen 127.0.0.1:{port}; root {d}/www;\n\
+               location = /submit {{ access_log {d}/submit.log lengths; return 200 \"accepted\\n\"; }}\n\
+               location /upload/ {{ dav_methods PUT; create_full_put_path on; client_max_body_size 1m; }}\n\
+             }}\n}}\n"
         );
         let conf = dir.join("nginx.conf");
         std::fs::write(&conf, config).expect("write nginx.conf");
