@@ -155,6 +155,14 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         return run_load(cli, &plan, "tcp", cli.protocol.name(), addr.to_string());
     }
     if let Some(addr) = cli.udp {
+        match cli.protocol {
+            TcpProtocol::Generic => return run_udp_generic(cli, addr, cpus),
+            TcpProtocol::Echo => {}
+            other => bail!(
+                "--protocol {} runs over TCP; over UDP loadgen speaks echo (the default) and generic",
+                other.name()
+            ),
+        }
         if cli.plot.is_some() && cli.sweep.is_none() {
             bail!("--plot draws a UDP --sweep: give one");
         }
@@ -231,6 +239,61 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         return Ok(());
     }
     bail!("choose a mode: --tcp [ADDR], --udp [ADDR], --http URL or --targets FILE (see --help)")
+}
+
+/// The generic mode over UDP: a datagram per request, a datagram per reply.
+fn run_udp_generic(cli: &Cli, addr: std::net::SocketAddr, cpus: Vec<usize>) -> anyhow::Result<()> {
+    let Workload::Dialect(dialect) = tcp_workload(cli)? else {
+        unreachable!("--protocol generic makes a dialect");
+    };
+    let checked = match cli.reply {
+        crate::dialect::Framing::Echo => true,
+        crate::dialect::Framing::Line => cli.expect.is_some(),
+        _ => bail!("over UDP each reply is one datagram: --reply takes line (the default) or echo"),
+    };
+    let workload = format!(
+        "requests from a template, one datagram each way; replies {}",
+        if checked {
+            "checked byte for byte"
+        } else {
+            "unchecked"
+        }
+    );
+    let rate = match &cli.rate {
+        None => None,
+        Some(Rate::PerSecond(r)) => Some(RateProfile::constant(*r)),
+        Some(Rate::Profile(spec)) => {
+            Some(spec.profile(cli.duration).map_err(|e| anyhow::anyhow!("--rate: {e}"))?)
+        }
+        Some(Rate::Max) => bail!("the generic mode paces (--rate R) or runs closed loop (--pipeline N in flight per thread); --rate max is the echo flood's"),
+    };
+    let plan = crate::udp_generic::UdpGenericPlan {
+        addr,
+        dialect,
+        workload,
+        threads: cli.threads,
+        cpus,
+        duration: cli.duration,
+        requests: cli.requests,
+        window: cli.pipeline,
+        rate,
+        timeout: cli.timeout,
+    };
+    let mut report = crate::udp_generic::run(&plan, &Live::default(), cli.quiet)?;
+    report.tag = cli.tag.clone();
+    if cli.json {
+        print_json(&report, &plan.cpus, None)?;
+    } else {
+        crate::udp_generic::print(&report);
+    }
+    if report.answered == 0 {
+        bail!(
+            "no request over UDP was answered ({} sent, {} lost)",
+            report.sent,
+            report.lost
+        );
+    }
+    Ok(())
 }
 
 fn run_bot(cli: &Cli, cpus: Vec<usize>) -> anyhow::Result<()> {

@@ -30,3 +30,4 @@ pub mod targets;
 pub mod tcp;
 mod text;
 pub mod udp;
+pub mod udp_generic;

@@ -389,3 +389,174 @@ fn dialect_flags_say_what_is_wrong() {
         "reading --request-file /nonexistent/req",
     );
 }
+
+#[test]
+fn generic_mode_over_udp_checks_each_datagram_reply() {
+    let server = TestServer::start(&[
+        (Transport::Udp, Protocol::OK),
+        (Transport::Udp, Protocol::ECHO),
+    ]);
+    // The chapter's UDP server answers OK... and the datagram.
+    let before = server.totals();
+    let r = loadgen_json(&[
+        "--udp",
+        &server.addr(0).to_string(),
+        "--protocol",
+        "generic",
+        "--request",
+        "hello {seq}",
+        "--expect",
+        "OK...hello {seq}",
+        "--requests",
+        "3000",
+        "--pipeline",
+        "8",
+    ]);
+    assert_eq!(r["mode"], "udp-generic");
+    assert_eq!(
+        (
+            num(&r, "sent"),
+            num(&r, "answered"),
+            num(&r, "lost"),
+            num(&r, "unmatched")
+        ),
+        (3000.0, 3000.0, 0.0, 0.0),
+        "{r}"
+    );
+    assert_eq!(
+        server.totals().datagrams_in - before.datagrams_in,
+        3000,
+        "the server's own count"
+    );
+    // Echo, paced: every payload back byte for byte.
+    let r = loadgen_json(&[
+        "--udp",
+        &server.addr(1).to_string(),
+        "--protocol",
+        "generic",
+        "--request",
+        "{payload}",
+        "--reply",
+        "echo",
+        "--size",
+        "1..1000",
+        "--rate",
+        "2000",
+        "--duration",
+        "500ms",
+    ]);
+    assert_eq!(
+        (num(&r, "sent"), num(&r, "answered")),
+        (1000.0, 1000.0),
+        "{r}"
+    );
+    assert_eq!(num(&r, "bytes_received"), num(&r, "bytes_sent"));
+}
+
+#[test]
+fn udp_replies_are_matched_to_their_requests_through_loss_and_reordering() {
+    // Drops every tenth datagram and answers the others in swapped pairs,
+    // each reply the request's text upper-cased.
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        let mut held: Option<(Vec<u8>, SocketAddr)> = None;
+        let mut n = 0u64;
+        while let Ok((len, from)) = socket.recv_from(&mut buf) {
+            n += 1;
+            if n.is_multiple_of(10) {
+                continue;
+            }
+            let reply = buf[..len].to_ascii_uppercase();
+            match held.take() {
+                None => held = Some((reply, from)),
+                Some((earlier, to)) => {
+                    let _ = socket.send_to(&reply, from);
+                    let _ = socket.send_to(&earlier, to);
+                }
+            }
+        }
+    });
+    let out = loadgen(&[
+        "--udp",
+        &addr,
+        "--protocol",
+        "generic",
+        "--request",
+        "q{seq}",
+        "--expect",
+        "Q{seq}",
+        "--requests",
+        "200",
+        "--pipeline",
+        "4",
+        "--timeout",
+        "300ms",
+        "--json",
+    ]);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Every request is answered or lost; the 20 dropped are lost; a reply
+    // held until after its request timed out is lost and then unmatched
+    // (late), never credited to another request: each reply can only
+    // answer the request whose upper-cased text it is.
+    let (answered, lost) = (num(&r, "answered"), num(&r, "lost"));
+    assert_eq!((num(&r, "sent"), answered + lost), (200.0, 200.0), "{r}");
+    assert!(lost >= 20.0, "the dropped are lost: {r}");
+    assert!(
+        num(&r, "unmatched") <= lost - 20.0,
+        "only late replies go unmatched: {r}"
+    );
+    assert!(
+        answered >= 150.0,
+        "swapped replies find their requests: {r}"
+    );
+    // A server that answers something else: nothing matches, nothing is answered.
+    let wrong = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let wrong_addr = wrong.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((_, from)) = wrong.recv_from(&mut buf) {
+            let _ = wrong.send_to(b"pong", from);
+        }
+    });
+    let out = loadgen(&[
+        "--udp",
+        &wrong_addr,
+        "--protocol",
+        "generic",
+        "--request",
+        "ping {seq}",
+        "--expect",
+        "pong {seq}",
+        "--requests",
+        "10",
+        "--timeout",
+        "200ms",
+        "--json",
+    ]);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (num(&r, "answered"), num(&r, "unmatched"), num(&r, "lost")),
+        (0.0, 10.0, 10.0),
+        "{r}"
+    );
+    assert!(!out.status.success());
+    assert_fails_with(
+        &[
+            "--udp",
+            &wrong_addr,
+            "--protocol",
+            "generic",
+            "--request",
+            "x",
+            "--reply",
+            "fixed:4",
+        ],
+        "one datagram",
+    );
+    assert_fails_with(
+        &["--udp", &wrong_addr, "--protocol", "resp"],
+        "runs over TCP",
+    );
+}
