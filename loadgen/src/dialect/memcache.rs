@@ -3,7 +3,7 @@
 //! the key asked for).
 
 use super::{
-    crlf_line, parse_int, push_key, Dialect, Expect, Frame, KeySpace, Mix, Values, Verdict,
+    crlf_line, parse_int, push_key, Dialect, Draws, Expect, Frame, KeySpace, Mix, Verdict,
 };
 use crate::rng::Rng;
 use crate::text::push_decimal;
@@ -48,22 +48,15 @@ const KEY_PREFIX: &[u8] = b"key:";
 /// space, values of sizes `value_sizes`.
 #[derive(Debug)]
 pub struct Memcache {
-    mix: Mix<McCommand>,
-    keys: KeySpace,
-    value_sizes: (usize, usize),
-    values: Values,
+    draws: Draws<McCommand>,
 }
 
 impl Memcache {
     /// A dialect drawing commands from `mix`, keys from `keys`, values of
     /// `lo..=hi` bytes.
-    pub fn new(mix: Mix<McCommand>, keys: KeySpace, (lo, hi): (usize, usize)) -> Self {
-        let mut rng = Rng::new(0x6d63);
+    pub fn new(mix: Mix<McCommand>, keys: KeySpace, sizes: (usize, usize)) -> Self {
         Self {
-            mix,
-            keys,
-            value_sizes: (lo, hi),
-            values: Values::new(hi, &mut rng),
+            draws: Draws::new(mix, keys, sizes, 0x6d63),
         }
     }
 }
@@ -79,18 +72,11 @@ impl Dialect for Memcache {
     }
 
     fn describe(&self) -> String {
-        format!(
-            "{} over {}, values of {}-{} B",
-            self.mix.describe(McCommand::name),
-            self.keys.describe(),
-            self.value_sizes.0,
-            self.value_sizes.1
-        )
+        self.draws.describe(McCommand::name)
     }
 
     fn request(&self, _seq: u64, rng: &mut Rng, out: &mut Vec<u8>, _exact: &mut Vec<u8>) -> Expect {
-        let command = self.mix.pick(rng);
-        let key = self.keys.pick(rng);
+        let (command, key) = self.draws.command(rng);
         match command {
             McCommand::Get => {
                 out.extend_from_slice(b"get ");
@@ -101,13 +87,13 @@ impl Dialect for Memcache {
                 push_key(out, KEY_PREFIX, key);
             }
             McCommand::Set => {
-                let len = rng.range(self.value_sizes.0, self.value_sizes.1);
+                let value = self.draws.value(rng);
                 out.extend_from_slice(b"set ");
                 push_key(out, KEY_PREFIX, key);
                 out.extend_from_slice(b" 0 0 ");
-                push_decimal(out, len as u64);
+                push_decimal(out, value.len() as u64);
                 out.extend_from_slice(b"\r\n");
-                out.extend_from_slice(self.values.take(len, rng));
+                out.extend_from_slice(value);
             }
         }
         out.extend_from_slice(b"\r\n");

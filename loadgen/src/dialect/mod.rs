@@ -247,6 +247,51 @@ fn push_key(out: &mut Vec<u8>, prefix: &[u8], key: u64) {
     out.extend_from_slice(&digits);
 }
 
+/// What the key-value dialects (resp, memcache) draw each request from: a
+/// command from the mix, a key from the key space, a value of one of the
+/// sizes.
+#[derive(Debug)]
+struct Draws<C> {
+    mix: Mix<C>,
+    keys: KeySpace,
+    value_sizes: (usize, usize),
+    values: Values,
+}
+
+impl<C: Copy + PartialEq> Draws<C> {
+    /// Values of `lo..=hi` bytes, their bytes seeded by `seed`.
+    fn new(mix: Mix<C>, keys: KeySpace, (lo, hi): (usize, usize), seed: u64) -> Self {
+        Self {
+            mix,
+            keys,
+            value_sizes: (lo, hi),
+            values: Values::new(hi, &mut Rng::new(seed)),
+        }
+    }
+
+    /// A command and the key it names.
+    fn command(&self, rng: &mut Rng) -> (C, u64) {
+        (self.mix.pick(rng), self.keys.pick(rng))
+    }
+
+    /// A value of a drawn size.
+    fn value(&self, rng: &mut Rng) -> &[u8] {
+        let len = rng.range(self.value_sizes.0, self.value_sizes.1);
+        self.values.take(len, rng)
+    }
+
+    /// `get:9,set:1 over 100000 keys, uniform, values of 3-3 B`.
+    fn describe(&self, name: impl Fn(C) -> &'static str) -> String {
+        format!(
+            "{} over {}, values of {}-{} B",
+            self.mix.describe(name),
+            self.keys.describe(),
+            self.value_sizes.0,
+            self.value_sizes.1
+        )
+    }
+}
+
 /// Random printable values, cut to size per request: filling every value
 /// byte by byte would cost the load thread more than the server's work.
 #[derive(Debug)]

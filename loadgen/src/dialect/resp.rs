@@ -2,7 +2,7 @@
 //! reply parsed and checked for the type its command gets.
 
 use super::{
-    crlf_line, parse_int, push_key, Dialect, Expect, Frame, KeySpace, Mix, Values, Verdict,
+    crlf_line, parse_int, push_key, Dialect, Draws, Expect, Frame, KeySpace, Mix, Verdict,
 };
 use crate::rng::Rng;
 use crate::text::push_decimal;
@@ -51,22 +51,15 @@ impl RespCommand {
 /// `value_sizes`.
 #[derive(Debug)]
 pub struct Resp {
-    mix: Mix<RespCommand>,
-    keys: KeySpace,
-    value_sizes: (usize, usize),
-    values: Values,
+    draws: Draws<RespCommand>,
 }
 
 impl Resp {
     /// A dialect drawing commands from `mix`, keys from `keys`, values of
     /// `lo..=hi` bytes.
-    pub fn new(mix: Mix<RespCommand>, keys: KeySpace, (lo, hi): (usize, usize)) -> Self {
-        let mut rng = Rng::new(0x7265_7370);
+    pub fn new(mix: Mix<RespCommand>, keys: KeySpace, sizes: (usize, usize)) -> Self {
         Self {
-            mix,
-            keys,
-            value_sizes: (lo, hi),
-            values: Values::new(hi, &mut rng),
+            draws: Draws::new(mix, keys, sizes, 0x7265_7370),
         }
     }
 }
@@ -95,18 +88,11 @@ impl Dialect for Resp {
     }
 
     fn describe(&self) -> String {
-        format!(
-            "{} over {}, values of {}-{} B",
-            self.mix.describe(RespCommand::name),
-            self.keys.describe(),
-            self.value_sizes.0,
-            self.value_sizes.1
-        )
+        self.draws.describe(RespCommand::name)
     }
 
     fn request(&self, _seq: u64, rng: &mut Rng, out: &mut Vec<u8>, _exact: &mut Vec<u8>) -> Expect {
-        let command = self.mix.pick(rng);
-        let key = self.keys.pick(rng);
+        let (command, key) = self.draws.command(rng);
         let prefix: &[u8] = if command == RespCommand::Incr {
             b"counter:"
         } else {
@@ -129,8 +115,7 @@ impl Dialect for Resp {
             RespCommand::Set => {
                 out.extend_from_slice(b"*3\r\n$3\r\nSET\r\n");
                 push_key_bulk(out, prefix, key);
-                let len = rng.range(self.value_sizes.0, self.value_sizes.1);
-                push_bulk(out, self.values.take(len, rng));
+                push_bulk(out, self.draws.value(rng));
             }
         }
         Expect {

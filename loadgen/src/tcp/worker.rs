@@ -897,21 +897,12 @@ impl<'a> Worker<'a> {
             }
             self.outstanding -= 1;
             let refused = self.bad_status.get(k).copied().unwrap_or(false);
-            if let Some(log) = &mut self.log {
-                let outcome = if refused {
-                    Outcome::Refused
-                } else {
-                    Outcome::Ok
-                };
-                log.row(
-                    self.start,
-                    f.since,
-                    Some(f.sent),
-                    now,
-                    f.bytes as usize,
-                    outcome,
-                );
-            }
+            let outcome = if refused {
+                Outcome::Refused
+            } else {
+                Outcome::Ok
+            };
+            log_request(&mut self.log, self.start, &f, now, outcome);
             if refused {
                 self.out.errors.status += 1;
                 continue;
@@ -1003,6 +994,26 @@ impl<'a> Worker<'a> {
             c.socket = None; // closing also drops it from the epoll set
             c.link = Link::Down { retry_at: now };
         }
+    }
+}
+
+/// `--request-log`'s row for request `f`, which ended at `done` so.
+fn log_request(
+    log: &mut Option<RequestLog>,
+    start: Instant,
+    f: &InFlight,
+    done: Instant,
+    outcome: Outcome,
+) {
+    if let Some(log) = log {
+        log.row(
+            start,
+            f.since,
+            Some(f.sent),
+            done,
+            f.bytes as usize,
+            outcome,
+        );
     }
 }
 
