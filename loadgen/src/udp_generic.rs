@@ -153,10 +153,7 @@ pub fn run(plan: &UdpGenericPlan, live: &Live, quiet: bool) -> anyhow::Result<Ud
         c.send_errors += o.send_errors;
         c.bytes_sent += o.bytes_sent;
         c.bytes_received += o.bytes_received;
-        c.first_send = c
-            .first_send
-            .min(o.first_send)
-            .or(c.first_send.or(o.first_send));
+        c.first_send = [c.first_send, o.first_send].into_iter().flatten().min();
         c.last_event = c.last_event.max(o.last_event);
     }
     let seconds = match (c.first_send, c.last_event) {
@@ -219,6 +216,9 @@ fn run_thread(
     let profile = plan.rate.as_ref().map(|r| r.share(plan.threads));
     let quota = plan.requests.map(|n| share(n, plan.threads, t));
     let deadline = start + plan.duration;
+    // A --requests run against a server too slow to finish it still ends:
+    // a minute (and the timeouts) past --duration, whatever is left.
+    let give_up = deadline + plan.timeout * 4 + Duration::from_secs(60);
     let mut rng = Rng::new(t as u64 + 1);
     let mut out = Thread {
         latency: latency::histogram(),
@@ -234,9 +234,10 @@ fn run_thread(
     let mut checked = false;
     loop {
         let now = Instant::now();
-        let running = quota.map_or(now < deadline, |q| issued < q)
-            && !(plan.requests.is_some()
-                && now > deadline + plan.timeout * 4 + Duration::from_secs(60));
+        let running = match quota {
+            Some(q) => issued < q && now < give_up,
+            None => now < deadline,
+        };
         // Send what is due (open loop) or what the window allows (closed).
         while running && quota.is_none_or(|q| issued < q) {
             let due = match &profile {
