@@ -278,9 +278,18 @@ fn run_udp_generic(cli: &Cli, addr: std::net::SocketAddr, cpus: Vec<usize>) -> a
         window: cli.pipeline,
         rate,
         timeout: cli.timeout,
+        request_log: cli.request_log.clone(),
     };
     let mut report = crate::udp_generic::run(&plan, &Live::default(), cli.quiet)?;
     report.tag = cli.tag.clone();
+    if let Some(path) = &cli.hdr_log {
+        let whole = [
+            ("latency", &report.latency, &None),
+            ("service", &report.service, &None),
+        ];
+        let duration = std::time::Duration::from_secs_f64(report.duration_s);
+        crate::hdr_log::write_runs(path, &whole, report.started, duration)?;
+    }
     if cli.json {
         print_json(&report, &plan.cpus, None)?;
     } else {

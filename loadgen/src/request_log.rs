@@ -1,4 +1,5 @@
-//! `--request-log FILE`: one CSV row per scheduled request, streamed as
+//! `--request-log FILE`: one CSV row per scheduled request (TCP, HTTP, and
+//! the generic mode over UDP), streamed as
 //! the run goes: when it fell due, when it was sent, when it ended, its
 //! size and how it ended. Each load thread fills a buffer of its own and
 //! appends it to the file whole (`O_APPEND`: appends of several threads
@@ -43,6 +44,8 @@ pub enum Outcome {
     Aborted,
     /// Fell due but the run ended before a connection was free for it.
     Unsent,
+    /// UDP: the send path refused the datagram (a full socket buffer).
+    SendError,
 }
 
 impl Outcome {
@@ -56,6 +59,7 @@ impl Outcome {
             Outcome::Closed => "closed",
             Outcome::Aborted => "aborted",
             Outcome::Unsent => "unsent",
+            Outcome::SendError => "send_error",
         }
     }
 }

@@ -24,6 +24,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use crate::dialect::Dialect;
 use crate::latency::{self, Percentiles};
 use crate::progress::Live;
+use crate::request_log::{Outcome, RequestLog};
 use crate::rng::Rng;
 use crate::schedule::RateProfile;
 
@@ -50,6 +51,8 @@ pub struct UdpGenericPlan {
     pub rate: Option<RateProfile>,
     /// A request unanswered this long is lost.
     pub timeout: Duration,
+    /// Write one row per request here (`--request-log`).
+    pub request_log: Option<std::path::PathBuf>,
 }
 
 /// What a generic UDP run measured.
@@ -92,6 +95,15 @@ pub struct UdpGenericReport {
     pub latency_us: Percentiles,
     /// From each request's send, microseconds.
     pub service_us: Percentiles,
+    /// The latency histogram (nanoseconds), for `--hdr-log`.
+    #[serde(skip)]
+    pub latency: Histogram<u64>,
+    /// The service-time histogram (nanoseconds), for `--hdr-log`.
+    #[serde(skip)]
+    pub service: Histogram<u64>,
+    /// When the run started, for `--hdr-log`.
+    #[serde(skip)]
+    pub started: std::time::SystemTime,
 }
 
 /// One request in flight.
@@ -104,6 +116,8 @@ struct Pending {
     answered: bool,
     /// The reply it expects, when checked (its key in `expecting`).
     expected: Option<Vec<u8>>,
+    /// The request's size, for `--request-log`.
+    bytes: u32,
 }
 
 #[derive(Default)]
@@ -130,14 +144,20 @@ pub fn run(plan: &UdpGenericPlan, live: &Live, quiet: bool) -> anyhow::Result<Ud
     if plan.window == 0 {
         anyhow::bail!("--pipeline must be at least 1");
     }
+    let log = plan
+        .request_log
+        .as_deref()
+        .map(crate::request_log::create)
+        .transpose()?;
     let start = Instant::now();
+    let started = std::time::SystemTime::now();
     let threads = crate::progress::run_threads(
         vec![(); plan.threads],
         &plan.cpus,
         live,
         "requests",
         quiet,
-        |t, ()| run_thread(plan, t, start, live),
+        |t, ()| run_thread(plan, t, start, live, log.clone().map(RequestLog::new)),
     )?;
     let mut latency = latency::histogram();
     let mut service = latency::histogram();
@@ -186,6 +206,9 @@ pub fn run(plan: &UdpGenericPlan, live: &Live, quiet: bool) -> anyhow::Result<Ud
         answered_per_sec: c.answered as f64 / seconds,
         latency_us: Percentiles::of(&latency),
         service_us: Percentiles::of(&service),
+        latency,
+        service,
+        started,
     })
 }
 
@@ -199,6 +222,7 @@ fn run_thread(
     t: usize,
     start: Instant,
     live: &Live,
+    mut log: Option<RequestLog>,
 ) -> anyhow::Result<Thread> {
     let domain = if plan.addr.is_ipv6() {
         Domain::IPV6
@@ -274,6 +298,9 @@ fn run_thread(
                 }
             } else {
                 out.counts.send_errors += 1;
+                if let Some(log) = &mut log {
+                    log.row(start, due, None, now, request.len(), Outcome::SendError);
+                }
             }
             pending.push_back(Pending {
                 local,
@@ -281,6 +308,7 @@ fn run_thread(
                 sent: now,
                 answered: !sent,
                 expected: (sent && expect.kind != 0).then(|| exact.clone()),
+                bytes: request.len() as u32,
             });
         }
         // Every reply waiting.
@@ -326,6 +354,16 @@ fn run_thread(
                     out.service
                         .saturating_record(at.saturating_duration_since(p.sent).as_nanos() as u64);
                     live.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if let Some(log) = &mut log {
+                        log.row(
+                            start,
+                            p.due,
+                            Some(p.sent),
+                            at,
+                            p.bytes as usize,
+                            Outcome::Ok,
+                        );
+                    }
                 }
                 None => out.counts.unmatched += 1,
             }
@@ -339,6 +377,16 @@ fn run_thread(
                 out.counts.lost += 1;
                 out.counts.last_event = Some(now);
                 if let Some(p) = pending.pop_front() {
+                    if let Some(log) = &mut log {
+                        log.row(
+                            start,
+                            p.due,
+                            Some(p.sent),
+                            now,
+                            p.bytes as usize,
+                            Outcome::Timeout,
+                        );
+                    }
                     // It is the oldest expecting its reply: first in its queue.
                     if let Some(expected) = &p.expected {
                         if let Some(waiting) = expecting.get_mut(expected) {
@@ -354,6 +402,9 @@ fn run_thread(
             }
         }
         if !running && pending.is_empty() {
+            if let Some(log) = &mut log {
+                log.finish().context("writing --request-log")?;
+            }
             break;
         }
         // Closed loop: a slot that a reply freed is refilled at once.

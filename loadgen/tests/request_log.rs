@@ -157,3 +157,65 @@ fn an_unwritable_log_is_refused_before_the_run() {
         "creating --request-log /nonexistent/dir/log.csv",
     );
 }
+
+#[test]
+fn the_generic_mode_over_udp_logs_its_requests_and_histograms() {
+    let server = TestServer::start(&[(Transport::Udp, Protocol::ECHO)]);
+    let (path, hlog) = (temp("udp.csv"), temp("udp.hlog"));
+    let r = loadgen_json(&[
+        "--udp",
+        &server.addr(0).to_string(),
+        "--protocol",
+        "generic",
+        "--request",
+        "{payload}",
+        "--reply",
+        "echo",
+        "--size",
+        "20..40",
+        "--rate",
+        "3000",
+        "--duration",
+        "500ms",
+        "--request-log",
+        path.to_str().unwrap(),
+        "--hdr-log",
+        hlog.to_str().unwrap(),
+    ]);
+    let rows = read_rows(&path);
+    assert_eq!(
+        rows.len() as f64,
+        num(&r, "sent") + num(&r, "send_errors"),
+        "{r}"
+    );
+    let ok = rows.iter().filter(|row| row.outcome == "ok").count() as f64;
+    assert_eq!(ok, num(&r, "answered"), "{r}");
+    assert_eq!(
+        rows.iter().map(|row| row.bytes).sum::<u64>() as f64,
+        num(&r, "bytes_sent"),
+        "{r}"
+    );
+    let mut latency: Vec<u64> = rows
+        .iter()
+        .filter(|row| row.outcome == "ok")
+        .map(|row| row.done - row.due)
+        .collect();
+    latency.sort_unstable();
+    let (ours, reported) = (quantile_us(&latency, 0.99), num(&r, "latency_us.p99"));
+    assert!(
+        (ours - reported).abs() <= ours * 0.001 + 1.0,
+        "{ours} vs {reported}"
+    );
+    // The histogram log holds both figures, one sample per answer each.
+    let intervals = loadgen::hdr_log::read(&hlog).unwrap();
+    for tag in ["latency", "service"] {
+        let count: u64 = intervals
+            .iter()
+            .filter(|i| i.tag.as_deref() == Some(tag))
+            .map(|i| i.histogram.len())
+            .sum();
+        assert_eq!(count as f64, num(&r, "answered"), "{tag}");
+    }
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(&hlog);
+}
