@@ -419,7 +419,7 @@ fn merge(
         if let Some(from) = &o.per_second {
             total
                 .per_second
-                .get_or_insert_with(|| Series::new(Duration::from_secs(1)))
+                .get_or_insert_with(|| Series::coarse(Duration::from_secs(1)))
                 .merge(from)
                 .context("merging per-second histograms")?;
         }

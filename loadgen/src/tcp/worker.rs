@@ -275,7 +275,7 @@ impl<'a> Worker<'a> {
         out.series = plan.interval.map(Series::new);
         out.service_series = plan.interval.map(Series::new);
         let changing = share.rate.as_ref().is_some_and(|r| !r.is_constant());
-        out.per_second = changing.then(|| Series::new(Duration::from_secs(1)));
+        out.per_second = changing.then(|| Series::coarse(Duration::from_secs(1)));
         let log = share.log.clone().map(RequestLog::new);
         let profile = share.rate.clone();
         Ok(Worker {
