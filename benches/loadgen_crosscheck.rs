@@ -22,12 +22,11 @@
 
 mod support;
 
-use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use support::summary;
+use support::{free_port, summary, wait_until_listening};
 
 /// A server process, killed when dropped.
 struct Running {
@@ -40,11 +39,6 @@ impl Drop for Running {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
 }
 
 /// Starts `args` under `taskset -c 0` with its port where `{port}` stands.
@@ -60,16 +54,7 @@ fn start_on_cpu0(args: &[&str]) -> Running {
         .stdout(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("start {} ({e})", args[0]));
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let until = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(addr).is_err() {
-        assert!(
-            Instant::now() < until,
-            "{} never listened on {addr}",
-            args[0]
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_listening(port);
     Running { child, port }
 }
 

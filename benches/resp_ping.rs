@@ -22,12 +22,10 @@
 
 mod support;
 
-use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use support::{cpu_split, summary};
+use support::{cpu_split, free_port, summary, wait_until_listening};
 
 /// A server process, killed when dropped.
 struct Running {
@@ -40,21 +38,6 @@ impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// A free loopback port (bound, read, released).
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
-fn wait_until_listening(port: u16) {
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let until = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < until, "nothing listens on {addr}");
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

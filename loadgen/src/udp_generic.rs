@@ -87,7 +87,8 @@ pub struct UdpGenericReport {
     pub bytes_sent: u64,
     /// Reply bytes received.
     pub bytes_received: u64,
-    /// First send to last reply (or to the end of the schedule), seconds.
+    /// First send to last reply (or, open loop, to the last request's due
+    /// time when that came later), seconds.
     pub duration_s: f64,
     /// Answers per second over it.
     pub answered_per_sec: f64,
@@ -130,7 +131,11 @@ struct Counts {
     bytes_sent: u64,
     bytes_received: u64,
     first_send: Option<Instant>,
-    last_event: Option<Instant>,
+    /// The last answer.
+    last_reply: Option<Instant>,
+    /// Open loop: when the last request fell due (a server that answers
+    /// slowly does not make the run shorter).
+    last_due: Option<Instant>,
 }
 
 struct Thread {
@@ -174,9 +179,10 @@ pub fn run(plan: &UdpGenericPlan, live: &Live, quiet: bool) -> anyhow::Result<Ud
         c.bytes_sent += o.bytes_sent;
         c.bytes_received += o.bytes_received;
         c.first_send = [c.first_send, o.first_send].into_iter().flatten().min();
-        c.last_event = c.last_event.max(o.last_event);
+        c.last_reply = c.last_reply.max(o.last_reply);
+        c.last_due = c.last_due.max(o.last_due);
     }
-    let seconds = match (c.first_send, c.last_event) {
+    let seconds = match (c.first_send, c.last_reply.max(c.last_due)) {
         (Some(a), Some(b)) if b > a => (b - a).as_secs_f64(),
         _ => 1e-6,
     };
@@ -212,11 +218,6 @@ pub fn run(plan: &UdpGenericPlan, live: &Live, quiet: bool) -> anyhow::Result<Ud
     })
 }
 
-/// Splits `n` over `parts`: part `i`'s share.
-fn share(n: u64, parts: usize, i: usize) -> u64 {
-    n / parts as u64 + u64::from((i as u64) < n % parts as u64)
-}
-
 fn run_thread(
     plan: &UdpGenericPlan,
     t: usize,
@@ -238,7 +239,9 @@ fn run_thread(
         .set_nonblocking(true)
         .context("making the socket non-blocking")?;
     let profile = plan.rate.as_ref().map(|r| r.share(plan.threads));
-    let quota = plan.requests.map(|n| share(n, plan.threads, t));
+    let quota = plan
+        .requests
+        .map(|n| crate::tcp::share_u64(n, plan.threads, t));
     let deadline = start + plan.duration;
     // A --requests run against a server too slow to finish it still ends:
     // a minute (and the timeouts) past --duration, whatever is left.
@@ -281,6 +284,9 @@ fn run_thread(
                 .request(seq, &mut rng, &mut request, &mut exact);
             let local = issued;
             issued += 1;
+            if profile.is_some() {
+                out.counts.last_due = Some(due);
+            }
             let result = socket.send(&request);
             if let Err(e) = &result {
                 if e.raw_os_error() == Some(libc::ECONNREFUSED) {
@@ -294,7 +300,12 @@ fn run_thread(
                 out.counts.first_send.get_or_insert(now);
                 checked = expect.kind != 0;
                 if checked {
-                    expecting.entry(exact.clone()).or_default().push_back(local);
+                    match expecting.get_mut(&exact) {
+                        Some(waiting) => waiting.push_back(local),
+                        None => {
+                            expecting.insert(exact.clone(), VecDeque::from([local]));
+                        }
+                    }
                 }
             } else {
                 out.counts.send_errors += 1;
@@ -348,7 +359,7 @@ fn run_thread(
                 Some(p) => {
                     p.answered = true;
                     out.counts.answered += 1;
-                    out.counts.last_event = Some(at);
+                    out.counts.last_reply = Some(at);
                     out.latency
                         .saturating_record(at.saturating_duration_since(p.due).as_nanos() as u64);
                     out.service
@@ -375,7 +386,6 @@ fn run_thread(
                 pending.pop_front();
             } else if now.saturating_duration_since(p.sent) >= plan.timeout {
                 out.counts.lost += 1;
-                out.counts.last_event = Some(now);
                 if let Some(p) = pending.pop_front() {
                     if let Some(log) = &mut log {
                         log.row(

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
-use common::{assert_fails_with, loadgen_json, num};
+use common::{assert_fails_with, loadgen_json, num, temp_path};
 
 /// What the server saw of one request.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,16 +78,10 @@ fn recording_server() -> (String, Arc<Mutex<Vec<Seen>>>) {
     (addr, seen)
 }
 
-fn temp(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("ringcore-http-requests-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
-
 #[test]
 fn a_post_carries_its_headers_and_its_body_from_a_file() {
     let (addr, seen) = recording_server();
-    let body = temp("post.json");
+    let body = temp_path("post.json");
     std::fs::write(&body, b"{\"user\":\"ringcore\",\"n\":1}").unwrap();
     let r = loadgen_json(&[
         "--http",
@@ -129,8 +123,8 @@ fn a_post_carries_its_headers_and_its_body_from_a_file() {
 #[test]
 fn a_targets_file_sends_its_requests_in_turn() {
     let (addr, seen) = recording_server();
-    std::fs::write(temp("item.bin"), vec![7u8; 5000]).unwrap();
-    let targets = temp("targets.txt");
+    std::fs::write(temp_path("item.bin"), vec![7u8; 5000]).unwrap();
+    let targets = temp_path("targets.txt");
     std::fs::write(
         &targets,
         format!("GET http://{addr}/a\n\nPUT http://{addr}/items/1\nX-Kind: item\n@item.bin\n\nDELETE http://{addr}/items/1\n"),
@@ -186,7 +180,7 @@ fn bad_http_requests_are_refused_before_the_run() {
         ],
         "reading --body-file",
     );
-    let targets = temp("two-servers.txt");
+    let targets = temp_path("two-servers.txt");
     std::fs::write(
         &targets,
         "GET http://127.0.0.1:1/\n\nGET http://127.0.0.1:2/\n",

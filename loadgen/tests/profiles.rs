@@ -8,12 +8,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{assert_fails_with, loadgen_json, num, SlowEcho, Slowness, TestServer};
+use common::{assert_fails_with, loadgen_json, num, temp_path, SlowEcho, Slowness, TestServer};
 use protocols::{Protocol, Transport};
-
-fn temp(name: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("ringcore-profiles-{}-{name}", std::process::id()))
-}
 
 /// Requests that fell due in each whole second, from a request log.
 fn due_per_second(log: &std::path::Path) -> Vec<u64> {
@@ -33,7 +29,7 @@ fn due_per_second(log: &std::path::Path) -> Vec<u64> {
 #[test]
 fn a_ramp_schedules_each_second_what_its_integral_says() {
     let server = TestServer::start(&[(Transport::Tcp, Protocol::ECHO)]);
-    let log = temp("ramp.csv");
+    let log = temp_path("ramp.csv");
     // 1k/s to 5k/s over 2 s: 2000 in the first second, 4000 in the second.
     let r = loadgen_json(&[
         "--tcp",
@@ -66,7 +62,7 @@ fn a_ramp_schedules_each_second_what_its_integral_says() {
 #[test]
 fn a_rate_file_sets_the_profile_and_the_run_length() {
     let server = TestServer::start(&[(Transport::Tcp, Protocol::ECHO)]);
-    let (file, log) = (temp("rates.csv"), temp("file-log.csv"));
+    let (file, log) = (temp_path("rates.csv"), temp_path("file-log.csv"));
     // 1000/s for a second, then a step to 3000/s for half a second.
     std::fs::write(&file, "# second,rate\n0,1000\n1,1000\n1,3k\n1.5,3k\n").unwrap();
     let r = loadgen_json(&[
@@ -88,7 +84,7 @@ fn a_rate_file_sets_the_profile_and_the_run_length() {
 #[test]
 fn a_sweep_finds_no_knee_below_its_bound_and_the_first_step_past_it() {
     let server = TestServer::start(&[(Transport::Tcp, Protocol::ECHO)]);
-    let plot = temp("sweep.svg");
+    let plot = temp_path("sweep.svg");
     // A bound no loopback echo reaches: no knee.
     let r = loadgen_json(&[
         "--tcp",
@@ -158,7 +154,7 @@ fn rate_flags_that_cannot_work_together_say_so() {
         "give --duration, not --requests",
     );
     assert_fails_with(&["--udp", &addr, "--rate", "1k..2k"], "UDP holds one rate");
-    let file = temp("bad.csv");
+    let file = temp_path("bad.csv");
     std::fs::write(&file, "0,1000\n2,x\n").unwrap();
     assert_fails_with(
         &["--tcp", &addr, "--rate-file", file.to_str().unwrap()],

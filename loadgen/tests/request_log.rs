@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_fails_with, loadgen, loadgen_json, num, TestServer};
+use common::{assert_fails_with, loadgen, loadgen_json, num, temp_path, TestServer};
 use protocols::{Protocol, Transport};
 
 struct Row {
@@ -40,14 +40,10 @@ fn quantile_us(sorted: &[u64], q: f64) -> f64 {
     sorted[rank - 1] as f64 / 1000.0
 }
 
-fn temp(name: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("ringcore-reqlog-{}-{name}", std::process::id()))
-}
-
 #[test]
 fn the_rows_account_for_every_request_and_reproduce_the_percentiles() {
     let server = TestServer::start(&[(Transport::Tcp, Protocol::ECHO)]);
-    let path = temp("open.csv");
+    let path = temp_path("open.csv");
     let r = loadgen_json(&[
         "--tcp",
         &server.addr(0).to_string(),
@@ -115,7 +111,7 @@ fn the_rows_account_for_every_request_and_reproduce_the_percentiles() {
 #[test]
 fn failed_requests_are_rows_too() {
     let server = TestServer::start(&[(Transport::Tcp, Protocol::REVERSE_LINES)]);
-    let path = temp("mismatch.csv");
+    let path = temp_path("mismatch.csv");
     // Expects the line back unreversed: every reply is a mismatch.
     let out = loadgen(&[
         "--tcp",
@@ -161,7 +157,7 @@ fn an_unwritable_log_is_refused_before_the_run() {
 #[test]
 fn the_generic_mode_over_udp_logs_its_requests_and_histograms() {
     let server = TestServer::start(&[(Transport::Udp, Protocol::ECHO)]);
-    let (path, hlog) = (temp("udp.csv"), temp("udp.hlog"));
+    let (path, hlog) = (temp_path("udp.csv"), temp_path("udp.hlog"));
     let r = loadgen_json(&[
         "--udp",
         &server.addr(0).to_string(),

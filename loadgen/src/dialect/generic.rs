@@ -214,21 +214,37 @@ impl Framing {
         }
     }
 
-    /// Where the reply at the front of `stream` ends, or the bytes needed
-    /// before that can be known.
-    fn cut(&self, stream: &[u8], exact_len: usize) -> Result<usize, usize> {
-        let at_least = |n: usize| if stream.len() >= n { Ok(n) } else { Err(n) };
+    /// Where the reply at the front of `stream` ends; or the bytes needed
+    /// before that can be known, and how much of the stream was searched
+    /// for the end (`scanned`: what an earlier search covered).
+    fn cut(
+        &self,
+        stream: &[u8],
+        scanned: usize,
+        exact_len: usize,
+    ) -> Result<usize, (usize, usize)> {
+        let at_least = |n: usize| {
+            if stream.len() >= n {
+                Ok(n)
+            } else {
+                Err((n, 0))
+            }
+        };
+        let searched = (stream.len() + 1, stream.len());
         match self {
-            Framing::Line => stream
-                .iter()
-                .position(|&b| b == b'\n')
-                .map(|i| i + 1)
-                .ok_or(stream.len() + 1),
+            Framing::Line => {
+                let from = scanned.min(stream.len());
+                stream[from..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map(|i| from + i + 1)
+                    .ok_or(searched)
+            }
             Framing::Fixed(n) => at_least(*n),
             Framing::Echo => at_least(exact_len),
             Framing::Prefix { width, big_endian } => {
                 if stream.len() < *width {
-                    return Err(*width);
+                    return Err((*width, 0));
                 }
                 let mut len = 0usize;
                 for i in 0..*width {
@@ -241,11 +257,15 @@ impl Framing {
                 }
                 at_least(width + len)
             }
-            Framing::Delimiter(d) => stream
-                .windows(d.len())
-                .position(|w| w == d.as_slice())
-                .map(|i| i + d.len())
-                .ok_or(stream.len() + 1),
+            Framing::Delimiter(d) => {
+                // A delimiter may straddle the end of what was searched.
+                let from = scanned.saturating_sub(d.len() - 1).min(stream.len());
+                stream[from..]
+                    .windows(d.len())
+                    .position(|w| w == d.as_slice())
+                    .map(|i| from + i + d.len())
+                    .ok_or(searched)
+            }
         }
     }
 }
@@ -332,9 +352,9 @@ impl Dialect for Generic {
         }
     }
 
-    fn reply(&self, stream: &[u8], expect: &Expect, exact: &[u8]) -> Frame {
-        match self.framing.cut(stream, expect.exact as usize) {
-            Err(need) => Frame::Partial { need },
+    fn reply(&self, stream: &[u8], scanned: usize, expect: &Expect, exact: &[u8]) -> Frame {
+        match self.framing.cut(stream, scanned, expect.exact as usize) {
+            Err((need, scanned)) => Frame::Partial { need, scanned },
             Ok(len) => Frame::Done {
                 len,
                 verdict: if expect.kind == 0 || &stream[..len] == exact {

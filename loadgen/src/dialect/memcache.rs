@@ -104,10 +104,11 @@ impl Dialect for Memcache {
         }
     }
 
-    fn reply(&self, stream: &[u8], expect: &Expect, _exact: &[u8]) -> Frame {
-        let Some(line) = crlf_line(stream) else {
+    fn reply(&self, stream: &[u8], scanned: usize, expect: &Expect, _exact: &[u8]) -> Frame {
+        let Some(line) = crlf_line(stream, scanned) else {
             return Frame::Partial {
                 need: stream.len() + 1,
+                scanned: stream.len(),
             };
         };
         let head = &stream[..line];
@@ -159,7 +160,10 @@ impl Dialect for Memcache {
                     .is_some_and(|k| k as u64 == expect.key);
                 let end = len + bytes as usize + 2 + 5;
                 if stream.len() < end {
-                    return Frame::Partial { need: end };
+                    return Frame::Partial {
+                        need: end,
+                        scanned: 0,
+                    };
                 }
                 let tail = &stream[end - 7..end];
                 Frame::Done {

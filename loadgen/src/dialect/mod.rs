@@ -51,6 +51,10 @@ pub enum Frame {
     Partial {
         /// Bytes the stream must hold before the reply can end.
         need: usize,
+        /// The first `scanned` bytes were searched for the reply's end and
+        /// hold none: the next call may resume its search there (0: no
+        /// such search), so a long line is scanned once, not once a read.
+        scanned: usize,
     },
     /// A whole reply of `len` bytes.
     Done {
@@ -89,15 +93,17 @@ pub trait Dialect: Send + Sync + fmt::Debug {
     fn request(&self, seq: u64, rng: &mut Rng, out: &mut Vec<u8>, exact: &mut Vec<u8>) -> Expect;
 
     /// Reads the reply at the front of `stream` (`exact`: its bytes of the
-    /// exact-reply stream).
-    fn reply(&self, stream: &[u8], expect: &Expect, exact: &[u8]) -> Frame;
+    /// exact-reply stream; `scanned`: what an earlier call on this reply
+    /// said it had searched, else 0).
+    fn reply(&self, stream: &[u8], scanned: usize, expect: &Expect, exact: &[u8]) -> Frame;
 }
 
 /// Why a reply stream went wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamError {
     /// A reply was not one its request can get, bytes came that no request
-    /// asked for, or a reply grew past [`MAX_REPLY`] without ending.
+    /// asked for, or a reply grew (or declared it would grow) past
+    /// [`MAX_REPLY`] without ending.
     Wrong,
 }
 
@@ -110,6 +116,8 @@ pub struct ReplyReader {
     expects: VecDeque<Expect>,
     pending: Vec<u8>,
     need: usize,
+    /// What the dialect searched of the pending reply.
+    scanned: usize,
     exact: Vec<u8>,
     exact_at: usize,
 }
@@ -122,6 +130,7 @@ impl ReplyReader {
             expects: VecDeque::new(),
             pending: Vec::new(),
             need: 0,
+            scanned: 0,
             exact: Vec::new(),
             exact_at: 0,
         }
@@ -176,16 +185,26 @@ impl ReplyReader {
             }
             let exact_end = self.exact_at + expect.exact as usize;
             let exact = &self.exact[self.exact_at..exact_end];
-            match self.dialect.reply(&stream[at..], expect, exact) {
-                Frame::Partial { need } => {
+            match self
+                .dialect
+                .reply(&stream[at..], self.scanned, expect, exact)
+            {
+                Frame::Partial { need, scanned } => {
+                    if need > MAX_REPLY {
+                        // A declared length no reply may have: refused now,
+                        // not after buffering up to the bound.
+                        return Err(StreamError::Wrong);
+                    }
                     // What stays pending is this reply's start.
                     self.need = need;
+                    self.scanned = scanned;
                     break;
                 }
                 Frame::Done { len, verdict } => {
                     if verdict == Verdict::Wrong || len == 0 {
                         return Err(StreamError::Wrong);
                     }
+                    self.scanned = 0;
                     at += len;
                     self.exact_at = exact_end;
                     self.expects.pop_front();
@@ -201,9 +220,10 @@ impl ReplyReader {
     }
 }
 
-/// Finds `\r\n` in `s`: the line's length without it.
-fn crlf_line(s: &[u8]) -> Option<usize> {
-    let mut from = 0;
+/// Finds `\r\n` in `s`, where the first `scanned` bytes hold none: the
+/// line's length without it.
+fn crlf_line(s: &[u8], scanned: usize) -> Option<usize> {
+    let mut from = scanned.min(s.len());
     while let Some(i) = s[from..].iter().position(|&b| b == b'\n') {
         let end = from + i;
         if end > 0 && s[end - 1] == b'\r' {

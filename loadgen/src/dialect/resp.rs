@@ -125,10 +125,11 @@ impl Dialect for Resp {
         }
     }
 
-    fn reply(&self, stream: &[u8], expect: &Expect, _exact: &[u8]) -> Frame {
-        let Some(line) = crlf_line(stream) else {
+    fn reply(&self, stream: &[u8], scanned: usize, expect: &Expect, _exact: &[u8]) -> Frame {
+        let Some(line) = crlf_line(stream, scanned) else {
             return Frame::Partial {
                 need: stream.len() + 1,
+                scanned: stream.len(),
             };
         };
         let head = &stream[..line];
@@ -153,7 +154,10 @@ impl Dialect for Resp {
                 Some(n) if n >= 0 => {
                     let end = len + n as usize + 2;
                     if stream.len() < end {
-                        return Frame::Partial { need: end };
+                        return Frame::Partial {
+                            need: end,
+                            scanned: 0,
+                        };
                     }
                     Frame::Done {
                         len: end,

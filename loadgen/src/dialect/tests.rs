@@ -256,6 +256,54 @@ fn a_reply_that_never_ends_is_refused_past_the_bound() {
     assert_eq!(result, Err(StreamError::Wrong));
 }
 
+#[test]
+fn a_declared_length_past_the_bound_is_refused_at_once() {
+    let mut refused = Vec::new();
+    // 4 GiB announced by a length prefix, a RESP bulk and a memcached value:
+    // each fails on its header, nothing is buffered.
+    let (mut reader, _) = requests(&generic("q", "prefix:4be", None), 1);
+    assert_eq!(
+        reader.feed(b"\xff\xff\xff\xffab", &mut refused),
+        Err(StreamError::Wrong)
+    );
+    let (mut reader, _) = requests(&resp("get"), 1);
+    assert_eq!(
+        reader.feed(b"$4294967296\r\nab", &mut refused),
+        Err(StreamError::Wrong)
+    );
+    let (mut reader, out) = requests(&memcache("get"), 1);
+    let key = String::from_utf8(out[4..out.len() - 2].to_vec()).unwrap();
+    let head = format!("VALUE {key} 0 4294967296\r\nab");
+    assert_eq!(
+        reader.feed(head.as_bytes(), &mut refused),
+        Err(StreamError::Wrong)
+    );
+}
+
+#[test]
+fn a_long_line_arriving_byte_by_byte_is_read_whole() {
+    // The search resumes where the last one stopped, delimiters that
+    // straddle two reads included.
+    for framing in ["line", "delim:\\r\\n\\r\\n"] {
+        let (mut reader, _) = requests(&generic("q", framing, None), 2);
+        let mut refused = Vec::new();
+        let mut stream = vec![b'x'; 3000];
+        stream.extend_from_slice(if framing == "line" {
+            b"\n"
+        } else {
+            b"\r\n\r\n"
+        });
+        let one = stream.clone();
+        stream.extend_from_slice(&one);
+        let mut done = 0;
+        for byte in stream.chunks(1) {
+            reader.feed(byte, &mut refused).unwrap();
+            done += refused.len();
+        }
+        assert_eq!(done, 2, "{framing}");
+    }
+}
+
 proptest! {
     /// However a socket cuts the stream, the same replies complete with the
     /// same verdicts as when it all arrives at once.

@@ -215,3 +215,12 @@ fn serve_slowly(
 mod seccomp;
 #[allow(unused_imports)] // not every test binary uses it
 pub use seccomp::deny_io_uring;
+
+/// A path named `name` in this test process's own temporary directory
+/// (created): test binaries run as separate processes, so their files
+/// never meet.
+pub fn temp_path(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ringcore-loadgen-tests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    dir.join(name)
+}
