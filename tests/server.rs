@@ -457,6 +457,61 @@ fn sqpoll_rings_serve_the_same_echo() {
         "{}",
         server.stderr()
     );
+    // The kernel's word, not the server's: every ring has a polling thread
+    // (`SqThread` in its fdinfo, -1 without SQPOLL), and that thread is the
+    // kernel's `iou-sqp-*`.
+    let rings = server.ring_fdinfo();
+    assert!(!rings.is_empty(), "no io_uring among the server's fds");
+    for ring in &rings {
+        let thread = ring.get("SqThread").map(String::as_str).unwrap_or("-1");
+        assert!(thread != "-1", "a ring without SQPOLL: {ring:?}");
+        let comm = std::fs::read_to_string(format!("/proc/{}/task/{thread}/comm", server.pid()))
+            .unwrap_or_default();
+        assert!(comm.starts_with("iou-sqp"), "SqThread {thread} is {comm:?}");
+    }
+}
+
+/// `--batch-wait` as the kernel carries it out: a wait that has just begun
+/// is held for the window unless a batch (32) completes first. A client
+/// that sends its next request the moment a reply arrives (ping-pong) lands
+/// inside the window the worker's wait began with the reply, so each round
+/// trip lasts about the window; without it, tens of microseconds. The
+/// bound is half the window, and only the median must reach it: a client
+/// whose wake-up is delayed (a loaded machine) sends later into the window
+/// and waits less, but would have to be late by 10 ms in most rounds to
+/// break it, and a late client can only make a round trip shorter, never
+/// longer. A wait also ends early at one of the worker's deadlines, which
+/// costs at most a few rounds.
+#[test]
+fn batch_wait_holds_each_fresh_wait_for_its_window() {
+    const WINDOW: Duration = Duration::from_millis(20);
+    let server = Server::start(&[
+        "--serve",
+        "tcp:0=echo",
+        "--threads",
+        "1",
+        "--batch-wait",
+        "20ms",
+    ]);
+    let mut stream = connect(server.addr("tcp", "echo"));
+    stream.set_nodelay(true).unwrap();
+    let mut round_trips = Vec::new();
+    for i in 0..21u8 {
+        let sent = std::time::Instant::now();
+        stream.write_all(&[i; 8]).unwrap();
+        let mut back = [0u8; 8];
+        stream.read_exact(&mut back).unwrap();
+        assert_eq!(back, [i; 8]);
+        round_trips.push(sent.elapsed());
+    }
+    // The first round found the worker long asleep: not held.
+    let mut held = round_trips[1..].to_vec();
+    held.sort();
+    let median = held[held.len() / 2];
+    assert!(
+        median >= WINDOW / 2,
+        "median round trip {median:?} with a {WINDOW:?} window: {round_trips:?}"
+    );
 }
 
 /// `--batch-wait`: each wait for completions holds out for a batch, up to
@@ -484,6 +539,13 @@ fn batch_wait_rings_answer_lone_and_concurrent_requests_and_keep_deadlines() {
     let mut back = [0u8; 5];
     lone.read_exact(&mut back).unwrap();
     assert_eq!(&back, b"alone");
+    for ring in server.ring_fdinfo() {
+        assert_eq!(
+            ring.get("SqThread").map(String::as_str),
+            Some("-1"),
+            "{ring:?}"
+        );
+    }
 
     let clients: Vec<_> = (0..40u64)
         .map(|i| {

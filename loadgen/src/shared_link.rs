@@ -415,10 +415,25 @@ pub fn print(r: &SharedReport) {
 mod tests {
     use super::*;
 
+    /// Values worked out by hand, not by the formula under test: equal
+    /// shares are perfectly fair; one flow of n holding everything scores
+    /// 1/n; (2, 1) is 9/10; (1, 2, 3) is 36/42 = 6/7; (1, 0, 0, 1) is two
+    /// of four flows served, 1/2; (9, 1) is 100/164 = 25/41.
     #[test]
-    fn jains_index() {
-        assert_eq!(jain(&[5.0, 5.0]), 1.0);
-        assert_eq!(jain(&[10.0, 0.0]), 0.5);
-        assert!((jain(&[2.0, 1.0]) - 0.9).abs() < 1e-12);
+    fn jains_index_matches_hand_worked_values() {
+        let close = |shares: &[f64], want: f64| {
+            let got = jain(shares);
+            assert!((got - want).abs() < 1e-12, "{shares:?}: {got} vs {want}");
+        };
+        close(&[5.0, 5.0], 1.0);
+        close(&[3.0, 3.0, 3.0], 1.0);
+        close(&[10.0, 0.0], 0.5);
+        close(&[7.0, 0.0, 0.0], 1.0 / 3.0);
+        close(&[2.0, 1.0], 0.9);
+        close(&[1.0, 2.0, 3.0], 6.0 / 7.0);
+        close(&[1.0, 0.0, 0.0, 1.0], 0.5);
+        close(&[9.0, 1.0], 25.0 / 41.0);
+        // Nothing delivered at all is not unfair to anyone.
+        close(&[0.0, 0.0], 1.0);
     }
 }

@@ -309,6 +309,32 @@ pub(crate) mod tests {
             prop_assert_eq!(out, reference_lines(&data));
         }
 
+        /// The chapter's chunk reverse over arbitrary bytes and any room:
+        /// every call takes at least a byte and at most its room, and says
+        /// back exactly what it took, reversed by the rule.
+        #[test]
+        fn chunks_reverse_what_they_take_whatever_the_bytes(
+            data in proptest::collection::vec(prop_oneof![Just(0xe2), Just(0x82), Just(0xac), Just(0xc3), Just(0xa9), any::<u8>()], 1..300),
+            room in 0usize..400,
+        ) {
+            let mut session = ReverseChunks;
+            let mut rest = &data[..];
+            while !rest.is_empty() {
+                let mut out = Vec::new();
+                let fed = session.on_input(rest, &mut out, room);
+                prop_assert_eq!(fed.next, Next::Continue);
+                prop_assert!(fed.consumed >= 1 && fed.consumed <= rest.len().min(room.max(1)));
+                let taken = &rest[..fed.consumed];
+                let mut expected = Vec::new();
+                match std::str::from_utf8(taken) {
+                    Ok(text) => expected.extend(text.chars().rev().collect::<String>().into_bytes()),
+                    Err(_) => expected.extend(taken.iter().rev()),
+                }
+                prop_assert_eq!(out, expected);
+                rest = &rest[fed.consumed..];
+            }
+        }
+
         #[test]
         fn reversing_a_line_twice_gives_it_back(line in "[^\n\r]{0,64}") {
             let mut once = Vec::new();

@@ -132,6 +132,35 @@ impl Server {
         self.child.as_ref().expect("running").id()
     }
 
+    /// What the kernel says of each io_uring the server holds open: the
+    /// fields of `/proc/PID/fdinfo/FD` (`SqThread`, `CqTail`, ...) for
+    /// every descriptor that is a ring.
+    pub fn ring_fdinfo(&self) -> Vec<HashMap<String, String>> {
+        let pid = self.pid();
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).expect("listing the server's fds");
+        let mut rings = Vec::new();
+        for fd in fds.flatten() {
+            let is_ring = std::fs::read_link(fd.path())
+                .is_ok_and(|target| target.to_string_lossy() == "anon_inode:[io_uring]");
+            if !is_ring {
+                continue;
+            }
+            let name = fd.file_name();
+            let Ok(info) =
+                std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", name.to_string_lossy()))
+            else {
+                continue; // closed meanwhile
+            };
+            rings.push(
+                info.lines()
+                    .filter_map(|l| l.split_once(':'))
+                    .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                    .collect(),
+            );
+        }
+        rings
+    }
+
     /// Everything the server wrote to stderr so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()

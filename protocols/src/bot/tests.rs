@@ -336,6 +336,100 @@ mod bounded_feeding {
             prop_assert_eq!(got, expected);
             prop_assert!(worst <= ONE_ANSWER, "one call went {} past its room", worst);
         }
+
+        /// Generated conversations: answers of every kind (the script's
+        /// words in any case and punctuation, numbers in and out of range,
+        /// commands, empty lines, control characters, bytes that are not
+        /// UTF-8, a line past the bound), pipelined, cut anywhere, fed with
+        /// any room. What holds whatever the script says: every line gets
+        /// an answer of bounded size, `quit` gets the goodbye and nothing
+        /// after it is answered, a line past the bound gets the error and
+        /// the close, and cuts and room change nothing.
+        #[test]
+        fn generated_conversations_answer_every_line_once(
+            lines in proptest::collection::vec(message(), 0..24),
+            crlf in any::<bool>(),
+            cuts in proptest::collection::vec(any::<usize>(), 0..8),
+            room in 1usize..3000,
+        ) {
+            let end: &[u8] = if crlf { b"\r\n" } else { b"\n" };
+            let input: Vec<u8> = lines.iter().flat_map(|l| l.iter().chain(end)).copied().collect();
+
+            // Line by line: what each line alone is answered with.
+            let mut one_by_one = stream();
+            let mut said = Vec::new();
+            one_by_one.on_open(&mut said);
+            for (i, line) in lines.iter().enumerate() {
+                let mut answer = Vec::new();
+                let mut framed = line.clone();
+                framed.extend_from_slice(end);
+                let next = one_by_one.on_bytes(&framed, &mut answer);
+                prop_assert!(!answer.is_empty(), "line {} ({:?}) went unanswered", i, line);
+                prop_assert!(answer.len() <= ONE_ANSWER, "line {} drew {} bytes", i, answer.len());
+                prop_assert!(answer.ends_with(b"\n"), "answers are whole lines");
+                let word = String::from_utf8_lossy(line).trim().to_lowercase();
+                if line.len() > 4096 {
+                    prop_assert_eq!(&answer[..], &b"error: line longer than 4096 bytes; goodbye\n"[..]);
+                    prop_assert_eq!(next, Next::Close);
+                } else if ["quit", "exit", "bye"].contains(&word.as_str()) {
+                    prop_assert!(answer.ends_with(b"Goodbye! Thanks for contacting us.\n"));
+                    prop_assert_eq!(next, Next::Close);
+                } else if line.iter().any(|&b| b < 0x20 && b != b'\t') && std::str::from_utf8(line).is_ok() {
+                    prop_assert_eq!(&answer[..], &b"error: control characters are not allowed\n"[..]);
+                } else if std::str::from_utf8(line).is_err() {
+                    prop_assert_eq!(&answer[..], &b"error: please send text encoded as UTF-8\n"[..]);
+                }
+                said.extend_from_slice(&answer);
+                if next == Next::Close {
+                    break;
+                }
+            }
+            // All at once, cut anywhere, with any room: the same words, and
+            // nothing for the lines after a close.
+            let mut split = stream();
+            let mut got = Vec::new();
+            split.on_open(&mut got);
+            let (written, worst) = drive(&mut split, &split_at_cuts(&input, &cuts), room);
+            got.extend_from_slice(&written);
+            prop_assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(&said));
+            prop_assert!(worst <= ONE_ANSWER, "one call went {} past its room", worst);
+        }
+    }
+
+    /// One message of a generated conversation, without its line end.
+    fn message() -> impl Strategy<Value = Vec<u8>> {
+        let word = prop_oneof![
+            Just("yes"),
+            Just("No"),
+            Just("y"),
+            Just("nope"),
+            Just("YEAH!"),
+            Just("sure."),
+            Just("1"),
+            Just("2"),
+            Just("3"),
+            Just("4"),
+            Just("0"),
+            Just("99"),
+            Just("1)"),
+            Just("help"),
+            Just("?"),
+            Just("back"),
+            Just("restart"),
+            Just("quit"),
+            Just(" Bye "),
+            Just(""),
+            Just("   "),
+            Just("maybe"),
+            Just("\u{e9}t\u{e9}"),
+        ];
+        prop_oneof![
+            8 => word.prop_map(|w| w.as_bytes().to_vec()),
+            1 => "[ -~]{0,40}".prop_map(String::into_bytes),
+            1 => proptest::collection::vec(any::<u8>(), 1..40)
+                .prop_map(|mut b| { b.retain(|&c| c != b'\n'); b }),
+            1 => (4000usize..4200).prop_map(|n| vec![b'z'; n]),
+        ]
     }
 }
 
