@@ -453,10 +453,14 @@ impl MeshLocal {
             && self.traffic.borrow().outbox.iter().all(Vec::is_empty)
     }
 
-    /// True once this worker retired but others still may ask it
-    /// something: it must keep looking for messages.
+    /// True once this worker retired: until [`may_stop`](Self::may_stop)
+    /// lets it go, it keeps looking for messages and for the last sender's
+    /// retirement, which no message announces. (Reading "others may still
+    /// ask" here instead raced: the last sender could retire between this
+    /// worker's `may_stop` and its wait, which then ran to the drain
+    /// deadline.)
     pub(crate) fn lingering(&self) -> bool {
-        self.retired.get() && self.shared.senders.load(Ordering::Acquire) > 0
+        self.retired.get()
     }
 }
 

@@ -386,3 +386,25 @@ proptest! {
         prop_assert_eq!(waiting, 0);
     }
 }
+
+/// The interleaving that once held a worker to its drain deadline: worker
+/// 0 retires while worker 1 may still ask (so it may not stop yet), then
+/// worker 1 retires and stops. Worker 0 hears of it from no message, so it
+/// must still be polling: `lingering` stays true until `may_stop` lets it
+/// go, whoever retired last.
+#[test]
+fn a_worker_that_retired_first_keeps_polling_until_it_may_stop() {
+    let shared = MeshShared::new(2, true).expect("mesh");
+    let locals: Vec<Rc<MeshLocal>> = (0..2)
+        .map(|w| MeshLocal::new(w, shared.clone(), Arc::default()))
+        .collect();
+    assert!(!locals[0].lingering(), "not retired yet");
+    assert!(!locals[0].may_stop(true, false), "worker 1 may still ask");
+    assert!(locals[0].lingering());
+    assert!(locals[1].may_stop(true, false), "the last to retire stops");
+    assert!(
+        locals[0].lingering(),
+        "worker 0 must look again, or it sleeps until its deadline"
+    );
+    assert!(locals[0].may_stop(true, false));
+}
