@@ -164,6 +164,9 @@ pub struct TcpReport {
     /// A changing rate: each whole second of the run, what the profile
     /// asked for against what was sent, and its latency.
     pub per_second: Option<Vec<Second>>,
+    /// A changing rate: requests due before the run's end but sent after
+    /// it (a late thread's backlog), so in no second of `per_second`.
+    pub sent_after_end: Option<u64>,
     /// A request unanswered this long after it was sent timed out.
     pub timeout_s: f64,
     /// Wall time from the first request sent to the last reply received,
@@ -524,6 +527,10 @@ impl TcpReport {
                 .filter(|r| !r.is_constant())
                 .map(|r| r.describe().to_string()),
             per_second: per_second(plan, &outcome),
+            sent_after_end: plan.rate.as_ref().filter(|r| !r.is_constant()).map(|_| {
+                let whole = (plan.warmup + plan.duration).as_secs() as usize;
+                outcome.sent_per_second.iter().skip(whole).sum()
+            }),
             timeout_s: plan.timeout.as_secs_f64(),
             duration_s: seconds,
             requests: fates.completed,
@@ -642,6 +649,11 @@ pub fn print_tcp(r: &TcpReport) {
             println!(
                 "    {:>4} s  profile {:>9.0}  sent {:>9} ({:+6.2} %)  p50 {:>9.1}  p99 {:>9.1} us",
                 s.second, s.profile, s.sent, s.off_pct, s.p50_us, s.p99_us
+            );
+        }
+        if let Some(late) = r.sent_after_end.filter(|&n| n > 0) {
+            println!(
+                "    and {late} due before the end but sent after it (a late thread's backlog)"
             );
         }
     }

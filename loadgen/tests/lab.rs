@@ -111,15 +111,18 @@ fn a_flood_starves_tcp_on_a_shared_link_and_pacing_shares_it() {
         return;
     }
     let svg = std::env::temp_dir().join(format!("ringcore-shared-{}.svg", std::process::id()));
-    let out = loadgen(&[
-        "lab",
-        "--with-tcp",
-        "--duration",
-        "2s",
-        "--json",
-        "--plot",
-        svg.to_str().unwrap(),
-    ]);
+    // Spawned by hand: its pid names its namespaces, which must be gone
+    // after (another lab may run beside it, with its own).
+    let child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["lab", "--with-tcp", "--duration", "2s", "--json", "--quiet"])
+        .arg("--plot")
+        .arg(&svg)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run loadgen");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("loadgen's output");
     assert!(
         out.status.success(),
         "{}",
@@ -176,8 +179,14 @@ fn a_flood_starves_tcp_on_a_shared_link_and_pacing_shares_it() {
     assert!(drawn.contains("<svg") && drawn.contains("udp flood"));
     let _ = std::fs::remove_file(&svg);
     let leftovers = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    assert!(
-        !String::from_utf8_lossy(&leftovers.stdout).contains("ringcore-shared-"),
-        "the namespaces are removed"
-    );
+    let ours = String::from_utf8_lossy(&leftovers.stdout)
+        .lines()
+        .filter(|l| {
+            l.starts_with("ringcore-shared-")
+                && l.split_whitespace()
+                    .next()
+                    .is_some_and(|n| n.ends_with(&format!("-{pid}")))
+        })
+        .count();
+    assert_eq!(ours, 0, "the namespaces are removed");
 }

@@ -53,9 +53,14 @@ fn a_ramp_schedules_each_second_what_its_integral_says() {
     assert_eq!(seconds.len(), 2, "{r}");
     let profile: Vec<f64> = seconds.iter().map(|s| num(s, "profile")).collect();
     assert_eq!(profile, vec![2000.0, 4000.0]);
-    // Every request sent is in some second's count.
+    // Every request sent is in some second's count, or (due before the
+    // end, sent after it by a thread the machine held up) after them.
     let sent: f64 = seconds.iter().map(|s| num(s, "sent")).sum();
-    assert_eq!(sent, num(&r, "scheduled") - num(&r, "unsent"), "{r}");
+    assert_eq!(
+        sent + num(&r, "sent_after_end"),
+        num(&r, "scheduled") - num(&r, "unsent"),
+        "{r}"
+    );
     let _ = std::fs::remove_file(&log);
 }
 

@@ -2,14 +2,12 @@
 //! on it, and how its replies are checked. No I/O happens here.
 
 use std::collections::VecDeque;
-use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 use protocols::echo::EchoStream;
 use protocols::http::response::{Response, ResponseReader};
 use protocols::reverse::ReverseLines;
 use protocols::StreamSession;
-use socket2::Socket;
 
 use super::{StreamProtocol, Workload};
 use crate::dialect::ReplyReader;
@@ -70,11 +68,12 @@ impl Check {
 pub enum Link {
     /// No socket; a connect starts at `retry_at`.
     Down { retry_at: Instant },
-    /// A connect (with its linked timeout) is in flight.
+    /// The driver is connecting.
     Connecting,
     /// Connected and carrying requests.
     Up,
-    /// Failed: waiting for the kernel to finish with the socket.
+    /// Failed: waiting for the driver to close the socket (once the kernel
+    /// has finished with it).
     Broken,
 }
 
@@ -87,9 +86,9 @@ pub enum Failure {
     Aborted,
 }
 
-/// One connection slot and everything needed to verify its replies.
+/// One connection slot and everything needed to verify its replies. The
+/// socket and the bytes being sent are the driver's.
 pub struct Client {
-    pub socket: Option<Socket>,
     pub link: Link,
     /// Bumped at every connect: completions and events of an earlier
     /// socket of this slot carry an older one and are ignored.
@@ -99,18 +98,8 @@ pub struct Client {
     /// The first `timed_out` requests of `inflight` were already counted as
     /// timeouts and await only their late reply.
     pub timed_out: usize,
-    /// Request bytes not yet handed to a send.
+    /// Request bytes not yet handed to the driver.
     pub queued: Vec<u8>,
-    /// Request bytes of the send in progress, `sent` of them written.
-    pub sending: Vec<u8>,
-    pub sent: usize,
-    /// io_uring: a send is in flight. Readiness: the socket is waited on
-    /// for writability.
-    pub send_busy: bool,
-    /// io_uring: a receive is armed (the socket must not close yet).
-    pub recv_armed: bool,
-    /// When the current connect began.
-    pub connect_started: Instant,
     /// Connections this slot has had.
     pub opened: u64,
 }
@@ -119,48 +108,22 @@ impl Client {
     /// A slot with no connection yet, to connect at `now`.
     pub fn new(workload: &Workload, now: Instant) -> Self {
         Self {
-            socket: None,
             link: Link::Down { retry_at: now },
             generation: 0,
             check: Check::new(workload),
             inflight: VecDeque::new(),
             timed_out: 0,
             queued: Vec::new(),
-            sending: Vec::new(),
-            sent: 0,
-            send_busy: false,
-            recv_armed: false,
-            connect_started: now,
             opened: 0,
         }
     }
 
     /// Forgets everything of the slot's previous connection.
-    pub fn reset(&mut self, workload: &Workload, now: Instant) {
+    pub fn reset(&mut self, workload: &Workload) {
         self.check = Check::new(workload);
         self.inflight.clear();
         self.timed_out = 0;
         self.queued.clear();
-        self.sending.clear();
-        self.sent = 0;
-        self.send_busy = false;
-        self.connect_started = now;
-    }
-
-    /// The socket's descriptor (-1 without one).
-    pub fn fd(&self) -> i32 {
-        self.socket.as_ref().map_or(-1, |s| s.as_raw_fd())
-    }
-
-    /// The bytes to send next: what remains of the send in progress, or,
-    /// once that is all out, everything queued since (empty: nothing).
-    pub fn unsent(&mut self) -> &[u8] {
-        if self.sent == self.sending.len() {
-            self.sending.clear();
-            self.sent = 0;
-            std::mem::swap(&mut self.queued, &mut self.sending);
-        }
-        &self.sending[self.sent..]
     }
 
     /// Requests in flight not yet counted as timeouts.

@@ -1,7 +1,8 @@
-//! The readiness path of a load thread, for where io_uring is unavailable
+//! The readiness driver of a load thread, for where io_uring is unavailable
 //! (a container's seccomp profile, `kernel.io_uring_disabled`): non-blocking
 //! sockets in an edge-triggered epoll set, read and written with plain
-//! syscalls. The bookkeeping is the worker's, shared with the ring path.
+//! syscalls. The kernel holds none of its memory between calls, so a broken
+//! connection closes at once.
 
 use std::io;
 use std::net::SocketAddr;
@@ -10,55 +11,215 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use engine::epoll::Epoll;
-use engine::token::Token;
-use socket2::{SockAddr, Socket};
+use engine::token::{Op, Token};
+use socket2::{Domain, SockAddr, Socket, Type};
 
-use super::{Failure, Link, Worker};
+use super::super::client::Failure;
+use super::super::TcpPlan;
+use super::core::{Core, Effect};
+use super::Driver;
 
 /// Readiness events taken per wait.
 const EVENTS: usize = 256;
 /// Bytes read per `read` call.
 const READ_CHUNK: usize = 64 * 1024;
 
-/// An epoll set and its event buffer.
-pub struct Poller {
-    epoll: Epoll,
-    events: Vec<libc::epoll_event>,
+/// What the driver keeps of one connection slot.
+#[derive(Default)]
+struct Slot {
+    socket: Option<Socket>,
+    /// The core's generation when this socket was opened.
+    generation: u32,
+    /// When its connect began (a non-blocking connect has no timeout of
+    /// its own: the driver bounds it).
+    connect_started: Option<Instant>,
+    /// The bytes being written, `sent` of them out.
+    sending: Vec<u8>,
+    sent: usize,
 }
 
-impl Poller {
-    /// A new, empty set.
-    pub fn new() -> io::Result<Self> {
+impl Slot {
+    fn fd(&self) -> i32 {
+        self.socket.as_ref().map_or(-1, |s| s.as_raw_fd())
+    }
+}
+
+pub struct ReadinessDriver {
+    epoll: Epoll,
+    events: Vec<libc::epoll_event>,
+    addr: SocketAddr,
+    timeout: Duration,
+    slots: Vec<Slot>,
+    read_buf: Vec<u8>,
+    effects: Vec<Effect>,
+    /// When connects are next checked against the timeout.
+    next_connect_check: Instant,
+}
+
+impl ReadinessDriver {
+    pub fn new(plan: &TcpPlan, slots: usize) -> anyhow::Result<Self> {
         Ok(Self {
-            epoll: Epoll::new()?,
+            epoll: Epoll::new().context("creating the epoll instance")?,
             events: Vec::with_capacity(EVENTS),
+            addr: plan.addr,
+            timeout: plan.timeout,
+            slots: (0..slots).map(|_| Slot::default()).collect(),
+            read_buf: vec![0; READ_CHUNK],
+            effects: Vec::new(),
+            next_connect_check: Instant::now(),
         })
     }
 
-    /// Starts a non-blocking connect of `socket` to `addr` and watches it
-    /// (in, out, peer close), reporting `token`; true if it connected at
-    /// once, false if its writable edge will say.
-    pub fn connect(&self, socket: &Socket, addr: SocketAddr, token: Token) -> io::Result<bool> {
-        socket.set_nonblocking(true)?;
-        let now = match socket.connect(&SockAddr::from(addr)) {
-            Ok(()) => true,
-            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => false,
-            Err(e) => return Err(e),
-        };
-        let interest = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP) as u32;
-        self.epoll.add(socket.as_raw_fd(), token, interest)?;
-        Ok(now)
+    /// Starts a non-blocking connect on slot `i`, watched for in, out and
+    /// peer close; a connect that completes at once is reported at once.
+    fn connect(&mut self, core: &mut Core<'_>, i: usize, now: Instant) {
+        let generation = core.generation(i);
+        let slot = &mut self.slots[i];
+        slot.socket = None;
+        slot.sending.clear();
+        slot.sent = 0;
+        slot.generation = generation;
+        slot.connect_started = Some(now);
+        let started = (|| {
+            let socket = Socket::new(
+                Domain::for_address(self.addr),
+                Type::STREAM.cloexec().nonblocking(),
+                None,
+            )?;
+            let _ = socket.set_nodelay(true);
+            let at_once = match socket.connect(&SockAddr::from(self.addr)) {
+                Ok(()) => true,
+                Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => false,
+                Err(e) => return Err(e),
+            };
+            let interest = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP) as u32;
+            let token = Token::new(Op::Connect, i as u32, generation);
+            self.epoll.add(socket.as_raw_fd(), token, interest)?;
+            Ok((socket, at_once))
+        })();
+        match started {
+            Ok((socket, at_once)) => {
+                slot.socket = Some(socket);
+                // Connected at once (loopback can): no event will say so.
+                if at_once {
+                    slot.connect_started = None;
+                    core.on_connect(i, 0, now);
+                }
+            }
+            Err(e) => {
+                slot.connect_started = None;
+                core.on_connect(i, -e.raw_os_error().unwrap_or(libc::EIO), now);
+            }
+        }
+    }
+
+    /// A connect ended (`res` 0 or a negated errno).
+    fn connected(&mut self, core: &mut Core<'_>, i: usize, res: i32, now: Instant) {
+        let slot = &mut self.slots[i];
+        slot.connect_started = None;
+        if res < 0 {
+            slot.socket = None;
+        }
+        core.on_connect(i, res, now);
+    }
+
+    /// Connects that took the timeout have failed.
+    fn time_out_connects(&mut self, core: &mut Core<'_>, now: Instant) {
+        if now < self.next_connect_check {
+            return;
+        }
+        self.next_connect_check =
+            now + (self.timeout / 4).clamp(Duration::from_millis(1), Duration::from_millis(100));
+        for i in 0..self.slots.len() {
+            let late = self.slots[i]
+                .connect_started
+                .is_some_and(|at| now.saturating_duration_since(at) >= self.timeout);
+            if late && core.is_connecting(i) {
+                self.connected(core, i, -libc::ETIMEDOUT, now);
+            }
+        }
+    }
+
+    /// Reads slot `i` until the socket is empty (edge-triggered), handing
+    /// every byte to the core; EOF or an error fails the connection.
+    fn read_ready(&mut self, core: &mut Core<'_>, i: usize, now: Instant) {
+        while core.is_up(i) {
+            let fd = self.slots[i].fd();
+            // SAFETY: `read_buf` is a live buffer of the length passed.
+            let n =
+                unsafe { libc::read(fd, self.read_buf.as_mut_ptr().cast(), self.read_buf.len()) };
+            match n {
+                0 => return core.on_io_error(i, Failure::Closed, now),
+                n if n > 0 => core.on_data(i, &self.read_buf[..n as usize], now),
+                _ => match io::Error::last_os_error().raw_os_error() {
+                    Some(libc::EAGAIN) => return,
+                    Some(libc::EINTR) => continue,
+                    _ => return core.on_io_error(i, Failure::Reset, now),
+                },
+            }
+        }
+    }
+
+    /// Writes what slot `i` has to send until it is all out or the socket
+    /// is full; the next writable edge continues.
+    fn write_ready(&mut self, core: &mut Core<'_>, i: usize) {
+        while core.is_up(i) {
+            let slot = &mut self.slots[i];
+            if slot.sent == slot.sending.len() {
+                core.take_queued(i, &mut slot.sending);
+                slot.sent = 0;
+            }
+            let rest = &slot.sending[slot.sent..];
+            if rest.is_empty() {
+                return;
+            }
+            // SAFETY: `rest` is a live buffer of the length passed.
+            let n = unsafe {
+                libc::send(
+                    slot.fd(),
+                    rest.as_ptr().cast(),
+                    rest.len(),
+                    libc::MSG_NOSIGNAL,
+                )
+            };
+            if n >= 0 {
+                slot.sent += n as usize;
+                core.on_sent(n as usize);
+                continue;
+            }
+            match io::Error::last_os_error().raw_os_error() {
+                Some(libc::EAGAIN) => return,
+                Some(libc::EINTR) => continue,
+                _ => return core.on_io_error(i, Failure::Reset, Instant::now()),
+            }
+        }
     }
 }
 
-impl Worker<'_> {
-    /// Waits up to `wait` for readiness and handles every event.
-    pub(super) fn poll_ready(&mut self, wait: Duration) -> anyhow::Result<()> {
-        let super::Io::Readiness(poller) = &mut self.io else {
-            return Ok(());
-        };
-        let mut events = std::mem::take(&mut poller.events);
-        match poller.epoll.wait(&mut events, Some(wait)) {
+impl Driver for ReadinessDriver {
+    fn apply(&mut self, core: &mut Core<'_>) {
+        let mut effects = std::mem::take(&mut self.effects);
+        while core.has_effects() {
+            core.take_effects(&mut effects);
+            let now = Instant::now();
+            for effect in effects.drain(..) {
+                match effect {
+                    Effect::Connect(i) => self.connect(core, i, now),
+                    Effect::Send(i) => self.write_ready(core, i),
+                    Effect::Close(i) => {
+                        // Closing also drops it from the epoll set.
+                        self.slots[i].socket = None;
+                        core.on_closed(i, now);
+                    }
+                }
+            }
+        }
+        self.effects = effects;
+    }
+
+    fn wait(&mut self, core: &mut Core<'_>, wait: Duration) -> anyhow::Result<()> {
+        let mut events = std::mem::take(&mut self.events);
+        match self.epoll.wait(&mut events, Some(wait)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e).context("epoll_wait"),
@@ -70,94 +231,33 @@ impl Worker<'_> {
                 continue;
             };
             let i = token.index as usize;
-            let Some(c) = self.clients.get(i) else {
+            let Some(slot) = self.slots.get(i) else {
                 continue;
             };
-            if c.generation & 0xff_ffff != token.generation {
+            if slot.generation & 0xff_ffff != token.generation {
                 continue; // an earlier socket of this slot
             }
             let out = bits & libc::EPOLLOUT as u32 != 0;
             let trouble = bits & (libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0;
-            if c.link == Link::Connecting && (out || trouble) {
-                let res = match c.socket.as_ref().map(Socket::take_error) {
+            if core.is_connecting(i) && (out || trouble) {
+                let res = match slot.socket.as_ref().map(Socket::take_error) {
                     Some(Ok(None)) => 0,
                     Some(Ok(Some(e)) | Err(e)) => -e.raw_os_error().unwrap_or(libc::EIO),
                     None => -libc::EBADF,
                 };
-                self.on_connect(i, res, now);
-                continue;
+                self.connected(core, i, res, now);
+            } else if core.is_up(i) {
+                // Read first: replies free slots and decide what to send next.
+                self.read_ready(core, i, now);
+                if out {
+                    self.write_ready(core, i);
+                }
             }
-            if self.clients[i].link != Link::Up {
-                continue;
-            }
-            // Read first: replies free slots and decide what to send next.
-            self.read_ready(i, now);
-            if out && self.clients[i].link == Link::Up {
-                self.write_ready(i);
-            }
+            self.apply(core);
         }
-        if let super::Io::Readiness(poller) = &mut self.io {
-            poller.events = events;
-        }
+        self.events = events;
+        self.time_out_connects(core, now);
+        self.apply(core);
         Ok(())
-    }
-
-    /// Reads client `i` until the socket is empty (edge-triggered), checking
-    /// every byte; EOF or an error fails the connection.
-    fn read_ready(&mut self, i: usize, now: Instant) {
-        if self.read_buf.len() < READ_CHUNK {
-            self.read_buf.resize(READ_CHUNK, 0);
-        }
-        while self.clients[i].link == Link::Up {
-            let fd = self.clients[i].fd();
-            // SAFETY: `read_buf` is a live buffer of the length passed.
-            let n =
-                unsafe { libc::read(fd, self.read_buf.as_mut_ptr().cast(), self.read_buf.len()) };
-            match n {
-                0 => return self.fail(i, Failure::Closed, now),
-                n if n > 0 => {
-                    let n = n as usize;
-                    let taken =
-                        self.clients[i].take_reply(&self.read_buf[..n], &mut self.bad_status);
-                    self.on_answers(i, taken, n, now);
-                }
-                _ => {
-                    let e = io::Error::last_os_error();
-                    match e.raw_os_error() {
-                        Some(libc::EAGAIN) => return,
-                        Some(libc::EINTR) => continue,
-                        _ => return self.fail(i, Failure::Reset, now),
-                    }
-                }
-            }
-        }
-    }
-
-    /// Writes what client `i` has queued until it is all out or the socket
-    /// is full; the next writable edge continues.
-    pub(super) fn write_ready(&mut self, i: usize) {
-        loop {
-            let c = &mut self.clients[i];
-            if c.link != Link::Up {
-                return;
-            }
-            let fd = c.fd();
-            let rest = c.unsent();
-            if rest.is_empty() {
-                return;
-            }
-            // SAFETY: `rest` is a live buffer of the length passed.
-            let n = unsafe { libc::send(fd, rest.as_ptr().cast(), rest.len(), libc::MSG_NOSIGNAL) };
-            if n >= 0 {
-                c.sent += n as usize;
-                self.out.bytes_sent += n as u64;
-                continue;
-            }
-            match io::Error::last_os_error().raw_os_error() {
-                Some(libc::EAGAIN) => return,
-                Some(libc::EINTR) => continue,
-                _ => return self.fail(i, Failure::Reset, Instant::now()),
-            }
-        }
     }
 }
