@@ -261,9 +261,15 @@ fn run_thread(
     let mut checked = false;
     loop {
         let now = Instant::now();
-        let running = match quota {
-            Some(q) => issued < q && now < give_up,
-            None => now < deadline,
+        let running = match (quota, &profile) {
+            (Some(q), _) => issued < q && now < give_up,
+            // Open loop: until every request due before the end is sent,
+            // however late the thread got round to it (a request that fell
+            // due is never silently dropped from the count).
+            (None, Some(p)) => p
+                .due(issued)
+                .is_some_and(|s| start + Duration::from_secs_f64(s) < deadline),
+            (None, None) => now < deadline,
         };
         // Send what is due (open loop) or what the window allows (closed).
         while running && quota.is_none_or(|q| issued < q) {

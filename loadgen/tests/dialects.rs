@@ -560,3 +560,55 @@ fn udp_replies_are_matched_to_their_requests_through_loss_and_reordering() {
         "runs over TCP",
     );
 }
+
+/// A thread held up past the run's end (here: the whole process stopped
+/// with SIGSTOP from before the end until after it) still sends every
+/// request that fell due before the end when it runs again: the schedule
+/// is accounted for, not cut off at the moment the thread happens to look.
+#[test]
+fn udp_generic_sends_every_request_due_before_the_end_even_when_held_up() {
+    let server = TestServer::start(&[(Transport::Udp, Protocol::ECHO)]);
+    let before = server.totals().datagrams_in;
+    let started = std::time::Instant::now();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["--udp", &server.addr(0).to_string()])
+        .args([
+            "--protocol",
+            "generic",
+            "--request",
+            "r{seq}",
+            "--reply",
+            "echo",
+        ])
+        .args(["--rate", "2000", "--duration", "1s", "--json", "--quiet"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run loadgen");
+    let pid = child.id() as i32;
+    // Sending has begun...
+    let deadline = started + Duration::from_secs(20);
+    while server.totals().datagrams_in - before < 100 {
+        assert!(std::time::Instant::now() < deadline, "loadgen never sent");
+        thread::sleep(Duration::from_millis(1));
+    }
+    // ...stop it before its 1 s run ends, and let it go on well after.
+    // SAFETY: kill(2) on our own child, not yet reaped.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let stopped_at = server.totals().datagrams_in - before;
+    thread::sleep(Duration::from_millis(1500));
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let out = child.wait_with_output().expect("loadgen's output");
+    assert!(out.status.success());
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        stopped_at < 2000,
+        "stopped only after the end: {stopped_at}"
+    );
+    assert_eq!(num(&r, "sent"), 2000.0, "{r}");
+    assert_eq!(
+        num(&r, "sent"),
+        num(&r, "answered") + num(&r, "lost"),
+        "{r}"
+    );
+}
