@@ -612,3 +612,64 @@ fn udp_generic_sends_every_request_due_before_the_end_even_when_held_up() {
         "{r}"
     );
 }
+
+/// A server that answers every request with a line that never ends, on
+/// eight connections at once. Each reply alone may grow to 64 MiB before
+/// it counts as wrong, which would let eight hold 512 MiB; the thread's
+/// bound on replies not yet ended (256 MiB) drops connections first.
+/// Every request ends as a mismatch, and loadgen's peak memory (the
+/// kernel's count for the child) stays near the bound.
+#[test]
+// The child is reaped by wait4, for its own peak memory.
+#[allow(clippy::zombie_processes)]
+fn replies_that_never_end_cost_one_bound_per_thread_not_per_connection() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            thread::spawn(move || {
+                let mut request = [0u8; 2];
+                if std::io::Read::read_exact(&mut stream, &mut request).is_err() {
+                    return;
+                }
+                // Ends when loadgen drops the connection.
+                let endless = vec![b'x'; 256 * 1024];
+                while stream.write_all(&endless).is_ok() {}
+            });
+        }
+    });
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["--tcp", &addr.to_string()])
+        .args([
+            "--protocol",
+            "generic",
+            "--request",
+            "q\n",
+            "--reply",
+            "line",
+        ])
+        .args(["--connections", "8", "--requests", "8", "--threads", "1"])
+        .args(["--timeout", "60s", "--json", "--quiet"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run loadgen");
+    let pid = child.id() as i32;
+    let (mut status, mut usage) = (0, unsafe { std::mem::zeroed::<libc::rusage>() });
+    // SAFETY: our own child, reaped here once; valid out-pointers.
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(reaped, pid);
+    let mut stdout = child.stdout.expect("stdout");
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut text).unwrap();
+    // It says no request was answered (exit status 1), with its report.
+    assert!(libc::WIFEXITED(status), "loadgen did not exit: {status}");
+    let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(num(&r, "errors.mismatch"), 8.0, "{r}");
+    let peak_mib = usage.ru_maxrss as f64 / 1024.0;
+    assert!(
+        peak_mib < 400.0,
+        "loadgen peaked at {peak_mib:.0} MiB for replies bounded at 256 MiB a thread"
+    );
+    eprintln!("peak {peak_mib:.0} MiB");
+}

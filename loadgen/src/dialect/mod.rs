@@ -30,6 +30,12 @@ use crate::rng::Rng;
 /// that has not ended by then is taken as a framing error, not buffered on.
 pub const MAX_REPLY: usize = 64 << 20;
 
+/// What all the connections of one load thread may hold at once of replies
+/// that have not all arrived: past it, the connection whose reply just grew
+/// is dropped (a mismatch), so a server that never ends its replies costs
+/// loadgen at most this per thread, however many connections it has.
+pub const REPLY_MEMORY: usize = 4 * MAX_REPLY;
+
 /// What one request's reply must be. `kind` and `key` mean what the
 /// dialect that made it says; `exact` is how many bytes of the
 /// connection's exact-reply stream belong to this reply (0: none).
@@ -136,6 +142,11 @@ impl ReplyReader {
         }
     }
 
+    /// Memory held for replies that have not all arrived.
+    pub fn buffered(&self) -> usize {
+        self.pending.capacity()
+    }
+
     /// Writes request number `seq` to `out` and expects its reply next
     /// after those already expected.
     pub fn request(&mut self, seq: u64, rng: &mut Rng, out: &mut Vec<u8>) {
@@ -163,6 +174,10 @@ impl ReplyReader {
         }
         if self.pending.len() > MAX_REPLY {
             return Err(StreamError::Wrong);
+        }
+        if self.pending.is_empty() && self.pending.capacity() > 64 * 1024 {
+            // A large reply has passed: its buffer is not kept for good.
+            self.pending = Vec::new();
         }
         if !self.pending.is_empty() && self.expects.is_empty() {
             // Bytes that answer no request.

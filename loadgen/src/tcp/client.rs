@@ -43,6 +43,16 @@ pub enum Check {
 }
 
 impl Check {
+    /// Memory held for replies that have not all arrived (a dialect's;
+    /// the others hold a bounded head or only what their own requests
+    /// said must come).
+    pub fn reply_memory(&self) -> usize {
+        match self {
+            Check::Dialect(reader) => reader.buffered(),
+            Check::Exact { .. } | Check::Http { .. } => 0,
+        }
+    }
+
     pub fn new(workload: &Workload) -> Self {
         match workload {
             Workload::Stream(protocol) => Check::Exact {

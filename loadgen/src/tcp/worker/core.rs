@@ -23,6 +23,7 @@ use super::super::client::{Check, Client, Failure, InFlight, Link};
 use super::super::{StreamProtocol, TcpPlan, Workload};
 use super::{Share, ThreadOutcome};
 use crate::cli::SizeRange;
+use crate::dialect::REPLY_MEMORY;
 use crate::latency::{self, Series};
 use crate::progress::Live;
 use crate::request_log::{Outcome, RequestLog};
@@ -142,6 +143,10 @@ pub struct Core<'a> {
     log: Option<RequestLog>,
     /// What the driver has yet to carry out, in order.
     effects: Vec<Effect>,
+    /// Memory the clients hold for replies not all arrived, and what each
+    /// held at its last read (bounded by [`REPLY_MEMORY`]).
+    reply_memory: usize,
+    reply_held: Vec<usize>,
 }
 
 impl<'a> Core<'a> {
@@ -153,6 +158,7 @@ impl<'a> Core<'a> {
         out.per_second = changing.then(|| Series::coarse(Duration::from_secs(1)));
         let log = share.log.clone().map(RequestLog::new);
         let profile = share.rate.clone();
+        let slots = share.connections;
         Core {
             plan,
             live,
@@ -182,6 +188,8 @@ impl<'a> Core<'a> {
             next_tick: start,
             log,
             effects: Vec::new(),
+            reply_memory: 0,
+            reply_held: vec![0; slots],
         }
     }
 
@@ -310,7 +318,15 @@ impl<'a> Core<'a> {
         if self.clients[i].link != Link::Up || data.is_empty() {
             return;
         }
-        let taken = self.clients[i].take_reply(data, &mut self.bad_status);
+        let mut taken = self.clients[i].take_reply(data, &mut self.bad_status);
+        let held = self.clients[i].check.reply_memory();
+        self.reply_memory = self.reply_memory - self.reply_held[i] + held;
+        self.reply_held[i] = held;
+        if self.reply_memory > REPLY_MEMORY {
+            // The whole thread's bound, not this reply's: the connection
+            // whose reply grew it past goes (and gives its memory back).
+            taken = Err(Failure::Mismatch);
+        }
         self.on_answers(i, taken, data.len(), now);
     }
 
@@ -703,6 +719,7 @@ impl<'a> Core<'a> {
             return;
         }
         c.link = Link::Broken;
+        self.reply_memory -= std::mem::take(&mut self.reply_held[i]);
         let lost = c.outstanding() as u64;
         if let Some(log) = &mut self.log {
             let outcome = match failure {
@@ -723,9 +740,8 @@ impl<'a> Core<'a> {
             }
         }
         self.outstanding -= c.outstanding();
-        c.inflight.clear();
-        c.timed_out = 0;
-        c.queued.clear();
+        // Its reply buffers too: they count against the thread's bound.
+        c.reset(&self.plan.workload);
         let errors = &mut self.out.errors;
         match failure {
             Failure::Reset => errors.reset += lost,
