@@ -73,7 +73,14 @@ fn the_rows_account_for_every_request_and_reproduce_the_percentiles() {
     assert_eq!(count("timeout"), num(&r, "timeouts"));
     assert_eq!(count("unsent"), num(&r, "unsent"));
     for row in &rows {
-        let sent = row.sent.expect("every request was sent");
+        if row.outcome == "unsent" {
+            // Due before the end, never sent (a thread held up at the end
+            // on a loaded machine): no send time, no bytes.
+            assert_eq!((row.sent, row.bytes), (None, 0), "{}", row.outcome);
+            assert!(row.due <= row.done);
+            continue;
+        }
+        let sent = row.sent.expect("every request but the unsent was sent");
         assert!(row.due <= sent && sent <= row.done, "times in order");
         assert!((10..=100).contains(&row.bytes), "{}", row.bytes);
     }
