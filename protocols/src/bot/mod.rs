@@ -344,7 +344,10 @@ impl StreamSession for BotStream {
                 return Fed::all(input.len() - rest.len());
             }
             let Some(pos) = rest.iter().position(|&b| b == b'\n') else {
-                if self.partial.len() + rest.len() > max {
+                // One byte over: a last `\r` may be a CRLF's, which the
+                // line's own length does not count (cut between `\r` and
+                // `\n`, a line at the bound must pass as it does whole).
+                if self.partial.len() + rest.len() > max + 1 {
                     return close(out);
                 }
                 self.partial.extend_from_slice(rest);
