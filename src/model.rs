@@ -89,7 +89,7 @@ impl Running {
                 Some(wait) => format!(
                     "io_uring: {}; waits hold out up to {wait:?} for {} completions",
                     e.ring_mode().describe(),
-                    engine::uring::BATCH
+                    engine::BATCH_COMPLETIONS
                 ),
                 None => format!("io_uring: {}", e.ring_mode().describe()),
             },

@@ -74,3 +74,9 @@ pub enum EngineError {
     #[error("worker {0} panicked (a bug: please report it with the log)")]
     WorkerPanicked(usize),
 }
+
+impl From<kernel_io::Unavailable> for EngineError {
+    fn from(e: kernel_io::Unavailable) -> Self {
+        EngineError::UringUnavailable(e.0)
+    }
+}

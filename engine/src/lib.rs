@@ -12,12 +12,11 @@
 //! same connection core ([`connection`]) driven by epoll, so that a
 //! comparison isolates the I/O interface. The other server models
 //! (threads, tokio, tokio-uring) live in the `models` crate; the io_uring
-//! building blocks loadgen shares ([`uring`], [`bufring`], [`ring`],
-//! [`token`], [`socket`], [`udp`]) live here.
+//! building blocks it shares with loadgen (ring setup, buffer rings,
+//! tokens, epoll, socket options) live in the `kernel-io` crate.
 
 #![deny(missing_docs)]
 
-pub mod bufring;
 pub mod config;
 pub mod connection;
 pub mod conns;
@@ -28,7 +27,6 @@ mod lifecycle;
 pub mod mesh;
 pub mod metrics;
 pub mod per_core;
-pub mod ring;
 pub mod server;
 pub mod signals;
 pub mod slab;
@@ -39,10 +37,12 @@ pub mod stats;
 #[path = "../../tests/common/skip.rs"]
 mod test_skip;
 pub mod timers;
-pub mod token;
 pub mod udp;
-pub mod uring;
 pub mod worker;
+
+// The kernel I/O building blocks, under the names the engine has always
+// used for them.
+pub(crate) use kernel_io::{bufring, ring, token, uring};
 
 use std::net::SocketAddr;
 use std::ops::Deref;
@@ -60,6 +60,10 @@ pub use protocols::{DatagramHandler, Fed, Next, Replies, StreamSession};
 pub use ring::RingMode;
 pub use server::{Driver, Server};
 pub use stats::{ServiceCounter, StatsSnapshot, WorkerStats};
+
+/// How many completions each wait holds out for under
+/// [`EngineConfig::batch_wait`] (at most its time).
+pub const BATCH_COMPLETIONS: usize = kernel_io::uring::BATCH;
 
 /// A service as it was actually bound.
 #[derive(Debug, Clone)]

@@ -10,12 +10,7 @@ use crate::error::EngineError;
 use crate::ServiceConfig;
 use protocols::Transport;
 
-/// `SOL_UDP`, which `libc` does not export.
-pub const SOL_UDP: libc::c_int = 17;
-/// `UDP_SEGMENT` (GSO send size), which `libc` does not export.
-pub const UDP_SEGMENT: libc::c_int = 103;
-/// `UDP_GRO` (coalesce received trains), which `libc` does not export.
-pub const UDP_GRO: libc::c_int = 104;
+pub use kernel_io::sockopt::{set_int_option, SOL_UDP, UDP_GRO, UDP_SEGMENT};
 
 const LISTEN_BACKLOG: i32 = 4096;
 const UDP_RECV_BUFFER: usize = 8 * 1024 * 1024;
@@ -116,31 +111,6 @@ fn configure_udp(socket: &Socket, gro: bool) -> io::Result<()> {
             .unwrap_or_else(|e| tracing::debug!("UDP_GRO unavailable: {e}"));
     }
     Ok(())
-}
-
-/// Sets an integer socket option (for the ones socket2 does not wrap).
-pub fn set_int_option(
-    socket: &Socket,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: `value` is a live c_int and the length passed matches it.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            level,
-            name,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
 }
 
 /// Bytes waiting in a TCP socket's receive queue (SIOCINQ).

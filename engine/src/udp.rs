@@ -13,7 +13,8 @@ use protocols::{DatagramHandler, Replies};
 use crate::stats::WorkerStats;
 use socket2::SockAddr;
 
-use crate::socket::{SOL_UDP, UDP_GRO, UDP_SEGMENT};
+use crate::socket::{SOL_UDP, UDP_SEGMENT};
+pub use kernel_io::sockopt::gro_segment;
 
 /// Bytes reserved in every UDP receive buffer ahead of the payload: the
 /// io_uring_recvmsg_out header, the sender's address and the control data.
@@ -267,27 +268,6 @@ pub fn send_now(
     }
 }
 
-/// Finds the UDP_GRO control message in `control` (a received msghdr's
-/// control data) and returns its segment size.
-pub fn gro_segment(mut control: &[u8]) -> Option<usize> {
-    const HEADER: usize = std::mem::size_of::<libc::cmsghdr>();
-    while control.len() >= HEADER {
-        // SAFETY: at least HEADER bytes remain; read_unaligned has no alignment need.
-        let header: libc::cmsghdr = unsafe { std::ptr::read_unaligned(control.as_ptr().cast()) };
-        let len = header.cmsg_len as usize;
-        if len < HEADER || len > control.len() {
-            return None;
-        }
-        if header.cmsg_level == SOL_UDP && header.cmsg_type == UDP_GRO && len >= HEADER + 4 {
-            let data: [u8; 4] = control[HEADER..HEADER + 4].try_into().ok()?;
-            return usize::try_from(i32::from_ne_bytes(data)).ok();
-        }
-        let step = (len + 7) & !7;
-        control = control.get(step..)?;
-    }
-    None
-}
-
 /// Reads a socket address the kernel wrote as raw bytes.
 pub fn sockaddr_from_bytes(name: &[u8]) -> Option<SocketAddr> {
     // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
@@ -443,6 +423,7 @@ pub fn plan_sends(lens: &[usize], gso: bool, plan: &mut Vec<PlannedSend>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::socket::UDP_GRO;
 
     #[test]
     fn answering_ports_and_our_own_sockets_are_refused() {

@@ -87,16 +87,16 @@ impl IoPath {
         match choice {
             IoChoice::Epoll => Ok(IoPath::Epoll),
             IoChoice::Uring => {
-                engine::uring::probe()?;
+                kernel_io::uring::probe()
+                    .map_err(|cause| anyhow::anyhow!("io_uring is unavailable: {cause}"))?;
                 Ok(IoPath::Uring)
             }
-            IoChoice::Auto => match engine::uring::probe() {
+            IoChoice::Auto => match kernel_io::uring::probe() {
                 Ok(_) => Ok(IoPath::Uring),
-                Err(engine::EngineError::UringUnavailable(cause)) => {
+                Err(cause) => {
                     eprintln!("loadgen: io_uring is unavailable, using epoll instead: {cause}");
                     Ok(IoPath::Epoll)
                 }
-                Err(e) => Err(e.into()),
             },
         }
     }

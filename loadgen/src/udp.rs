@@ -15,8 +15,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use engine::socket::{set_int_option, SOL_UDP, UDP_GRO, UDP_SEGMENT};
 use hdrhistogram::Histogram;
+use kernel_io::sockopt::{set_int_option, SOL_UDP, UDP_GRO, UDP_SEGMENT};
 use protocols::probe::{Probe, PROBE_LEN};
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -848,7 +848,7 @@ fn recv_coalesced(
             msg.msg_controllen.min(std::mem::size_of_val(control)),
         )
     };
-    Ok((n as usize, engine::udp::gro_segment(control_bytes)))
+    Ok((n as usize, kernel_io::sockopt::gro_segment(control_bytes)))
 }
 
 #[cfg(test)]

@@ -349,7 +349,7 @@ pub fn gso_client(segment: usize) -> UdpSocket {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket.set_read_timeout(Some(PATIENCE)).unwrap();
     engine::socket::set_int_option(
-        &socket2::SockRef::from(&socket),
+        &socket,
         engine::socket::SOL_UDP,
         engine::socket::UDP_SEGMENT,
         segment as libc::c_int,

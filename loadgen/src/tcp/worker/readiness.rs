@@ -10,8 +10,8 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use engine::epoll::Epoll;
-use engine::token::{Op, Token};
+use kernel_io::epoll::Epoll;
+use kernel_io::token::{Op, Token};
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::super::client::Failure;

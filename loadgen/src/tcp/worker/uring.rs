@@ -10,10 +10,10 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use engine::bufring::BufRing;
-use engine::token::{Op, Token};
-use engine::uring::Uring;
 use io_uring::{cqueue, opcode, types};
+use kernel_io::bufring::BufRing;
+use kernel_io::token::{Op, Token};
+use kernel_io::uring::Uring;
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::super::client::Failure;

@@ -26,20 +26,19 @@ pub const BATCH: usize = 32;
 /// Probes, before any thread starts, that io_uring can be used here with
 /// the features the engine needs: a kernel of [`crate::ring::MIN_KERNEL`] or newer, a
 /// ring, and a provided-buffer ring registered on it.
-pub fn probe() -> Result<RingMode, crate::EngineError> {
+pub fn probe() -> Result<RingMode, crate::Unavailable> {
     if let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") {
         let release = release.trim();
         if crate::ring::release_version(release).is_some_and(|v| v < crate::ring::MIN_KERNEL) {
-            return Err(crate::EngineError::UringUnavailable(format!(
+            return Err(crate::Unavailable(format!(
                 "the kernel is {release}, older than {}.{}: the engine needs multishot receives and provided-buffer rings",
                 crate::ring::MIN_KERNEL.0, crate::ring::MIN_KERNEL.1
             )));
         }
     }
     let mut uring = Uring::new(8)?;
-    let bufs = BufRing::new(2, 64, 0).map_err(|e| {
-        crate::EngineError::UringUnavailable(format!("cannot allocate a probe buffer ring: {e}"))
-    })?;
+    let bufs = BufRing::new(2, 64, 0)
+        .map_err(|e| crate::Unavailable(format!("cannot allocate a probe buffer ring: {e}")))?;
     uring
         .add_buffers(bufs)
         .map_err(|e| crate::ring::buffer_ring_refused("a probe", &e))?;
@@ -66,17 +65,17 @@ pub struct Uring {
 
 impl Uring {
     /// A ring of `entries` SQEs with the best setup flags the kernel takes.
-    pub fn new(entries: u32) -> Result<Self, crate::EngineError> {
+    pub fn new(entries: u32) -> Result<Self, crate::Unavailable> {
         Self::with_ring(crate::ring::create(entries)?)
     }
 
     /// A ring whose submission queue a kernel thread polls (see
     /// [`crate::ring::create_sqpoll`]).
-    pub fn new_sqpoll(entries: u32, idle: Duration) -> Result<Self, crate::EngineError> {
+    pub fn new_sqpoll(entries: u32, idle: Duration) -> Result<Self, crate::Unavailable> {
         Self::with_ring(crate::ring::create_sqpoll(entries, idle)?)
     }
 
-    fn with_ring((ring, mode): (IoUring, RingMode)) -> Result<Self, crate::EngineError> {
+    fn with_ring((ring, mode): (IoUring, RingMode)) -> Result<Self, crate::Unavailable> {
         Ok(Self {
             ring: ManuallyDrop::new(ring),
             bufs: ManuallyDrop::new(Vec::new()),
@@ -91,7 +90,7 @@ impl Uring {
     /// A descriptor of the ring itself, for other rings to post
     /// completions to (`IORING_OP_MSG_RING`); it keeps the ring's kernel
     /// side alive as long as it is open.
-    pub(crate) fn ring_fd(&self) -> io::Result<std::os::fd::OwnedFd> {
+    pub fn ring_fd(&self) -> io::Result<std::os::fd::OwnedFd> {
         use std::os::fd::{AsRawFd, BorrowedFd};
         // SAFETY: the ring's descriptor is open for as long as `self` is.
         let fd = unsafe { BorrowedFd::borrow_raw(self.ring.as_raw_fd()) };
@@ -101,7 +100,7 @@ impl Uring {
     /// Completions whose `user_data` has `tag` as its top byte are posted
     /// by other rings (messages), not the end of an operation of ours:
     /// [`reap`](Self::reap) does not count them.
-    pub(crate) fn expect_foreign(&mut self, tag: u8) {
+    pub fn expect_foreign(&mut self, tag: u8) {
         self.foreign = Some(tag);
     }
 

@@ -5,7 +5,7 @@ use std::io;
 
 use io_uring::IoUring;
 
-use crate::error::EngineError;
+use crate::Unavailable;
 
 /// Which optional setup flags a ring was created with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +40,7 @@ impl RingMode {
 pub fn create_sqpoll(
     entries: u32,
     idle: std::time::Duration,
-) -> Result<(IoUring, RingMode), EngineError> {
+) -> Result<(IoUring, RingMode), Unavailable> {
     let idle_ms = u32::try_from(idle.as_millis()).unwrap_or(u32::MAX).max(1);
     let mut builder = IoUring::builder();
     builder
@@ -54,7 +54,7 @@ pub fn create_sqpoll(
 }
 
 /// Creates a ring of `entries` SQEs and 4x CQEs, trying the best flags first.
-pub fn create(entries: u32) -> Result<(IoUring, RingMode), EngineError> {
+pub fn create(entries: u32) -> Result<(IoUring, RingMode), Unavailable> {
     let cq = entries.saturating_mul(4);
     type Configure = fn(&mut io_uring::Builder);
     let attempts: [(RingMode, Configure); 3] = [
@@ -90,7 +90,7 @@ pub fn create(entries: u32) -> Result<(IoUring, RingMode), EngineError> {
 pub const MIN_KERNEL: (u32, u32) = (6, 0);
 
 /// Names the cause of a refused buffer-ring registration (`what`'s).
-pub fn buffer_ring_refused(what: &str, err: &io::Error) -> EngineError {
+pub fn buffer_ring_refused(what: &str, err: &io::Error) -> Unavailable {
     let cause = match err.raw_os_error() {
         Some(libc::ENOMEM) => "not enough locked memory (ENOMEM): as a user without CAP_IPC_LOCK the ring's entries count against RLIMIT_MEMLOCK; raise it (`ulimit -l`, `docker run --ulimit memlock=-1`)".to_string(),
         _ => format!(
@@ -98,7 +98,7 @@ pub fn buffer_ring_refused(what: &str, err: &io::Error) -> EngineError {
             MIN_KERNEL.0, MIN_KERNEL.1
         ),
     };
-    EngineError::UringUnavailable(format!("the kernel refused {what} buffer ring: {cause}"))
+    Unavailable(format!("the kernel refused {what} buffer ring: {cause}"))
 }
 
 /// `(major, minor)` of a kernel release string such as `6.1.0-13-amd64`.
@@ -110,7 +110,7 @@ pub fn release_version(release: &str) -> Option<(u32, u32)> {
 }
 
 /// Names the cause of an io_uring_setup failure and what to do about it.
-pub fn unavailable(err: &io::Error) -> EngineError {
+pub fn unavailable(err: &io::Error) -> Unavailable {
     let sysctl = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok());
@@ -132,7 +132,7 @@ pub fn unavailable(err: &io::Error) -> EngineError {
         }
         _ => format!("io_uring_setup failed: {err}"),
     };
-    EngineError::UringUnavailable(cause)
+    Unavailable(cause)
 }
 
 #[cfg(test)]
