@@ -286,7 +286,21 @@ impl Server {
             panic!("ringcore did not exit; stderr:\n{}", self.stderr());
         }
         let status = waiter.join().unwrap().unwrap();
-        let rest: Vec<String> = self.lines.try_iter().collect();
+        // Everything it printed: the reader thread forwards lines until the
+        // pipe's end (which the exit brings), maybe after the exit is seen,
+        // so read to the channel's close, not only what has arrived.
+        let mut rest = Vec::new();
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => rest.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("ringcore's stdout stayed open after it exited")
+                }
+            }
+        }
         (status, rest.join("\n"))
     }
 }
