@@ -17,7 +17,7 @@ mod core;
 mod readiness;
 mod uring;
 
-use self::core::Core;
+use self::core::{Core, Effect};
 
 /// A thread's part of the plan.
 pub struct Share {
@@ -109,11 +109,28 @@ impl ThreadOutcome {
 /// What a driver does for the core: carry out its effects and hand it
 /// what the kernel did.
 trait Driver {
-    /// Carries out everything the core asked for, until it asks nothing.
-    fn apply(&mut self, core: &mut Core<'_>);
+    /// Carries out one thing the core asked for.
+    fn carry_out(&mut self, core: &mut Core<'_>, effect: Effect, now: Instant);
+    /// The driver's buffer for the core's effects (kept, not reallocated).
+    fn effects(&mut self) -> &mut Vec<Effect>;
     /// Waits up to `wait` for the kernel, hands the core every event, and
     /// carries out what they made it ask for.
     fn wait(&mut self, core: &mut Core<'_>, wait: Duration) -> anyhow::Result<()>;
+}
+
+/// Carries out everything the core asked for, until it asks nothing more
+/// (carrying out an effect can make it ask: a connect that completes at
+/// once lets it send).
+fn apply(core: &mut Core<'_>, driver: &mut impl Driver) {
+    let mut effects = std::mem::take(driver.effects());
+    while core.has_effects() {
+        core.take_effects(&mut effects);
+        let now = Instant::now();
+        for effect in effects.drain(..) {
+            driver.carry_out(core, effect, now);
+        }
+    }
+    *driver.effects() = effects;
 }
 
 /// The driver a thread got.
@@ -175,7 +192,7 @@ impl<'a> Worker<'a> {
 
 fn prepare(core: &mut Core<'_>, driver: &mut impl Driver, until: Instant) -> anyhow::Result<()> {
     core.connect_all();
-    driver.apply(core);
+    apply(core, driver);
     while core.any_connecting() {
         let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -190,7 +207,7 @@ fn prepare(core: &mut Core<'_>, driver: &mut impl Driver, until: Instant) -> any
 fn run(core: &mut Core<'_>, driver: &mut impl Driver) -> anyhow::Result<()> {
     core.begin(Instant::now());
     while let Some(wake) = core.step(Instant::now()) {
-        driver.apply(core);
+        apply(core, driver);
         driver.wait(core, wake.saturating_duration_since(Instant::now()))?;
         core.woke(wake, Instant::now());
     }

@@ -17,7 +17,7 @@ use socket2::{Domain, SockAddr, Socket, Type};
 use super::super::client::Failure;
 use super::super::TcpPlan;
 use super::core::{Core, Effect};
-use super::Driver;
+use super::{apply, Driver};
 
 /// Readiness events taken per wait.
 const EVENTS: usize = 256;
@@ -197,24 +197,20 @@ impl ReadinessDriver {
 }
 
 impl Driver for ReadinessDriver {
-    fn apply(&mut self, core: &mut Core<'_>) {
-        let mut effects = std::mem::take(&mut self.effects);
-        while core.has_effects() {
-            core.take_effects(&mut effects);
-            let now = Instant::now();
-            for effect in effects.drain(..) {
-                match effect {
-                    Effect::Connect(i) => self.connect(core, i, now),
-                    Effect::Send(i) => self.write_ready(core, i),
-                    Effect::Close(i) => {
-                        // Closing also drops it from the epoll set.
-                        self.slots[i].socket = None;
-                        core.on_closed(i, now);
-                    }
-                }
+    fn carry_out(&mut self, core: &mut Core<'_>, effect: Effect, now: Instant) {
+        match effect {
+            Effect::Connect(i) => self.connect(core, i, now),
+            Effect::Send(i) => self.write_ready(core, i),
+            Effect::Close(i) => {
+                // Closing also drops it from the epoll set.
+                self.slots[i].socket = None;
+                core.on_closed(i, now);
             }
         }
-        self.effects = effects;
+    }
+
+    fn effects(&mut self) -> &mut Vec<Effect> {
+        &mut self.effects
     }
 
     fn wait(&mut self, core: &mut Core<'_>, wait: Duration) -> anyhow::Result<()> {
@@ -253,11 +249,11 @@ impl Driver for ReadinessDriver {
                     self.write_ready(core, i);
                 }
             }
-            self.apply(core);
+            apply(core, self);
         }
         self.events = events;
         self.time_out_connects(core, now);
-        self.apply(core);
+        apply(core, self);
         Ok(())
     }
 }

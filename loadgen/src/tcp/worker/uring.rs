@@ -19,7 +19,7 @@ use socket2::{Domain, SockAddr, Socket, Type};
 use super::super::client::Failure;
 use super::super::TcpPlan;
 use super::core::{Core, Effect};
-use super::Driver;
+use super::{apply, Driver};
 
 /// The target's address and the connect timeout, at addresses that stay put
 /// while the kernel reads them.
@@ -249,20 +249,16 @@ impl UringDriver {
 }
 
 impl Driver for UringDriver {
-    fn apply(&mut self, core: &mut Core<'_>) {
-        let mut effects = std::mem::take(&mut self.effects);
-        while core.has_effects() {
-            core.take_effects(&mut effects);
-            let now = Instant::now();
-            for effect in effects.drain(..) {
-                match effect {
-                    Effect::Connect(i) => self.connect(core, i),
-                    Effect::Send(i) => self.flush(core, i),
-                    Effect::Close(i) => self.close(core, i, now),
-                }
-            }
+    fn carry_out(&mut self, core: &mut Core<'_>, effect: Effect, now: Instant) {
+        match effect {
+            Effect::Connect(i) => self.connect(core, i),
+            Effect::Send(i) => self.flush(core, i),
+            Effect::Close(i) => self.close(core, i, now),
         }
-        self.effects = effects;
+    }
+
+    fn effects(&mut self) -> &mut Vec<Effect> {
+        &mut self.effects
     }
 
     fn wait(&mut self, core: &mut Core<'_>, wait: Duration) -> anyhow::Result<()> {
@@ -284,7 +280,7 @@ impl Driver for UringDriver {
                 self.arm_recv(i);
             }
         }
-        self.apply(core);
+        apply(core, self);
         Ok(())
     }
 }
