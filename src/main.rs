@@ -49,7 +49,7 @@ fn init_logging(level: &str) {
 fn run(cli: &Cli) -> anyhow::Result<()> {
     // Block the shutdown signals before any thread starts, so every thread
     // inherits the mask and only this one receives them.
-    let signals = engine::signals::ShutdownSignals::block().context("blocking SIGINT/SIGTERM")?;
+    let signals = engine::ShutdownSignals::block().context("blocking SIGINT/SIGTERM")?;
     let cpus = cli.worker_cpus()?;
     let workers = cpus.len();
     let options = cli.protocol_options()?;

@@ -132,7 +132,7 @@ fn amplifying_input_never_read_stays_within_the_bound(io: &str) {
     let rss = server.rss_kib() * 1024;
     // Per connection: its output, the input one receive may bring in
     // beyond it, and 32 KiB for the rest (socket state, the session).
-    let window = engine::connection::RECEIVE_WINDOW as u64;
+    let window = engine::RECEIVE_WINDOW as u64;
     let bound = n * (LIMIT + window + 32 * 1024) + 16 * 1024 * 1024;
     assert!(
         rss <= bound,

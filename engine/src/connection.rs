@@ -48,8 +48,8 @@ pub const TICK: Duration = Duration::from_millis(100);
 /// Output buffers above this capacity are released once empty, so a
 /// connection that once moved a lot of data does not keep the memory idle.
 const KEEP_CAPACITY: usize = 16 * 1024;
-/// The most input one [`Action::StartReceiving`] may bring in before the
-/// connection decides again (a multishot receive ends after this many
+/// The most input one receive may bring in before the connection decides
+/// again (a multishot receive ends after this many
 /// bytes). Input the session cannot take yet is held here, so this bounds
 /// what a connection holds beyond its output limit. Each ending costs a
 /// new receive (a submission and a poll arm in the kernel): at 32 KiB a
@@ -569,16 +569,6 @@ impl Connection {
             env.stats.connections_evicted.inc();
             self.fail_quietly();
         }
-    }
-
-    /// True once the driver was told to close.
-    pub fn is_closed(&self) -> bool {
-        self.closed
-    }
-
-    /// True when the session keeps time (the driver counts these).
-    pub fn keeps_time(&self) -> bool {
-        self.ticks
     }
 
     /// An answer to part `part` of ask `ask` came back from another

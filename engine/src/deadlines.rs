@@ -59,11 +59,13 @@ impl Deadlines {
     }
 
     /// Entries in the heap (stale ones included).
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.heap.len()
     }
 
     /// True when no deadline is waiting.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.heap.is_empty()
     }

@@ -17,16 +17,16 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use kernel_io::epoll::Epoll;
-use protocols::{DatagramHandler, Replies};
+use protocols::DatagramHandler;
 
 use crate::connection::{Action, Connection, Env};
 use crate::conns::Tracked;
 use crate::error::EngineError;
 use crate::lifecycle::{self, WorkerCore};
-use crate::mesh::Parcel;
+use crate::mesh::{MeshShared, Parcel};
 use crate::per_core::{CoreWorker, OpenedParts, Sessions, WorkerParts, WorkerSettings};
 use crate::token::{Op, Token};
-use crate::udp::{self, SendSlot};
+use crate::udp::{self, Answering, SendSlot};
 use std::sync::mpsc::Receiver;
 
 /// Reads (or accepts, or datagrams) per socket per visit, so one busy
@@ -84,17 +84,14 @@ pub struct EpollWorker {
     /// Receive buffer for one datagram or GRO train, and its control data.
     datagram: Vec<u8>,
     control: [u8; CONTROL_LEN],
-    replies: Replies,
-    reply_lens: Vec<usize>,
-    send_plan: Vec<udp::PlannedSend>,
+    /// Hands datagrams to their handlers and plans the replies.
+    answering: Answering,
     send_slot: Box<SendSlot>,
     single_slot: Box<SendSlot>,
     /// Connections to visit again without waiting for an edge.
     revisit: Vec<(u32, u32)>,
     /// Parcels from each other worker (sharded services only).
     mailbox: Vec<Receiver<Parcel>>,
-    /// Reused: parcels to other workers being queued.
-    outgoing: Vec<(usize, Parcel)>,
 }
 
 impl CoreWorker for EpollWorker {
@@ -111,13 +108,7 @@ impl CoreWorker for EpollWorker {
             mesh,
         } = parts.open();
         let id = settings.id;
-        let fail = |context: &'static str| {
-            move |source: io::Error| EngineError::Worker {
-                worker: id,
-                context,
-                source,
-            }
-        };
+        let fail = |context| EngineError::in_worker(id, context);
         let epoll = Epoll::new().map_err(fail("creating the epoll instance"))?;
         // The eventfd, the listeners and the UDP sockets are watched for
         // reading only; the sockets are made non-blocking first.
@@ -188,15 +179,12 @@ impl CoreWorker for EpollWorker {
             scratch: vec![0; settings.tcp_buffers.1 as usize],
             datagram: vec![0; udp::MAX_PAYLOAD],
             control: [0; CONTROL_LEN],
-            replies: Replies::new(),
-            reply_lens: Vec::new(),
-            send_plan: Vec::new(),
+            answering: Answering::new(settings.loop_guard.clone(), stats.clone()),
             send_slot: SendSlot::new(),
             single_slot: SendSlot::new(),
             revisit: Vec::new(),
             core: WorkerCore::new(&settings, stats, mesh),
             mailbox,
-            outgoing: Vec::new(),
             settings,
         };
         Ok((worker, ()))
@@ -239,18 +227,12 @@ impl CoreWorker for EpollWorker {
                 self.progress(index, generation);
             }
             self.after_batch();
-            self.post_parcels();
+            lifecycle::post_parcels(&mut self);
             self.core
                 .stats
                 .connection_memory
                 .set(self.core.conns.memory_held() as u64);
-            if lifecycle::shutdown_finished(
-                &self.core.conns,
-                &self.core.timers,
-                self.settings.id,
-                true,
-                self.core.mesh.as_deref(),
-            ) {
+            if self.core.shutdown_finished(self.settings.id, true) {
                 return Ok(());
             }
         }
@@ -298,32 +280,6 @@ impl EpollWorker {
         }
     }
 
-    /// Queues each parcel ready to go, ringing its receiver's bell.
-    fn post_parcels(&mut self) {
-        let Some(mesh) = self.core.mesh.clone() else {
-            return;
-        };
-        let mut outgoing = std::mem::take(&mut self.outgoing);
-        mesh.take_parcels(&mut outgoing);
-        for (to, parcel) in outgoing.drain(..) {
-            let Some(inbox) = mesh.shared.inbox(to) else {
-                continue;
-            };
-            match inbox.queue(self.settings.id, parcel) {
-                Ok(()) => {
-                    inbox.ring_bell();
-                    self.core.stats.io_syscalls.inc();
-                }
-                Err(parcel) => {
-                    // Never: credits bound what the queue holds.
-                    tracing::warn!(worker = self.settings.id, to, "a worker's inbox is full");
-                    lifecycle::parcel_failed(self, parcel);
-                }
-            }
-        }
-        self.outgoing = outgoing;
-    }
-
     // ----- connections -----
 
     /// A connection's socket reported `bits`.
@@ -346,13 +302,8 @@ impl EpollWorker {
     /// and the socket has some (up to a budget per visit), and schedules its
     /// next deadline.
     fn progress(&mut self, index: u32, generation: u32) {
-        let env = Env {
-            limits: &self.core.limits,
-            stats: &self.core.stats,
-            now: self.core.now,
-            mesh: self.core.mesh.as_deref(),
-        };
-        let Some(c) = self.core.conns.get_mut(index, generation) else {
+        let (conns, env) = self.core.split();
+        let Some(c) = conns.get_mut(index, generation) else {
             return;
         };
         let mut reads = 0;
@@ -370,12 +321,12 @@ impl EpollWorker {
                     Action::ShutdownWrite => {
                         // SAFETY: plain syscall on a descriptor this connection owns.
                         unsafe { libc::shutdown(c.fd.as_raw_fd(), libc::SHUT_WR) };
-                        self.core.stats.io_syscalls.inc();
+                        env.stats.io_syscalls.inc();
                     }
                     Action::Close => {
                         // Closing the descriptor also takes it out of the epoll set.
-                        self.core.conns.remove(index);
-                        self.core.stats.connections_closed.inc();
+                        conns.remove(index);
+                        env.stats.connections_closed.inc();
                         return;
                     }
                 }
@@ -446,13 +397,7 @@ impl EpollWorker {
             writable: true,
             receiving: false,
         };
-        let env = Env {
-            limits: &self.core.limits,
-            stats: &self.core.stats,
-            now: self.core.now,
-            mesh: self.core.mesh.as_deref(),
-        };
-        let conn = Connection::new(session, &env);
+        let conn = Connection::new(session, &self.core.env());
         let (index, generation) = self.core.conns.insert(fd, conn, io);
         // Both directions, edge-triggered, once: no epoll_ctl per send.
         let events = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP) as u32;
@@ -525,18 +470,11 @@ impl EpollWorker {
                     .unwrap_or(payload.len()),
                 truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
             };
-            let handler = &mut *self.udp[i].handler;
-            udp::deliver(
-                &received,
-                peer,
-                handler,
-                self.core.now,
-                &mut self.replies,
-                &self.core.stats,
-                &self.settings.loop_guard,
-            );
+            let socket = &mut self.udp[i];
+            let (handler, gso) = (&mut *socket.handler, socket.gso);
+            self.answering
+                .answer(&received, peer, handler, self.core.now, gso);
             self.send_replies(i, peer);
-            self.replies.clear();
             any = true;
         }
         if any {
@@ -551,19 +489,12 @@ impl EpollWorker {
         self.core.stats.publish_sessions(tables);
     }
 
-    /// Sends `self.replies` to `peer` at once, equal-sized runs as GSO trains.
+    /// Sends the replies just planned to `peer` at once.
     fn send_replies(&mut self, i: usize, peer: std::net::SocketAddr) {
-        let gso = self.udp[i].gso;
-        udp::plan_replies(
-            &self.replies,
-            gso,
-            &mut self.reply_lens,
-            &mut self.send_plan,
-        );
         let fd = self.udp[i].fd.as_raw_fd();
-        for &(first, count, size) in &self.send_plan {
+        for &(first, count, size) in self.answering.sends() {
             let gso = (count > 1).then_some(size as u16);
-            self.send_slot.fill(&self.replies, first, count);
+            self.send_slot.fill(self.answering.replies(), first, count);
             let result = udp::send_now(fd, &mut self.send_slot, peer, gso);
             self.core.stats.io_syscalls.inc();
             if udp::count_send(&self.core.stats, self.send_slot.segments, result) {
@@ -607,6 +538,24 @@ impl lifecycle::Driver for EpollWorker {
 
     fn progress(&mut self, index: u32, generation: u32) {
         EpollWorker::progress(self, index, generation);
+    }
+
+    /// Queues the parcel and rings its receiver's bell.
+    fn post_parcel(&mut self, mesh: &MeshShared, to: usize, parcel: Parcel) {
+        let Some(inbox) = mesh.inbox(to) else {
+            return;
+        };
+        match inbox.queue(self.settings.id, parcel) {
+            Ok(()) => {
+                inbox.ring_bell();
+                self.core.stats.io_syscalls.inc();
+            }
+            Err(parcel) => {
+                // Never: credits bound what the queue holds.
+                tracing::warn!(worker = self.settings.id, to, "a worker's inbox is full");
+                lifecycle::parcel_failed(self, parcel);
+            }
+        }
     }
 }
 

@@ -75,6 +75,18 @@ pub enum EngineError {
     WorkerPanicked(usize),
 }
 
+impl EngineError {
+    /// What worker `worker` reports of an OS error met while `context`:
+    /// `io_result.map_err(EngineError::in_worker(id, "creating the ring"))`.
+    pub fn in_worker(worker: usize, context: &'static str) -> impl FnOnce(io::Error) -> Self {
+        move |source| EngineError::Worker {
+            worker,
+            context,
+            source,
+        }
+    }
+}
+
 impl From<kernel_io::Unavailable> for EngineError {
     fn from(e: kernel_io::Unavailable) -> Self {
         EngineError::UringUnavailable(e.0)

@@ -9,7 +9,7 @@
 //! services bring their own [`StreamFactory`] or [`DatagramFactory`].
 //!
 //! The crate also holds [`start_epoll`]: the same [`PerCore`] layout and the
-//! same connection core ([`connection`]) driven by epoll, so that a
+//! same connection core driven by epoll, so that a
 //! comparison isolates the I/O interface. The other server models
 //! (threads, tokio, tokio-uring) live in the `models` crate; the io_uring
 //! building blocks it shares with loadgen (ring setup, buffer rings,
@@ -17,32 +17,33 @@
 
 #![deny(missing_docs)]
 
-pub mod config;
-pub mod connection;
-pub mod conns;
-pub mod deadlines;
-pub mod epoll;
-pub mod error;
+mod config;
+mod connection;
+mod conns;
+mod deadlines;
+mod epoll;
+mod error;
 mod lifecycle;
 pub mod mesh;
 pub mod metrics;
 pub mod per_core;
-pub mod server;
-pub mod signals;
-pub mod slab;
-pub mod socket;
-pub mod stats;
+mod server;
+mod signals;
+mod slab;
+mod socket;
+mod stats;
 /// The test suite's one way to skip (shared with the integration tests).
 #[cfg(test)]
 #[path = "../../tests/common/skip.rs"]
 mod test_skip;
-pub mod timers;
-pub mod udp;
-pub mod worker;
+mod timers;
+mod udp;
+mod worker;
 
 // The kernel I/O building blocks, under the names the engine has always
 // used for them.
-pub(crate) use kernel_io::{bufring, ring, token, uring};
+pub(crate) use kernel_io::{bufring, ring, uring};
+mod token;
 
 use std::net::SocketAddr;
 use std::ops::Deref;
@@ -51,7 +52,7 @@ pub use config::{
     DatagramFactory, EngineConfig, Handler, ServiceConfig, SessionContext, SessionMaker, Sharded,
     StreamFactory, WorkerSessions,
 };
-pub use epoll::EpollWorker;
+pub use connection::RECEIVE_WINDOW;
 pub use error::EngineError;
 pub use mesh::Mesh;
 pub use per_core::{PerCore, ShutdownHandle};
@@ -59,7 +60,8 @@ pub use protocols::Transport;
 pub use protocols::{DatagramHandler, Fed, Next, Replies, StreamSession};
 pub use ring::RingMode;
 pub use server::{Driver, Server};
-pub use stats::{ServiceCounter, StatsSnapshot, WorkerStats};
+pub use signals::ShutdownSignals;
+pub use stats::{Counter, ServiceCounter, ServiceCounters, StatsSnapshot, WorkerStats};
 
 /// How many completions each wait holds out for under
 /// [`EngineConfig::batch_wait`] (at most its time).
@@ -133,7 +135,7 @@ impl Deref for Engine {
 /// place of io_uring, so that only the I/O interface differs.
 pub fn start_epoll(config: EngineConfig) -> Result<PerCore, EngineError> {
     config.validate().map_err(EngineError::Config)?;
-    let (core, ()) = PerCore::start::<EpollWorker>(&config, true)?;
+    let (core, ()) = PerCore::start::<epoll::EpollWorker>(&config, true)?;
     Ok(core)
 }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::connection::{Connection, Env, Limits};
 use crate::conns::Conns;
-use crate::mesh::{Body, Envelope, MeshLocal, Parcel};
+use crate::mesh::{Body, Envelope, MeshLocal, MeshShared, Parcel};
 use crate::per_core::WorkerSettings;
 use crate::stats::WorkerStats;
 use crate::timers::Timers;
@@ -36,6 +36,8 @@ pub(crate) struct WorkerCore<D> {
     pub(crate) timers: Timers,
     /// The worker's end of the mesh, when a service is sharded.
     pub(crate) mesh: Option<Rc<MeshLocal>>,
+    /// Reused: parcels to other workers being posted.
+    outgoing: Vec<(usize, Parcel)>,
 }
 
 impl<D> WorkerCore<D> {
@@ -53,20 +55,81 @@ impl<D> WorkerCore<D> {
             now: Instant::now(),
             due: Vec::new(),
             timers: Timers::default(),
+            outgoing: Vec::new(),
         }
     }
 
-    /// The due list, taken, and the context of the batch's events (which
-    /// borrows no part the table needs).
-    fn take_due(&mut self) -> (Vec<(u32, u32)>, &mut Conns<D>, Env<'_>) {
-        let due = std::mem::take(&mut self.due);
-        let env = Env {
+    /// The context of the batch's events.
+    pub(crate) fn env(&self) -> Env<'_> {
+        Env {
             limits: &self.limits,
             stats: &self.stats,
             now: self.now,
             mesh: self.mesh.as_deref(),
+        }
+    }
+
+    /// The connection table and the context of the batch's events, borrowed
+    /// apart so that a connection can be moved under the context.
+    pub(crate) fn split(&mut self) -> (&mut Conns<D>, Env<'_>) {
+        let Self {
+            conns,
+            limits,
+            stats,
+            now,
+            mesh,
+            ..
+        } = self;
+        let env = Env {
+            limits,
+            stats,
+            now: *now,
+            mesh: mesh.as_deref(),
         };
-        (due, &mut self.conns, env)
+        (conns, env)
+    }
+
+    /// The due list, taken, with [`split`](Self::split)'s borrows.
+    fn take_due(&mut self) -> (Vec<(u32, u32)>, &mut Conns<D>, Env<'_>) {
+        let due = std::mem::take(&mut self.due);
+        let (conns, env) = self.split();
+        (due, conns, env)
+    }
+
+    /// True once shutdown may end: every connection is closed and
+    /// `sends_settled` (the driver's own sends are done), or the drain
+    /// deadline passed (said in the log, with what was still flushing). With
+    /// a mesh, also once no other worker may still ask this one anything
+    /// (see [`MeshLocal::may_stop`]).
+    pub(crate) fn shutdown_finished(&self, worker: usize, sends_settled: bool) -> bool {
+        let (conns, timers, mesh) = (&self.conns, &self.timers, self.mesh.as_deref());
+        let Some(deadline) = timers.drain_deadline else {
+            return false;
+        };
+        let flushed = conns.is_empty() && sends_settled;
+        let now = Instant::now();
+        let late = !flushed && now >= deadline;
+        if late && !timers.deadline_reported.replace(true) {
+            tracing::warn!(
+                worker,
+                "shutdown deadline passed with {} connection(s) still flushing; closing them",
+                conns.len()
+            );
+        }
+        let Some(mesh) = mesh else {
+            return flushed || late;
+        };
+        if mesh.may_stop(flushed, now >= deadline) {
+            return true;
+        }
+        if now >= deadline + MESH_GRACE {
+            tracing::warn!(
+                worker,
+                "other workers still asking {MESH_GRACE:?} after the shutdown deadline; stopping regardless"
+            );
+            return true;
+        }
+        false
     }
 }
 
@@ -78,6 +141,25 @@ pub(crate) trait Driver {
     fn core(&mut self) -> &mut WorkerCore<Self::Io>;
     /// Carries out what the connection asks for after an event.
     fn progress(&mut self, index: u32, generation: u32);
+    /// Sends `parcel` on its way to worker `to` (through the driver's
+    /// mailbox for it in `mesh`); a parcel that cannot travel goes to
+    /// [`parcel_failed`].
+    fn post_parcel(&mut self, mesh: &MeshShared, to: usize, parcel: Parcel);
+}
+
+/// Posts each parcel ready to go, after a batch: one per receiver,
+/// however many messages it holds.
+pub(crate) fn post_parcels<W: Driver>(w: &mut W) {
+    let core = w.core();
+    let Some(mesh) = core.mesh.clone() else {
+        return;
+    };
+    let mut outgoing = std::mem::take(&mut core.outgoing);
+    mesh.take_parcels(&mut outgoing);
+    for (to, parcel) in outgoing.drain(..) {
+        w.post_parcel(&mesh.shared, to, parcel);
+    }
+    w.core().outgoing = outgoing;
 }
 
 /// Moves every connection in `list`, then gives the list back to reuse.
@@ -180,14 +262,9 @@ pub(crate) fn parcel_failed<W: Driver>(w: &mut W, parcel: Parcel) {
         if let Some(mesh) = &core.mesh {
             mesh.credit_back(envelope.owner as usize);
         }
-        let env = Env {
-            limits: &core.limits,
-            stats: &core.stats,
-            now: core.now,
-            mesh: core.mesh.as_deref(),
-        };
+        let (conns, env) = core.split();
         let (index, generation) = envelope.conn;
-        if let Some(t) = core.conns.get_mut(index, generation) {
+        if let Some(t) = conns.get_mut(index, generation) {
             t.conn.on_recv_error(&env);
         }
         w.progress(index, generation);
@@ -214,44 +291,3 @@ const LINGER_POLL: Duration = Duration::from_millis(1);
 /// How long past the drain deadline a worker still waits for the other
 /// workers to stop asking it things, before it stops regardless.
 const MESH_GRACE: Duration = Duration::from_secs(1);
-
-/// True once shutdown may end: every connection is closed and
-/// `sends_settled` (the driver's own sends are done), or the drain
-/// deadline passed (said in the log, with what was still flushing). With
-/// a mesh, also once no other worker may still ask this one anything
-/// (see [`MeshLocal::may_stop`]).
-pub(crate) fn shutdown_finished<D>(
-    conns: &Conns<D>,
-    timers: &Timers,
-    worker: usize,
-    sends_settled: bool,
-    mesh: Option<&MeshLocal>,
-) -> bool {
-    let Some(deadline) = timers.drain_deadline else {
-        return false;
-    };
-    let flushed = conns.is_empty() && sends_settled;
-    let now = Instant::now();
-    let late = !flushed && now >= deadline;
-    if late && !timers.deadline_reported.replace(true) {
-        tracing::warn!(
-            worker,
-            "shutdown deadline passed with {} connection(s) still flushing; closing them",
-            conns.len()
-        );
-    }
-    let Some(mesh) = mesh else {
-        return flushed || late;
-    };
-    if mesh.may_stop(flushed, now >= deadline) {
-        return true;
-    }
-    if now >= deadline + MESH_GRACE {
-        tracing::warn!(
-            worker,
-            "other workers still asking {MESH_GRACE:?} after the shutdown deadline; stopping regardless"
-        );
-        return true;
-    }
-    false
-}

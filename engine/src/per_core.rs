@@ -2,6 +2,17 @@
 //! pinned worker per configured CPU, each with its own SO_REUSEPORT socket
 //! for every service, its own counters and its own shutdown eventfd. Only
 //! what a worker does with its sockets differs between the models.
+//!
+//! This module is also the kit for server models of your own (the `models`
+//! crate's threads, tokio and tokio-uring servers are built from it): start
+//! the layout with [`PerCore::start`] and a [`CoreWorker`], or bind with
+//! [`bind_group`] and run threads of your own; [`queued_input`] sizes a
+//! read budget, [`LoopGuard`] refuses datagrams that could start a reply
+//! loop, and [`SessionShare`] publishes a handler's session counters.
+
+pub use crate::socket::{bind_group, queued_input};
+pub use crate::stats::SessionShare;
+pub use crate::udp::LoopGuard;
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};

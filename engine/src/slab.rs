@@ -90,6 +90,7 @@ impl<T> Slab<T> {
     }
 
     /// Indices and generations of every occupied slot.
+    #[cfg(test)]
     pub fn keys(&self) -> Vec<(u32, u32)> {
         self.slots
             .iter()

@@ -5,6 +5,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
+use std::sync::Arc;
 use std::time::Instant;
 
 use io_uring::types::RecvMsgOut;
@@ -155,43 +156,84 @@ fn ephemeral_ports() -> std::ops::RangeInclusive<u16> {
         .unwrap_or(32768..=60999)
 }
 
-/// Hands each datagram of `received` (one datagram, or a GRO train cut at
-/// its segment size) from `peer` to `handler`, collecting the replies in
-/// `replies`, and counts what arrived; drops, unanswered, what comes from a
-/// port `guard` refuses.
-pub fn deliver(
-    received: &Received<'_>,
-    peer: SocketAddr,
-    handler: &mut dyn DatagramHandler,
-    now: Instant,
-    replies: &mut Replies,
-    stats: &WorkerStats,
-    guard: &LoopGuard,
-) {
-    let refused = guard.refuses(peer);
-    let mut segments = 0u64;
-    if received.payload.is_empty() {
-        if !refused {
-            handler.on_datagram(now, peer, &[], replies);
+/// What a worker needs to answer datagrams, whatever its I/O: the guard
+/// against reply loops, the counters, and (reused from datagram to
+/// datagram) the replies being built and the sends planned for them. Both
+/// drivers answer through it; only how they send the planned sends differs.
+pub(crate) struct Answering {
+    guard: LoopGuard,
+    stats: Arc<WorkerStats>,
+    replies: Replies,
+    lens: Vec<usize>,
+    plan: Vec<PlannedSend>,
+}
+
+impl Answering {
+    /// Answering under `guard`, counting into `stats`.
+    pub(crate) fn new(guard: LoopGuard, stats: Arc<WorkerStats>) -> Self {
+        Self {
+            guard,
+            stats,
+            replies: Replies::new(),
+            lens: Vec::new(),
+            plan: Vec::new(),
         }
-        segments = 1;
     }
-    for datagram in received.payload.chunks(received.segment.max(1)) {
-        if !refused {
-            handler.on_datagram(now, peer, datagram, replies);
+
+    /// Hands each datagram of `received` (one datagram, or a GRO train cut
+    /// at its segment size) from `peer` to `handler`, counts what arrived,
+    /// and plans the replies as sends ([`plan_sends`], GSO trains when
+    /// `gso`); drops, unanswered, what comes from a port the guard refuses.
+    /// The replies and the plan stay until the next call.
+    pub(crate) fn answer(
+        &mut self,
+        received: &Received<'_>,
+        peer: SocketAddr,
+        handler: &mut dyn DatagramHandler,
+        now: Instant,
+        gso: bool,
+    ) {
+        let stats = &self.stats;
+        let replies = &mut self.replies;
+        replies.clear();
+        let refused = self.guard.refuses(peer);
+        let mut segments = 0u64;
+        if received.payload.is_empty() {
+            if !refused {
+                handler.on_datagram(now, peer, &[], replies);
+            }
+            segments = 1;
         }
-        segments += 1;
+        for datagram in received.payload.chunks(received.segment.max(1)) {
+            if !refused {
+                handler.on_datagram(now, peer, datagram, replies);
+            }
+            segments += 1;
+        }
+        if refused {
+            stats.udp_loops_refused.add(segments);
+        }
+        stats.datagrams_in.add(segments);
+        stats.bytes_in.add(received.payload.len() as u64);
+        if segments > 1 {
+            stats.gro_receives.inc();
+        }
+        if received.truncated {
+            stats.udp_truncated.inc();
+        }
+        self.lens.clear();
+        self.lens.extend(replies.iter().map(<[u8]>::len));
+        plan_sends(&self.lens, gso, &mut self.plan);
     }
-    if refused {
-        stats.udp_loops_refused.add(segments);
+
+    /// The replies of the last datagram answered.
+    pub(crate) fn replies(&self) -> &Replies {
+        &self.replies
     }
-    stats.datagrams_in.add(segments);
-    stats.bytes_in.add(received.payload.len() as u64);
-    if segments > 1 {
-        stats.gro_receives.inc();
-    }
-    if received.truncated {
-        stats.udp_truncated.inc();
+
+    /// The sends planned for them: `(first, count, segment)` each.
+    pub(crate) fn sends(&self) -> &[PlannedSend] {
+        &self.plan
     }
 }
 
@@ -377,19 +419,6 @@ impl SendSlot {
 /// One planned send: `count` replies from index `first`, cut into
 /// `segment`-byte datagrams when `count > 1`.
 pub type PlannedSend = (usize, usize, usize);
-
-/// Plans `replies` (all to one peer) as sends into `plan`, with `lens` as
-/// scratch: what [`plan_sends`] makes of their lengths.
-pub fn plan_replies(
-    replies: &protocols::Replies,
-    gso: bool,
-    lens: &mut Vec<usize>,
-    plan: &mut Vec<PlannedSend>,
-) {
-    lens.clear();
-    lens.extend(replies.iter().map(<[u8]>::len));
-    plan_sends(lens, gso, plan);
-}
 
 /// Splits replies of the given lengths (all to one peer) into sends into
 /// `plan` (cleared first): runs of equal-sized replies become one GSO train

@@ -11,18 +11,18 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, opcode, squeue, types};
-use protocols::{DatagramHandler, Replies};
+use protocols::DatagramHandler;
 
 use crate::bufring::{BufRing, Taken};
-use crate::connection::{Action, Connection, Env, Outgoing, RECEIVE_WINDOW};
+use crate::connection::{Action, Connection, Outgoing, RECEIVE_WINDOW};
 use crate::conns::Conns;
 use crate::error::EngineError;
 use crate::lifecycle::{self, WorkerCore};
-use crate::mesh::{self, Parcel};
+use crate::mesh::{self, MeshShared, Parcel};
 use crate::per_core::{CoreWorker, OpenedParts, Sessions, WorkerParts, WorkerSettings};
 use crate::ring::RingMode;
 use crate::token::{Op, Token};
-use crate::udp::{self, SendSlot};
+use crate::udp::{self, Answering, SendSlot};
 use crate::uring::Uring;
 
 const TCP_GROUP: u16 = 0;
@@ -86,15 +86,11 @@ pub struct Worker {
     /// The kernel writes the eventfd's counter here.
     wake_buf: Box<UnsafeCell<u64>>,
     cqes: Vec<cqueue::Entry>,
-    replies: Replies,
-    /// Reused per datagram: the replies' lengths and the sends planned for them.
-    reply_lens: Vec<usize>,
-    send_plan: Vec<udp::PlannedSend>,
+    /// Hands datagrams to their handlers and plans the replies.
+    answering: Answering,
     /// The kernel caps a multishot receive at a byte count (Linux 6.16+);
     /// cleared when it refuses the cap, after which receives are uncapped.
     recv_window: bool,
-    /// Reused: parcels to other workers being posted.
-    outgoing: Vec<(usize, Parcel)>,
 }
 
 impl CoreWorker for Worker {
@@ -128,13 +124,7 @@ impl Worker {
             None => Uring::new(settings.ring_entries)?,
         };
         let mode = uring.mode();
-        let fail = |context: &'static str| {
-            move |source: io::Error| EngineError::Worker {
-                worker: id,
-                context,
-                source,
-            }
-        };
+        let fail = |context| EngineError::in_worker(id, context);
         if let Some(wait) = settings.batch_wait {
             uring
                 .set_batch_wait(wait)
@@ -198,12 +188,9 @@ impl Worker {
             wake_fd,
             wake_buf: Box::new(UnsafeCell::new(0)),
             cqes: Vec::with_capacity(settings.ring_entries as usize * 4),
-            replies: Replies::new(),
-            reply_lens: Vec::new(),
-            send_plan: Vec::new(),
+            answering: Answering::new(settings.loop_guard.clone(), stats.clone()),
             recv_window: true,
             core: WorkerCore::new(&settings, stats, mesh),
-            outgoing: Vec::new(),
             settings,
         };
         Ok((worker, mode))
@@ -238,13 +225,10 @@ impl Worker {
                 .connection_memory
                 .set(self.core.conns.memory_held() as u64);
             self.after_batch();
-            self.post_parcels();
-            if lifecycle::shutdown_finished(
-                &self.core.conns,
-                &self.core.timers,
+            lifecycle::post_parcels(&mut self);
+            if self.core.shutdown_finished(
                 self.settings.id,
                 self.free_send_slots.len() == self.send_slots.len(),
-                self.core.mesh.as_deref(),
             ) {
                 return Ok(());
             }
@@ -330,7 +314,7 @@ impl Worker {
             Op::UdpSend => self.on_udp_send(token.index, res),
             Op::Wake => self.begin_shutdown(),
             // The server submits no connects; messages come tagged.
-            Op::Cancel | Op::Connect | Op::Mesh => {}
+            Op::Cancel | Op::Mesh => {}
         }
     }
 
@@ -351,42 +335,6 @@ impl Worker {
             self.parcel_failed(*parcel, res);
         }
         // Posted: the box is the receiver's now.
-    }
-
-    /// Posts each parcel ready to go to its worker's ring: one
-    /// `MSG_RING` per receiver per batch, however many messages it holds.
-    fn post_parcels(&mut self) {
-        let Some(mesh) = self.core.mesh.clone() else {
-            return;
-        };
-        let mut outgoing = std::mem::take(&mut self.outgoing);
-        mesh.take_parcels(&mut outgoing);
-        for (to, parcel) in outgoing.drain(..) {
-            let Some(ring) = mesh.shared.ring(to) else {
-                self.parcel_failed(parcel, -libc::EBADFD);
-                continue;
-            };
-            let raw = Box::into_raw(Box::new(parcel));
-            let tags = mesh::tag_address(mesh::DELIVERED_TAG, raw)
-                .zip(mesh::tag_address(mesh::POSTED_TAG, raw));
-            let Some((delivered, posted)) = tags else {
-                // SAFETY: made from a box just now and handed to nobody.
-                let parcel = unsafe { Box::from_raw(raw) };
-                self.parcel_failed(*parcel, -libc::EFAULT);
-                continue;
-            };
-            let entry = opcode::MsgRingData::new(types::Fd(ring), 0, delivered, None)
-                .build()
-                .user_data(posted);
-            // SAFETY: the entry points at no memory: it carries the
-            // parcel's address as a number, which the receiver turns back
-            // into the box (or this worker, if the post fails). The
-            // receiver's ring stays open in the mesh until every worker
-            // has stopped, and no worker stops while parcels to it may
-            // still come (`MeshLocal::may_stop`).
-            unsafe { self.push(entry) };
-        }
-        self.outgoing = outgoing;
     }
 
     /// A parcel could not travel (`error`, a negated errno): its asks'
@@ -433,13 +381,7 @@ impl Worker {
         }
         self.core.stats.connections_accepted.inc();
         let session = self.listeners[listener].sessions.open(fd.as_fd());
-        let env = Env {
-            limits: &self.core.limits,
-            stats: &self.core.stats,
-            now: self.core.now,
-            mesh: self.core.mesh.as_deref(),
-        };
-        let conn = Connection::new(session, &env);
+        let conn = Connection::new(session, &self.core.env());
         let (index, generation) = self.core.conns.insert(fd, conn, None);
         self.progress(index, generation);
     }
@@ -447,15 +389,10 @@ impl Worker {
     fn on_recv(&mut self, token: Token, res: i32, flags: u32) {
         let buffer = cqueue::buffer_select(flags);
         let more = cqueue::more(flags);
-        let env = Env {
-            limits: &self.core.limits,
-            stats: &self.core.stats,
-            now: self.core.now,
-            mesh: self.core.mesh.as_deref(),
-        };
+        let (conns, env) = self.core.split();
         let bufs = self.uring.buffers(self.tcp_bufs);
         let taken = buffer.map(|bid| bufs.take(bid, res.max(0) as usize));
-        let Some(c) = self.core.conns.get_mut(token.index, token.generation) else {
+        let Some(c) = conns.get_mut(token.index, token.generation) else {
             if let Some(taken) = taken {
                 bufs.recycle(taken);
             }
@@ -467,7 +404,7 @@ impl Worker {
                 // Sent back from where it lies; recycled once sent.
                 c.io = Some(taken);
                 self.lent += 1;
-                self.core.stats.receives_lent.inc();
+                env.stats.receives_lent.inc();
             } else {
                 if res > 0 {
                     c.conn.on_received(bufs.bytes(&taken), &env);
@@ -478,14 +415,14 @@ impl Worker {
         match res {
             n if n > 0 => {
                 if !more {
-                    self.core.stats.multishot_rearms.inc();
+                    env.stats.multishot_rearms.inc();
                 }
             }
             0 => c.conn.on_eof(),
             _ => match -res {
                 libc::ENOBUFS => {
                     bufs.ran_out();
-                    self.core.stats.multishot_rearms.inc();
+                    env.stats.multishot_rearms.inc();
                 }
                 libc::ECANCELED => {}
                 libc::EINVAL if self.recv_window => {
@@ -505,13 +442,8 @@ impl Worker {
     }
 
     fn on_send(&mut self, token: Token, res: i32) {
-        let env = Env {
-            limits: &self.core.limits,
-            stats: &self.core.stats,
-            now: self.core.now,
-            mesh: self.core.mesh.as_deref(),
-        };
-        let Some(c) = self.core.conns.get_mut(token.index, token.generation) else {
+        let (conns, env) = self.core.split();
+        let Some(c) = conns.get_mut(token.index, token.generation) else {
             return;
         };
         if res < 0 {
@@ -530,14 +462,9 @@ impl Worker {
     /// Carries out what a connection asks for after anything happened to
     /// it, and schedules its next deadline.
     fn progress(&mut self, index: u32, generation: u32) {
-        let env = Env {
-            limits: &self.core.limits,
-            stats: &self.core.stats,
-            now: self.core.now,
-            mesh: self.core.mesh.as_deref(),
-        };
+        let (conns, env) = self.core.split();
         let group = self.uring.buffers(self.tcp_bufs).group();
-        let Some(c) = self.core.conns.get_mut(index, generation) else {
+        let Some(c) = conns.get_mut(index, generation) else {
             return;
         };
         let fd = types::Fd(c.fd.as_raw_fd());
@@ -602,7 +529,7 @@ impl Worker {
             // worker's Drop reaps every operation first.
             unsafe { self.uring.push(entry) };
         }
-        lifecycle::dispatch_asks(&mut c.conn, key, self.core.mesh.as_deref());
+        lifecycle::dispatch_asks(&mut c.conn, key, env.mesh);
         if close {
             // Nothing in flight refers to it any more (the core waits for
             // that): closing the descriptor and freeing the output is safe.
@@ -647,23 +574,16 @@ impl Worker {
         let socket = &mut self.udp[i];
         let received = udp::parse_received(bufs.bytes(&taken), &socket.template);
         let peer = received.as_ref().and_then(|r| r.peer);
-        if let (Some(received), Some(peer)) = (&received, peer) {
-            let handler = &mut *socket.handler;
-            udp::deliver(
-                received,
-                peer,
-                handler,
-                self.core.now,
-                &mut self.replies,
-                &self.core.stats,
-                &self.settings.loop_guard,
-            );
-        }
+        let answered = received.as_ref().zip(peer).map(|(received, peer)| {
+            let (handler, gso) = (&mut *socket.handler, socket.gso);
+            self.answering
+                .answer(received, peer, handler, self.core.now, gso);
+            peer
+        });
         bufs.recycle(taken);
-        if let Some(peer) = peer {
+        if let Some(peer) = answered {
             self.send_replies(i, peer);
         }
-        self.replies.clear();
         self.publish_sessions();
     }
 
@@ -674,17 +594,10 @@ impl Worker {
         self.core.stats.publish_sessions(tables);
     }
 
-    /// Sends `self.replies` to `peer`, equal-sized runs as GSO trains.
+    /// Sends the replies just planned to `peer`.
     fn send_replies(&mut self, i: usize, peer: std::net::SocketAddr) {
-        let gso = self.udp[i].gso;
-        udp::plan_replies(
-            &self.replies,
-            gso,
-            &mut self.reply_lens,
-            &mut self.send_plan,
-        );
-        for p in 0..self.send_plan.len() {
-            let (first, count, size) = self.send_plan[p];
+        for p in 0..self.answering.sends().len() {
+            let (first, count, size) = self.answering.sends()[p];
             let gso = (count > 1).then_some(size as u16);
             let Some(slot_index) = self.free_send_slots.pop() else {
                 // Every slot is in flight (a burst): send this one right away
@@ -693,7 +606,7 @@ impl Worker {
                 continue;
             };
             let slot = &mut self.send_slots[slot_index as usize];
-            slot.fill(&self.replies, first, count);
+            slot.fill(self.answering.replies(), first, count);
             slot.socket = i;
             let msg = slot.prepare(peer, gso);
             let entry = opcode::SendMsg::new(types::Fd(self.udp[i].fd.as_raw_fd()), msg)
@@ -716,7 +629,7 @@ impl Worker {
         gso: Option<u16>,
     ) {
         let slot = &mut self.overflow_slot;
-        slot.fill(&self.replies, first, count);
+        slot.fill(self.answering.replies(), first, count);
         let fd = self.udp[i].fd.as_raw_fd();
         let result = udp::send_now(fd, slot, peer, gso);
         self.core.stats.udp_direct_sends.inc();
@@ -885,5 +798,31 @@ impl lifecycle::Driver for Worker {
 
     fn progress(&mut self, index: u32, generation: u32) {
         Worker::progress(self, index, generation);
+    }
+
+    /// Posts the parcel to its worker's ring with one `MSG_RING`.
+    fn post_parcel(&mut self, mesh: &MeshShared, to: usize, parcel: Parcel) {
+        let Some(ring) = mesh.ring(to) else {
+            self.parcel_failed(parcel, -libc::EBADFD);
+            return;
+        };
+        let raw = Box::into_raw(Box::new(parcel));
+        let tags = mesh::tag_address(mesh::DELIVERED_TAG, raw)
+            .zip(mesh::tag_address(mesh::POSTED_TAG, raw));
+        let Some((delivered, posted)) = tags else {
+            // SAFETY: made from a box just now and handed to nobody.
+            let parcel = unsafe { Box::from_raw(raw) };
+            self.parcel_failed(*parcel, -libc::EFAULT);
+            return;
+        };
+        let entry = opcode::MsgRingData::new(types::Fd(ring), 0, delivered, None)
+            .build()
+            .user_data(posted);
+        // SAFETY: the entry points at no memory: it carries the parcel's
+        // address as a number, which the receiver turns back into the box
+        // (or this worker, if the post fails). The receiver's ring stays
+        // open in the mesh until every worker has stopped, and no worker
+        // stops while parcels to it may still come (`MeshLocal::may_stop`).
+        unsafe { self.push(entry) };
     }
 }

@@ -5,7 +5,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-use crate::token::Token;
+use crate::token::{OpCode, Token};
 
 /// An epoll instance (edge-triggered use only).
 pub struct Epoll(OwnedFd);
@@ -23,7 +23,7 @@ impl Epoll {
     }
 
     /// Watches `fd` for `events` (edge-triggered), reporting `token`.
-    pub fn add(&self, fd: RawFd, token: Token, events: u32) -> io::Result<()> {
+    pub fn add<O: OpCode>(&self, fd: RawFd, token: Token<O>, events: u32) -> io::Result<()> {
         let mut event = libc::epoll_event {
             events: events | libc::EPOLLET as u32,
             u64: token.encode(),

@@ -3,37 +3,32 @@
 //! Layout: `[op:8][generation:24][index:32]`. The generation lets a worker
 //! recognise a completion for a connection slot that was since closed and
 //! reused, and drop it.
+//!
+//! Each user of the rings names its own operations (the server's accepts
+//! and multishot receives, the client's connects) with an enum that
+//! implements [`OpCode`]; this module only packs and unpacks them.
 
-/// The operation a submission was for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Op {
-    /// Multishot accept on listener `index`.
-    Accept = 1,
-    /// Multishot recv on connection `index`.
-    Recv = 2,
-    /// Send on connection `index`.
-    Send = 3,
-    /// Multishot recvmsg on UDP socket `index`.
-    UdpRecv = 4,
-    /// Sendmsg from UDP send slot `index`.
-    UdpSend = 5,
-    /// The shutdown eventfd became readable.
-    Wake = 6,
-    /// An async cancel request (or a linked timeout); its own result is
-    /// ignored.
-    Cancel = 7,
-    /// Connect on client connection `index` (loadgen).
-    Connect = 8,
-    /// Messages from other workers are waiting (the epoll worker's bell).
-    Mesh = 9,
+/// A set of operations a ring's submissions are for: a fieldless enum
+/// whose codes are distinct and not zero (zero is never a token, so a
+/// stray `user_data` of 0 decodes to nothing).
+pub trait OpCode: Copy + Eq + std::fmt::Debug + 'static {
+    /// Every operation of the set.
+    const ALL: &'static [Self];
+
+    /// The operation's code, 1 to 255.
+    fn code(self) -> u8;
+
+    /// The operation whose code is `code`, if any.
+    fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.iter().copied().find(|op| op.code() == code)
+    }
 }
 
 /// A decoded `user_data`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Token {
+pub struct Token<O> {
     /// The operation.
-    pub op: Op,
+    pub op: O,
     /// Slot generation (connections only; zero elsewhere).
     pub generation: u32,
     /// Index of the listener, connection, socket or send slot.
@@ -42,9 +37,9 @@ pub struct Token {
 
 const GENERATION_MASK: u32 = (1 << 24) - 1;
 
-impl Token {
+impl<O: OpCode> Token<O> {
     /// A token for `op` on `index`, with `generation` (truncated to 24 bits).
-    pub fn new(op: Op, index: u32, generation: u32) -> Self {
+    pub fn new(op: O, index: u32, generation: u32) -> Self {
         Self {
             op,
             generation: generation & GENERATION_MASK,
@@ -54,23 +49,12 @@ impl Token {
 
     /// Packs the token into `user_data`.
     pub fn encode(self) -> u64 {
-        (self.op as u64) << 56 | u64::from(self.generation) << 32 | u64::from(self.index)
+        u64::from(self.op.code()) << 56 | u64::from(self.generation) << 32 | u64::from(self.index)
     }
 
-    /// Unpacks `user_data`; `None` for a value no token produced.
+    /// Unpacks `user_data`; `None` for a value no token of this set produced.
     pub fn decode(user_data: u64) -> Option<Self> {
-        let op = match (user_data >> 56) as u8 {
-            1 => Op::Accept,
-            2 => Op::Recv,
-            3 => Op::Send,
-            4 => Op::UdpRecv,
-            5 => Op::UdpSend,
-            6 => Op::Wake,
-            7 => Op::Cancel,
-            8 => Op::Connect,
-            9 => Op::Mesh,
-            _ => return None,
-        };
+        let op = O::from_code((user_data >> 56) as u8)?;
         Some(Self {
             op,
             generation: (user_data >> 32) as u32 & GENERATION_MASK,
@@ -83,24 +67,34 @@ impl Token {
 mod tests {
     use super::*;
 
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Op {
+        Read = 1,
+        Write = 2,
+        Last = 255,
+    }
+
+    impl OpCode for Op {
+        const ALL: &'static [Self] = &[Op::Read, Op::Write, Op::Last];
+
+        fn code(self) -> u8 {
+            self as u8
+        }
+    }
+
     #[test]
     fn round_trips_and_truncates_generation() {
-        for op in [
-            Op::Accept,
-            Op::Recv,
-            Op::Send,
-            Op::UdpRecv,
-            Op::UdpSend,
-            Op::Wake,
-            Op::Cancel,
-            Op::Connect,
-            Op::Mesh,
-        ] {
+        for &op in Op::ALL {
             let t = Token::new(op, u32::MAX, 0x1ab_cdef);
-            let back = Token::decode(t.encode()).unwrap();
+            let back = Token::<Op>::decode(t.encode()).unwrap();
             assert_eq!(back, t);
             assert_eq!(back.generation, 0xab_cdef);
         }
-        assert_eq!(Token::decode(0), None);
+    }
+
+    #[test]
+    fn values_no_token_produced_decode_to_nothing() {
+        assert_eq!(Token::<Op>::decode(0), None);
+        assert_eq!(Token::<Op>::decode(3 << 56), None);
     }
 }

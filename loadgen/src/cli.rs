@@ -118,7 +118,7 @@ pub struct Cli {
     #[arg(long, default_value = "100k", value_parser = parse_count, value_name = "N")]
     pub keys: u64,
 
-    /// How keys are drawn: uniform, or zipf[:S] (a few hot keys; S default 0.99).
+    /// How keys are drawn: uniform, zipf, or zipf:S (a few hot keys; S defaults to 0.99).
     #[arg(long, default_value = "uniform", value_parser = crate::dialect::parse_key_dist, value_name = "DIST")]
     pub key_dist: crate::dialect::KeyDist,
 

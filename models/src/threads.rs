@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 
 use protocols::{feed_in_steps, DatagramHandler, Next, Replies, StreamSession, STEP_ROOM};
 
-use engine::config::{EngineConfig, Handler, SessionContext};
-use engine::error::EngineError;
-use engine::stats::WorkerStats;
 use engine::BoundService;
+use engine::EngineError;
+use engine::WorkerStats;
+use engine::{EngineConfig, Handler, SessionContext};
 
 /// How often blocked threads look up (ticks, shutdown).
 const TICK: Duration = Duration::from_millis(100);
@@ -91,7 +91,7 @@ impl ThreadsServer {
         let mut services = Vec::new();
         let mut sockets = Vec::new();
         for service in &config.services {
-            let (mut bound, addr) = engine::socket::bind_group(service, 1, false)?;
+            let (mut bound, addr) = engine::per_core::bind_group(service, 1, false)?;
             let fd: OwnedFd = bound.remove(0);
             services.push(BoundService {
                 transport: service.transport(),
@@ -100,7 +100,7 @@ impl ThreadsServer {
             });
             sockets.push((service, fd, addr));
         }
-        let guard = engine::udp::LoopGuard::for_services(&services);
+        let guard = engine::per_core::LoopGuard::for_services(&services);
         let mut threads = Vec::new();
         for (service, fd, addr) in sockets {
             let shared = shared.clone();
@@ -179,7 +179,7 @@ impl ThreadsServer {
 
 fn accept_loop(
     listener: TcpListener,
-    factory: engine::config::StreamFactory,
+    factory: engine::StreamFactory,
     protocol: Arc<str>,
     shared: Arc<Shared>,
 ) {
@@ -256,7 +256,7 @@ fn serve(mut stream: TcpStream, mut session: Box<dyn StreamSession>, shared: &Sh
         if shared.stopping.load(Ordering::SeqCst) {
             // Answer what the peer had already sent (what the kernel had
             // queued now), a chunk at a time, without waiting for more.
-            let mut budget = engine::socket::queued_input(stream.as_raw_fd());
+            let mut budget = engine::per_core::queued_input(stream.as_raw_fd());
             while budget > 0 {
                 let want = budget.min(buf.len());
                 let Ok(n) = stream.read(&mut buf[..want]) else {
@@ -388,7 +388,7 @@ fn udp_loop(
     socket: UdpSocket,
     mut handler: Box<dyn DatagramHandler>,
     shared: Arc<Shared>,
-    guard: engine::udp::LoopGuard,
+    guard: engine::per_core::LoopGuard,
 ) {
     pin_to(&shared.cpus);
     let stats = &shared.stats;
@@ -396,7 +396,7 @@ fn udp_loop(
     let mut buf = vec![0u8; 65_536];
     let mut replies = Replies::new();
     // Several UDP services share these counters: each adds its own changes.
-    let mut sessions = engine::stats::SessionShare::default();
+    let mut sessions = engine::per_core::SessionShare::default();
     while !shared.stopping.load(Ordering::SeqCst) {
         let (n, peer): (usize, SocketAddr) = match socket.recv_from(&mut buf) {
             Ok(got) => got,

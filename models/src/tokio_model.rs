@@ -12,10 +12,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::watch;
 
-use engine::config::{EngineConfig, Handler, SessionContext, StreamFactory};
-use engine::error::EngineError;
-use engine::stats::WorkerStats;
 use engine::BoundService;
+use engine::EngineError;
+use engine::WorkerStats;
+use engine::{EngineConfig, Handler, SessionContext, StreamFactory};
 use std::os::fd::AsFd;
 
 const TICK: Duration = Duration::from_millis(100);
@@ -69,7 +69,7 @@ impl TokioServer {
         let _guard = runtime.enter();
         let mut sockets = Vec::new();
         for service in &config.services {
-            let (mut bound, addr) = engine::socket::bind_group(service, 1, false)?;
+            let (mut bound, addr) = engine::per_core::bind_group(service, 1, false)?;
             services.push(BoundService {
                 transport: service.transport(),
                 addr,
@@ -77,7 +77,7 @@ impl TokioServer {
             });
             sockets.push((service, bound.remove(0)));
         }
-        let guard = engine::udp::LoopGuard::for_services(&services);
+        let guard = engine::per_core::LoopGuard::for_services(&services);
         for (service, fd) in sockets {
             let shared = shared.clone();
             let stop = stop.subscribe();
@@ -242,7 +242,7 @@ async fn serve(
             _ = stop.changed() => {
                 // Answer what the peer had already sent (what the kernel had
                 // queued now), a chunk at a time, without waiting for more.
-                let mut budget = engine::socket::queued_input(std::os::fd::AsRawFd::as_raw_fd(&stream));
+                let mut budget = engine::per_core::queued_input(std::os::fd::AsRawFd::as_raw_fd(&stream));
                 while budget > 0 {
                     let want = budget.min(buf.len());
                     // The kernel holds these bytes, so this read does not
@@ -353,13 +353,13 @@ async fn udp_loop(
     mut handler: Box<dyn DatagramHandler>,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
-    guard: engine::udp::LoopGuard,
+    guard: engine::per_core::LoopGuard,
 ) {
     let stats = &shared.stats;
     let mut buf = vec![0u8; 65_536];
     let mut replies = Replies::new();
     // Several UDP services share these counters: each adds its own changes.
-    let mut sessions = engine::stats::SessionShare::default();
+    let mut sessions = engine::per_core::SessionShare::default();
     loop {
         let (n, peer): (usize, SocketAddr) = tokio::select! {
             r = socket.recv_from(&mut buf) => match r {

@@ -217,7 +217,7 @@ async fn serve_connection(stream: TcpStream, mut session: Box<dyn StreamSession>
             Woke::Stop => {
                 // Answer what the peer had already sent (what the kernel had
                 // queued now): the read in flight takes it, chunk by chunk.
-                let mut budget = engine::socket::queued_input(stream.as_raw_fd());
+                let mut budget = engine::per_core::queued_input(stream.as_raw_fd());
                 while budget > 0 {
                     let (result, buf) = (&mut reading).await;
                     let n = match result {
@@ -324,7 +324,7 @@ async fn write_out(
     }
 }
 
-async fn udp_loop(service: UdpService, shared: Rc<Shared>, guard: engine::udp::LoopGuard) {
+async fn udp_loop(service: UdpService, shared: Rc<Shared>, guard: engine::per_core::LoopGuard) {
     let stats = &shared.stats;
     let mut handler: Box<dyn DatagramHandler> = (service.factory)();
     let socket = UdpSocket::from_std(std::net::UdpSocket::from(service.fd));
@@ -332,7 +332,7 @@ async fn udp_loop(service: UdpService, shared: Rc<Shared>, guard: engine::udp::L
     let mut buf = vec![0u8; 65_536];
     let mut replies = Replies::new();
     // Several UDP services share these counters: each adds its own changes.
-    let mut sessions = engine::stats::SessionShare::default();
+    let mut sessions = engine::per_core::SessionShare::default();
     let mut reply = Vec::new();
     loop {
         let (result, back) = tokio::select! {

@@ -362,10 +362,10 @@ pub fn connect_small_window(addr: SocketAddr) -> TcpStream {
 pub fn gso_client(segment: usize) -> UdpSocket {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket.set_read_timeout(Some(PATIENCE)).unwrap();
-    engine::socket::set_int_option(
+    kernel_io::sockopt::set_int_option(
         &socket,
-        engine::socket::SOL_UDP,
-        engine::socket::UDP_SEGMENT,
+        kernel_io::sockopt::SOL_UDP,
+        kernel_io::sockopt::UDP_SEGMENT,
         segment as libc::c_int,
     )
     .expect("UDP_SEGMENT");

@@ -14,6 +14,7 @@ use crate::progress::Live;
 use crate::schedule::RateProfile;
 
 mod core;
+mod op;
 mod readiness;
 mod uring;
 

@@ -9,9 +9,9 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
+use super::op::{Op, Token};
 use anyhow::Context;
 use kernel_io::epoll::Epoll;
-use kernel_io::token::{Op, Token};
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::super::client::Failure;

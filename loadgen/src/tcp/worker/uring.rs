@@ -9,10 +9,10 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
+use super::op::{Op, Token};
 use anyhow::Context;
 use io_uring::{cqueue, opcode, types};
 use kernel_io::bufring::BufRing;
-use kernel_io::token::{Op, Token};
 use kernel_io::uring::Uring;
 use socket2::{Domain, SockAddr, Socket, Type};
 
