@@ -36,11 +36,13 @@
 //! A part still counts as unsent output, so the send timeout applies.
 
 use std::collections::VecDeque;
+use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use protocols::{Next, StreamSession};
 
 use crate::mesh::{self, Finish, Job, MeshLocal, Part};
+use crate::moment::Moment;
 use crate::stats::WorkerStats;
 
 /// How often a time-keeping session gets a tick.
@@ -144,10 +146,11 @@ pub struct Connection {
     /// kernel has taken.
     sent: usize,
     /// The length of a driver's receive buffer being sent back as it is
-    /// (see [`Connection::lend`]); `sending` is empty meanwhile. A u32:
-    /// receive buffers are sized in u32, and every byte of a connection's
-    /// state is paid per idle connection.
-    lent: Option<u32>,
+    /// (see [`Connection::lend`]); `sending` is empty meanwhile. A
+    /// non-zero u32 (its `Option` takes 4 bytes): receive buffers are
+    /// sized in u32, a lent one is never empty, and every byte of a
+    /// connection's state is paid per idle connection.
+    lent: Option<NonZeroU32>,
     /// A part of a long body the session gave from static memory
     /// ([`StreamSession::take_static_output`]), being sent from where it
     /// lies; `sending` is empty meanwhile.
@@ -175,14 +178,14 @@ pub struct Connection {
     paused: bool,
     ticks: bool,
     /// When the peer last sent us anything.
-    last_active: Instant,
+    last_active: Moment,
     /// When bytes last moved either way: the idle timeout counts from here.
-    last_traffic: Instant,
+    last_traffic: Moment,
     /// The next tick while the session is fed (if it keeps time); after
     /// our FIN, when to stop waiting for the peer to close.
-    timer: Option<Instant>,
+    timer: Option<Moment>,
     /// Since when pending output has waited for the peer without progress.
-    send_waiting_since: Option<Instant>,
+    send_waiting_since: Option<Moment>,
     /// Asks to other workers whose answers are not in the output yet
     /// (sharded services only; absent otherwise).
     asks: Option<Box<Asks>>,
@@ -192,7 +195,7 @@ impl Connection {
     /// A freshly accepted connection speaking through `session`; a protocol
     /// that speaks first (a greeting) does it now.
     pub fn new(mut session: Box<dyn StreamSession>, env: &Env) -> Self {
-        let now = env.now;
+        let now = Moment::of(env.now);
         let mut pending = Vec::new();
         session.on_open(&mut pending);
         let ticks = session.wants_ticks();
@@ -231,8 +234,8 @@ impl Connection {
 
     /// Bytes arrived from the peer.
     pub fn on_received(&mut self, data: &[u8], env: &Env) {
-        self.last_active = env.now;
-        self.last_traffic = env.now;
+        self.last_active = Moment::of(env.now);
+        self.last_traffic = self.last_active;
         if self.reading == Reading::Done || self.failed || self.fin_sent {
             env.stats.bytes_discarded.add(data.len() as u64);
             return;
@@ -283,13 +286,14 @@ impl Connection {
         if !(quiet && open && fits && self.session.echoes()) {
             return false;
         }
-        self.last_active = env.now;
-        self.last_traffic = env.now;
+        self.last_active = Moment::of(env.now);
+        self.last_traffic = self.last_active;
         env.stats.bytes_in.add(len as u64);
         env.stats.messages_in.inc();
         self.sending.clear();
         self.sent = 0;
-        self.lent = Some(len as u32); // `fits` checked it fits
+        // `fits` checked it is neither 0 nor past a u32.
+        self.lent = u32::try_from(len).ok().and_then(NonZeroU32::new);
         true
     }
 
@@ -319,7 +323,7 @@ impl Connection {
     pub fn on_sent(&mut self, n: usize, env: &Env) {
         self.send_in_flight = false;
         self.sent = (self.sent + n).min(self.in_flight_len());
-        if self.lent.map(|len| len as usize) == Some(self.sent) {
+        if self.lent.map(|len| len.get() as usize) == Some(self.sent) {
             // The lent buffer is all sent: it is the driver's again.
             self.lent = None;
             self.sent = 0;
@@ -331,8 +335,8 @@ impl Connection {
         env.stats.bytes_out.add(n as u64);
         env.stats.messages_out.inc();
         if n > 0 {
-            self.send_waiting_since = Some(env.now);
-            self.last_traffic = env.now;
+            self.last_traffic = Moment::of(env.now);
+            self.send_waiting_since = Some(self.last_traffic);
         }
     }
 
@@ -356,7 +360,7 @@ impl Connection {
     /// A deadline may have passed: give ticks, end a stalled send or an
     /// overlong linger.
     pub fn on_deadline(&mut self, env: &Env) {
-        let now = env.now;
+        let now = Moment::of(env.now);
         if self.failed {
             return;
         }
@@ -380,8 +384,8 @@ impl Connection {
         }
         if self.reading == Reading::Open && !self.fin_sent {
             if let Some(at) = self.session.timer() {
-                if now >= at {
-                    let next = self.session.on_timer(now, &mut self.pending);
+                if env.now >= at {
+                    let next = self.session.on_timer(env.now, &mut self.pending);
                     self.adopt_asks(env);
                     if next == Next::Close {
                         self.reading = Reading::Done;
@@ -428,7 +432,7 @@ impl Connection {
         self.advance(env);
         if !self.send_in_flight && !self.send_blocked && self.next_send() {
             self.send_in_flight = true;
-            self.send_waiting_since.get_or_insert(env.now);
+            self.send_waiting_since.get_or_insert(Moment::of(env.now));
             return Some(Action::Send);
         }
         if self.unsent() == 0 {
@@ -439,7 +443,7 @@ impl Connection {
             if self.peer_closed {
                 return self.close_if_quiescent(env);
             }
-            self.timer = Some(env.now + env.limits.linger);
+            self.timer = Some(Moment::of(env.now) + env.limits.linger);
             return Some(Action::ShutdownWrite);
         }
         if self.fin_sent && self.peer_closed {
@@ -477,7 +481,7 @@ impl Connection {
     /// reports back.
     pub fn outgoing(&self) -> Outgoing<'_> {
         match self.lent {
-            Some(len) => Outgoing::Lent(self.sent..len as usize),
+            Some(len) => Outgoing::Lent(self.sent..len.get() as usize),
             None => Outgoing::Owned(self.send_buf()),
         }
     }
@@ -493,7 +497,7 @@ impl Connection {
     }
 
     /// When [`on_deadline`](Self::on_deadline) should next be called.
-    pub fn next_deadline(&self, limits: &Limits) -> Option<Instant> {
+    pub fn next_deadline(&self, limits: &Limits) -> Option<Moment> {
         if self.failed || self.closed {
             return None;
         }
@@ -509,7 +513,8 @@ impl Connection {
         let session = self
             .session
             .timer()
-            .filter(|_| self.reading == Reading::Open && !self.fin_sent);
+            .filter(|_| self.reading == Reading::Open && !self.fin_sent)
+            .map(Moment::of);
         [stall, timer, idle, session].into_iter().flatten().min()
     }
 
@@ -552,7 +557,7 @@ impl Connection {
 
     /// Since when output owed to the peer has waited without the kernel
     /// taking a byte of it; `None` while nothing is owed.
-    pub fn stalled_since(&self) -> Option<Instant> {
+    pub fn stalled_since(&self) -> Option<Moment> {
         self.send_waiting_since.filter(|_| self.unsent() > 0)
     }
 
@@ -617,7 +622,7 @@ impl Connection {
     /// The length of the current send's whole buffer.
     fn in_flight_len(&self) -> usize {
         self.lent
-            .map(|len| len as usize)
+            .map(|len| len.get() as usize)
             .or(self.static_out.map(<[u8]>::len))
             .unwrap_or(self.sending.len())
     }
@@ -801,7 +806,7 @@ impl Connection {
 
     /// Since when the connection has been idle, while the idle timeout may
     /// end it: still read, nothing owed or held, no long output under way.
-    fn idle_since(&self) -> Option<Instant> {
+    fn idle_since(&self) -> Option<Moment> {
         let idle = self.reading == Reading::Open
             && !self.fin_sent
             && !self.failed
@@ -823,7 +828,7 @@ impl Connection {
         if self.reading == Reading::Done {
             return;
         }
-        let silent_for = env.now.duration_since(self.last_active);
+        let silent_for = Moment::of(env.now).since(self.last_active);
         let next = self.session.on_tick(env.now, silent_for, &mut self.pending);
         self.adopt_asks(env);
         if next == Next::Close {

@@ -8,25 +8,32 @@
 //! its real deadline), so a connection has at most a couple of entries
 //! however often its deadline moves.
 
+use crate::moment::Moment;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::time::Instant;
 
 /// The earliest time a connection has in the heap, if any.
-pub type Scheduled = Option<Instant>;
+pub type Scheduled = Option<Moment>;
 
 /// Deadlines of (index, generation) keyed connections.
 #[derive(Debug, Default)]
 pub struct Deadlines {
-    heap: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+    heap: BinaryHeap<Reverse<(Moment, u32, u32)>>,
 }
 
 impl Deadlines {
+    /// No deadlines yet, with room for `capacity` before the heap grows.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            heap: BinaryHeap::with_capacity(capacity),
+        }
+    }
+
     /// Makes sure the connection is woken at `at` (or before); `scheduled`
     /// is the connection's own record of what it has in the heap.
     pub fn schedule(
         &mut self,
-        at: Option<Instant>,
+        at: Option<Moment>,
         index: u32,
         generation: u32,
         scheduled: &mut Scheduled,
@@ -42,7 +49,7 @@ impl Deadlines {
     }
 
     /// The earliest deadline, if any.
-    pub fn next(&self) -> Option<Instant> {
+    pub fn next(&self) -> Option<Moment> {
         self.heap.peek().map(|Reverse((at, _, _))| *at)
     }
 
@@ -50,7 +57,7 @@ impl Deadlines {
     /// caller checks the connection still exists and that its record
     /// equals the time (otherwise the entry was superseded by an earlier
     /// one), clears the record and handles the deadline.
-    pub fn pop_due(&mut self, now: Instant) -> Option<(Instant, u32, u32)> {
+    pub fn pop_due(&mut self, now: Moment) -> Option<(Moment, u32, u32)> {
         let Reverse((at, _, _)) = self.heap.peek()?;
         if *at > now {
             return None;
@@ -73,7 +80,7 @@ impl Deadlines {
 
 /// True when a popped entry at `at` is the one the connection is waiting
 /// on; clears the record so the next deadline gets scheduled.
-pub fn claim(at: Instant, scheduled: &mut Scheduled) -> bool {
+pub fn claim(at: Moment, scheduled: &mut Scheduled) -> bool {
     if *scheduled == Some(at) {
         *scheduled = None;
         true
@@ -85,11 +92,11 @@ pub fn claim(at: Instant, scheduled: &mut Scheduled) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     #[test]
     fn earliest_first_and_later_deadlines_are_not_duplicated() {
-        let t0 = Instant::now();
+        let t0 = Moment::of(Instant::now());
         let s = Duration::from_secs(1);
         let mut d = Deadlines::default();
         let (mut a, mut b) = (None, None);

@@ -26,6 +26,7 @@ mod error;
 mod lifecycle;
 pub mod mesh;
 pub mod metrics;
+mod moment;
 pub mod per_core;
 mod server;
 mod signals;

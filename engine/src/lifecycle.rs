@@ -49,7 +49,7 @@ impl<D> WorkerCore<D> {
     ) -> Self {
         Self {
             mesh,
-            conns: Conns::new(settings.memory_budget),
+            conns: Conns::new(settings.memory_budget, settings.max_connections),
             limits: settings.limits(),
             stats,
             now: Instant::now(),

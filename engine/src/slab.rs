@@ -25,6 +25,14 @@ impl<T> Default for Slab<T> {
 }
 
 impl<T> Slab<T> {
+    /// An empty slab with room for `capacity` values before it grows.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            slots: Vec::with_capacity(capacity),
+            ..Self::default()
+        }
+    }
+
     /// Stores `value`, returning its index and generation.
     pub fn insert(&mut self, value: T) -> (u32, u32) {
         self.len += 1;

@@ -771,7 +771,7 @@ impl Drop for Worker {
             self.uring.in_flight()
         );
         // The kernel may still read or write these: never free them.
-        std::mem::forget(std::mem::replace(&mut self.core.conns, Conns::new(0)));
+        std::mem::forget(std::mem::replace(&mut self.core.conns, Conns::new(0, 0)));
         std::mem::forget(std::mem::take(&mut self.send_slots));
         std::mem::forget(std::mem::take(&mut self.udp));
         std::mem::forget(std::mem::replace(&mut self.overflow_slot, SendSlot::new()));

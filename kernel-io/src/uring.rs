@@ -208,6 +208,12 @@ impl Uring {
                 break;
             }
         }
+        if self.backlog.is_empty() && self.backlog.capacity() > BACKLOG_KEPT {
+            // A burst (thousands of connections arriving at once) is all
+            // in: give back what it grew, or the process keeps 136 bytes
+            // per entry of its largest burst for good.
+            self.backlog.shrink_to(BACKLOG_KEPT);
+        }
         let queued = self.ring.submission().len() as u64;
         // With a backlog, only submit; the wait happens once it is all in.
         let want = usize::from(self.backlog.is_empty());
@@ -307,6 +313,10 @@ impl Uring {
 }
 
 /// Entries waiting for room in the submission queue.
+/// Backlog entries kept allocated once a burst has drained: room for the
+/// usual overflow of a batch, without holding a burst's worth.
+const BACKLOG_KEPT: usize = 64;
+
 enum Queued {
     One(squeue::Entry),
     Linked([squeue::Entry; 2]),
