@@ -6,10 +6,14 @@
 #
 #   benches/ab-echo.sh BASE_RINGCORE NEW_RINGCORE [ROUNDS]
 #
+# AB_QUICK=1 runs one round of one-second runs (a smoke run).
+#
 # Build the base from another commit with, for example:
 #   git worktree add /tmp/base REV && (cd /tmp/base && CARGO_TARGET_DIR=/tmp/base-target cargo build --release)
 set -euo pipefail
-base=$1 new=$2 rounds=${3:-3}
+quick=${AB_QUICK:-0}
+base=$1 new=$2 rounds=${3:-$([ "$quick" = 1 ] && echo 1 || echo 3)}
+seconds=$([ "$quick" = 1 ] && echo 1 || echo 5)
 here="$(cd "$(dirname "$0")/.." && pwd)"
 cargo build --quiet --release -p loadgen --manifest-path "$here/Cargo.toml"
 loadgen="$here/target/release/loadgen"
@@ -22,7 +26,7 @@ run() {
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.05; done
   local t0 t1 json
   t0=$(awk '{print $14+$15}' "/proc/$pid/stat")
-  json=$(taskset -c 1 "$loadgen" --tcp "127.0.0.1:$port" --connections 50 --size 64 --duration 5s --json 2>/dev/null)
+  json=$(taskset -c 1 "$loadgen" --tcp "127.0.0.1:$port" --connections 50 --size 64 --duration "${seconds}s" --json 2>/dev/null)
   t1=$(awk '{print $14+$15}' "/proc/$pid/stat")
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
   JSON="$json" python3 -c "

@@ -6,6 +6,7 @@ change to the engine is measured against the engine before it in one run.
     python3 benches/ab_binaries.py OLD_RINGCORE NEW_RINGCORE LOADGEN [MODEL [CELL]]
 
 CELL picks the cells whose name contains it ("http", "64 B"); all by default.
+AB_QUICK=1 (environment) runs one round of one second, a smoke run.
 NEW_FLAGS (environment) adds server flags to the new side only, so one
 binary can be measured against itself with a flag:
 
@@ -23,8 +24,11 @@ import subprocess
 import sys
 import time
 
-ROUNDS = 3
-SECONDS = 5
+# AB_QUICK=1: one round of one second per cell, to check the script runs
+# (tests/docs.rs runs the documented command so).
+QUICK = os.environ.get("AB_QUICK") == "1"
+ROUNDS = 1 if QUICK else 3
+SECONDS = 1 if QUICK else 5
 CELLS = [
     ("tcp 64 B x 50", "echo", ["--size", "64", "--connections", "50"]),
     ("tcp 16 KiB x 50", "echo", ["--size", "16384", "--connections", "50"]),

@@ -7,53 +7,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 
-use common::{own_network_namespace, port_holder, Lack, PATIENCE};
+use common::pages::{binaries, commands, installed, root, run, search_path, start_server};
+use common::{own_network_namespace, port_holder, Lack};
 
 /// The chapter's ports, which a bare `ringcore` binds.
 const CHAPTER_PORTS: [u16; 5] = [65432, 12345, 8888, 5555, 8080];
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The directory holding `ringcore` and `loadgen`, and its `examples`
-/// (`kv`): built fresh, as the course's set-up says.
-fn binaries() -> PathBuf {
-    let ringcore = PathBuf::from(common::binary());
-    let dir = ringcore.parent().unwrap().to_path_buf();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--quiet", "-p", "loadgen", "--bin", "loadgen"])
-        .args(["-p", "ringcore", "--examples"])
-        .args((!cfg!(debug_assertions)).then_some("--release"))
-        .current_dir(root())
-        .status()
-        .expect("build loadgen and the examples");
-    assert!(status.success(), "cargo build loadgen and the examples");
-    dir
-}
-
-/// The commands of a page: every line of its ```sh blocks.
-fn commands(page: &str) -> Vec<String> {
-    let mut inside = false;
-    let mut out = Vec::new();
-    for line in page.lines() {
-        let trimmed = line.trim();
-        if trimmed.starts_with("```") {
-            inside = !inside && trimmed == "```sh";
-            continue;
-        }
-        if inside && !trimmed.is_empty() && !trimmed.starts_with('#') {
-            out.push(trimmed.to_string());
-        }
-    }
-    out
-}
 
 /// The command in quick mode: every `--duration` one second, and a lab
 /// without one given one.
@@ -91,26 +51,6 @@ fn ports(commands: &[String]) -> Vec<u16> {
     ports
 }
 
-/// A server started in the background; stopped (SIGTERM) when dropped.
-struct Background(Child);
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        // SAFETY: plain kill(2) on our own child's pid.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let _ = self.0.wait();
-    }
-}
-
-fn shell(command: &str, path: &str) -> Command {
-    let mut c = Command::new("bash");
-    c.args(["-c", command])
-        .env("PATH", path)
-        .current_dir(root())
-        .stdin(Stdio::null());
-    c
-}
-
 /// Runs one page's commands in order; what was run.
 fn run_page(page: &Path, path: &str, is_root: bool) -> Vec<String> {
     let text = std::fs::read_to_string(page).unwrap();
@@ -128,12 +68,7 @@ fn run_page(page: &Path, path: &str, is_root: bool) -> Vec<String> {
             command = rest.to_string();
         }
         let program = command.split_whitespace().next().unwrap().to_string();
-        let found = Command::new("bash")
-            .args(["-c", &format!("command -v {program}")])
-            .env("PATH", path)
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !found {
+        if !installed(&program, path) {
             common::skip(
                 Lack::Program("a course command's program"),
                 format!("{program} is not installed: {command}"),
@@ -146,35 +81,10 @@ fn run_page(page: &Path, path: &str, is_root: bool) -> Vec<String> {
             " fairness.svg",
             &format!(" {}/fairness.svg", scratch.display()),
         );
-        if let Some(server) = command.strip_suffix('&') {
-            let mut child = shell(server.trim(), path)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start a server");
-            // Ready once it has printed how it serves: ringcore's "...; up
-            // to N connections", or an engine server's "tcp ADDR NAME".
-            let stdout = child.stdout.take().unwrap();
-            let (tx, rx) = mpsc::channel();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    if line.contains("; up to ") || line.starts_with("tcp ") {
-                        let _ = tx.send(());
-                    }
-                }
-            });
-            rx.recv_timeout(PATIENCE)
-                .unwrap_or_else(|_| panic!("{}: `{server}` did not start", page.display()));
-            servers.push(Background(child));
-        } else {
-            let out = shell(&command, path).output().expect("run a command");
-            assert!(
-                out.status.success(),
-                "{}: `{command}` failed:\n{}\n{}",
-                page.display(),
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+        let what = page.display().to_string();
+        match command.strip_suffix('&') {
+            Some(server) => servers.push(start_server(server.trim(), path, &root(), &what)),
+            None => run(&command, path, &root(), &what),
         }
         ran.push(command);
     }
@@ -193,13 +103,7 @@ fn every_course_command_runs_as_written() {
         .collect();
     pages.sort();
     assert!(pages.len() >= 5, "the course has its labs");
-    let bin = binaries();
-    let path = format!(
-        "{}:{}:{}",
-        bin.display(),
-        bin.join("examples").display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = search_path(&binaries());
     // SAFETY: geteuid has no preconditions.
     let is_root = unsafe { libc::geteuid() } == 0;
     // One page after another, in a namespace of this thread's own: fixed

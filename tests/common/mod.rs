@@ -472,6 +472,7 @@ pub fn port_holder(port: u16) -> String {
     }
 }
 
+pub mod pages;
 mod seccomp;
 pub mod skip;
 #[allow(unused_imports)] // not every test binary uses it

@@ -23,6 +23,9 @@ pub enum Lack {
     KubernetesApi,
     /// A Docker daemon, to build the image.
     DockerDaemon,
+    /// A nightly Rust toolchain, which cargo-fuzz needs (CI's machine has
+    /// the one stable toolchain, and cannot fetch another).
+    NightlyToolchain,
 }
 
 impl Lack {
@@ -30,7 +33,10 @@ impl Lack {
     /// reasons passes under CI too. The list the README's testing section
     /// gives.
     pub fn ci_lacks(self) -> bool {
-        matches!(self, Lack::KubernetesApi | Lack::DockerDaemon)
+        matches!(
+            self,
+            Lack::KubernetesApi | Lack::DockerDaemon | Lack::NightlyToolchain
+        )
     }
 }
 
@@ -51,6 +57,6 @@ pub fn skip(lack: Lack, reason: impl Display) {
         }
     }
     if std::env::var_os("CI").is_some() && !lack.ci_lacks() {
-        panic!("{line}\n(under CI only a missing Kubernetes API server or Docker daemon may skip a test: CI's machine has everything else)");
+        panic!("{line}\n(under CI only a missing Kubernetes API server, Docker daemon or nightly toolchain may skip a test: CI's machine has everything else)");
     }
 }
