@@ -1,8 +1,10 @@
 //! loadgen against tools nobody here wrote, on servers nobody here wrote:
 //! closed-loop ops/s of `loadgen --protocol resp` beside `redis-benchmark`
 //! on Debian's `redis-server`, and of `loadgen --protocol memcache` beside
-//! `memcaslap` on Debian's `memcached`, same connections and pipeline depth,
-//! the tools alternating within every round. Both tools measure the same
+//! `memcaslap` on Debian's `memcached`, same connections and pipeline depth
+//! (and the same pipelining: loadgen's `--batch` sends a pipeline's next
+//! batch once all of it is answered, as redis-benchmark's `-P` does), the
+//! tools alternating within every round. Both tools measure the same
 //! server, so their ratio says whether loadgen's figure can be trusted
 //! (and, were it lower, that loadgen itself was the bottleneck).
 //!
@@ -154,6 +156,9 @@ fn redis_cells(lg: &Path, port: u16, quick: bool) -> Vec<Cell> {
                 &c,
                 "--pipeline",
                 &p,
+                // redis-benchmark's -P: the next batch once all of this
+                // one is answered.
+                "--batch",
                 "--requests",
                 &n_s,
             ]);

@@ -77,6 +77,7 @@ fn with_io_uring_disabled_by_sysctl_everything_falls_back_to_epoll() {
         requests: Some(2_000),
         size: SizeRange { lo: 64, hi: 64 },
         pipeline: 1,
+        batch: false,
         rate: None,
         timeout: Duration::from_secs(5),
         interval: None,

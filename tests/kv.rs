@@ -307,6 +307,7 @@ fn loadgen_drives_the_store_with_every_reply_checked() {
         requests: Some(requests),
         size: SizeRange { lo: 1, hi: 200 },
         pipeline: 8,
+        batch: false,
         rate: None,
         timeout: Duration::from_secs(5),
         interval: None,

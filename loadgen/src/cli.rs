@@ -180,6 +180,13 @@ pub struct Cli {
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub pipeline: usize,
 
+    /// With --pipeline N, closed loop over TCP: send N requests at once and
+    /// the next N only once all N are answered, as redis-benchmark's -P
+    /// does. Without it each reply frees its slot at once (memtier's way),
+    /// which keeps more in flight.
+    #[arg(long)]
+    pub batch: bool,
+
     /// Target rate per second for the whole run (k/M suffixes); `max` floods
     /// (UDP). TCP without it runs closed loop. TCP and HTTP also take a
     /// rate that changes: FROM..TO ramps linearly over the run (warm-up

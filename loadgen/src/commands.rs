@@ -110,6 +110,11 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         bail!("--duration must be above zero");
     }
     let load_run = !cli.bot && !cli.bulk && (cli.tcp.is_some() || cli.connections.is_some());
+    let closed_tcp = cli.tcp.is_some() && !cli.bot && !cli.bulk && cli.http.is_none();
+    let paced = cli.rate.is_some() || cli.rate_file.is_some() || cli.sweep.is_some();
+    if cli.batch && (!closed_tcp || paced) {
+        bail!("--batch shapes a closed-loop TCP load run's pipeline (--tcp, --pipeline N, no --rate or --sweep)");
+    }
     if !cli.warmup.is_zero() && (cli.udp.is_some() || !load_run) {
         bail!("--warmup is for TCP and HTTP load runs (--tcp, or --http with --connections)");
     }
@@ -483,6 +488,7 @@ fn tcp_plan(
         requests: cli.requests,
         size: cli.size,
         pipeline: cli.pipeline,
+        batch: cli.batch,
         rate,
         timeout: cli.timeout,
         interval: cli.hdr_log.as_ref().map(|_| cli.hdr_interval),

@@ -152,6 +152,8 @@ pub struct TcpReport {
     pub threads: usize,
     /// Requests in flight per connection.
     pub pipeline: usize,
+    /// `--batch`: the pipeline refilled only once all of it is answered.
+    pub pipeline_batch: bool,
     /// Smallest payload.
     pub size_min: usize,
     /// Largest payload.
@@ -515,6 +517,7 @@ impl TcpReport {
             connections: plan.connections,
             threads: plan.threads,
             pipeline: plan.pipeline,
+            pipeline_batch: plan.batch,
             size_min,
             size_max,
             requested_rate: plan
@@ -636,8 +639,16 @@ pub fn print_tcp(r: &TcpReport) {
         );
     } else {
         println!(
-            "TCP {} -> {}: {} connections x pipeline {}, {} thread(s) on {}, {}-{} B payloads, {mode}",
-            r.protocol, r.target, r.connections, r.pipeline, r.threads, r.io, r.size_min, r.size_max
+            "TCP {} -> {}: {} connections x pipeline {}{}, {} thread(s) on {}, {}-{} B payloads, {mode}",
+            r.protocol,
+            r.target,
+            r.connections,
+            r.pipeline,
+            if r.pipeline_batch { " (in batches)" } else { "" },
+            r.threads,
+            r.io,
+            r.size_min,
+            r.size_max
         );
     }
     if let Some(workload) = &r.workload {

@@ -52,6 +52,9 @@ pub struct TcpPlan {
     pub size: SizeRange,
     /// Requests in flight per connection.
     pub pipeline: usize,
+    /// Closed loop: the next `pipeline` requests go only once all those
+    /// in flight are answered (redis-benchmark's -P), not one per reply.
+    pub batch: bool,
     /// Open loop: the rate over the run, requests per second (constant,
     /// or a ramp, steps, a file's profile). None: closed loop.
     pub rate: Option<crate::schedule::RateProfile>,

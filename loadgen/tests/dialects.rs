@@ -673,3 +673,99 @@ fn replies_that_never_end_cost_one_bound_per_thread_not_per_connection() {
     );
     eprintln!("peak {peak_mib:.0} MiB");
 }
+
+/// What a server saw of a pipeline of 4 on one connection: it reads the
+/// first 4 requests, answers only the first, and looks whether a 5th
+/// comes before it answers the other 3 (it waits `window` for one). Then
+/// it answers every request as it comes, until loadgen closes.
+/// How long the server waits for what must come.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+fn fifth_before_the_batch_is_answered(batch: bool, window: Duration) -> bool {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = thread::spawn(move || {
+        // loadgen's probe connects and closes first: serve the connection
+        // that sends.
+        let mut line = String::new();
+        let (mut reader, mut writer) = loop {
+            let (conn, _) = listener.accept().unwrap();
+            conn.set_read_timeout(Some(PATIENCE)).unwrap();
+            let writer = conn.try_clone().unwrap();
+            let mut reader = BufReader::new(conn);
+            line.clear();
+            if reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                break (reader, writer);
+            }
+        };
+        for _ in 1..4 {
+            line.clear();
+            reader.read_line(&mut line).expect("the first 4 requests");
+        }
+        writer.write_all(b"a\n").unwrap();
+        reader.get_ref().set_read_timeout(Some(window)).unwrap();
+        line.clear();
+        let early = reader.read_line(&mut line).is_ok_and(|n| n > 0);
+        reader.get_ref().set_read_timeout(Some(PATIENCE)).unwrap();
+        writer.write_all(b"a\na\na\n").unwrap();
+        if early {
+            writer.write_all(b"a\n").unwrap();
+        }
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(n) if n > 0 => writer.write_all(b"a\n").unwrap(),
+                _ => break early,
+            }
+        }
+    });
+    let mut args = vec![
+        "--tcp",
+        &addr,
+        "--protocol",
+        "generic",
+        "--request",
+        "q\\n",
+        "--reply",
+        "line",
+        "--connections",
+        "1",
+        "--pipeline",
+        "4",
+        "--requests",
+        "12",
+    ];
+    if batch {
+        args.push("--batch");
+    }
+    let json = loadgen_json(&args);
+    assert_eq!(num(&json, "requests"), 12.0, "{json}");
+    assert_eq!(num(&json, "scheduled"), 12.0, "answered is all: {json}");
+    assert_eq!(json["pipeline_batch"], batch, "{json}");
+    server.join().unwrap()
+}
+
+#[test]
+fn a_pipeline_refills_per_reply_and_in_batches_with_batch() {
+    // Each reply frees its slot: the 5th request comes as soon as the 1st
+    // is answered (the server waits for it as long as it must).
+    assert!(fifth_before_the_batch_is_answered(false, PATIENCE));
+    // --batch (redis-benchmark's -P): nothing more comes while 3 of the 4
+    // are unanswered; loadgen would send within microseconds if it did.
+    assert!(!fifth_before_the_batch_is_answered(
+        true,
+        Duration::from_millis(300)
+    ));
+}
+
+#[test]
+fn batch_is_for_closed_loop_tcp() {
+    assert_fails_with(
+        &["--tcp", "127.0.0.1:9", "--rate", "1000", "--batch"],
+        "--batch shapes a closed-loop TCP load run",
+    );
+    assert_fails_with(
+        &["--udp", "127.0.0.1:9", "--batch"],
+        "--batch shapes a closed-loop TCP load run",
+    );
+}

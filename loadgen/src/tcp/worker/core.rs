@@ -635,6 +635,9 @@ impl<'a> Core<'a> {
     }
 
     fn refill(&mut self, i: usize, now: Instant) {
+        if self.plan.batch && !self.clients[i].inflight.is_empty() {
+            return; // the batch is not all answered yet (--batch)
+        }
         while self.clients[i].link == Link::Up
             && self.clients[i].inflight.len() < self.plan.pipeline
             && self.may_issue()
@@ -698,15 +701,23 @@ impl<'a> Core<'a> {
         self.out.fates.completed += answered;
         self.live.done.fetch_add(answered, Relaxed);
         let generation = c.generation;
-        for _ in 0..completed {
-            match self.share.rate {
-                Some(_) => self.free.push_back((i, generation)),
-                None if self.may_issue() => self.queue_request(i, now, now),
-                None => {}
+        match self.share.rate {
+            Some(_) => {
+                for _ in 0..completed {
+                    self.free.push_back((i, generation));
+                }
             }
-        }
-        if self.share.rate.is_none() {
-            self.flush(i);
+            // Closed loop: each reply frees its slot, or with --batch the
+            // whole pipeline goes again once all of it is answered.
+            None if self.plan.batch => self.refill(i, now),
+            None => {
+                for _ in 0..completed {
+                    if self.may_issue() {
+                        self.queue_request(i, now, now);
+                    }
+                }
+                self.flush(i);
+            }
         }
     }
 
