@@ -1,8 +1,13 @@
 //! A RESP (Redis protocol) server that answers PING and ECHO, enough for
 //! `redis-benchmark -t ping_inline,ping_mbulk` and `redis-cli ping`.
 //!
-//! `cargo run --release --example ping -- [ADDR] [WORKERS]`
+//! `cargo run --release --example ping -- [ADDR] [WORKERS] [BATCH_WAIT_US]`
 //! (default 127.0.0.1:6379, one worker per CPU); stops on SIGINT/SIGTERM.
+//! BATCH_WAIT_US: each wait holds out that long for a batch of completions
+//! (`EngineConfig::batch_wait`), so a client that pipelines wakes the
+//! worker less often, at up to that much latency.
+use std::time::Duration;
+
 use engine::{Fed, Server, StreamSession};
 
 #[path = "resp/mod.rs"]
@@ -38,6 +43,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut server = Server::new().tcp(addr.parse()?, "ping", |_cx| Ping);
     if let Some(workers) = args.next() {
         server = server.workers(workers.parse()?);
+    }
+    if let Some(micros) = args.next() {
+        let wait = Duration::from_micros(micros.parse()?);
+        server = server.configure(|config| config.batch_wait = Some(wait));
     }
     Ok(server.run()?)
 }

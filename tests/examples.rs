@@ -50,6 +50,29 @@ fn ping_answers_resp_split_anywhere_and_pipelined() {
     ex.stop();
 }
 
+#[test]
+fn the_ping_examples_third_argument_holds_each_wait_for_a_batch() {
+    // A 20 ms batch wait: a lone ping-pong client, whose each request is
+    // the only completion, waits out the window every time (the kernel
+    // holds a fresh wait for it; nothing else can end it early), so its
+    // median round trip is at least half of it. Without the argument it
+    // is microseconds.
+    let window = Duration::from_millis(20);
+    let ex = Example::start("ping", &["1", &window.as_micros().to_string()]);
+    let mut s = connect(ex.addr);
+    let mut trips: Vec<Duration> = (0..9)
+        .map(|_| {
+            let sent = Instant::now();
+            s.write_all(b"PING\r\n").unwrap();
+            assert_eq!(read_n(&mut s, 7), b"+PONG\r\n");
+            sent.elapsed()
+        })
+        .collect();
+    trips.sort();
+    assert!(trips[4] >= window / 2, "median round trip {:?}", trips[4]);
+    ex.stop();
+}
+
 /// Sends one frame of the framed example and reads its reply frame.
 fn framed_round_trip(s: &mut TcpStream, payload: &[u8]) -> Vec<u8> {
     let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
