@@ -28,7 +28,7 @@ mod common;
 
 use std::net::{TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use common::pages::{self, Background};
@@ -288,26 +288,15 @@ fn fixture(port: u16) -> Option<String> {
     Some(command)
 }
 
-/// A fixture, stopped (SIGTERM) when dropped.
-struct Fixture(Child);
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        // SAFETY: plain kill(2) on our own child's pid.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts `command` for `ports` and waits until each takes TCP connections
 /// (or, for the chapter's UDP-only port, until it is bound).
-fn start_fixture(command: &str, ports: &[u16], path: &str) -> Fixture {
+fn start_fixture(command: &str, ports: &[u16], path: &str) -> Background {
     let child = pages::shell(command, path, &pages::root())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start `{command}`: {e}"));
-    let fixture = Fixture(child);
+    let fixture = Background(child);
     let deadline = Instant::now() + PATIENCE;
     for &port in ports {
         loop {
@@ -343,7 +332,7 @@ fn run_page(page: &Path, path: &str, scratch: &Path, benches: bool) -> Ran {
     let mut ran = Ran::default();
     for block in pages::blocks(&text) {
         let mut servers: Vec<Background> = Vec::new();
-        let mut fixtures: Vec<Fixture> = Vec::new();
+        let mut fixtures: Vec<Background> = Vec::new();
         let mut served: Vec<u16> = Vec::new();
         for command in &block {
             let step = plan(command);

@@ -105,7 +105,7 @@ pub fn shell(command: &str, path: &str, dir: &Path) -> Command {
 }
 
 /// A server started in the background; stopped (SIGTERM) when dropped.
-pub struct Background(Child);
+pub struct Background(pub Child);
 
 impl Drop for Background {
     fn drop(&mut self) {
