@@ -20,9 +20,10 @@
 //!
 //! Benchmarks (`cargo bench`, `benches/*.sh`, `benches/*.py`) run in their
 //! own quick mode (`--quick`, one round of one second) in an ignored test
-//! that `.ci/run` runs. Three kinds of command cannot run on CI's machine
-//! and skip, saying so: Docker (no daemon), kubectl (no API server), and
-//! the fuzzing commands (no nightly toolchain can be fetched).
+//! that `.ci/run` runs, and so do the fuzzing commands (1,000 runs; where
+//! no nightly toolchain or cargo-fuzz is, they skip, saying so). Docker
+//! (no daemon) and kubectl (no API server) cannot run on CI's machine and
+//! skip, saying so.
 
 mod common;
 
@@ -60,6 +61,9 @@ enum Step {
     Serve(String),
     /// A benchmark, in its quick mode: run by the ignored test only.
     Bench(String),
+    /// A fuzzing command, in its quick mode: run by the ignored test
+    /// where a nightly toolchain and cargo-fuzz are.
+    Fuzz(String),
     /// Cannot run on CI's machine; why.
     Skip(Lack, String),
 }
@@ -127,9 +131,15 @@ fn plan(command: &str) -> Step {
     match program {
         "docker" => return Step::Skip(Lack::DockerDaemon, command.into()),
         "kubectl" => return Step::Skip(Lack::KubernetesApi, command.into()),
-        "fuzz/run-all.sh" => return Step::Skip(Lack::NightlyToolchain, command.into()),
-        "cargo" if has("+nightly") || has("cargo-fuzz") => {
-            return Step::Skip(Lack::NightlyToolchain, command.into())
+        "fuzz/run-all.sh" => return Step::Fuzz("fuzz/run-all.sh 1000".into()),
+        "cargo" if has("cargo-fuzz") => return Step::Fuzz("cargo fuzz --help > /dev/null".into()),
+        "cargo" if has("+nightly") => {
+            let runs = if has("--") {
+                " -runs=1000"
+            } else {
+                " -- -runs=1000"
+            };
+            return Step::Fuzz(format!("{command}{runs}"));
         }
         "apt-get" => {
             let packages: Vec<&str> = words
@@ -315,8 +325,26 @@ fn start_fixture(command: &str, ports: &[u16], path: &str) -> Background {
     fixture
 }
 
-/// What one page's run did: commands run, and benches left for the
-/// ignored test (or run by it).
+/// True where the fuzzing commands can run: a nightly toolchain and
+/// cargo-fuzz.
+fn fuzzing_here() -> bool {
+    let nightly = Command::new("rustup")
+        .args(["toolchain", "list"])
+        .output()
+        .is_ok_and(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.starts_with("nightly"))
+        });
+    let cargo_fuzz = Command::new("cargo")
+        .args(["fuzz", "--help"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    nightly && cargo_fuzz
+}
+
+/// What one page's run did: commands run, and benches (and fuzzing) left
+/// for the ignored test (or run by it).
 #[derive(Default)]
 struct Ran {
     run: usize,
@@ -347,7 +375,15 @@ fn run_page(page: &Path, path: &str, scratch: &Path, benches: bool) -> Ran {
                     continue;
                 }
                 Step::Bench(line) if benches => (line, false, false),
-                Step::Bench(_) => {
+                Step::Fuzz(line) if benches && fuzzing_here() => (line, false, false),
+                Step::Fuzz(line) if benches => {
+                    common::skip(
+                        Lack::NightlyToolchain,
+                        format!("{what}: no nightly toolchain or cargo-fuzz for `{line}`"),
+                    );
+                    continue;
+                }
+                Step::Bench(_) | Step::Fuzz(_) => {
                     ran.benches += 1;
                     continue;
                 }
@@ -435,7 +471,7 @@ fn every_documented_command_runs_as_written() {
         return;
     };
     println!(
-        "ran {} documented commands; {} benchmarks are the ignored test's; {} skipped",
+        "ran {} documented commands; {} benchmark and fuzzing commands are the ignored test's; {} skipped",
         ran.run, ran.benches, ran.skipped
     );
     let all: usize = pages()
@@ -457,7 +493,7 @@ fn every_documented_command_runs_as_written() {
 /// The benchmark commands, in their quick mode (release builds: minutes,
 /// so `.ci/run` runs this, not a plain `cargo test`).
 #[test]
-#[ignore = "builds and runs every documented benchmark (minutes); .ci/run runs it"]
+#[ignore = "builds and runs every documented benchmark and fuzz target (minutes); .ci/run runs it"]
 fn every_documented_benchmark_runs_in_quick_mode() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let built = Command::new(cargo)
@@ -477,7 +513,7 @@ fn every_documented_benchmark_runs_in_quick_mode() {
     let Some(ran) = run_pages(true) else {
         return;
     };
-    println!("ran {} documented benchmarks", ran.run);
+    println!("ran {} documented benchmark and fuzzing commands", ran.run);
     assert!(ran.run >= 10, "the benchmarks ran ({})", ran.run);
 }
 
@@ -531,10 +567,14 @@ fn quick_mode_says_how_each_kind_of_command_runs() {
         plan("docker run --rm ringcore"),
         Step::Skip(Lack::DockerDaemon, _)
     ));
-    assert!(matches!(
-        plan("cargo +nightly fuzz run -O http_request"),
-        Step::Skip(Lack::NightlyToolchain, _)
-    ));
+    assert_eq!(
+        plan("cargo +nightly fuzz run -O http_request      # one target, until stopped"),
+        Step::Fuzz("cargo +nightly fuzz run -O http_request -- -runs=1000".into())
+    );
+    assert_eq!(
+        plan("fuzz/run-all.sh 10000000"),
+        Step::Fuzz("fuzz/run-all.sh 1000".into())
+    );
     assert_eq!(
         ports(
             "ringcore --serve tcp:7100=echo --metrics 127.0.0.1:7490",
