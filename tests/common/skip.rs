@@ -23,8 +23,8 @@ pub enum Lack {
     KubernetesApi,
     /// A Docker daemon, to build the image.
     DockerDaemon,
-    /// A nightly Rust toolchain, which cargo-fuzz needs (CI's machine has
-    /// the one stable toolchain, and cannot fetch another).
+    /// A nightly Rust toolchain (or cargo-fuzz), which fuzzing needs: a
+    /// machine set up with only the stable toolchain cannot fetch one.
     NightlyToolchain,
 }
 
