@@ -432,7 +432,8 @@ impl Connection {
         self.advance(env);
         if !self.send_in_flight && !self.send_blocked && self.next_send() {
             self.send_in_flight = true;
-            self.send_waiting_since.get_or_insert(Moment::of(env.now));
+            self.send_waiting_since
+                .get_or_insert_with(|| Moment::of(env.now));
             return Some(Action::Send);
         }
         if self.unsent() == 0 {

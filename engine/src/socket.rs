@@ -10,7 +10,7 @@ use crate::error::EngineError;
 use crate::ServiceConfig;
 use protocols::Transport;
 
-pub use kernel_io::sockopt::{set_int_option, SOL_UDP, UDP_GRO, UDP_SEGMENT};
+pub(crate) use kernel_io::sockopt::{set_int_option, SOL_UDP, UDP_GRO, UDP_SEGMENT};
 
 const LISTEN_BACKLOG: i32 = 4096;
 const UDP_RECV_BUFFER: usize = 8 * 1024 * 1024;

@@ -15,7 +15,7 @@ use crate::stats::WorkerStats;
 use socket2::SockAddr;
 
 use crate::socket::{SOL_UDP, UDP_SEGMENT};
-pub use kernel_io::sockopt::gro_segment;
+pub(crate) use kernel_io::sockopt::gro_segment;
 
 /// Bytes reserved in every UDP receive buffer ahead of the payload: the
 /// io_uring_recvmsg_out header, the sender's address and the control data.
