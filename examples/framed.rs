@@ -24,16 +24,18 @@ fn frame(out: &mut Vec<u8>, payload: impl ExactSizeIterator<Item = u8>) {
 
 impl StreamSession for Framed {
     fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>, _room: usize) -> Fed {
-        let Some(head) = input.first_chunk::<4>() else {
-            return self.need_more(4);
-        };
-        let len = u32::from_be_bytes(*head) as usize;
+        // Until the length has arrived, the frame needs at least its 4 bytes.
+        let len = input.first_chunk().map_or(0, |h| u32::from_be_bytes(*h)) as usize;
         if len > MAX_PAYLOAD {
             frame(out, b"frame too large".iter().copied());
             return Fed::close(input.len());
         }
         let Some(payload) = input.get(4..4 + len) else {
-            return self.need_more(4 + len); // offered again once it is all here
+            self.needed = 4 + len; // offered again once it is all here
+            let started = Instant::now();
+            self.deadline
+                .get_or_insert(started + Duration::from_secs(2));
+            return Fed::need_more();
         };
         self.deadline = None;
         self.served.set(self.served.get() + 1);
@@ -59,15 +61,6 @@ impl StreamSession for Framed {
     fn on_timer(&mut self, _now: Instant, out: &mut Vec<u8>) -> Next {
         frame(out, b"timeout".iter().copied());
         Next::Close
-    }
-}
-
-impl Framed {
-    fn need_more(&mut self, needed: usize) -> Fed {
-        self.needed = needed;
-        self.deadline
-            .get_or_insert_with(|| Instant::now() + Duration::from_secs(2));
-        Fed::need_more()
     }
 }
 

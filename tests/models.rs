@@ -67,13 +67,27 @@ fn reverse_lines_and_its_bound(io: &str) {
         "16",
     ]);
     let mut s = connect(server.addr("tcp", "reverse-lines"));
-    for piece in ["ab", "c\nhél", "lo\r", "\n"] {
+    // The first line's answer comes back while the second's beginning
+    // waits for its end: the server holds it across receives.
+    s.write_all("ab".as_bytes()).unwrap();
+    s.write_all("c\nhél".as_bytes()).unwrap();
+    let mut got = vec![0u8; 4];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(got, b"cba\n");
+    for piece in ["lo\r", "\n"] {
         s.write_all(piece.as_bytes()).unwrap();
     }
-    let expected = "cba\nolléh\r\n".as_bytes();
+    let expected = "olléh\r\n".as_bytes();
     let mut got = vec![0u8; expected.len()];
     s.read_exact(&mut got).unwrap();
     assert_eq!(got, expected);
+    // A last line without its newline is answered at the end of stream.
+    let mut last = connect(server.addr("tcp", "reverse-lines"));
+    last.write_all(b"one\ntwo").unwrap();
+    last.shutdown(Shutdown::Write).unwrap();
+    let mut both = Vec::new();
+    last.read_to_end(&mut both).unwrap();
+    assert_eq!(both, b"eno\nowt");
     s.write_all(&[b'x'; 40]).unwrap();
     let mut rest = Vec::new();
     s.read_to_end(&mut rest).unwrap();
@@ -141,10 +155,14 @@ fn bot_over_tcp_and_udp(io: &str) {
     udp.set_read_timeout(Some(PATIENCE)).unwrap();
     // The bot greets an address only once it proved it receives.
     loadgen::bot::prove_udp(&udp, server.addr("udp", "bot")).expect("prompt and code");
+    writer.write_all(&answers[0].as_bytes()[..1]).unwrap();
     for (i, turn) in turns.iter().enumerate() {
         if i > 0 {
+            // Each TCP answer's first byte goes with the line before it, so
+            // the bot's server holds it, unanswered, across receives.
+            let next_start = answers.get(i).map_or("", |a| &a[..1]);
             writer
-                .write_all(format!("{}\n", answers[i - 1]).as_bytes())
+                .write_all(format!("{}\n{next_start}", &answers[i - 1][1..]).as_bytes())
                 .unwrap();
             udp.send_to(answers[i - 1].as_bytes(), server.addr("udp", "bot"))
                 .unwrap();
@@ -202,6 +220,24 @@ fn session_counters_sum_over_udp_services(io: &str) {
 fn http_pipelining_errors_and_long_bodies(io: &str) {
     let server = start(io, &["tcp:0=http"]);
     let addr = server.addr("tcp", "http");
+    // A head cut in two, its first part sent with a whole request: the
+    // answer to that one comes back while the cut head waits for its end.
+    let mut cut = connect(addr);
+    cut.write_all(b"GET /bytes/3 HTTP/1.1\r\n\r\nGET /bytes/4 HT")
+        .unwrap();
+    let first = b"HTTP/1.1 200 OK\r\nServer: ringcore\r\nContent-Type: application/octet-stream\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\nabc";
+    let mut got = vec![0u8; first.len()];
+    cut.read_exact(&mut got).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(first)
+    );
+    cut.write_all(b"TP/1.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut second = String::new();
+    cut.read_to_string(&mut second).unwrap();
+    assert!(second.starts_with("HTTP/1.1 200 OK"), "{second}");
+    assert!(second.ends_with("\r\n\r\nabcd"), "{second}");
     let mut s = connect(addr);
     s.write_all(b"GET /bytes/5 HTTP/1.1\r\n\r\nGET /nope HTTP/1.1\r\n\r\nGET /bytes/2000000 HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap();
     let mut all = Vec::new();

@@ -690,8 +690,12 @@ impl Connection {
         if self.reading == Reading::Open && input_spent {
             if self.peer_closed && !self.eof_delivered {
                 self.eof_delivered = true;
+                // The session gets a last look at a frame that will never
+                // complete; it is counted as discarded all the same.
+                let unread = std::mem::take(&mut self.held);
+                self.session.on_eof(unread.as_slice(), &mut self.pending);
+                self.held = unread;
                 self.discard_held(env);
-                self.session.on_eof(&mut self.pending);
                 self.adopt_asks(env);
                 self.reading = Reading::Done;
             } else if self.drain_budget == Some(0) {

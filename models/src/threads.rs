@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use protocols::{feed_in_steps, DatagramHandler, Next, Replies, StreamSession, STEP_ROOM};
+use protocols::{DatagramHandler, Next, Replies, StreamSession, Unread, STEP_ROOM};
 
 use engine::BoundService;
 use engine::EngineError;
@@ -247,6 +247,7 @@ fn serve(mut stream: TcpStream, mut session: Box<dyn StreamSession>, shared: &Sh
     let _ = stream.set_write_timeout(Some(TICK));
     let mut out = Vec::new();
     let mut buf = vec![0u8; 16 * 1024];
+    let mut unread = Unread::default();
     session.on_open(&mut out);
     if write_out(&mut stream, &mut out, &mut *session, shared).is_err() {
         return;
@@ -268,9 +269,13 @@ fn serve(mut stream: TcpStream, mut session: Box<dyn StreamSession>, shared: &Sh
                 budget -= n;
                 stats.bytes_in.add_shared(n as u64);
                 stats.messages_in.add_shared(1);
-                let fed = feed_in_steps(&mut *session, &buf[..n], &mut out, STEP_ROOM, |s, out| {
-                    write_out(&mut stream, out, s, shared)
-                });
+                let fed = unread.feed_in_steps(
+                    &mut *session,
+                    &buf[..n],
+                    &mut out,
+                    STEP_ROOM,
+                    |s, out| write_out(&mut stream, out, s, shared),
+                );
                 if !matches!(fed, Ok(Next::Continue)) {
                     break;
                 }
@@ -279,7 +284,7 @@ fn serve(mut stream: TcpStream, mut session: Box<dyn StreamSession>, shared: &Sh
         }
         match stream.read(&mut buf) {
             Ok(0) => {
-                session.on_eof(&mut out);
+                session.on_eof(unread.as_slice(), &mut out);
                 let _ = write_out(&mut stream, &mut out, &mut *session, shared);
                 return; // the peer closed: nothing to linger for
             }
@@ -287,9 +292,13 @@ fn serve(mut stream: TcpStream, mut session: Box<dyn StreamSession>, shared: &Sh
                 last_active = Instant::now();
                 stats.bytes_in.add_shared(n as u64);
                 stats.messages_in.add_shared(1);
-                let fed = feed_in_steps(&mut *session, &buf[..n], &mut out, STEP_ROOM, |s, out| {
-                    write_out(&mut stream, out, s, shared)
-                });
+                let fed = unread.feed_in_steps(
+                    &mut *session,
+                    &buf[..n],
+                    &mut out,
+                    STEP_ROOM,
+                    |s, out| write_out(&mut stream, out, s, shared),
+                );
                 match fed {
                     Ok(Next::Close) => break,
                     Ok(Next::Continue) => {}

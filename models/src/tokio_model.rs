@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use protocols::{DatagramHandler, Next, Replies, StreamSession, STEP_ROOM};
+use protocols::{DatagramHandler, Next, Replies, StreamSession, Unread, STEP_ROOM};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::watch;
@@ -215,6 +215,7 @@ async fn serve(
     let _ = stream.set_nodelay(true);
     let mut out = Vec::new();
     let mut buf = vec![0u8; 16 * 1024];
+    let mut unread = Unread::default();
     session.on_open(&mut out);
     if write_out(&mut stream, &mut out, &mut *session, stats)
         .await
@@ -255,7 +256,7 @@ async fn serve(
                     budget -= n;
                     stats.bytes_in.add_shared(n as u64);
                     stats.messages_in.add_shared(1);
-                    let fed = feed(&mut stream, &mut *session, &buf[..n], &mut out, stats).await;
+                    let fed = feed(&mut stream, &mut *session, &mut unread, &buf[..n], &mut out, stats).await;
                     if !matches!(fed, Ok(Next::Continue)) {
                         break;
                     }
@@ -265,7 +266,7 @@ async fn serve(
         };
         match read {
             Ok(0) => {
-                session.on_eof(&mut out);
+                session.on_eof(unread.as_slice(), &mut out);
                 let _ = write_out(&mut stream, &mut out, &mut *session, stats).await;
                 return;
             }
@@ -273,7 +274,16 @@ async fn serve(
                 last_active = Instant::now();
                 stats.bytes_in.add_shared(n as u64);
                 stats.messages_in.add_shared(1);
-                match feed(&mut stream, &mut *session, &buf[..n], &mut out, stats).await {
+                match feed(
+                    &mut stream,
+                    &mut *session,
+                    &mut unread,
+                    &buf[..n],
+                    &mut out,
+                    stats,
+                )
+                .await
+                {
                     Ok(Next::Close) => break,
                     Ok(Next::Continue) => {}
                     Err(_) => {
@@ -301,16 +311,21 @@ async fn serve(
     .await;
 }
 
-/// Feeds all of `input` in steps of bounded output, writing each step (and
-/// any long body) before the next, as `protocols::feed_in_steps` does for
-/// blocking writers.
+/// Feeds `fresh` (after whatever `unread` held) in steps of bounded
+/// output, writing each step (and any long body) before the next, and
+/// keeps what the session leaves untaken, as `Unread::feed_in_steps` does
+/// for blocking writers.
 async fn feed(
     stream: &mut TcpStream,
     session: &mut (dyn StreamSession + Send),
-    mut input: &[u8],
+    unread: &mut Unread,
+    fresh: &[u8],
     out: &mut Vec<u8>,
     stats: &WorkerStats,
 ) -> std::io::Result<Next> {
+    let Some(mut input) = unread.offer(fresh) else {
+        return Ok(Next::Continue);
+    };
     loop {
         let fed = session.on_input(input, out, STEP_ROOM);
         input = &input[fed.consumed.min(input.len())..];
@@ -320,9 +335,15 @@ async fn feed(
             return Ok(Next::Close);
         }
         if input.is_empty() || (fed.consumed == 0 && !busy) {
-            return Ok(Next::Continue);
+            break;
         }
     }
+    let untaken = input.len();
+    if unread.keep(session, fresh, untaken, out) == Next::Close {
+        write_out(stream, out, session, stats).await?;
+        return Ok(Next::Close);
+    }
+    Ok(Next::Continue)
 }
 
 async fn write_out(

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use engine::per_core::{CoreWorker, TcpService, UdpService, WorkerParts};
 use engine::{EngineError, WorkerStats};
-use protocols::{DatagramHandler, Next, Replies, StreamSession, STEP_ROOM};
+use protocols::{DatagramHandler, Next, Replies, StreamSession, Unread, STEP_ROOM};
 use tokio::sync::watch;
 use tokio_uring::net::{TcpListener, TcpStream, UdpSocket};
 
@@ -165,6 +165,7 @@ async fn serve_connection(stream: TcpStream, mut session: Box<dyn StreamSession>
     let _ = stream.set_nodelay(true);
     let mut stop = shared.stop.clone();
     let mut out = Vec::new();
+    let mut unread = Unread::default();
     session.on_open(&mut out);
     let Ok((next, spare)) = write_out(&stream, out, &mut *session, stats).await else {
         return;
@@ -185,7 +186,7 @@ async fn serve_connection(stream: TcpStream, mut session: Box<dyn StreamSession>
         };
         let next = match woke {
             Woke::Read(Ok(0), _) => {
-                session.on_eof(&mut out);
+                session.on_eof(unread.as_slice(), &mut out);
                 let _ = write_out(&stream, out, &mut *session, stats).await;
                 return; // the peer closed: nothing to linger for
             }
@@ -193,7 +194,7 @@ async fn serve_connection(stream: TcpStream, mut session: Box<dyn StreamSession>
                 last_active = Instant::now();
                 stats.bytes_in.add(n as u64);
                 stats.messages_in.inc();
-                let fed = feed(&stream, &mut *session, &buf[..n], out, stats).await;
+                let fed = feed(&stream, &mut *session, &mut unread, &buf[..n], out, stats).await;
                 reading.set(stream.read(buf));
                 let Ok((next, spare)) = fed else {
                     stats.connection_errors.inc();
@@ -227,7 +228,8 @@ async fn serve_connection(stream: TcpStream, mut session: Box<dyn StreamSession>
                     budget = budget.saturating_sub(n);
                     stats.bytes_in.add(n as u64);
                     stats.messages_in.inc();
-                    let fed = feed(&stream, &mut *session, &buf[..n], out, stats).await;
+                    let fed =
+                        feed(&stream, &mut *session, &mut unread, &buf[..n], out, stats).await;
                     reading.set(stream.read(buf));
                     match fed {
                         Ok((Next::Continue, spare)) => out = spare,
@@ -270,16 +272,21 @@ async fn finish(stream: TcpStream, stats: &WorkerStats) {
     .await;
 }
 
-/// Feeds all of `input` in steps of bounded output, writing each step (and
-/// any long body) before the next, as `protocols::feed_in_steps` does for
-/// blocking writers; gives `out` back for reuse.
+/// Feeds `fresh` (after whatever `unread` held) in steps of bounded
+/// output, writing each step (and any long body) before the next, and
+/// keeps what the session leaves untaken, as `Unread::feed_in_steps` does
+/// for blocking writers; gives `out` back for reuse.
 async fn feed(
     stream: &TcpStream,
     session: &mut dyn StreamSession,
-    mut input: &[u8],
+    unread: &mut Unread,
+    fresh: &[u8],
     mut out: Vec<u8>,
     stats: &WorkerStats,
 ) -> std::io::Result<(Next, Vec<u8>)> {
+    let Some(mut input) = unread.offer(fresh) else {
+        return Ok((Next::Continue, out));
+    };
     loop {
         let fed = session.on_input(input, &mut out, STEP_ROOM);
         input = &input[fed.consumed.min(input.len())..];
@@ -290,9 +297,15 @@ async fn feed(
             return Ok((Next::Close, out));
         }
         if input.is_empty() || (fed.consumed == 0 && !busy) {
-            return Ok((Next::Continue, out));
+            break;
         }
     }
+    let untaken = input.len();
+    if unread.keep(session, fresh, untaken, &mut out) == Next::Close {
+        let (_, spare) = write_out(stream, out, session, stats).await?;
+        return Ok((Next::Close, spare));
+    }
+    Ok((Next::Continue, out))
 }
 
 /// Writes `out` and whatever long body the session still has; returns the

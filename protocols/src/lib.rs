@@ -23,4 +23,4 @@ pub mod units;
 
 pub use datagram::{DatagramHandler, Replies, SessionStats};
 pub use registry::{Options, Protocol, Transport, UnknownProtocol};
-pub use stream::{feed_in_steps, Fed, Next, StreamSession, DEFAULT_MAX_FRAME, STEP_ROOM};
+pub use stream::{Fed, Next, StreamSession, Unread, DEFAULT_MAX_FRAME, STEP_ROOM};

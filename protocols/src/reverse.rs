@@ -55,13 +55,18 @@ fn is_continuation(byte: u8) -> bool {
 }
 
 /// Line-framed reverse: each line is reversed and keeps its terminator (`\n`
-/// or `\r\n`) at the end. A partial line waits for its end; at end of stream it
-/// is reversed as it is. A line longer than the bound gets an error line and
-/// the connection is closed.
+/// or `\r\n`) at the end. A partial line waits for its end, held by the
+/// transport ("need more input"); at end of stream it is reversed as it
+/// is. A line longer than the bound gets an error line and the connection
+/// is closed.
 #[derive(Debug, Clone)]
 pub struct ReverseLines {
-    partial: Vec<u8>,
     max_line: usize,
+    /// How many bytes at the front of the next offered input are known to
+    /// hold no newline: the transport offers a held partial line again with
+    /// more after it, and only the new bytes are searched, so a line
+    /// trickling in a byte at a time costs linear work.
+    searched: usize,
     closed: bool,
 }
 
@@ -75,8 +80,8 @@ impl ReverseLines {
     /// A session that accepts lines of up to `max_line` bytes (terminator excluded).
     pub fn new(max_line: usize) -> Self {
         Self {
-            partial: Vec::new(),
             max_line,
+            searched: 0,
             closed: false,
         }
     }
@@ -94,19 +99,17 @@ impl ReverseLines {
     /// Answers a line over the bound and closes; the whole input is taken.
     fn too_long(&mut self, consumed: usize, out: &mut Vec<u8>) -> Fed {
         self.closed = true;
-        self.partial = Vec::new();
-        out.extend_from_slice(
-            format!("error: line longer than {} bytes\n", self.max_line).as_bytes(),
-        );
+        self.write_too_long(out);
         Fed {
             consumed,
             next: Next::Close,
         }
     }
 
-    /// Length of a line's body, terminator excluded, for the bound check.
-    fn body_len(line_with_newline: usize, ends_with_cr: bool) -> usize {
-        line_with_newline - 1 - usize::from(ends_with_cr)
+    fn write_too_long(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(
+            format!("error: line longer than {} bytes\n", self.max_line).as_bytes(),
+        );
     }
 }
 
@@ -119,51 +122,48 @@ impl StreamSession for ReverseLines {
             };
         }
         let start = out.len();
-        let mut rest = input;
-        while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
+        let mut taken = 0;
+        loop {
             if out.len() - start >= room {
                 // Out of room: the remaining lines wait for the output to drain.
-                return Fed::all(input.len() - rest.len());
+                return Fed::all(taken);
             }
-            let (line, after) = rest.split_at(pos + 1);
-            rest = after;
-            let total = self.partial.len() + line.len();
-            let ends_with_cr = match line {
-                [.., b'\r', b'\n'] => true,
-                [b'\n'] => self.partial.last() == Some(&b'\r'),
-                _ => false,
+            let rest = &input[taken..];
+            let known = std::mem::take(&mut self.searched).min(rest.len());
+            let Some(pos) = rest[known..].iter().position(|&b| b == b'\n') else {
+                // A pending '\r' may still become part of "\r\n", so it
+                // does not count yet.
+                let pending_body = rest.len() - usize::from(rest.last() == Some(&b'\r'));
+                if pending_body > self.max_line {
+                    return self.too_long(input.len(), out);
+                }
+                self.searched = rest.len();
+                return Fed::all(taken);
             };
-            if Self::body_len(total, ends_with_cr) > self.max_line {
+            let line = &rest[..known + pos + 1];
+            let ends_with_cr = line.ends_with(b"\r\n");
+            if line.len() - 1 - usize::from(ends_with_cr) > self.max_line {
                 return self.too_long(input.len(), out);
             }
-            if self.partial.is_empty() {
-                Self::reply_line(line, out);
-            } else {
-                self.partial.extend_from_slice(line);
-                let whole = std::mem::take(&mut self.partial);
-                Self::reply_line(&whole, out);
-                self.partial = whole;
-                self.partial.clear();
-            }
+            Self::reply_line(line, out);
+            taken += line.len();
         }
-        // A pending '\r' may still become part of "\r\n", so it does not count yet.
-        let pending = self.partial.len() + rest.len();
-        let pending_body = pending - usize::from(rest.last() == Some(&b'\r'));
-        if pending_body > self.max_line {
-            return self.too_long(input.len(), out);
-        }
-        self.partial.extend_from_slice(rest);
-        if self.partial.is_empty() && self.partial.capacity() > 4096 {
-            // Idle sessions give back the memory a long line borrowed.
-            self.partial = Vec::new();
-        }
-        Fed::all(input.len())
     }
 
-    fn on_eof(&mut self, out: &mut Vec<u8>) {
-        if !self.closed && !self.partial.is_empty() {
-            let last = std::mem::take(&mut self.partial);
-            Self::reply_line(&last, out);
+    fn max_frame(&self) -> usize {
+        // The session's own bound (body and "\r") closes first; this only
+        // backs it up.
+        self.max_line.saturating_add(2)
+    }
+
+    fn on_frame_too_large(&mut self, out: &mut Vec<u8>) {
+        self.closed = true;
+        self.write_too_long(out);
+    }
+
+    fn on_eof(&mut self, unread: &[u8], out: &mut Vec<u8>) {
+        if !self.closed && !unread.is_empty() {
+            Self::reply_line(unread, out);
         }
     }
 }
@@ -171,6 +171,7 @@ impl StreamSession for ReverseLines {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::Unread;
     use proptest::prelude::*;
 
     /// Splits `data` at the given cut points (taken modulo its length, sorted).
@@ -196,18 +197,21 @@ pub(crate) mod tests {
         chunks
     }
 
+    /// Feeds `chunks` as a transport does (holding a partial line), then
+    /// ends the stream.
     fn run_lines(max: usize, chunks: &[&[u8]]) -> (Vec<u8>, Next) {
         let mut s = ReverseLines::new(max);
+        let mut unread = Unread::default();
         let mut out = Vec::new();
         let mut next = Next::Continue;
         for c in chunks {
-            next = s.on_bytes(c, &mut out);
+            next = unread.feed_all(&mut s, c, &mut out);
             if next == Next::Close {
                 break;
             }
         }
         if next == Next::Continue {
-            s.on_eof(&mut out);
+            s.on_eof(unread.as_slice(), &mut out);
         }
         (out, next)
     }
@@ -254,16 +258,55 @@ pub(crate) mod tests {
         let mut out = Vec::new();
         s.on_bytes(b"abcdef\n", &mut out);
         assert_eq!(s.on_bytes(b"x\n", &mut out), Next::Close);
-        s.on_eof(&mut out);
+        s.on_eof(b"y", &mut out);
         assert_eq!(out, b"error: line longer than 4 bytes\n");
     }
 
     #[test]
     fn long_partial_line_is_rejected_before_its_end_arrives() {
         let mut s = ReverseLines::new(8);
+        let mut unread = Unread::default();
         let mut out = Vec::new();
-        assert_eq!(s.on_bytes(&[b'x'; 8], &mut out), Next::Continue);
-        assert_eq!(s.on_bytes(b"y", &mut out), Next::Close);
+        assert_eq!(
+            unread.feed_all(&mut s, &[b'x'; 8], &mut out),
+            Next::Continue
+        );
+        assert_eq!(unread.as_slice(), [b'x'; 8], "the partial line is held");
+        assert_eq!(unread.feed_all(&mut s, b"y", &mut out), Next::Close);
+        assert_eq!(out, b"error: line longer than 8 bytes\n");
+    }
+
+    #[test]
+    fn a_partial_line_is_searched_once_however_it_trickles_in() {
+        // Offered again with one more byte each time, the session only
+        // looks at the new byte: the newline found at the end completes
+        // the line it held, whole and reversed.
+        let mut s = ReverseLines::new(usize::MAX);
+        let mut unread = Unread::default();
+        let mut out = Vec::new();
+        for b in b"abcdef" {
+            unread.feed_all(&mut s, &[*b], &mut out);
+            assert!(out.is_empty());
+            assert_eq!(s.searched, unread.as_slice().len());
+        }
+        unread.feed_all(&mut s, b"\ng", &mut out);
+        assert_eq!(out, b"fedcba\n");
+        assert_eq!(unread.as_slice(), b"g");
+        assert_eq!(s.searched, 1);
+    }
+
+    #[test]
+    fn a_transport_bound_past_the_line_bound_never_cuts_a_line_first() {
+        let s = ReverseLines::new(8);
+        let mut t = s.clone();
+        let mut out = Vec::new();
+        // A held "line" one past what the session allows: the session's
+        // own answer and the transport's backstop say the same.
+        let (written, _) = crate::stream::drive_bounded(&mut t, &[&[b'x'; 10]], 64);
+        t.on_frame_too_large(&mut out);
+        assert_eq!(written, b"error: line longer than 8 bytes\n");
+        assert_eq!(out, written);
+        assert!(s.max_frame() > 8 + 1);
     }
 
     /// The rule, written apart from the code under test: each line's body

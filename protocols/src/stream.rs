@@ -170,7 +170,11 @@ pub trait StreamSession {
     }
 
     /// The peer finished sending (half-close); the last chance to reply.
-    fn on_eof(&mut self, _out: &mut Vec<u8>) {}
+    /// `unread` is the input the session left waiting for the rest of a
+    /// frame (empty when it took everything): a frame that will never be
+    /// completed, which the session may still answer (as tokio-util's
+    /// `decode_eof` sees what is left in its buffer).
+    fn on_eof(&mut self, _unread: &[u8], _out: &mut Vec<u8>) {}
 
     /// The connection was just accepted: a protocol that speaks first (a
     /// greeting) writes it here.
@@ -226,33 +230,173 @@ pub trait StreamSession {
 }
 
 /// Output a blocking transport lets one step produce before it writes it:
-/// with [`feed_in_steps`], a connection never holds much more than this.
+/// with [`Unread::feed_in_steps`], a connection never holds much more
+/// than this.
 pub const STEP_ROOM: usize = 256 * 1024;
 
-/// Feeds all of `input` to `session` as a blocking transport does: in steps
-/// that each answer about `room` bytes, calling `flush` after each (which
-/// writes `out`, and any long body the session then has, and says whether
-/// the session closed while writing it). Returns `Close` as soon as the
-/// session or `flush` says so; the rest of the input is then not read.
-pub fn feed_in_steps<E>(
-    session: &mut dyn StreamSession,
-    mut input: &[u8],
-    out: &mut Vec<u8>,
-    room: usize,
-    mut flush: impl FnMut(&mut dyn StreamSession, &mut Vec<u8>) -> Result<Next, E>,
-) -> Result<Next, E> {
-    loop {
-        let fed = session.on_input(input, out, room);
-        input = &input[fed.consumed.min(input.len())..];
-        // A session writing a body takes nothing until the body is written.
-        let busy = session.has_more_output();
-        let after = flush(session, out)?;
-        if fed.next == Next::Close || after == Next::Close {
+/// Input a session has not taken yet, held by a transport of one's own (a
+/// blocking or async server, a test) until more arrives: what the engine
+/// does for its own connections. A session that answers "need more input"
+/// is offered the held bytes again with the new ones after them; a frame
+/// that outgrows [`StreamSession::max_frame`] gets
+/// [`StreamSession::on_frame_too_large`] and the connection closes; at the
+/// end of the stream [`as_slice`](Self::as_slice) is what
+/// [`StreamSession::on_eof`] is given.
+///
+/// Nothing is copied while a session takes whole reads: only the untaken
+/// tail of one is kept.
+///
+/// ```
+/// use protocols::reverse::ReverseLines;
+/// use protocols::{Next, StreamSession, Unread};
+///
+/// let mut session = ReverseLines::default();
+/// let mut unread = Unread::default();
+/// let mut out = Vec::new();
+/// // A line cut in two by the network is answered once it is whole.
+/// unread.feed_all(&mut session, b"abc\nde", &mut out);
+/// assert_eq!(out, b"cba\n");
+/// unread.feed_all(&mut session, b"f\n", &mut out);
+/// assert_eq!(out, b"cba\nfed\n");
+/// ```
+#[derive(Debug, Default)]
+pub struct Unread {
+    bytes: Vec<u8>,
+    /// How many bytes in all the session said its frame needs when it
+    /// last asked for more ([`StreamSession::input_needed`]); 0: any more.
+    needed: usize,
+}
+
+impl Unread {
+    /// The bytes held: a frame's beginning the session waits to complete.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Feeds `fresh` (with whatever was held before it) to `session` as a
+    /// blocking transport does: in steps that each answer about `room`
+    /// bytes, calling `flush` after each (which writes `out`, and any long
+    /// body the session then has, and says whether the session closed
+    /// while writing it). Keeps what the session leaves untaken for the
+    /// next call. Returns `Close` as soon as the session or `flush` says
+    /// so, or the held frame outgrew the session's bound; the rest of the
+    /// input is then not read.
+    pub fn feed_in_steps<E>(
+        &mut self,
+        session: &mut dyn StreamSession,
+        fresh: &[u8],
+        out: &mut Vec<u8>,
+        room: usize,
+        mut flush: impl FnMut(&mut dyn StreamSession, &mut Vec<u8>) -> Result<Next, E>,
+    ) -> Result<Next, E> {
+        let Some(mut input) = self.offer(fresh) else {
+            return Ok(Next::Continue);
+        };
+        loop {
+            let fed = session.on_input(input, out, room);
+            input = &input[fed.consumed.min(input.len())..];
+            // A session writing a body takes nothing until the body is written.
+            let busy = session.has_more_output();
+            let after = flush(session, out)?;
+            if fed.next == Next::Close || after == Next::Close {
+                return Ok(Next::Close);
+            }
+            if input.is_empty() || (fed.consumed == 0 && !busy) {
+                break;
+            }
+        }
+        let untaken = input.len();
+        if self.keep(session, fresh, untaken, out) == Next::Close {
+            flush(session, out)?;
             return Ok(Next::Close);
         }
-        if input.is_empty() || (fed.consumed == 0 && !busy) {
-            return Ok(Next::Continue);
+        Ok(Next::Continue)
+    }
+
+    /// Feeds `fresh` to `session` in memory, writing every reply (long
+    /// bodies whole) to `out`: [`StreamSession::on_bytes`] for input that
+    /// arrives in pieces. For tests, verifiers and fuzzing.
+    pub fn feed_all(
+        &mut self,
+        session: &mut dyn StreamSession,
+        fresh: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Next {
+        let written = self.feed_in_steps(session, fresh, out, usize::MAX, |session, out| {
+            while session.has_more_output() {
+                if session.on_drained(out) == Next::Close {
+                    return Ok::<_, std::convert::Infallible>(Next::Close);
+                }
+            }
+            Ok(Next::Continue)
+        });
+        match written {
+            Ok(next) => next,
+            Err(never) => match never {},
         }
+    }
+
+    /// The input to offer now: what is held, then `fresh`. `None` while
+    /// the session said its frame needs more than that: `fresh` is then
+    /// held without offering anything.
+    ///
+    /// After offering, a transport reports what the session left with
+    /// [`keep`](Self::keep), passing the same `fresh`.
+    pub fn offer<'a>(&'a mut self, fresh: &'a [u8]) -> Option<&'a [u8]> {
+        if self.bytes.is_empty() {
+            if fresh.len() < self.needed {
+                self.bytes.extend_from_slice(fresh);
+                return None;
+            }
+            return Some(fresh);
+        }
+        self.bytes.extend_from_slice(fresh);
+        if self.bytes.len() < self.needed {
+            return None;
+        }
+        Some(&self.bytes)
+    }
+
+    /// After offering (see [`offer`](Self::offer)): the session left the
+    /// last `untaken` bytes of what was offered, to be held. Past the
+    /// session's frame bound they are dropped, the session writes its
+    /// last word to `out` ([`StreamSession::on_frame_too_large`]), and
+    /// the answer is `Close`.
+    pub fn keep(
+        &mut self,
+        session: &mut dyn StreamSession,
+        fresh: &[u8],
+        untaken: usize,
+        out: &mut Vec<u8>,
+    ) -> Next {
+        if self.bytes.is_empty() {
+            let untaken = untaken.min(fresh.len());
+            self.bytes
+                .extend_from_slice(&fresh[fresh.len() - untaken..]);
+        } else {
+            let taken = self.bytes.len().saturating_sub(untaken);
+            self.bytes.drain(..taken);
+        }
+        // A session that passes on a length its peer wrote cannot make the
+        // transport wait for more than its frame bound.
+        self.needed = if self.bytes.is_empty() {
+            0
+        } else {
+            session
+                .input_needed()
+                .min(session.max_frame().saturating_add(1))
+        };
+        if self.bytes.len() > session.max_frame() {
+            self.bytes = Vec::new();
+            self.needed = 0;
+            session.on_frame_too_large(out);
+            return Next::Close;
+        }
+        if self.bytes.is_empty() && self.bytes.capacity() > 4096 {
+            // An idle connection gives back what a long frame borrowed.
+            self.bytes = Vec::new();
+        }
+        Next::Continue
     }
 }
 
@@ -270,7 +414,8 @@ pub fn prefix_for_room(input: &[u8], room: usize) -> usize {
 /// result) between offers, and long bodies are written as the output
 /// drains, from static memory when the session offers it (parts of at most
 /// `room` bytes). Input a session leaves untaken ("need more input") is
-/// held and offered again with the next chunk. Returns everything written
+/// held and offered again with the next chunk, up to the session's frame
+/// bound (past it, its last word ends the run). Returns everything written
 /// and the most one `on_input` call appended beyond its room. Panics when
 /// the session takes more than offered.
 pub fn drive_bounded(
@@ -320,6 +465,11 @@ pub fn drive_bounded(
             }
         }
         held.drain(..from);
+        if held.len() > session.max_frame() {
+            session.on_frame_too_large(&mut out);
+            written.append(&mut out);
+            return (written, worst);
+        }
     }
     (written, worst)
 }
@@ -337,14 +487,17 @@ mod tests {
         let mut written = Vec::new();
         let mut largest = 0;
         let mut out = Vec::new();
-        let next = feed_in_steps(&mut s, &input, &mut out, STEP_ROOM, |session, out| loop {
-            largest = largest.max(out.len());
-            written.append(out);
-            if !session.has_more_output() {
-                return Ok::<_, ()>(Next::Continue);
-            }
-            session.on_drained(out);
-        });
+        let next =
+            Unread::default().feed_in_steps(&mut s, &input, &mut out, STEP_ROOM, |session, out| {
+                loop {
+                    largest = largest.max(out.len());
+                    written.append(out);
+                    if !session.has_more_output() {
+                        return Ok::<_, ()>(Next::Continue);
+                    }
+                    session.on_drained(out);
+                }
+            });
         assert_eq!(next, Ok(Next::Continue));
         let mut expected = Vec::new();
         HttpSession::new(Arc::new(HttpConfig::default())).on_bytes(&input, &mut expected);

@@ -432,11 +432,11 @@ fn shutdown_answers_what_was_queued_then_finishes() {
 }
 
 /// Frames of one length byte and that many bytes; answers each with
-/// `<n>` and, past `max_frame`, with `too large`. Written out here, apart
+/// `<n>`, past `max_frame` with `too large`, and the end of stream with
+/// `eof:` and the bytes it left unread. Written out here, apart
 /// from any protocol of the crate, as a user of the API would.
 struct LengthPrefixed {
     max_frame: usize,
-    eof_seen: bool,
     timer: Option<Instant>,
 }
 
@@ -444,7 +444,6 @@ impl LengthPrefixed {
     fn new(max_frame: usize) -> Box<Self> {
         Box::new(Self {
             max_frame,
-            eof_seen: false,
             timer: None,
         })
     }
@@ -471,8 +470,9 @@ impl StreamSession for LengthPrefixed {
         out.extend_from_slice(b"too large");
     }
 
-    fn on_eof(&mut self, _out: &mut Vec<u8>) {
-        self.eof_seen = true;
+    fn on_eof(&mut self, unread: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(b"eof:");
+        out.extend_from_slice(unread);
     }
 
     fn timer(&self) -> Option<Instant> {
@@ -601,7 +601,9 @@ fn the_end_of_stream_mid_frame_reaches_the_session_and_finishes() {
     sim.peer_sends(&[1, b'a', 5, b'b']);
     sim.peer_reads();
     sim.peer_closes();
-    assert_eq!(sim.delivered, b"<1>");
+    sim.peer_reads();
+    // The session's last look: the frame that never completed.
+    assert_eq!(sim.delivered, b"<1>eof:\x05b");
     assert_eq!(sim.stats.bytes_discarded.get(), 2);
     assert!(sim.closed());
 }

@@ -292,12 +292,16 @@ fn message_text(bytes: &[u8]) -> Result<&str, &'static str> {
     Ok(text)
 }
 
-/// The bot over TCP: one conversation per connection, lines ending in LF or CRLF.
+/// The bot over TCP: one conversation per connection, lines ending in LF or
+/// CRLF. A partial line waits for its end, held by the transport ("need
+/// more input"); one longer than the bound gets an error and the close.
 #[derive(Debug)]
 pub struct BotStream {
     config: Arc<BotConfig>,
     conversation: Conversation,
-    partial: Vec<u8>,
+    /// How many bytes at the front of the next offered input are known to
+    /// hold no newline (see [`crate::reverse::ReverseLines`]).
+    searched: usize,
     text: String,
 }
 
@@ -308,7 +312,7 @@ impl BotStream {
         Self {
             config,
             conversation,
-            partial: Vec::new(),
+            searched: 0,
             text: String::new(),
         }
     }
@@ -316,6 +320,20 @@ impl BotStream {
     fn flush_text(&mut self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.text.as_bytes());
         self.text.clear();
+    }
+
+    /// Answers a line over the bound and closes; the whole input is taken.
+    fn too_long(&self, consumed: usize, out: &mut Vec<u8>) -> Fed {
+        self.write_too_long(out);
+        Fed {
+            consumed,
+            next: Next::Close,
+        }
+    }
+
+    fn write_too_long(&self, out: &mut Vec<u8>) {
+        let max = self.config.max_line;
+        out.extend_from_slice(format!("error: line longer than {max} bytes; goodbye\n").as_bytes());
     }
 }
 
@@ -328,50 +346,37 @@ impl StreamSession for BotStream {
     fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>, room: usize) -> Fed {
         let max = self.config.max_line;
         let start = out.len();
-        let mut rest = input;
-        let close = |out: &mut Vec<u8>| {
-            out.extend_from_slice(
-                format!("error: line longer than {max} bytes; goodbye\n").as_bytes(),
-            );
-            Fed {
-                consumed: input.len(),
-                next: Next::Close,
-            }
-        };
-        while !rest.is_empty() {
+        let mut taken = 0;
+        loop {
             if out.len() - start >= room {
                 // Out of room: the next questions wait for the output to drain.
-                return Fed::all(input.len() - rest.len());
+                return Fed::all(taken);
             }
-            let Some(pos) = rest.iter().position(|&b| b == b'\n') else {
+            let rest = &input[taken..];
+            let known = std::mem::take(&mut self.searched).min(rest.len());
+            let Some(pos) = rest[known..].iter().position(|&b| b == b'\n') else {
                 // One byte over: a last `\r` may be a CRLF's, which the
                 // line's own length does not count (cut between `\r` and
                 // `\n`, a line at the bound must pass as it does whole).
-                if self.partial.len() + rest.len() > max + 1 {
-                    return close(out);
+                if rest.len() > max + 1 {
+                    return self.too_long(input.len(), out);
                 }
-                self.partial.extend_from_slice(rest);
-                break;
+                self.searched = rest.len();
+                return Fed::all(taken);
             };
-            let (head, after) = rest.split_at(pos + 1);
-            rest = after;
-            self.partial.extend_from_slice(&head[..head.len() - 1]);
-            if self.partial.last() == Some(&b'\r') {
-                self.partial.pop();
+            let ended = &rest[..known + pos];
+            taken += ended.len() + 1;
+            let message = ended.strip_suffix(b"\r").unwrap_or(ended);
+            if message.len() > max {
+                return self.too_long(input.len(), out);
             }
-            if self.partial.len() > max {
-                return close(out);
-            }
-            let message = std::mem::take(&mut self.partial);
-            let next = match message_text(&message) {
+            let next = match message_text(message) {
                 Ok(text) => self.conversation.answer(text, &mut self.text),
                 Err(problem) => {
                     line(&mut self.text, problem);
                     Next::Continue
                 }
             };
-            self.partial = message;
-            self.partial.clear();
             self.flush_text(out);
             if next == Next::Close {
                 return Fed {
@@ -380,7 +385,15 @@ impl StreamSession for BotStream {
                 };
             }
         }
-        Fed::all(input.len())
+    }
+
+    fn max_frame(&self) -> usize {
+        // The session's own bound closes first; this only backs it up.
+        self.config.max_line.saturating_add(2)
+    }
+
+    fn on_frame_too_large(&mut self, out: &mut Vec<u8>) {
+        self.write_too_long(out);
     }
 
     fn wants_ticks(&self) -> bool {

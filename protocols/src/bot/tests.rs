@@ -89,6 +89,7 @@ fn tcp_framing_handles_crlf_garbage_and_long_lines() {
     assert!(String::from_utf8_lossy(&out).starts_with("Hello! I'm Rita"));
     out.clear();
     // Split across chunks, CRLF, invalid UTF-8, control characters, an empty line.
+    let mut unread = crate::Unread::default();
     for chunk in [
         &b"\xff\xfe\r\n"[..],
         b"\x01\x02\x03\n",
@@ -96,13 +97,16 @@ fn tcp_framing_handles_crlf_garbage_and_long_lines() {
         b"1",
         b"\r\n",
     ] {
-        assert_eq!(s.on_bytes(chunk, &mut out), Next::Continue);
+        assert_eq!(unread.feed_all(&mut s, chunk, &mut out), Next::Continue);
     }
     let text = String::from_utf8(out.clone()).unwrap();
     assert!(text.starts_with("error: please send text encoded as UTF-8\nerror: control characters are not allowed\nSorry, I did not understand \"\""));
     assert!(text.ends_with("Are the lights on your router on? (yes/no)\n"));
     out.clear();
-    assert_eq!(s.on_bytes(&vec![b'a'; 5000], &mut out), Next::Close);
+    assert_eq!(
+        unread.feed_all(&mut s, &vec![b'a'; 5000], &mut out),
+        Next::Close
+    );
     assert_eq!(out, b"error: line longer than 4096 bytes; goodbye\n");
     let mut out = Vec::new();
     let now = Instant::now();
@@ -451,11 +455,12 @@ fn a_line_at_the_bound_passes_however_its_crlf_is_cut() {
         let mut cut = BotStream::new(config(), 7);
         let (mut a, mut b) = (Vec::new(), Vec::new());
         let whole_next = whole.on_bytes(&line, &mut a);
-        let first = cut.on_bytes(&line[..len + 1], &mut b);
+        let mut unread = crate::Unread::default();
+        let first = unread.feed_all(&mut cut, &line[..len + 1], &mut b);
         let cut_next = if first == Next::Close {
             first
         } else {
-            cut.on_bytes(b"\n", &mut b)
+            unread.feed_all(&mut cut, b"\n", &mut b)
         };
         assert_eq!((whole_next, a.clone()), (cut_next, b), "{len} bytes");
         assert_eq!(

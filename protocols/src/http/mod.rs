@@ -94,7 +94,9 @@ struct Body {
 /// One HTTP connection.
 pub struct HttpSession {
     config: Arc<HttpConfig>,
-    input: Vec<u8>,
+    /// The transport holds the beginning of a request head whose end has
+    /// not arrived ("need more input"): the header timeout runs.
+    head_pending: bool,
     body: Option<Body>,
     close_after: bool,
     closed: bool,
@@ -103,7 +105,7 @@ pub struct HttpSession {
 
 /// The outcome of parsing one request head.
 enum Head {
-    /// A whole head: the request, and how many bytes of the new input it used.
+    /// A whole head: the request, and how many bytes of the input it used.
     Complete(Request, usize),
     /// Not all of it has arrived yet.
     Partial,
@@ -124,7 +126,7 @@ impl HttpSession {
     pub fn new(config: Arc<HttpConfig>) -> Self {
         Self {
             config,
-            input: Vec::new(),
+            head_pending: false,
             body: None,
             close_after: false,
             closed: false,
@@ -134,12 +136,14 @@ impl HttpSession {
 
     /// Answers the complete requests at the front of `input`, in order,
     /// until `room` bytes of output are written, a long body must be
-    /// written first, or the connection must close. The scan is linear:
-    /// complete heads are parsed where they lie in `input`; only a head cut
-    /// by the end of `input` is copied, and it is bounded by `max_header`.
+    /// written first, or the connection must close. Heads are parsed where
+    /// they lie in `input`; a head cut by the end of `input` is left to the
+    /// transport to hold ("need more input"), and it is bounded by
+    /// `max_header`.
     fn answer_requests(&mut self, input: &[u8], out: &mut Vec<u8>, room: usize) -> Fed {
         let start = out.len();
         let mut consumed = 0;
+        self.head_pending = false;
         loop {
             if self.closed {
                 // After a final response, whatever follows is not read.
@@ -152,42 +156,19 @@ impl HttpSession {
             if self.body.is_some() || rest.is_empty() || out.len() - start >= room {
                 return Fed::all(consumed);
             }
-            let parsed = if self.input.is_empty() {
-                self.parse_head(rest, 0)
-            } else {
-                // A head began in an earlier input: complete it from this one,
-                // taking no more than the head limit allows.
-                let before = self.input.len();
-                let take = rest
-                    .len()
-                    .min(self.config.max_header + 1 - before.min(self.config.max_header));
-                let mut buffered = std::mem::take(&mut self.input);
-                buffered.extend_from_slice(&rest[..take]);
-                let parsed = self.parse_head(&buffered, before);
-                self.input = buffered;
-                parsed
-            };
-            match parsed {
+            match self.parse_head(rest) {
                 Head::Complete(request, used) => {
                     consumed += used;
-                    self.input.clear();
                     self.head_started = None;
                     self.answer(request, out);
                 }
                 Head::Partial => {
-                    let held = if self.input.is_empty() {
-                        rest.len()
-                    } else {
-                        self.input.len()
-                    };
-                    if held > self.config.max_header {
+                    if rest.len() > self.config.max_header {
                         self.fail(431, "request head too large", out);
                         continue;
                     }
-                    if self.input.is_empty() {
-                        self.input.extend_from_slice(rest);
-                    }
-                    return Fed::all(input.len());
+                    self.head_pending = true;
+                    return Fed::all(consumed);
                 }
                 Head::Failed(status, message) => {
                     self.fail(status, &message, out);
@@ -196,10 +177,8 @@ impl HttpSession {
         }
     }
 
-    /// Parses one head from `bytes`, of which the first `buffered` were
-    /// taken from earlier inputs; a complete head's length is given in
-    /// bytes of the new input.
-    fn parse_head(&self, bytes: &[u8], buffered: usize) -> Head {
+    /// Parses one head from the front of `bytes`.
+    fn parse_head(&self, bytes: &[u8]) -> Head {
         // Parsed again as each piece arrives, so a head is judged the same
         // however it is split (the parser finds errors in a prefix the
         // moment it sees them); a head is at most `max_header` bytes, which
@@ -211,9 +190,7 @@ impl HttpSession {
             Ok(httparse::Status::Complete(used)) if used > self.config.max_header => {
                 Head::Failed(431, "request head too large".into())
             }
-            Ok(httparse::Status::Complete(used)) => {
-                Head::Complete(request_of(&parsed), used - buffered)
-            }
+            Ok(httparse::Status::Complete(used)) => Head::Complete(request_of(&parsed), used),
             Err(httparse::Error::TooManyHeaders) => Head::Failed(431, "too many headers".into()),
             Err(e) => Head::Failed(400, format!("malformed request: {e}")),
         }
@@ -353,7 +330,7 @@ impl HttpSession {
     /// An error response after which the connection closes.
     fn fail(&mut self, status: u16, message: &str, out: &mut Vec<u8>) -> Next {
         self.close_after = true;
-        self.input.clear();
+        self.head_pending = false;
         self.respond(
             status,
             "text/plain",
@@ -442,6 +419,16 @@ impl StreamSession for HttpSession {
         fed
     }
 
+    fn max_frame(&self) -> usize {
+        // A head past the bound gets its 431 from the session first; this
+        // only backs it up.
+        self.config.max_header.saturating_add(1)
+    }
+
+    fn on_frame_too_large(&mut self, out: &mut Vec<u8>) {
+        self.fail(431, "request head too large", out);
+    }
+
     fn wants_ticks(&self) -> bool {
         true
     }
@@ -450,7 +437,7 @@ impl StreamSession for HttpSession {
         if self.body.is_some() {
             return Next::Continue;
         }
-        if self.input.is_empty() {
+        if !self.head_pending {
             self.head_started = None;
             // Keep-alive connections that stay silent are let go, quietly.
             return if silent_for >= self.config.keepalive_idle {

@@ -7,12 +7,14 @@ fn session() -> HttpSession {
     HttpSession::new(Arc::new(HttpConfig::default()))
 }
 
-/// Feeds `chunks`, then lets the session write everything it still has.
+/// Feeds `chunks` as a transport does (holding a cut head), then lets the
+/// session write everything it still has.
 fn run(s: &mut HttpSession, chunks: &[&[u8]]) -> (Vec<u8>, Next) {
+    let mut unread = crate::Unread::default();
     let mut out = Vec::new();
     let mut next = Next::Continue;
     for c in chunks {
-        next = s.on_bytes(c, &mut out);
+        next = unread.feed_all(s, c, &mut out);
         if next == Next::Close {
             break;
         }
@@ -322,11 +324,12 @@ fn small_chunked_and_head_only_bodies_are_never_static() {
 fn slow_heads_time_out_and_idle_connections_go() {
     let mut s = session();
     let mut out = Vec::new();
+    let mut unread = crate::Unread::default();
     let t0 = Instant::now();
-    s.on_bytes(b"GET / HT", &mut out);
+    unread.feed_all(&mut s, b"GET / HT", &mut out);
     assert_eq!(s.on_tick(t0, Duration::ZERO, &mut out), Next::Continue);
     // A byte now and then does not reset the head's deadline.
-    s.on_bytes(b"T", &mut out);
+    unread.feed_all(&mut s, b"T", &mut out);
     assert_eq!(
         s.on_tick(t0 + Duration::from_secs(9), Duration::ZERO, &mut out),
         Next::Continue
@@ -524,4 +527,33 @@ mod bounded_feeding {
             prop_assert!(worst <= 1024, "one call went {} past its room", worst);
         }
     }
+}
+
+#[test]
+fn a_cut_head_is_left_to_the_transport_and_bounded() {
+    let mut s = session();
+    let mut out = Vec::new();
+    let whole = b"GET / HTTP/1.1\r\n\r\n";
+    let mut input = whole.to_vec();
+    input.extend_from_slice(b"GET / HT");
+    // The whole request is answered; the cut head is not taken.
+    let fed = s.on_input(&input, &mut out, usize::MAX);
+    assert_eq!(fed, Fed::all(whole.len()));
+    assert!(out.ends_with(PAGE.as_bytes()));
+    // Offered alone, the cut head is "need more input".
+    assert_eq!(
+        s.on_input(b"GET / HT", &mut out, usize::MAX),
+        Fed::need_more()
+    );
+    // The transport's bound is the head limit: past it, a 431 and the close.
+    assert!(s.max_frame() > HttpConfig::default().max_header);
+    let mut last = Vec::new();
+    s.on_frame_too_large(&mut last);
+    assert!(last.starts_with(b"HTTP/1.1 431"));
+    let (written, _) = crate::stream::drive_bounded(&mut session(), &[&[b'a'; 9000]], 64);
+    assert!(
+        written.starts_with(b"HTTP/1.1 4"),
+        "{}",
+        String::from_utf8_lossy(&written)
+    );
 }
