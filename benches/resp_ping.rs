@@ -187,6 +187,12 @@ fn main() {
         let kv = example("kv");
         let servers = vec![
             start_example(&kv, "kv example", "1", &[]),
+            start_example(
+                &kv,
+                "kv example, batch wait 20 µs",
+                "1",
+                &["--batch-wait", "20"],
+            ),
             start_redis("0", "1"),
         ];
         (servers, &["set", "get", "incr"][..], "1")
@@ -195,6 +201,9 @@ fn main() {
         // workers against redis-server with two I/O threads.
         let kv = example("kv");
         let servers = vec![
+            // No batch wait here: a worker that waits for a batch also
+            // holds back the other worker's messages (0.78-0.89 of
+            // redis-server at -P 1 when tried, docs/performance.md).
             start_example(&kv, "kv example, 2 workers", "2", &[]),
             start_redis("0,1", "2"),
         ];

@@ -6,12 +6,16 @@
 //! DEL, EXISTS, INCR, MGET, MSET, and CONFIG GET (answered harmlessly).
 //!
 //! `cargo run --release --example kv -- [ADDR] [WORKERS] [--max-memory BYTES]
-//! [--metrics ADDR]` (default 127.0.0.1:6379, one worker per CPU, 1 GiB;
-//! `k`, `m`, `g` suffixes; `--metrics` serves the counters, messages
-//! between workers included, at `http://ADDR/metrics`). Past `--max-memory`, writes get Redis's `-OOM` error and
-//! nothing grows (Redis's `noeviction`). Stops on SIGINT/SIGTERM.
+//! [--metrics ADDR] [--batch-wait MICROS]` (default 127.0.0.1:6379, one
+//! worker per CPU, 1 GiB; `k`, `m`, `g` suffixes; `--metrics` serves the
+//! counters, messages between workers included, at
+//! `http://ADDR/metrics`). Past `--max-memory`, writes get Redis's `-OOM`
+//! error and nothing grows (Redis's `noeviction`). Stops on SIGINT/SIGTERM.
 //! `--route local|remote` (for measuring, `benches/resp_ping.rs --hop`)
 //! sends every key to the connection's own worker, or to the next one.
+//! `--batch-wait MICROS`: each wait holds out that long for a batch of
+//! completions (`EngineConfig::batch_wait`), as the PING example's third
+//! argument.
 use std::collections::HashMap;
 
 use engine::{Fed, Mesh, Server, StreamSession};
@@ -251,6 +255,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let max_memory = take_flag(&mut args, "--max-memory")?.map_or(Ok(1 << 30), |m| bytes(&m))?;
     let metrics = take_flag(&mut args, "--metrics")?;
+    let batch_wait = take_flag(&mut args, "--batch-wait")?;
     let route = match take_flag(&mut args, "--route")?.as_deref() {
         None => Route::Owner,
         Some("local") => Route::Local,
@@ -267,6 +272,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(workers) = args.get(1) {
         server = server.workers(workers.parse()?);
+    }
+    if let Some(micros) = batch_wait {
+        let wait = std::time::Duration::from_micros(micros.parse()?);
+        server = server.configure(|config| config.batch_wait = Some(wait));
     }
     let workers = server.worker_count();
     let shard = move |_worker| Shard {

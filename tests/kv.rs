@@ -129,7 +129,14 @@ fn random_sets_and_gets_complete_without_errors() {
     if !redis_tools_here() {
         return;
     }
-    let ex = Example::start("kv", &["2"]);
+    // Two workers as they come, and one with a batch wait, as the bench
+    // runs them.
+    for args in [&["2"][..], &["1", "--batch-wait", "20"]] {
+        sets_and_gets_complete(Example::start("kv", args));
+    }
+}
+
+fn sets_and_gets_complete(ex: Example) {
     for pipeline in ["1", "16"] {
         let rows = benchmark(
             &ex,
@@ -149,6 +156,31 @@ fn random_sets_and_gets_complete_without_errors() {
     let key = "key:000000000042";
     let value = cli(&ex, &["get", key]);
     assert!(value.len() == 4 || value == "\n", "{key}: {value:?}");
+    ex.stop();
+}
+
+/// `--batch-wait` holds each wait for a batch: a lone client's PING,
+/// the only completion, waits out a 20 ms window (as the PING example's
+/// test says why), so its median round trip is at least half of it.
+#[test]
+fn the_batch_wait_flag_holds_each_wait_for_a_batch() {
+    let window = std::time::Duration::from_millis(20);
+    let micros = window.as_micros().to_string();
+    let ex = Example::start("kv", &["1", "--batch-wait", &micros]);
+    let mut s = TcpStream::connect(ex.addr).expect("connect to the kv example");
+    s.set_read_timeout(Some(PATIENCE)).expect("a read timeout");
+    let mut trips: Vec<_> = (0..9)
+        .map(|_| {
+            let sent = std::time::Instant::now();
+            s.write_all(b"PING\r\n").expect("send PING");
+            let mut pong = [0u8; 7];
+            s.read_exact(&mut pong).expect("read +PONG");
+            assert_eq!(&pong, b"+PONG\r\n");
+            sent.elapsed()
+        })
+        .collect();
+    trips.sort();
+    assert!(trips[4] >= window / 2, "median round trip {:?}", trips[4]);
     ex.stop();
 }
 
