@@ -480,6 +480,76 @@ mod tests {
     use crate::http::{HttpConfig, HttpSession};
     use std::sync::Arc;
 
+    /// One length byte and that many bytes, answered `<n>`; says how many
+    /// bytes its frame needs, and counts how often it is offered input.
+    #[derive(Default)]
+    struct LengthPrefixed {
+        needed: usize,
+        offers: usize,
+    }
+
+    impl StreamSession for LengthPrefixed {
+        fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>, _room: usize) -> Fed {
+            self.offers += 1;
+            let end = input.first().map_or(1, |&len| 1 + usize::from(len));
+            if input.len() < end {
+                self.needed = end;
+                return Fed::need_more();
+            }
+            out.extend_from_slice(format!("<{}>", end - 1).as_bytes());
+            Fed::all(end)
+        }
+
+        fn input_needed(&self) -> usize {
+            self.needed
+        }
+
+        fn max_frame(&self) -> usize {
+            100
+        }
+
+        fn on_frame_too_large(&mut self, out: &mut Vec<u8>) {
+            out.extend_from_slice(b"too large");
+        }
+    }
+
+    #[test]
+    fn unread_input_waits_for_the_frame_the_session_said_it_needs() {
+        let mut s = LengthPrefixed::default();
+        let mut unread = Unread::default();
+        let mut out = Vec::new();
+        // A 50-byte frame trickling in a byte at a time is offered twice:
+        // its first byte (which says how long it is), and once it is whole.
+        let mut frame = vec![50u8];
+        frame.extend_from_slice(&[b'x'; 50]);
+        for byte in &frame {
+            assert_eq!(unread.feed_all(&mut s, &[*byte], &mut out), Next::Continue);
+        }
+        assert_eq!(out, b"<50>");
+        assert_eq!(s.offers, 2);
+        assert!(unread.as_slice().is_empty());
+        // Whole frames and the start of the next in one read: the start is
+        // held, and only it (the read itself was not copied whole).
+        unread.feed_all(&mut s, &[1, b'a', 2, b'b', b'c', 3], &mut out);
+        assert_eq!(out, b"<50><1><2>");
+        assert_eq!(unread.as_slice(), [3]);
+    }
+
+    #[test]
+    fn unread_input_past_the_frame_bound_gets_the_sessions_last_word() {
+        let mut s = LengthPrefixed::default();
+        let mut unread = Unread::default();
+        let mut out = Vec::new();
+        // A frame of 200 bytes announced: the transport waits for at most
+        // one byte past the bound (101), then the bound ends it.
+        assert_eq!(unread.feed_all(&mut s, &[200], &mut out), Next::Continue);
+        assert_eq!(unread.feed_all(&mut s, &[0; 60], &mut out), Next::Continue);
+        assert_eq!(s.offers, 1, "61 bytes held is short of what it needs");
+        assert_eq!(unread.feed_all(&mut s, &[0; 60], &mut out), Next::Close);
+        assert_eq!(out, b"too large");
+        assert!(unread.as_slice().is_empty(), "the held frame is dropped");
+    }
+
     #[test]
     fn feeding_in_steps_writes_bodies_between_and_loses_no_request() {
         let mut s = HttpSession::new(Arc::new(HttpConfig::default()));
