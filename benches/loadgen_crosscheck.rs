@@ -6,7 +6,10 @@
 //! batch once all of it is answered, as redis-benchmark's `-P` does), the
 //! tools alternating within every round. Both tools measure the same
 //! server, so their ratio says whether loadgen's figure can be trusted
-//! (and, were it lower, that loadgen itself was the bottleneck).
+//! (and, were it lower, that loadgen itself was the bottleneck). loadgen
+//! runs twice in every round, on each of its I/O paths: io_uring sends
+//! every connection's next requests in one submission, epoll sends each
+//! connection's as its replies are read, as the other two tools do.
 //!
 //! Each server runs on CPU 0 with one thread (redis-server `io-threads 1`,
 //! no persistence; memcached `-t 1`), each client on CPU 1 with one thread.
@@ -88,10 +91,11 @@ fn client(program: &str, args: &[String]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// loadgen's requests per second from its JSON, checking it made no error.
-fn loadgen(loadgen: &Path, args: &[String]) -> f64 {
+/// loadgen's requests per second from its JSON, checking it made no error;
+/// `io` is its I/O path (`uring` or `epoll`).
+fn loadgen(loadgen: &Path, io: &str, args: &[String]) -> f64 {
     let mut all: Vec<String> = args.to_vec();
-    all.extend(["--json", "--quiet", "--threads", "1"].map(String::from));
+    all.extend(["--json", "--quiet", "--threads", "1", "--io", io].map(String::from));
     let json: serde_json::Value =
         serde_json::from_str(&client(loadgen.to_str().expect("path"), &all))
             .expect("loadgen's JSON");
@@ -107,10 +111,11 @@ fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|a| a.to_string()).collect()
 }
 
-/// One cell: a name, and the two tools' runs (loadgen's first).
+/// One cell: a name, and the two tools' runs (loadgen's, given its I/O
+/// path, first).
 struct Cell {
     name: String,
-    loadgen: Box<dyn Fn() -> f64>,
+    loadgen: Box<dyn Fn(&str) -> f64>,
     other: Box<dyn Fn() -> f64>,
     other_name: &'static str,
 }
@@ -169,7 +174,7 @@ fn redis_cells(lg: &Path, port: u16, quick: bool) -> Vec<Cell> {
             let label = test.to_uppercase();
             cells.push(Cell {
                 name: format!("redis {test} -c {connections} -P {pipeline}"),
-                loadgen: Box::new(move || loadgen(&lg, &lg_args)),
+                loadgen: Box::new(move |io| loadgen(&lg, io, &lg_args)),
                 other: Box::new(move || {
                     let out = client("redis-benchmark", &rb_args);
                     // The last "SET: 123.45 requests per second" of the
@@ -220,7 +225,7 @@ fn memcached_cell(lg: &Path, port: u16, quick: bool) -> Cell {
     let lg = lg.to_path_buf();
     Cell {
         name: "memcached get:9,set:1 -c 50".into(),
-        loadgen: Box::new(move || loadgen(&lg, &lg_args)),
+        loadgen: Box::new(move |io| loadgen(&lg, io, &lg_args)),
         other: Box::new(move || {
             let out = client("memcaslap", &ms_args);
             let tps = out
@@ -274,6 +279,7 @@ fn main() {
     // on average: the chance one is missed is e^-20).
     loadgen(
         &lg,
+        "auto",
         &strings(&[
             "--tcp",
             &format!("127.0.0.1:{}", memcached.port),
@@ -293,8 +299,12 @@ fn main() {
     );
     let mut cells = redis_cells(&lg, redis.port, quick);
     cells.push(memcached_cell(&lg, memcached.port, quick));
-    println!("loadgen against redis-benchmark and memcaslap, ops/s, {rounds} round(s), tools alternating");
-    let mut ratios = vec![Vec::new(); cells.len()];
+    println!("loadgen (io_uring and epoll) against redis-benchmark and memcaslap, ops/s, {rounds} round(s), tools alternating");
+    // Per cell, loadgen's ops/s over the other tool's: on io_uring (every
+    // connection's sends in one submission) and on epoll (each
+    // connection's send as its reply is read, as redis-benchmark and
+    // memcaslap do).
+    let mut ratios = vec![[Vec::new(), Vec::new()]; cells.len()];
     // A tool's run: ops/s, and how busy it kept its CPU (CPU time over
     // wall time): a tool near 100 % is measuring itself, not the server.
     let timed = |run: &dyn Fn() -> f64| {
@@ -302,34 +312,42 @@ fn main() {
         let ops = run();
         (ops, (children_cpu() - cpu) / wall.elapsed().as_secs_f64())
     };
+    const PATHS: [&str; 2] = ["uring", "epoll"];
     for round in 0..rounds {
         for (i, cell) in cells.iter().enumerate() {
-            let ((ours, our_busy), (theirs, their_busy)) = if (round + i) % 2 == 0 {
-                let ours = timed(&*cell.loadgen);
-                (ours, timed(&*cell.other))
-            } else {
-                let theirs = timed(&*cell.other);
-                (timed(&*cell.loadgen), theirs)
-            };
-            ratios[i].push(ours / theirs);
-            println!(
-                "  round {round}  {:<28} loadgen {:>9.0} (CPU {:>3.0} %)  {:<15} {:>9.0} (CPU {:>3.0} %)  ratio {:.3}",
-                cell.name,
-                ours,
-                our_busy * 100.0,
-                cell.other_name,
-                theirs,
-                their_busy * 100.0,
-                ours / theirs
-            );
+            // The three runs in turn, each first in one round of three.
+            let mut results = [(0.0, 0.0); 3];
+            for k in 0..3 {
+                let which = (k + round + i) % 3;
+                results[which] = match PATHS.get(which) {
+                    Some(io) => timed(&|| (cell.loadgen)(io)),
+                    None => timed(&*cell.other),
+                };
+            }
+            let (theirs, their_busy) = results[2];
+            for (p, io) in PATHS.iter().enumerate() {
+                let (ours, our_busy) = results[p];
+                ratios[i][p].push(ours / theirs);
+                println!(
+                    "  round {round}  {:<28} loadgen {io:<5} {:>9.0} (CPU {:>3.0} %)  {:<15} {:>9.0} (CPU {:>3.0} %)  ratio {:.3}",
+                    cell.name,
+                    ours,
+                    our_busy * 100.0,
+                    cell.other_name,
+                    theirs,
+                    their_busy * 100.0,
+                    ours / theirs
+                );
+            }
         }
     }
     println!("summary: loadgen / the other tool (median, range over rounds)");
     for (cell, r) in cells.iter().zip(&ratios) {
-        let (median, lo, hi) = summary(r);
+        let (um, ulo, uhi) = summary(&r[0]);
+        let (em, elo, ehi) = summary(&r[1]);
         println!(
-            "  {:<28} {:.3} ({:.3}-{:.3}) vs {}",
-            cell.name, median, lo, hi, cell.other_name
+            "  {:<28} io_uring {um:.3} ({ulo:.3}-{uhi:.3})  epoll {em:.3} ({elo:.3}-{ehi:.3})  vs {}",
+            cell.name, cell.other_name
         );
     }
 }
