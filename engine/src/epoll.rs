@@ -543,6 +543,10 @@ impl lifecycle::Driver for EpollWorker {
     /// Queues the parcel and rings its receiver's bell.
     fn post_parcel(&mut self, mesh: &MeshShared, to: usize, parcel: Parcel) {
         let Some(inbox) = mesh.inbox(to) else {
+            // Never: an epoll mesh has an inbox per worker. Were it
+            // missing, the asks' connections end rather than wait forever.
+            tracing::warn!(worker = self.settings.id, to, "no inbox for a worker");
+            lifecycle::parcel_failed(self, parcel);
             return;
         };
         match inbox.queue(self.settings.id, parcel) {
