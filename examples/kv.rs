@@ -274,7 +274,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         server = server.workers(workers.parse()?);
     }
     if let Some(micros) = batch_wait {
-        let wait = std::time::Duration::from_micros(micros.parse()?);
+        let micros = micros
+            .parse()
+            .map_err(|e| format!("--batch-wait {micros}: {e}"))?;
+        let wait = std::time::Duration::from_micros(micros);
         server = server.configure(|config| config.batch_wait = Some(wait));
     }
     let workers = server.worker_count();

@@ -267,14 +267,13 @@ fn serve(mut stream: TcpStream, mut session: Box<dyn StreamSession>, shared: &Sh
                     break;
                 }
                 budget -= n;
-                stats.bytes_in.add_shared(n as u64);
-                stats.messages_in.add_shared(1);
-                let fed = unread.feed_in_steps(
+                let fed = take_read(
+                    &mut stream,
                     &mut *session,
+                    &mut unread,
                     &buf[..n],
                     &mut out,
-                    STEP_ROOM,
-                    |s, out| write_out(&mut stream, out, s, shared),
+                    shared,
                 );
                 if !matches!(fed, Ok(Next::Continue)) {
                     break;
@@ -290,14 +289,13 @@ fn serve(mut stream: TcpStream, mut session: Box<dyn StreamSession>, shared: &Sh
             }
             Ok(n) => {
                 last_active = Instant::now();
-                stats.bytes_in.add_shared(n as u64);
-                stats.messages_in.add_shared(1);
-                let fed = unread.feed_in_steps(
+                let fed = take_read(
+                    &mut stream,
                     &mut *session,
+                    &mut unread,
                     &buf[..n],
                     &mut out,
-                    STEP_ROOM,
-                    |s, out| write_out(&mut stream, out, s, shared),
+                    shared,
                 );
                 match fed {
                     Ok(Next::Close) => break,
@@ -353,6 +351,23 @@ fn serve(mut stream: TcpStream, mut session: Box<dyn StreamSession>, shared: &Sh
 /// Writes `out` (and whatever long body the session still has) with
 /// blocking writes, giving up past the shutdown deadline; `Close` when the
 /// session asked to close while producing its body.
+/// Counts a read of `bytes` and feeds it (after whatever `unread` held)
+/// to the session, writing its replies as they come.
+fn take_read(
+    stream: &mut TcpStream,
+    session: &mut dyn StreamSession,
+    unread: &mut Unread,
+    bytes: &[u8],
+    out: &mut Vec<u8>,
+    shared: &Shared,
+) -> io::Result<Next> {
+    shared.stats.bytes_in.add_shared(bytes.len() as u64);
+    shared.stats.messages_in.add_shared(1);
+    unread.feed_in_steps(session, bytes, out, STEP_ROOM, |s, out| {
+        write_out(stream, out, s, shared)
+    })
+}
+
 fn write_out(
     stream: &mut TcpStream,
     out: &mut Vec<u8>,
