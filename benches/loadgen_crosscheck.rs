@@ -10,6 +10,10 @@
 //! runs twice in every round, on each of its I/O paths: io_uring sends
 //! every connection's next requests in one submission, epoll sends each
 //! connection's as its replies are read, as the other two tools do.
+//! Every run is also checked against the server's own count of commands
+//! (redis `INFO stats`, memcached `stats`, read every 20 ms while the
+//! load is on): each tool's ops/s over the rate the server counted says
+//! whether that tool's figure is honest, whatever the two tools' ratio.
 //!
 //! Each server runs on CPU 0 with one thread (redis-server `io-threads 1`,
 //! no persistence; memcached `-t 1`), each client on CPU 1 with one thread.
@@ -27,6 +31,8 @@
 
 mod support;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
@@ -118,6 +124,93 @@ struct Cell {
     loadgen: Box<dyn Fn(&str) -> f64>,
     other: Box<dyn Fn() -> f64>,
     other_name: &'static str,
+    /// The server, whose own count of commands each run is checked
+    /// against.
+    server: Server,
+}
+
+/// A server under test, and how to read its count of commands run.
+#[derive(Clone, Copy)]
+enum Server {
+    /// redis-server on this port (`INFO stats`: total_commands_processed).
+    Redis(u16),
+    /// memcached on this port (`stats`: cmd_get + cmd_set).
+    Memcached(u16),
+}
+
+impl Server {
+    /// The server's count of commands run so far, asked on `stream`.
+    fn count(self, stream: &mut TcpStream) -> u64 {
+        let (command, end, names): (&[u8], _, &[&str]) = match self {
+            // The field after the count ends the read, so its line is whole.
+            Server::Redis(_) => (
+                b"INFO stats\r\n",
+                "instantaneous_ops_per_sec:",
+                &["total_commands_processed"],
+            ),
+            Server::Memcached(_) => (b"stats\r\n", "END\r\n", &["cmd_get", "cmd_set"]),
+        };
+        stream.write_all(command).expect("send a stats command");
+        let mut reply = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !String::from_utf8_lossy(&reply).contains(end) {
+            let n = stream.read(&mut chunk).expect("read a stats reply");
+            assert!(n > 0, "the server closed before its stats ended");
+            reply.extend_from_slice(&chunk[..n]);
+        }
+        // `name:value` (Redis) or `STAT name value` (memcached) lines.
+        String::from_utf8_lossy(&reply)
+            .lines()
+            .filter_map(|line| {
+                let (name, value) = line.trim_start_matches("STAT ").split_once([':', ' '])?;
+                names
+                    .contains(&name)
+                    .then(|| value.trim().parse::<u64>().ok())?
+            })
+            .sum()
+    }
+
+    /// Runs `run` while counting the server's commands every 20 ms; its
+    /// result, and the rate the server counted while the run's load was
+    /// on (from the first sample after its count began to move to the
+    /// last before it stopped, so that starting and exiting the tool
+    /// count for nothing).
+    fn counted_while<T>(self, run: impl FnOnce() -> T) -> (T, f64) {
+        let port = match self {
+            Server::Redis(port) | Server::Memcached(port) => port,
+        };
+        let mut stream = TcpStream::connect(("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("stats on port {port}: {e}"));
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let (result, samples) = std::thread::scope(|scope| {
+            let poller = scope.spawn(|| {
+                let mut samples = Vec::new();
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    samples.push((Instant::now(), self.count(&mut stream)));
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                samples.push((Instant::now(), self.count(&mut stream)));
+                samples
+            });
+            let result = run();
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            (result, poller.join().expect("the stats poller"))
+        });
+        // Each poll is one command itself: a count that moved by more
+        // than that is load.
+        let moved = |w: &[(Instant, u64)]| w[1].1 > w[0].1 + 1;
+        let first = samples.windows(2).position(moved).map(|i| i + 1);
+        let last = samples.windows(2).rposition(moved);
+        let rate = match (first, last) {
+            (Some(a), Some(b)) if b > a => {
+                let (t0, c0) = samples[a];
+                let (t1, c1) = samples[b];
+                (c1 - c0) as f64 / (t1 - t0).as_secs_f64()
+            }
+            _ => f64::NAN,
+        };
+        (result, rate)
+    }
 }
 
 fn redis_cells(lg: &Path, port: u16, quick: bool) -> Vec<Cell> {
@@ -192,6 +285,7 @@ fn redis_cells(lg: &Path, port: u16, quick: bool) -> Vec<Cell> {
                         .expect("requests per second")
                 }),
                 other_name: "redis-benchmark",
+                server: Server::Redis(port),
             });
         }
     }
@@ -236,6 +330,7 @@ fn memcached_cell(lg: &Path, port: u16, quick: bool) -> Cell {
             tps.unwrap_or_else(|| panic!("no TPS in {out:?}"))
         }),
         other_name: "memcaslap",
+        server: Server::Memcached(port),
     }
 }
 
@@ -305,37 +400,53 @@ fn main() {
     // connection's send as its reply is read, as redis-benchmark and
     // memcaslap do).
     let mut ratios = vec![[Vec::new(), Vec::new()]; cells.len()];
-    // A tool's run: ops/s, and how busy it kept its CPU (CPU time over
-    // wall time): a tool near 100 % is measuring itself, not the server.
-    let timed = |run: &dyn Fn() -> f64| {
+    // Per cell and tool (loadgen on io_uring, on epoll, the other tool):
+    // the tool's ops/s over the rate the server itself counted across the
+    // tool's run. Near 1 for every tool, their figures are each honest,
+    // and where two differ, the two clients drove the server at
+    // different rates.
+    let mut honesty = vec![[Vec::new(), Vec::new(), Vec::new()]; cells.len()];
+    // A tool's run: ops/s, how busy it kept its CPU (CPU time over wall
+    // time; a tool near 100 % is measuring itself, not the server), and
+    // the server's own count of commands per second of the run.
+    let timed = |run: &dyn Fn() -> f64, server: Server| {
         let (cpu, wall) = (children_cpu(), Instant::now());
-        let ops = run();
-        (ops, (children_cpu() - cpu) / wall.elapsed().as_secs_f64())
+        let (ops, counted) = server.counted_while(run);
+        (
+            ops,
+            (children_cpu() - cpu) / wall.elapsed().as_secs_f64(),
+            counted,
+        )
     };
     const PATHS: [&str; 2] = ["uring", "epoll"];
     for round in 0..rounds {
         for (i, cell) in cells.iter().enumerate() {
             // The three runs in turn, each first in one round of three.
-            let mut results = [(0.0, 0.0); 3];
+            let mut results = [(0.0, 0.0, 0.0); 3];
             for k in 0..3 {
                 let which = (k + round + i) % 3;
                 results[which] = match PATHS.get(which) {
-                    Some(io) => timed(&|| (cell.loadgen)(io)),
-                    None => timed(&*cell.other),
+                    Some(io) => timed(&|| (cell.loadgen)(io), cell.server),
+                    None => timed(&*cell.other, cell.server),
                 };
             }
-            let (theirs, their_busy) = results[2];
+            for (tool, (ops, _, counted)) in results.iter().enumerate() {
+                honesty[i][tool].push(ops / counted);
+            }
+            let (theirs, their_busy, their_count) = results[2];
             for (p, io) in PATHS.iter().enumerate() {
-                let (ours, our_busy) = results[p];
+                let (ours, our_busy, our_count) = results[p];
                 ratios[i][p].push(ours / theirs);
                 println!(
-                    "  round {round}  {:<28} loadgen {io:<5} {:>9.0} (CPU {:>3.0} %)  {:<15} {:>9.0} (CPU {:>3.0} %)  ratio {:.3}",
+                    "  round {round}  {:<28} loadgen {io:<5} {:>9.0} (CPU {:>3.0} %, {:.3} of the server's count)  {:<15} {:>9.0} (CPU {:>3.0} %, {:.3})  ratio {:.3}",
                     cell.name,
                     ours,
                     our_busy * 100.0,
+                    ours / our_count,
                     cell.other_name,
                     theirs,
                     their_busy * 100.0,
+                    theirs / their_count,
                     ours / theirs
                 );
             }
@@ -348,6 +459,16 @@ fn main() {
         println!(
             "  {:<28} io_uring {um:.3} ({ulo:.3}-{uhi:.3})  epoll {em:.3} ({elo:.3}-{ehi:.3})  vs {}",
             cell.name, cell.other_name
+        );
+    }
+    println!(
+        "each tool's ops/s over the rate the server counted in its run (median, range over rounds)"
+    );
+    for (cell, h) in cells.iter().zip(&honesty) {
+        let [u, e, o] = [&h[0], &h[1], &h[2]].map(|v| summary(v));
+        println!(
+            "  {:<28} loadgen io_uring {:.3} ({:.3}-{:.3})  epoll {:.3} ({:.3}-{:.3})  {} {:.3} ({:.3}-{:.3})",
+            cell.name, u.0, u.1, u.2, e.0, e.1, e.2, cell.other_name, o.0, o.1, o.2
         );
     }
 }
