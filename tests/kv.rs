@@ -129,9 +129,9 @@ fn random_sets_and_gets_complete_without_errors() {
     if !redis_tools_here() {
         return;
     }
-    // Two workers as they come, and one with a batch wait, as the bench
-    // runs them.
-    for args in [&["2"][..], &["1", "--batch-wait", "20"]] {
+    // Two workers as they come and floating, and one with a batch wait,
+    // as the benches run them.
+    for args in [&["2"][..], &["2", "--no-pin"], &["1", "--batch-wait", "20"]] {
         sets_and_gets_complete(Example::start("kv", args));
     }
 }
@@ -157,6 +157,26 @@ fn sets_and_gets_complete(ex: Example) {
     let value = cli(&ex, &["get", key]);
     assert!(value.len() == 4 || value == "\n", "{key}: {value:?}");
     ex.stop();
+}
+
+/// The workers are pinned one to a CPU as the example comes, and may run
+/// on every CPU the process may with `--no-pin`.
+#[test]
+fn the_no_pin_flag_lets_the_workers_float() {
+    for (args, pinned) in [(&["2"][..], true), (&["2", "--no-pin"], false)] {
+        let ex = Example::start("kv", args);
+        let (workers, process) = ex.thread_cpus("ringcore-w");
+        assert_eq!(workers.len(), 2, "{args:?}: two workers");
+        for cpus in &workers {
+            let one_cpu = cpus.parse::<usize>().is_ok();
+            if pinned {
+                assert!(one_cpu, "{args:?}: a worker may run on {cpus}");
+            } else {
+                assert_eq!(*cpus, process, "{args:?}: a worker may run on {cpus}");
+            }
+        }
+        ex.stop();
+    }
 }
 
 /// `--batch-wait` holds each wait for a batch: a lone client's PING,

@@ -200,8 +200,15 @@ impl ServiceConfig {
 pub struct EngineConfig {
     /// The services every worker serves.
     pub services: Vec<ServiceConfig>,
-    /// One worker per entry, pinned to that CPU id.
+    /// One worker per entry, pinned to that CPU id (unless `pin` is off).
     pub cpus: Vec<usize>,
+    /// Pin each worker to its CPU: thread-per-core's default, for cores
+    /// the server has to itself. Off, the workers float: for a machine
+    /// whose cores other busy processes share (a client on the same box,
+    /// a laptop, an overcommitted VM), where a pinned worker must wait for
+    /// its one core while another lies idle (Seastar's
+    /// `--overprovisioned` does the same).
+    pub pin: bool,
     /// Submission queue depth per worker (the completion queue is 4x).
     pub ring_entries: u32,
     /// Poll each worker's submission queue from a kernel thread that
@@ -244,6 +251,7 @@ impl Default for EngineConfig {
         Self {
             services: Vec::new(),
             cpus: vec![0],
+            pin: true,
             ring_entries: 1024,
             sqpoll: None,
             batch_wait: None,

@@ -585,6 +585,9 @@ impl Connection {
         let Some(asks) = self.asks.as_mut() else {
             return;
         };
+        // Any answer ends the hold: output never waits longer than the
+        // first answer after an ask, however many asks follow.
+        asks.hold = false;
         if let Some((at, bytes)) = asks.answered(ask, part, answer) {
             self.pending.splice(at..at, bytes);
         }
@@ -785,10 +788,12 @@ impl Connection {
         }
         if self.sent == self.sending.len() {
             self.clear_sending();
-            match self.asks.as_mut().and_then(|a| a.sendable()) {
-                // Output stops at the first ask still unanswered.
-                Some(upto) => self.sending.extend(self.pending.drain(..upto)),
-                None => std::mem::swap(&mut self.pending, &mut self.sending),
+            if !self.asks.as_ref().is_some_and(|a| a.hold) {
+                match self.asks.as_mut().and_then(|a| a.sendable()) {
+                    // Output stops at the first ask still unanswered.
+                    Some(upto) => self.sending.extend(self.pending.drain(..upto)),
+                    None => std::mem::swap(&mut self.pending, &mut self.sending),
+                }
             }
         }
         if self.sending.is_empty() {
@@ -902,6 +907,11 @@ pub enum Outgoing<'a> {
 #[derive(Default)]
 struct Asks {
     waiting: VecDeque<Hole>,
+    /// Asks were just made: output ready before them waits for the next
+    /// answer, so that a pipeline whose requests go to several workers
+    /// leaves in one send, not as a prefix now and the rest a hop later
+    /// (each send a wake-up and a read for the client).
+    hold: bool,
     next_id: u32,
     /// Parts not yet handed over to travel: (ask, part, service, owner, job).
     unsent: Vec<(u32, u32, u32, u32, Job)>,
@@ -926,6 +936,7 @@ impl Asks {
     fn add(&mut self, staged: mesh::StagedAsk) {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
+        self.hold = true;
         let mut answers = Vec::with_capacity(staged.parts.len());
         let mut left = 0;
         for (part, p) in staged.parts.into_iter().enumerate() {

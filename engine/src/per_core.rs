@@ -387,12 +387,14 @@ impl PerCore {
                 wake,
                 mesh: mesh.clone(),
             };
-            let cpu = config.cpus[id];
+            let (cpu, pin) = (config.cpus[id], config.pin);
             let worker_mesh = mesh.clone();
             let ready = ready_tx.clone();
             let builder = std::thread::Builder::new().name(format!("ringcore-w{id}"));
             let body: WorkerBody = Box::new(move || {
-                if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+                let pinned =
+                    !pin || core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
+                if !pinned {
                     tracing::warn!(worker = id, cpu, "could not pin the worker to its CPU");
                 }
                 // A worker that fails leaves the mesh, so that no other

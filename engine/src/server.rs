@@ -54,6 +54,14 @@ pub struct Server {
     metrics: Option<SocketAddr>,
 }
 
+/// The ids of the CPUs this process may run on (never empty).
+fn usable_cpus() -> Vec<usize> {
+    core_affinity::get_core_ids()
+        .map(|ids| ids.into_iter().map(|id| id.id).collect())
+        .filter(|ids: &Vec<usize>| !ids.is_empty())
+        .unwrap_or_else(|| vec![0])
+}
+
 impl Default for Server {
     fn default() -> Self {
         Self::new()
@@ -63,13 +71,9 @@ impl Default for Server {
 impl Server {
     /// No service yet, one worker per CPU, the engine's default bounds.
     pub fn new() -> Self {
-        let cpus: Vec<usize> = core_affinity::get_core_ids()
-            .map(|ids| ids.into_iter().map(|id| id.id).collect())
-            .filter(|ids: &Vec<usize>| !ids.is_empty())
-            .unwrap_or_else(|| vec![0]);
         Self {
             config: EngineConfig {
-                cpus,
+                cpus: usable_cpus(),
                 ..EngineConfig::default()
             },
             driver: Driver::default(),
@@ -77,11 +81,19 @@ impl Server {
         }
     }
 
-    /// Serves `n` workers, pinned to CPUs 0 to n-1 (wrapping around when
-    /// there are fewer CPUs).
+    /// Serves `n` workers, pinned in turn to the CPUs the process may use
+    /// (wrapping around when there are fewer CPUs).
     pub fn workers(mut self, n: usize) -> Self {
-        let cpus = core_affinity::get_core_ids().map_or(1, |ids| ids.len().max(1));
-        self.config.cpus = (0..n).map(|i| i % cpus).collect();
+        let cpus = usable_cpus();
+        self.config.cpus = (0..n).map(|i| cpus[i % cpus.len()]).collect();
+        self
+    }
+
+    /// Pins each worker to its CPU (`true`, the default) or lets the
+    /// workers float (see [`EngineConfig::pin`]: for cores shared with
+    /// other busy processes).
+    pub fn pin(mut self, pin: bool) -> Self {
+        self.config.pin = pin;
         self
     }
 
