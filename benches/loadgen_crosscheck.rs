@@ -196,8 +196,8 @@ impl Server {
             done.store(true, std::sync::atomic::Ordering::Relaxed);
             (result, poller.join().expect("the stats poller"))
         });
-        // Each poll is one command itself: a count that moved by more
-        // than that is load.
+        // Redis counts each poll (an INFO) as a command: a count that
+        // moved by more than that is load.
         let moved = |w: &[(Instant, u64)]| w[1].1 > w[0].1 + 1;
         let first = samples.windows(2).position(moved).map(|i| i + 1);
         let last = samples.windows(2).rposition(moved);

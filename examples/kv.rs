@@ -6,9 +6,9 @@
 //! DEL, EXISTS, INCR, MGET, MSET, and CONFIG GET (answered harmlessly).
 //!
 //! `cargo run --release --example kv -- [ADDR] [WORKERS] [--max-memory BYTES]
-//! [--metrics ADDR] [--batch-wait MICROS] [--no-pin]` (default 127.0.0.1:6379, one
-//! worker per CPU, 1 GiB; `k`, `m`, `g` suffixes; `--metrics` serves the
-//! counters, messages between workers included, at
+//! [--metrics ADDR] [--batch-wait MICROS] [--no-pin]` (default
+//! 127.0.0.1:6379, one worker per CPU, 1 GiB; `k`, `m`, `g` suffixes;
+//! `--metrics` serves the counters, messages between workers included, at
 //! `http://ADDR/metrics`). Past `--max-memory`, writes get Redis's `-OOM`
 //! error and nothing grows (Redis's `noeviction`). Stops on SIGINT/SIGTERM.
 //! `--route local|remote` (for measuring, `benches/resp_ping.rs --hop`)

@@ -69,6 +69,13 @@ pub struct Cli {
     #[arg(long, value_name = "LIST", value_parser = parse_cpu_list)]
     pub cpus: Option<CpuList>,
 
+    /// Let the workers float over those CPUs instead of pinning one to
+    /// each: for cores other busy processes share (a load generator on the
+    /// same machine, a laptop), where a pinned worker waits for its one
+    /// core while another is idle.
+    #[arg(long)]
+    pub no_pin: bool,
+
     /// Submission queue depth of each worker's io_uring.
     #[arg(long, default_value_t = 1024, value_name = "N")]
     pub ring_entries: u32,
@@ -315,6 +322,7 @@ impl Cli {
         let config = EngineConfig {
             services,
             cpus,
+            pin: !self.no_pin,
             ring_entries: self.ring_entries,
             sqpoll: self.sqpoll,
             batch_wait: self.batch_wait,
