@@ -508,6 +508,20 @@ fn every_documented_benchmark_runs_in_quick_mode() {
         .status()
         .expect("cargo build --release");
     assert!(built.success(), "cargo build --release");
+    // The pages run in a network namespace of their own, where crates.io
+    // cannot be reached: the monoio peer (a workspace of its own, built by
+    // the compare bench) gets its crates now.
+    let peer = pages::root().join("peers/monoio-echo/Cargo.toml");
+    let fetched = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["fetch", "--locked", "--manifest-path"])
+        .arg(&peer)
+        .status()
+        .expect("cargo fetch for the monoio peer");
+    assert!(
+        fetched.success(),
+        "cargo fetch --manifest-path {}",
+        peer.display()
+    );
     let Some(ran) = run_pages(true) else {
         return;
     };

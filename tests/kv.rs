@@ -165,7 +165,7 @@ fn sets_and_gets_complete(ex: Example) {
 fn the_no_pin_flag_lets_the_workers_float() {
     for (args, pinned) in [(&["2"][..], true), (&["2", "--no-pin"], false)] {
         let ex = Example::start("kv", args);
-        let (workers, process) = ex.thread_cpus("ringcore-w");
+        let (workers, process) = common::thread_cpus(ex.pid(), "ringcore-w");
         assert_eq!(workers.len(), 2, "{args:?}: two workers");
         for cpus in &workers {
             let one_cpu = cpus.parse::<usize>().is_ok();

@@ -471,37 +471,12 @@ fn sqpoll_rings_serve_the_same_echo() {
     }
 }
 
-/// The CPUs each worker thread may run on (`Cpus_allowed_list`), and the
-/// server's main thread's.
-fn worker_cpus(server: &Server) -> (Vec<String>, String) {
-    let allowed = |status: String| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-            .map(|v| v.trim().to_string())
-            .expect("Cpus_allowed_list")
-    };
-    let proc = format!("/proc/{}", server.pid());
-    let main = allowed(std::fs::read_to_string(format!("{proc}/status")).expect("status"));
-    let workers = std::fs::read_dir(format!("{proc}/task"))
-        .expect("the server's threads")
-        .filter_map(|t| {
-            let dir = t.ok()?.path();
-            let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
-            comm.starts_with("ringcore-w")
-                .then(|| std::fs::read_to_string(dir.join("status")).ok())?
-        })
-        .map(allowed)
-        .collect();
-    (workers, main)
-}
-
 /// Workers are pinned one to a CPU, unless `--no-pin` lets them run on
 /// every CPU the server may use.
 #[test]
 fn no_pin_lets_the_workers_float() {
     let pinned = Server::start(&["--serve", "tcp:0=echo", "--threads", "2"]);
-    let (workers, _) = worker_cpus(&pinned);
+    let (workers, _) = common::thread_cpus(pinned.pid(), "ringcore-w");
     assert_eq!(workers.len(), 2, "{workers:?}");
     for cpus in &workers {
         assert!(
@@ -510,7 +485,7 @@ fn no_pin_lets_the_workers_float() {
         );
     }
     let floating = Server::start(&["--serve", "tcp:0=echo", "--threads", "2", "--no-pin"]);
-    let (workers, main) = worker_cpus(&floating);
+    let (workers, main) = common::thread_cpus(floating.pid(), "ringcore-w");
     assert_eq!(workers.len(), 2, "{workers:?}");
     for cpus in &workers {
         assert_eq!(

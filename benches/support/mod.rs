@@ -165,26 +165,18 @@ pub fn monoio_binary() -> std::path::PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let manifest = root.join("peers/monoio-echo/Cargo.toml");
-    // The first build fetches monoio from crates.io: a name lookup that
-    // fails once (seen in CI) gets two more tries, a few seconds apart.
-    let built = (0..3).any(|attempt| {
-        if attempt > 0 {
-            std::thread::sleep(std::time::Duration::from_secs(5 * attempt));
-        }
-        Command::new(&cargo)
-            .args([
-                "build",
-                "--release",
-                "--quiet",
-                "--locked",
-                "--manifest-path",
-            ])
-            .arg(&manifest)
-            .status()
-            .expect("run cargo build for peers/monoio-echo")
-            .success()
-    });
-    assert!(built, "building the monoio peer failed three times");
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "--locked",
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        .status()
+        .expect("run cargo build for peers/monoio-echo");
+    assert!(status.success(), "building the monoio peer failed");
     root.join("peers/monoio-echo/target/release/monoio-echo")
 }
 

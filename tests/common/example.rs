@@ -59,30 +59,9 @@ impl Example {
         kib * 1024
     }
 
-    /// The CPUs each of its threads named `prefix...` may run on
-    /// (`Cpus_allowed_list`), and its main thread's.
-    pub fn thread_cpus(&self, prefix: &str) -> (Vec<String>, String) {
-        let allowed = |status: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-                .map(|v| v.trim().to_string())
-                .expect("Cpus_allowed_list")
-        };
-        let pid = self.child.id();
-        let main =
-            allowed(&std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status"));
-        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the example's threads");
-        let named = tasks
-            .filter_map(|t| {
-                let dir = t.ok()?.path();
-                let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
-                comm.starts_with(prefix)
-                    .then(|| std::fs::read_to_string(dir.join("status")).ok())?
-            })
-            .map(|status| allowed(&status))
-            .collect();
-        (named, main)
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Sends SIGTERM and waits for a clean exit.

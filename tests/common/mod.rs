@@ -13,6 +13,30 @@ use std::time::{Duration, Instant};
 /// How long a test waits for anything the server should do promptly.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
+/// The CPUs each thread of process `pid` named `prefix...` may run on
+/// (`Cpus_allowed_list`, such as `0-1`), and its main thread's.
+pub fn thread_cpus(pid: u32, prefix: &str) -> (Vec<String>, String) {
+    let allowed = |status: String| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .map(|v| v.trim().to_string())
+            .expect("Cpus_allowed_list")
+    };
+    let main = allowed(std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status"));
+    let named = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the process's threads")
+        .filter_map(|t| {
+            let dir = t.ok()?.path();
+            let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+            comm.starts_with(prefix)
+                .then(|| std::fs::read_to_string(dir.join("status")).ok())?
+        })
+        .map(allowed)
+        .collect();
+    (named, main)
+}
+
 /// A `ringcore` process started for one test; killed when dropped.
 pub struct Server {
     child: Option<Child>,
