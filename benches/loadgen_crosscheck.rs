@@ -181,6 +181,10 @@ impl Server {
         };
         let mut stream = TcpStream::connect(("127.0.0.1", port))
             .unwrap_or_else(|e| panic!("stats on port {port}: {e}"));
+        // A server that stops answering fails the bench, not hangs it.
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .expect("a read timeout");
         let done = std::sync::atomic::AtomicBool::new(false);
         let (result, samples) = std::thread::scope(|scope| {
             let poller = scope.spawn(|| {

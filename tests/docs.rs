@@ -494,7 +494,7 @@ fn every_documented_command_runs_as_written() {
 #[ignore = "builds and runs every documented benchmark and fuzz target (minutes); .ci/run runs it"]
 fn every_documented_benchmark_runs_in_quick_mode() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let built = Command::new(cargo)
+    let built = Command::new(&cargo)
         .args([
             "build",
             "--quiet",
@@ -512,7 +512,7 @@ fn every_documented_benchmark_runs_in_quick_mode() {
     // cannot be reached: the monoio peer (a workspace of its own, built by
     // the compare bench) gets its crates now.
     let peer = pages::root().join("peers/monoio-echo/Cargo.toml");
-    let fetched = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let fetched = Command::new(&cargo)
         .args(["fetch", "--locked", "--manifest-path"])
         .arg(&peer)
         .status()

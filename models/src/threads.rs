@@ -348,9 +348,6 @@ fn serve(mut stream: TcpStream, mut session: Box<dyn StreamSession>, shared: &Sh
     }
 }
 
-/// Writes `out` (and whatever long body the session still has) with
-/// blocking writes, giving up past the shutdown deadline; `Close` when the
-/// session asked to close while producing its body.
 /// Counts a read of `bytes` and feeds it (after whatever `unread` held)
 /// to the session, writing its replies as they come.
 fn take_read(
@@ -368,6 +365,9 @@ fn take_read(
     })
 }
 
+/// Writes `out` (and whatever long body the session still has) with
+/// blocking writes, giving up past the shutdown deadline; `Close` when the
+/// session asked to close while producing its body.
 fn write_out(
     stream: &mut TcpStream,
     out: &mut Vec<u8>,
